@@ -1,0 +1,424 @@
+"""The one home of every proto <-> domain conversion, request validation included."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from dataclasses import dataclass
+
+from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
+
+from ._proto.session.v1 import session_pb2 as pb
+from .domain import records
+from .domain.errors import InvalidArgument
+from .domain.money import format_decimal, parse_cost
+from .domain.validation import (
+    MAX_TITLE_LENGTH,
+    MAX_TOKENS_PER_MESSAGE,
+    Violations,
+)
+from .page_tokens import PageTokens
+
+DEFAULT_SESSIONS_PAGE_SIZE = 50
+DEFAULT_MESSAGES_PAGE_SIZE = 100
+MAX_IDLE_SECONDS = 100 * 365 * 86400
+
+# Proto enum numbers <-> domain enums. UNSPECIFIED is absent on purpose.
+STATUS_TO_PROTO = {
+    records.SessionStatus.ACTIVE: pb.SESSION_STATUS_ACTIVE,
+    records.SessionStatus.COMPLETED: pb.SESSION_STATUS_COMPLETED,
+    records.SessionStatus.ENDED: pb.SESSION_STATUS_ENDED,
+    records.SessionStatus.ARCHIVED: pb.SESSION_STATUS_ARCHIVED,
+    records.SessionStatus.EXPIRED: pb.SESSION_STATUS_EXPIRED,
+}
+ROLE_TO_PROTO = {
+    records.Role.USER: pb.ROLE_USER,
+    records.Role.ASSISTANT: pb.ROLE_ASSISTANT,
+    records.Role.SYSTEM: pb.ROLE_SYSTEM,
+    records.Role.TOOL: pb.ROLE_TOOL,
+}
+MESSAGE_TYPE_TO_PROTO = {
+    records.MessageType.CHAT: pb.MESSAGE_TYPE_CHAT,
+    records.MessageType.SYSTEM: pb.MESSAGE_TYPE_SYSTEM,
+    records.MessageType.TOOL_CALL: pb.MESSAGE_TYPE_TOOL_CALL,
+    records.MessageType.TOOL_RESULT: pb.MESSAGE_TYPE_TOOL_RESULT,
+    records.MessageType.NOTIFICATION: pb.MESSAGE_TYPE_NOTIFICATION,
+}
+STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+ROLE_FROM_PROTO = {v: k for k, v in ROLE_TO_PROTO.items()}
+MESSAGE_TYPE_FROM_PROTO = {v: k for k, v in MESSAGE_TYPE_TO_PROTO.items()}
+
+SESSION_MASK_FIELDS = frozenset({"title", "status", "conversation_data", "metadata"})
+MEMORY_MASK_FIELDS = frozenset({"conversation_summary", "facts", "preferences", "metadata"})
+
+
+# ---- values ---------------------------------------------------------------------------------
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    message = timestamp_pb2.Timestamp()
+    message.FromDatetime(value)
+    return message
+
+
+def struct(value: dict[str, Any]) -> struct_pb2.Struct:
+    message = struct_pb2.Struct()
+    message.update(value)
+    return message
+
+
+def from_struct(message: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as plain JSON values; never raises (validation judges the result)."""
+    return {key: _from_value(value) for key, value in message.fields.items()}
+
+
+def _from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind == "struct_value":
+        return from_struct(value.struct_value)
+    if kind == "list_value":
+        return [_from_value(item) for item in value.list_value.values]
+    if kind == "number_value":
+        return value.number_value
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    return None
+
+
+# ---- resources, domain -> proto ---------------------------------------------------------------
+
+
+def session_to_proto(session: records.Session) -> pb.Session:
+    message = pb.Session(
+        session_id=session.session_id,
+        user_id=session.user_id,
+        status=STATUS_TO_PROTO[session.status],
+        title=session.title,
+        conversation_data=struct(session.conversation_data),
+        metadata=struct(session.metadata),
+        message_count=session.message_count,
+        total_tokens=session.total_tokens,
+        total_cost=format_decimal(session.total_cost),
+        create_time=timestamp(session.create_time),
+        update_time=timestamp(session.update_time),
+        last_activity_time=timestamp(session.last_activity_time),
+        etag=session.etag,
+    )
+    if session.end_time is not None:
+        message.end_time.CopyFrom(timestamp(session.end_time))
+    return message
+
+
+def message_to_proto(message: records.Message) -> pb.Message:
+    return pb.Message(
+        message_id=message.message_id,
+        session_id=message.session_id,
+        user_id=message.user_id,
+        sequence=message.sequence,
+        role=ROLE_TO_PROTO[message.role],
+        message_type=MESSAGE_TYPE_TO_PROTO[message.message_type],
+        content=message.content,
+        tokens_used=message.tokens_used,
+        cost=format_decimal(message.cost),
+        metadata=struct(message.metadata),
+        create_time=timestamp(message.create_time),
+    )
+
+
+def memory_to_proto(memory: records.Memory) -> pb.Memory:
+    return pb.Memory(
+        session_id=memory.session_id,
+        user_id=memory.user_id,
+        conversation_summary=memory.conversation_summary,
+        facts=memory.facts,
+        preferences=struct(memory.preferences),
+        metadata=struct(memory.metadata),
+        create_time=timestamp(memory.create_time),
+        update_time=timestamp(memory.update_time),
+        etag=memory.etag,
+    )
+
+
+def summary_to_proto(summary: records.SessionSummary) -> pb.SessionSummary:
+    session = summary.session
+    message = pb.SessionSummary(
+        session_id=session.session_id,
+        user_id=session.user_id,
+        title=session.title,
+        status=STATUS_TO_PROTO[session.status],
+        message_count=session.message_count,
+        total_tokens=session.total_tokens,
+        total_cost=format_decimal(session.total_cost),
+        message_counts_by_role=[
+            pb.RoleCount(role=ROLE_TO_PROTO[role], message_count=count)
+            for role, count in sorted(summary.message_counts_by_role.items(), key=lambda i: ROLE_TO_PROTO[i[0]])
+        ],
+        has_memory=summary.has_memory,
+        create_time=timestamp(session.create_time),
+        last_activity_time=timestamp(session.last_activity_time),
+    )
+    if summary.first_message_time is not None:
+        message.first_message_time.CopyFrom(timestamp(summary.first_message_time))
+    if summary.last_message_time is not None:
+        message.last_message_time.CopyFrom(timestamp(summary.last_message_time))
+    return message
+
+
+def stats_to_proto(stats: records.ServiceStats) -> pb.ServiceStats:
+    return pb.ServiceStats(
+        total_sessions=stats.total_sessions,
+        sessions_by_status=[
+            pb.StatusCount(status=STATUS_TO_PROTO[status], session_count=count)
+            for status, count in sorted(stats.sessions_by_status.items(), key=lambda i: STATUS_TO_PROTO[i[0]])
+        ],
+        total_messages=stats.total_messages,
+        total_tokens=stats.total_tokens,
+        total_cost=format_decimal(stats.total_cost),
+        distinct_users=stats.distinct_users,
+        average_messages_per_session=stats.average_messages_per_session,
+    )
+
+
+# ---- requests, proto -> domain (validated) -----------------------------------------------------
+
+
+def session_id(value: str, field: str = "session_id") -> str:
+    check = Violations()
+    parsed = check.uuid(field, value)
+    check.raise_if_any()
+    assert parsed is not None
+    return parsed
+
+
+def new_session(request: pb.CreateSessionRequest) -> records.NewSession:
+    check = Violations()
+    result = records.NewSession(
+        user_id=check.user_id("user_id", request.user_id),
+        title=check.text("title", request.title, max_length=MAX_TITLE_LENGTH),
+        conversation_data=check.json_object("conversation_data", from_struct(request.conversation_data)),
+        metadata=check.json_object("metadata", from_struct(request.metadata)),
+        request_id=check.uuid("request_id", request.request_id, required=False),
+    )
+    check.raise_if_any()
+    return result
+
+
+def session_patch(request: pb.UpdateSessionRequest) -> records.SessionPatch:
+    check = Violations()
+    given = request.session
+    sid = check.uuid("session.session_id", given.session_id)
+    paths = _mask_paths(check, request, "session", SESSION_MASK_FIELDS, _set_session_fields(given))
+    status = None
+    if "status" in paths:
+        status = STATUS_FROM_PROTO.get(given.status)
+        if status is None:
+            check.add("session.status", "must be one of ACTIVE, COMPLETED, ENDED, ARCHIVED, EXPIRED")
+    result = records.SessionPatch(
+        session_id=sid or "",
+        fields=paths,
+        title=check.text("session.title", given.title, max_length=MAX_TITLE_LENGTH),
+        status=status,
+        conversation_data=check.json_object("session.conversation_data", from_struct(given.conversation_data)),
+        metadata=check.json_object("session.metadata", from_struct(given.metadata)),
+        etag=check.text("session.etag", given.etag, max_length=100),
+    )
+    check.raise_if_any()
+    return result
+
+
+def _set_session_fields(given: pb.Session) -> frozenset[str]:
+    present = set()
+    if given.title:
+        present.add("title")
+    if given.status:
+        present.add("status")
+    if given.HasField("conversation_data"):
+        present.add("conversation_data")
+    if given.HasField("metadata"):
+        present.add("metadata")
+    return frozenset(present)
+
+
+def _mask_paths(
+    check: Violations,
+    request: pb.UpdateSessionRequest | pb.UpdateMemoryRequest,
+    resource: str,
+    allowed: frozenset[str],
+    present: frozenset[str],
+) -> frozenset[str]:
+    """The fields an update touches (AIP-134): the mask's paths, "*" for all, or the fields set."""
+    if not request.HasField("update_mask"):
+        return present
+    mask: field_mask_pb2.FieldMask = request.update_mask
+    if list(mask.paths) == ["*"]:
+        return allowed
+    paths = set()
+    for path in mask.paths:
+        name = path.removeprefix(f"{resource}.")
+        if name not in allowed:
+            check.add("update_mask", f"{path!r} is not one of {', '.join(sorted(allowed))} or '*'")
+        else:
+            paths.add(name)
+    return frozenset(paths)
+
+
+def new_message(request: pb.AddMessageRequest) -> records.NewMessage:
+    check = Violations()
+    sid = check.uuid("session_id", request.session_id)
+    role = ROLE_FROM_PROTO.get(request.role)
+    if role is None:
+        check.add("role", "must be one of USER, ASSISTANT, SYSTEM, TOOL")
+    if request.message_type == pb.MESSAGE_TYPE_UNSPECIFIED:
+        message_type: records.MessageType | None = records.MessageType.CHAT
+    else:
+        message_type = MESSAGE_TYPE_FROM_PROTO.get(request.message_type)
+        if message_type is None:
+            check.add("message_type", "must be one of CHAT, SYSTEM, TOOL_CALL, TOOL_RESULT, NOTIFICATION")
+    cost = parse_cost(request.cost)
+    if cost is None:
+        check.add("cost", 'must be a non-negative decimal string like "0.00015" (at most 12.18 digits)')
+    result = records.NewMessage(
+        session_id=sid or "",
+        role=role or records.Role.USER,
+        message_type=message_type or records.MessageType.CHAT,
+        content=check.text("content", request.content, required=True),
+        tokens_used=check.non_negative("tokens_used", request.tokens_used, MAX_TOKENS_PER_MESSAGE),
+        cost=cost if cost is not None else Decimal(0),
+        metadata=check.json_object("metadata", from_struct(request.metadata)),
+        request_id=check.uuid("request_id", request.request_id, required=False),
+    )
+    check.raise_if_any()
+    return result
+
+
+def new_memory(request: pb.CreateMemoryRequest | pb.Memory, prefix: str = "") -> records.NewMemory:
+    check = Violations()
+    result = _memory_fields(check, request, prefix)
+    check.raise_if_any()
+    return result
+
+
+def _memory_fields(check: Violations, given: pb.CreateMemoryRequest | pb.Memory, prefix: str) -> records.NewMemory:
+    sid = check.uuid(f"{prefix}session_id", given.session_id)
+    facts = list(given.facts)
+    for index, fact in enumerate(facts):
+        check.text(f"{prefix}facts[{index}]", fact)
+    return records.NewMemory(
+        session_id=sid or "",
+        conversation_summary=check.text(f"{prefix}conversation_summary", given.conversation_summary),
+        facts=facts,
+        preferences=check.json_object(f"{prefix}preferences", from_struct(given.preferences)),
+        metadata=check.json_object(f"{prefix}metadata", from_struct(given.metadata)),
+    )
+
+
+def memory_patch(request: pb.UpdateMemoryRequest) -> records.MemoryPatch:
+    check = Violations()
+    given = request.memory
+    memory = _memory_fields(check, given, "memory.")
+    present = set()
+    if given.conversation_summary:
+        present.add("conversation_summary")
+    if given.facts:
+        present.add("facts")
+    if given.HasField("preferences"):
+        present.add("preferences")
+    if given.HasField("metadata"):
+        present.add("metadata")
+    paths = _mask_paths(check, request, "memory", MEMORY_MASK_FIELDS, frozenset(present))
+    result = records.MemoryPatch(
+        memory=memory,
+        fields=paths,
+        etag=check.text("memory.etag", given.etag, max_length=100),
+        allow_missing=request.allow_missing,
+    )
+    check.raise_if_any()
+    return result
+
+
+def idle_for(request: pb.ExpireSessionsRequest) -> timedelta:
+    duration = request.idle_for
+    if duration.seconds < 0 or duration.nanos < 0 or (duration.seconds, duration.nanos) == (0, 0):
+        raise InvalidArgument.single("idle_for", "is required and must be positive")
+    if duration.seconds > MAX_IDLE_SECONDS or duration.nanos >= 1_000_000_000:
+        raise InvalidArgument.single("idle_for", "must be at most 100 years")
+    return duration.ToTimedelta()
+
+
+def sessions_query(request: pb.ListSessionsRequest, tokens: PageTokens) -> SessionsQuery:
+    check = Violations()
+    user_id = check.user_id("user_id", request.user_id)
+    status = None
+    if request.status != pb.SESSION_STATUS_UNSPECIFIED:
+        status = STATUS_FROM_PROTO.get(request.status)
+        if status is None:
+            check.add("status", "must be one of ACTIVE, COMPLETED, ENDED, ARCHIVED, EXPIRED or UNSPECIFIED")
+    page_size = check.page_size("page_size", request.page_size, DEFAULT_SESSIONS_PAGE_SIZE)
+    check.raise_if_any()
+    scope = {"user_id": user_id, "status": request.status}
+    after = None
+    if request.page_token:
+        position = tokens.decode(request.page_token, "sessions", scope)
+        try:
+            after = records.SessionKey(datetime.fromisoformat(position[0]), position[1])
+        except (IndexError, TypeError, ValueError):
+            raise InvalidArgument.single("page_token", "is not a page token this service issued") from None
+    return SessionsQuery(user_id, status, page_size, after, scope)
+
+
+def sessions_page_token(query: SessionsQuery, next_key: records.SessionKey | None, tokens: PageTokens) -> str:
+    if next_key is None:
+        return ""
+    return tokens.encode("sessions", query.scope, [next_key.create_time.isoformat(), next_key.session_id])
+
+
+def messages_query(request: pb.ListMessagesRequest, tokens: PageTokens) -> MessagesQuery:
+    check = Violations()
+    sid = check.uuid("session_id", request.session_id)
+    page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
+    check.raise_if_any()
+    assert sid is not None
+    scope = {"session_id": sid}
+    after = 0
+    if request.page_token:
+        position = tokens.decode(request.page_token, "messages", scope)
+        if len(position) != 1 or not isinstance(position[0], int):
+            raise InvalidArgument.single("page_token", "is not a page token this service issued")
+        after = position[0]
+    return MessagesQuery(sid, page_size, after, scope)
+
+
+def messages_page_token(query: MessagesQuery, next_after: int | None, tokens: PageTokens) -> str:
+    return "" if next_after is None else tokens.encode("messages", query.scope, [next_after])
+
+
+def stream_query(request: pb.StreamMessagesRequest) -> MessagesQuery:
+    check = Violations()
+    sid = check.uuid("session_id", request.session_id)
+    if request.after_sequence < 0:
+        check.add("after_sequence", "must not be negative")
+    page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
+    check.raise_if_any()
+    assert sid is not None
+    return MessagesQuery(sid, page_size, request.after_sequence, {"session_id": sid})
+
+
+@dataclass(frozen=True)
+class SessionsQuery:
+    user_id: str
+    status: records.SessionStatus | None
+    page_size: int
+    after: records.SessionKey | None
+    scope: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class MessagesQuery:
+    session_id: str
+    page_size: int
+    after_sequence: int
+    scope: dict[str, Any]

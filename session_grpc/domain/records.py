@@ -1,0 +1,176 @@
+"""What the service stores and returns, as plain typed records."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+class SessionStatus(enum.StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    ENDED = "ended"
+    ARCHIVED = "archived"
+    EXPIRED = "expired"
+
+
+class Role(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    TOOL = "tool"
+
+
+class MessageType(enum.StrEnum):
+    CHAT = "chat"
+    SYSTEM = "system"
+    TOOL_CALL = "tool_call"
+    TOOL_RESULT = "tool_result"
+    NOTIFICATION = "notification"
+
+
+@dataclass(frozen=True)
+class Session:
+    session_id: str
+    user_id: str
+    status: SessionStatus
+    title: str
+    conversation_data: JsonObject
+    metadata: JsonObject
+    message_count: int
+    total_tokens: int
+    total_cost: Decimal
+    create_time: datetime
+    update_time: datetime
+    last_activity_time: datetime
+    end_time: datetime | None
+    version: int
+
+    @property
+    def etag(self) -> str:
+        return etag_of(self.version)
+
+
+@dataclass(frozen=True)
+class Message:
+    message_id: str
+    session_id: str
+    user_id: str
+    sequence: int
+    role: Role
+    message_type: MessageType
+    content: str
+    tokens_used: int
+    cost: Decimal
+    metadata: JsonObject
+    create_time: datetime
+
+
+@dataclass(frozen=True)
+class Memory:
+    session_id: str
+    user_id: str
+    conversation_summary: str
+    facts: list[str]
+    preferences: JsonObject
+    metadata: JsonObject
+    create_time: datetime
+    update_time: datetime
+    version: int
+
+    @property
+    def etag(self) -> str:
+        return etag_of(self.version)
+
+
+@dataclass(frozen=True)
+class NewSession:
+    user_id: str
+    title: str = ""
+    conversation_data: JsonObject = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionPatch:
+    """The fields an UpdateSession changes: only those named in `fields` are applied."""
+
+    session_id: str
+    fields: frozenset[str]
+    title: str = ""
+    status: SessionStatus | None = None
+    conversation_data: JsonObject = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
+    etag: str = ""
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    session_id: str
+    role: Role
+    message_type: MessageType
+    content: str
+    tokens_used: int = 0
+    cost: Decimal = Decimal(0)
+    metadata: JsonObject = field(default_factory=dict)
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class NewMemory:
+    session_id: str
+    conversation_summary: str = ""
+    facts: list[str] = field(default_factory=list)
+    preferences: JsonObject = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MemoryPatch:
+    """The fields an UpdateMemory changes: only those named in `fields` are applied."""
+
+    memory: NewMemory
+    fields: frozenset[str]
+    etag: str = ""
+    allow_missing: bool = False
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    session: Session
+    message_counts_by_role: dict[Role, int]
+    has_memory: bool
+    first_message_time: datetime | None
+    last_message_time: datetime | None
+
+
+@dataclass(frozen=True)
+class ServiceStats:
+    total_sessions: int
+    sessions_by_status: dict[SessionStatus, int]
+    total_messages: int
+    total_tokens: int
+    total_cost: Decimal
+    distinct_users: int
+
+    @property
+    def average_messages_per_session(self) -> float:
+        return self.total_messages / self.total_sessions if self.total_sessions else 0.0
+
+
+@dataclass(frozen=True)
+class SessionKey:
+    """Position of a session in the newest-first listing (keyset pagination)."""
+
+    create_time: datetime
+    session_id: str
+
+
+def etag_of(version: int) -> str:
+    return f'"{version}"'

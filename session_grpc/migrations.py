@@ -1,0 +1,43 @@
+"""Run the Alembic migrations from code (make run, tests, the CLI), on a connection we own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from .settings import asyncpg_url
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def alembic_config() -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "alembic"))
+    return config
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    await _run(url, command.upgrade, revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    await _run(url, command.downgrade, revision)
+
+
+async def _run(url: str, operation, revision: str) -> None:  # type: ignore[no-untyped-def]
+    engine = create_async_engine(asyncpg_url(url))
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(_with_connection, operation, revision)
+    finally:
+        await engine.dispose()
+
+
+def _with_connection(connection: Connection, operation, revision: str) -> None:  # type: ignore[no-untyped-def]
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    operation(config, revision)

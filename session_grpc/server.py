@@ -1,0 +1,126 @@
+"""`build_server(settings)` makes a ready-to-start server; `serve(settings)` runs one until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from . import embedded, migrations
+from ._proto.session.v1 import session_pb2, session_pb2_grpc
+from .page_tokens import PageTokens
+from .servicers.memories import MemoryServicer
+from .servicers.messages import MessageServicer
+from .servicers.sessions import SessionServicer
+from .settings import Settings
+from .storage import sessions
+from .storage.database import Database, create_engine
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = tuple(
+    session_pb2.DESCRIPTOR.services_by_name[name].full_name
+    for name in ("SessionService", "MessageService", "MemoryService")
+)
+
+
+@dataclass
+class SessionServer:
+    """A built server: start() it, then stop() it; `port` is the bound port (useful with PORT=0)."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    db: Database
+    health: health.aio.HealthServicer
+    port: int
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.check_health()
+        await self.server.start()
+        self._tasks.append(asyncio.create_task(self._every(self.settings.health_interval, self.check_health)))
+        if self.settings.expiry_interval > 0:
+            self._tasks.append(asyncio.create_task(self._every(self.settings.expiry_interval, self.expire_idle)))
+        log.info("serving %s on %s:%d", ", ".join(SERVICE_NAMES), self.settings.host, self.port)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Health NOT_SERVING first, then let in-flight calls finish, then close the pool."""
+        await self.health.enter_graceful_shutdown()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        await self.db.close()
+        log.info("stopped")
+
+    async def check_health(self) -> None:
+        serving = await self.db.ping()
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, status)
+
+    async def expire_idle(self) -> None:
+        idle = timedelta(seconds=self.settings.expiry_idle)
+        count = await self.db.run(sessions.expire_sessions, idle)
+        if count:
+            log.info("expired %d sessions idle for more than %s", count, idle)
+
+    @staticmethod
+    async def _every(seconds: float, job) -> None:  # type: ignore[no-untyped-def]
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:  # noqa: BLE001 - a background job must outlive one failure
+                log.warning("background job %s failed", job.__name__, exc_info=True)
+
+
+def build_server(settings: Settings) -> SessionServer:
+    """Everything wired and bound, not yet started. The database URL must be set."""
+    db = Database(create_engine(settings))
+    tokens = PageTokens(settings.page_token_secret)
+    server = grpc.aio.server()
+    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(db, tokens), server)
+    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens), server)
+    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    return SessionServer(settings=settings, server=server, db=db, health=health_servicer, port=port)
+
+
+async def _serve(settings: Settings) -> None:
+    if settings.migrate_on_start:
+        await migrations.upgrade(settings.sqlalchemy_url)
+    service = build_server(settings)
+    await service.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+    log.info("signal received; draining for up to %.1fs", settings.shutdown_grace)
+    await service.stop()
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT. Without DATABASE_URL, an embedded PostgreSQL is started first."""
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with contextlib.ExitStack() as stack:
+        if settings.database_url is None:
+            url = stack.enter_context(embedded.postgres(settings.embedded_data_dir))
+            settings = replace(settings, database_url=url)
+        asyncio.run(_serve(settings))

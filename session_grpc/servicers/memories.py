@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import grpc
+
+from .. import convert
+from .._proto.session.v1 import session_pb2 as pb
+from .._proto.session.v1 import session_pb2_grpc
+from ..status import maps_errors
+from ..storage import memories
+from ..storage.database import Database
+
+
+@maps_errors
+class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def CreateMemory(self, request: pb.CreateMemoryRequest, context: grpc.aio.ServicerContext):
+        memory = await self.db.run(memories.create_memory, convert.new_memory(request))
+        return pb.CreateMemoryResponse(memory=convert.memory_to_proto(memory))
+
+    async def GetMemory(self, request: pb.GetMemoryRequest, context: grpc.aio.ServicerContext):
+        memory = await self.db.run(memories.get_memory, convert.session_id(request.session_id))
+        return pb.GetMemoryResponse(memory=convert.memory_to_proto(memory))
+
+    async def UpdateMemory(self, request: pb.UpdateMemoryRequest, context: grpc.aio.ServicerContext):
+        memory = await self.db.run(memories.update_memory, convert.memory_patch(request))
+        return pb.UpdateMemoryResponse(memory=convert.memory_to_proto(memory))
+
+    async def DeleteMemory(self, request: pb.DeleteMemoryRequest, context: grpc.aio.ServicerContext):
+        await self.db.run(memories.delete_memory, convert.session_id(request.session_id))
+        return pb.DeleteMemoryResponse()

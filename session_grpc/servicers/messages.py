@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from .. import convert
+from .._proto.session.v1 import session_pb2 as pb
+from .._proto.session.v1 import session_pb2_grpc
+from ..page_tokens import PageTokens
+from ..status import maps_errors
+from ..storage import messages, sessions
+from ..storage.database import Database
+
+
+@maps_errors
+class MessageServicer(session_pb2_grpc.MessageServiceServicer):
+    def __init__(self, db: Database, tokens: PageTokens) -> None:
+        self.db = db
+        self.tokens = tokens
+
+    async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
+        message = await self.db.run(messages.add_message, convert.new_message(request))
+        return pb.AddMessageResponse(message=convert.message_to_proto(message))
+
+    async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
+        query = convert.messages_query(request, self.tokens)
+        page, next_after, total = await self.db.run(
+            messages.list_messages, query.session_id, query.page_size, query.after_sequence
+        )
+        return pb.ListMessagesResponse(
+            messages=[convert.message_to_proto(m) for m in page],
+            next_page_token=convert.messages_page_token(query, next_after, self.tokens),
+            total_size=total,
+        )
+
+    async def StreamMessages(
+        self, request: pb.StreamMessagesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamMessagesResponse]:
+        """Pages through the session by sequence, one short transaction per page."""
+        query = convert.stream_query(request)
+        await self.db.run(sessions.get_session, query.session_id)
+        after = query.after_sequence
+        while True:
+            page = await self.db.run(messages.messages_after, query.session_id, after, query.page_size)
+            for message in page:
+                yield pb.StreamMessagesResponse(message=convert.message_to_proto(message))
+            if len(page) < query.page_size:
+                return
+            after = page[-1].sequence

@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import grpc
+
+from .. import convert
+from .._proto.session.v1 import session_pb2 as pb
+from .._proto.session.v1 import session_pb2_grpc
+from ..page_tokens import PageTokens
+from ..status import maps_errors
+from ..storage import sessions
+from ..storage.database import Database
+
+
+@maps_errors
+class SessionServicer(session_pb2_grpc.SessionServiceServicer):
+    def __init__(self, db: Database, tokens: PageTokens) -> None:
+        self.db = db
+        self.tokens = tokens
+
+    async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
+        session = await self.db.run(sessions.create_session, convert.new_session(request))
+        return pb.CreateSessionResponse(session=convert.session_to_proto(session))
+
+    async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
+        session = await self.db.run(sessions.get_session, convert.session_id(request.session_id))
+        return pb.GetSessionResponse(session=convert.session_to_proto(session))
+
+    async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
+        session = await self.db.run(sessions.update_session, convert.session_patch(request))
+        return pb.UpdateSessionResponse(session=convert.session_to_proto(session))
+
+    async def EndSession(self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext):
+        session = await self.db.run(sessions.end_session, convert.session_id(request.session_id))
+        return pb.EndSessionResponse(session=convert.session_to_proto(session))
+
+    async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext):
+        await self.db.run(sessions.delete_session, convert.session_id(request.session_id))
+        return pb.DeleteSessionResponse()
+
+    async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
+        query = convert.sessions_query(request, self.tokens)
+        page, next_key, total = await self.db.run(
+            sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
+        )
+        return pb.ListSessionsResponse(
+            sessions=[convert.session_to_proto(s) for s in page],
+            next_page_token=convert.sessions_page_token(query, next_key, self.tokens),
+            total_size=total,
+        )
+
+    async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):
+        summary = await self.db.run(sessions.session_summary, convert.session_id(request.session_id))
+        return pb.GetSessionSummaryResponse(summary=convert.summary_to_proto(summary))
+
+    async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):
+        stats = await self.db.run(sessions.service_stats)
+        return pb.GetServiceStatsResponse(stats=convert.stats_to_proto(stats))
+
+    async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):
+        count = await self.db.run(sessions.expire_sessions, convert.idle_for(request))
+        return pb.ExpireSessionsResponse(expired_count=count)

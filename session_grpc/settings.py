@@ -1,0 +1,105 @@
+"""One typed settings object, read once from the environment and passed in explicitly."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
+
+
+class SettingsError(ValueError):
+    """A setting in the environment cannot be understood."""
+
+
+def parse_duration(text: str, name: str = "duration") -> float:
+    """Seconds from "300", "300s", "5m", "24h", "2d" or "250ms"."""
+    match = _DURATION.match(text)
+    if not match:
+        raise SettingsError(f"{name}: {text!r} is not a duration like 30s, 5m, 24h")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+
+
+def asyncpg_url(url: str) -> str:
+    """Accept the usual postgresql:// (or postgres://) URL and name the asyncpg driver."""
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix) :]
+    raise SettingsError(f"DATABASE_URL must start with postgresql://, got {url.split(':', 1)[0]}://")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the server. Field docs are the README's configuration table."""
+
+    port: int = 8203
+    """PORT: TCP port to listen on; 0 picks a free one."""
+    host: str = "localhost"
+    """SESSION_HOST: address to bind; loopback by default, 0.0.0.0 or [::] for all interfaces."""
+    database_url: str | None = None
+    """DATABASE_URL: postgresql://user@host:port/db; unset means an embedded PostgreSQL."""
+    embedded_data_dir: Path = Path(".pgdata")
+    """SESSION_EMBEDDED_DATA_DIR: where the embedded PostgreSQL keeps its data."""
+    migrate_on_start: bool = False
+    """SESSION_MIGRATE_ON_START: apply Alembic migrations before serving (make run does)."""
+    db_pool_size: int = 10
+    """SESSION_DB_POOL_SIZE: connections kept open to PostgreSQL."""
+    db_max_overflow: int = 10
+    """SESSION_DB_MAX_OVERFLOW: extra connections allowed under bursts."""
+    db_pool_timeout: float = 5.0
+    """SESSION_DB_POOL_TIMEOUT: seconds to wait for a free connection before UNAVAILABLE."""
+    expiry_interval: float = 300.0
+    """SESSION_EXPIRY_INTERVAL: how often the server expires idle sessions; 0 turns it off."""
+    expiry_idle: float = 86400.0
+    """SESSION_EXPIRY_IDLE: idle time after which an ACTIVE session expires."""
+    health_interval: float = 5.0
+    """SESSION_HEALTH_INTERVAL: how often health checks the database."""
+    shutdown_grace: float = 10.0
+    """SESSION_SHUTDOWN_GRACE: seconds in-flight calls get to finish on SIGTERM."""
+    page_token_secret: str = "session-grpc-page-token"
+    """SESSION_PAGE_TOKEN_SECRET: HMAC key that seals page tokens; same on every replica."""
+    log_level: str = "INFO"
+    """SESSION_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url is None:
+            raise SettingsError("no database URL; start the embedded database first")
+        return asyncpg_url(self.database_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        try:
+            return cls(
+                port=int(env.get("PORT", "8203")),
+                host=env.get("SESSION_HOST", "localhost"),
+                database_url=env.get("DATABASE_URL") or None,
+                embedded_data_dir=Path(env.get("SESSION_EMBEDDED_DATA_DIR", ".pgdata")),
+                migrate_on_start=_bool(env.get("SESSION_MIGRATE_ON_START", "false"), "SESSION_MIGRATE_ON_START"),
+                db_pool_size=int(env.get("SESSION_DB_POOL_SIZE", "10")),
+                db_max_overflow=int(env.get("SESSION_DB_MAX_OVERFLOW", "10")),
+                db_pool_timeout=parse_duration(env.get("SESSION_DB_POOL_TIMEOUT", "5s"), "SESSION_DB_POOL_TIMEOUT"),
+                expiry_interval=parse_duration(env.get("SESSION_EXPIRY_INTERVAL", "5m"), "SESSION_EXPIRY_INTERVAL"),
+                expiry_idle=parse_duration(env.get("SESSION_EXPIRY_IDLE", "24h"), "SESSION_EXPIRY_IDLE"),
+                health_interval=parse_duration(env.get("SESSION_HEALTH_INTERVAL", "5s"), "SESSION_HEALTH_INTERVAL"),
+                shutdown_grace=parse_duration(env.get("SESSION_SHUTDOWN_GRACE", "10s"), "SESSION_SHUTDOWN_GRACE"),
+                page_token_secret=env.get("SESSION_PAGE_TOKEN_SECRET", cls.page_token_secret),
+                log_level=env.get("SESSION_LOG_LEVEL", "INFO").upper(),
+            )
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from exc
+
+
+def _bool(text: str, name: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name}: {text!r} is not true or false")
+

@@ -1,0 +1,122 @@
+"""The one table from domain errors to gRPC status codes, and the google.rpc details each carries."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from .domain.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "session-grpc"
+
+STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Aborted: grpc.StatusCode.ABORTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code(error: DomainError) -> grpc.StatusCode:
+    for kind in type(error).__mro__:
+        if kind in STATUS_CODES:
+            return STATUS_CODES[kind]
+    return grpc.StatusCode.INTERNAL
+
+
+def to_rpc_status(error: DomainError) -> status_pb2.Status:
+    code = status_code(error)
+    details: list[Any] = []
+    if isinstance(error, InvalidArgument):
+        details.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in error.violations
+                ]
+            )
+        )
+    else:
+        details.append(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+    if isinstance(error, (NotFound, AlreadyExists)):
+        details.append(
+            error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.resource_name)
+        )
+    packed = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        packed.append(holder)
+    return status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=packed)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _unary(method: F) -> F:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except DomainError as error:
+            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _streaming(method: F) -> F:
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except DomainError as error:
+            await abort_with(context, error)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("unexpected error in %s", method.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+    return wrapper  # type: ignore[return-value]
+
+
+C = TypeVar("C", bound=type)
+
+
+def maps_errors(cls: C) -> C:
+    """Class decorator: every RPC method reports DomainErrors through STATUS_CODES."""
+    for name, member in list(vars(cls).items()):
+        if name[:1].isupper() and callable(member):
+            wrap = _streaming if inspect.isasyncgenfunction(member) else _unary
+            setattr(cls, name, wrap(member))
+    return cls

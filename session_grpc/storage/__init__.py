@@ -1,0 +1,1 @@
+"""SQLAlchemy models, queries and transactions. Everything that speaks SQL lives here."""

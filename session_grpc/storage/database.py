@@ -1,0 +1,94 @@
+"""The engine, the transaction runner, and the translation of driver errors to domain errors."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Concatenate, ParamSpec, TypeVar
+
+from sqlalchemy import exc, text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from ..domain.errors import Aborted, DomainError, Unavailable
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+MAX_TRANSIENT_ATTEMPTS = 3
+
+
+def create_engine(settings: Settings) -> AsyncEngine:
+    return create_async_engine(
+        settings.sqlalchemy_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        pool_pre_ping=True,
+        connect_args={"timeout": settings.db_pool_timeout},
+    )
+
+
+def sqlstate(error: BaseException) -> str | None:
+    orig = getattr(error, "orig", None)
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def translate(error: Exception) -> DomainError | None:
+    """The domain error a driver error stands for, or None when it is a bug of ours."""
+    if isinstance(error, exc.TimeoutError):
+        return Unavailable("no database connection became free in time")
+    if isinstance(error, exc.DBAPIError):
+        code = sqlstate(error) or ""
+        if code in TRANSIENT_SQLSTATES:
+            return Aborted("the transaction kept conflicting with concurrent ones; retry", reason="CONCURRENT_UPDATE")
+        if error.connection_invalidated or code.startswith(("08", "53", "57P")) or not code:
+            return Unavailable("the database is unavailable")
+    if isinstance(error, (OSError, ConnectionError)):
+        return Unavailable("the database is unavailable")
+    return None
+
+
+class Database:
+    """Runs storage functions, each in its own transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    async def run(
+        self, work: Callable[Concatenate[AsyncSession, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`await work(session, *args)` in one transaction, committed when it returns.
+
+        Serialization failures and deadlocks are retried a few times; driver
+        errors become domain errors (UNAVAILABLE, ABORTED) for the caller.
+        """
+        for attempt in range(1, MAX_TRANSIENT_ATTEMPTS + 1):
+            try:
+                async with self._sessions() as session, session.begin():
+                    return await work(session, *args, **kwargs)
+            except (exc.SQLAlchemyError, OSError) as error:
+                if sqlstate(error) in TRANSIENT_SQLSTATES and attempt < MAX_TRANSIENT_ATTEMPTS:
+                    log.info("retrying transaction after %s (attempt %d)", sqlstate(error), attempt)
+                    continue
+                domain = translate(error)
+                if domain is None:
+                    raise
+                raise domain from error
+        raise AssertionError("unreachable")
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means "not serving"
+            log.warning("database health check failed", exc_info=log.isEnabledFor(logging.DEBUG))
+            return False
+
+    async def close(self) -> None:
+        await self.engine.dispose()

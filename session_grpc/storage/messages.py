@@ -1,0 +1,122 @@
+"""Queries and transactions on messages."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import BigInteger, Numeric, Text, func, literal, select, update
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..domain import lifecycle
+from ..domain.records import Message, NewMessage, SessionStatus
+from .database import sqlstate
+from .sessions import get_session
+from .tables import MessageRow, SessionRow
+
+UNIQUE_VIOLATION = "23505"
+
+
+async def add_message(db: AsyncSession, new: NewMessage) -> Message:
+    """Append a message and add it to the session's counters, in one statement.
+
+    The UPDATE of the session row takes its row lock, so concurrent appends to
+    one session queue up behind each other; the new message_count is the
+    message's sequence, which keeps sequences gapless and counters exact.
+    """
+    if new.request_id is not None:
+        earlier = await _by_request_id(db, new)
+        if earlier is not None:
+            return earlier
+    bumped = (
+        update(SessionRow)
+        .where(SessionRow.id == new.session_id, SessionRow.status == SessionStatus.ACTIVE.value)
+        .values(
+            message_count=SessionRow.message_count + 1,
+            total_tokens=SessionRow.total_tokens + new.tokens_used,
+            total_cost=SessionRow.total_cost + literal(new.cost, Numeric),
+            last_activity_time=func.now(),
+            update_time=func.now(),
+        )
+        .returning(SessionRow.id, SessionRow.user_id, SessionRow.message_count)
+        .cte("bumped")
+    )
+    statement = (
+        insert(MessageRow)
+        .from_select(
+            [
+                MessageRow.id,
+                MessageRow.session_id,
+                MessageRow.user_id,
+                MessageRow.sequence,
+                MessageRow.role,
+                MessageRow.message_type,
+                MessageRow.content,
+                MessageRow.tokens_used,
+                MessageRow.cost,
+                MessageRow.metadata_,
+                MessageRow.request_id,
+            ],
+            select(
+                literal(str(uuid.uuid4()), UUID(as_uuid=False)),
+                bumped.c.id,
+                bumped.c.user_id,
+                bumped.c.message_count,
+                literal(new.role.value, Text),
+                literal(new.message_type.value, Text),
+                literal(new.content, Text),
+                literal(new.tokens_used, BigInteger),
+                literal(new.cost, Numeric),
+                literal(new.metadata, JSONB),
+                literal(new.request_id, UUID(as_uuid=False)),
+            ),
+        )
+        .returning(MessageRow)
+    )
+    if new.request_id is None:
+        row = await db.scalar(statement)
+    else:
+        try:
+            async with db.begin_nested():
+                row = await db.scalar(statement)
+        except IntegrityError as error:
+            # A concurrent call with the same request_id committed first: answer as it did.
+            if sqlstate(error) != UNIQUE_VIOLATION:
+                raise
+            earlier = await _by_request_id(db, new)
+            assert earlier is not None
+            return earlier
+    if row is None:
+        session = await get_session(db, new.session_id)
+        lifecycle.check_accepts_messages(session.status)
+        raise AssertionError(f"session {new.session_id} is active but took no message")
+    return row.to_domain()
+
+
+async def _by_request_id(db: AsyncSession, new: NewMessage) -> Message | None:
+    row = await db.scalar(
+        select(MessageRow).where(MessageRow.session_id == new.session_id, MessageRow.request_id == new.request_id)
+    )
+    return None if row is None else row.to_domain()
+
+
+async def list_messages(
+    db: AsyncSession, session_id: str, page_size: int, after_sequence: int
+) -> tuple[list[Message], int | None, int]:
+    """One page in sequence order, the sequence to continue after, and the session's message count."""
+    session = await get_session(db, session_id)
+    messages = await messages_after(db, session_id, after_sequence, page_size + 1)
+    page = messages[:page_size]
+    next_after = page[-1].sequence if len(messages) > page_size else None
+    return page, next_after, session.message_count
+
+
+async def messages_after(db: AsyncSession, session_id: str, after_sequence: int, limit: int) -> list[Message]:
+    rows = await db.scalars(
+        select(MessageRow)
+        .where(MessageRow.session_id == session_id, MessageRow.sequence > after_sequence)
+        .order_by(MessageRow.sequence)
+        .limit(limit)
+    )
+    return [row.to_domain() for row in rows]

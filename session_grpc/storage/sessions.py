@@ -1,0 +1,224 @@
+"""Queries and transactions on sessions. Each function runs inside the caller's transaction."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ..domain import lifecycle
+from ..domain.errors import Aborted, NotFound
+from ..domain.records import (
+    NewSession,
+    Role,
+    ServiceStats,
+    Session,
+    SessionPatch,
+    SessionStatus,
+    SessionKey,
+    SessionSummary,
+)
+from .tables import MemoryRow, MessageRow, SessionRow
+
+PATCHABLE_FIELDS = frozenset({"title", "status", "conversation_data", "metadata"})
+
+
+async def create_session(db: AsyncSession, new: NewSession) -> Session:
+    """Insert an ACTIVE session; with a request_id, a repeat returns the first one."""
+    row = await db.scalar(
+        insert(SessionRow)
+        .values(
+            id=str(uuid.uuid4()),
+            user_id=new.user_id,
+            status=SessionStatus.ACTIVE.value,
+            title=new.title,
+            conversation_data=new.conversation_data,
+            metadata_=new.metadata,
+            request_id=new.request_id,
+        )
+        .on_conflict_do_nothing(
+            index_elements=[SessionRow.user_id, SessionRow.request_id],
+            index_where=SessionRow.request_id.is_not(None),
+        )
+        .returning(SessionRow)
+    )
+    if row is None:  # the request_id was seen before
+        row = await db.scalar(
+            select(SessionRow).where(SessionRow.user_id == new.user_id, SessionRow.request_id == new.request_id)
+        )
+        assert row is not None
+    return row.to_domain()
+
+
+async def get_session(db: AsyncSession, session_id: str, *, for_update: bool = False) -> Session:
+    return (await _get_row(db, session_id, for_update=for_update)).to_domain()
+
+
+async def _get_row(db: AsyncSession, session_id: str, *, for_update: bool = False) -> SessionRow:
+    query = select(SessionRow).where(SessionRow.id == session_id)
+    if for_update:
+        query = query.with_for_update()
+    row = await db.scalar(query)
+    if row is None:
+        raise NotFound("session", session_id)
+    return row
+
+
+async def update_session(db: AsyncSession, patch: SessionPatch) -> Session:
+    current = await get_session(db, patch.session_id, for_update=True)
+    if patch.etag and patch.etag != current.etag:
+        raise Aborted(
+            f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH"
+        )
+    values: dict[str, object] = {}
+    if "title" in patch.fields:
+        values["title"] = patch.title
+    if "conversation_data" in patch.fields:
+        values["conversation_data"] = patch.conversation_data
+    if "metadata" in patch.fields:
+        values["metadata_"] = patch.metadata
+    if "status" in patch.fields and patch.status is not None and patch.status != current.status:
+        lifecycle.check_move(current.status, patch.status)
+        values.update(_status_values(patch.status))
+    if not values:
+        return current
+    return await _apply(db, current.session_id, values)
+
+
+async def end_session(db: AsyncSession, session_id: str) -> Session:
+    current = await get_session(db, session_id, for_update=True)
+    if current.status in (SessionStatus.ENDED, SessionStatus.ARCHIVED):
+        return current
+    lifecycle.check_move(current.status, SessionStatus.ENDED)
+    return await _apply(db, session_id, _status_values(SessionStatus.ENDED))
+
+
+def _status_values(status: SessionStatus) -> dict[str, object]:
+    values: dict[str, object] = {"status": status.value}
+    if status is SessionStatus.ENDED:
+        values["end_time"] = func.now()
+    return values
+
+
+async def _apply(db: AsyncSession, session_id: str, values: dict[str, object]) -> Session:
+    row = await db.scalar(
+        update(SessionRow)
+        .where(SessionRow.id == session_id)
+        .values(**values, version=SessionRow.version + 1, update_time=func.now())
+        .returning(SessionRow)
+        .execution_options(synchronize_session=False)
+    )
+    assert row is not None
+    return row.to_domain()
+
+
+async def delete_session(db: AsyncSession, session_id: str) -> None:
+    """Remove the session; its messages and memory go with it (ON DELETE CASCADE)."""
+    deleted = await db.scalar(delete(SessionRow).where(SessionRow.id == session_id).returning(SessionRow.id))
+    if deleted is None:
+        raise NotFound("session", session_id)
+
+
+async def list_sessions(
+    db: AsyncSession,
+    user_id: str,
+    status: SessionStatus | None,
+    page_size: int,
+    after: SessionKey | None,
+) -> tuple[list[Session], SessionKey | None, int]:
+    """One page of a user's sessions, newest first, the key to continue from, and the total."""
+    filters = [SessionRow.user_id == user_id]
+    if status is not None:
+        filters.append(SessionRow.status == status.value)
+    query = select(SessionRow).where(*filters)
+    if after is not None:
+        query = query.where(
+            tuple_(SessionRow.create_time, SessionRow.id) < tuple_(after.create_time, after.session_id)
+        )
+    query = query.order_by(SessionRow.create_time.desc(), SessionRow.id.desc()).limit(page_size + 1)
+    rows = list(await db.scalars(query))
+    total = await db.scalar(select(func.count()).select_from(SessionRow).where(*filters)) or 0
+    page = [row.to_domain() for row in rows[:page_size]]
+    next_key = SessionKey(page[-1].create_time, page[-1].session_id) if len(rows) > page_size else None
+    return page, next_key, total
+
+
+async def session_summary(db: AsyncSession, session_id: str) -> SessionSummary:
+    session = await get_session(db, session_id)
+    by_role = await db.execute(
+        select(
+            MessageRow.role,
+            func.count(),
+            func.min(MessageRow.create_time),
+            func.max(MessageRow.create_time),
+        )
+        .where(MessageRow.session_id == session_id)
+        .group_by(MessageRow.role)
+    )
+    counts: dict[Role, int] = {}
+    first: datetime | None = None
+    last: datetime | None = None
+    for role, count, role_first, role_last in by_role:
+        counts[Role(role)] = count
+        first = role_first if first is None else min(first, role_first)
+        last = role_last if last is None else max(last, role_last)
+    has_memory = await db.scalar(select(select(MemoryRow.session_id).where(MemoryRow.session_id == session_id).exists()))
+    return SessionSummary(
+        session=session,
+        message_counts_by_role=counts,
+        has_memory=bool(has_memory),
+        first_message_time=first,
+        last_message_time=last,
+    )
+
+
+async def service_stats(db: AsyncSession) -> ServiceStats:
+    by_status = await db.execute(
+        select(
+            SessionRow.status,
+            func.count(),
+            func.coalesce(func.sum(SessionRow.message_count), 0),
+            func.coalesce(func.sum(SessionRow.total_tokens), 0),
+            func.coalesce(func.sum(SessionRow.total_cost), 0),
+        ).group_by(SessionRow.status)
+    )
+    sessions_by_status: dict[SessionStatus, int] = {}
+    messages = tokens = 0
+    cost = Decimal(0)
+    for status, count, status_messages, status_tokens, status_cost in by_status:
+        sessions_by_status[SessionStatus(status)] = count
+        messages += status_messages
+        tokens += status_tokens
+        cost += status_cost
+    users = await db.scalar(select(func.count(func.distinct(SessionRow.user_id)))) or 0
+    return ServiceStats(
+        total_sessions=sum(sessions_by_status.values()),
+        sessions_by_status=sessions_by_status,
+        total_messages=int(messages),
+        total_tokens=int(tokens),
+        total_cost=cost,
+        distinct_users=users,
+    )
+
+
+async def expire_sessions(db: AsyncSession, idle_for: timedelta) -> int:
+    """Move ACTIVE sessions idle for longer than `idle_for` to EXPIRED; how many moved."""
+    expired = await db.scalars(
+        update(SessionRow)
+        .where(
+            SessionRow.status == SessionStatus.ACTIVE.value,
+            SessionRow.last_activity_time < func.now() - idle_for,
+        )
+        .values(
+            status=SessionStatus.EXPIRED.value,
+            version=SessionRow.version + 1,
+            update_time=func.now(),
+        )
+        .returning(SessionRow.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(list(expired))

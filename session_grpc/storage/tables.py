@@ -1,0 +1,183 @@
+"""The schema as SQLAlchemy models. Alembic owns the real schema; these mirror it for queries.
+
+No foreign key points at a users table: users live in the account service.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    MetaData,
+    Numeric,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from ..domain import records
+
+NAMING = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+Timestamp = TIMESTAMP(timezone=True)
+
+
+def _one_of(column: str, enum: type[enum.StrEnum]) -> str:
+    values = ", ".join(f"'{member.value}'" for member in enum)
+    return f"{column} IN ({values})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class SessionRow(Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text)
+    title: Mapped[str] = mapped_column(Text, server_default="")
+    conversation_data: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    message_count: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    total_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    total_cost: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    last_activity_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    end_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    version: Mapped[int] = mapped_column(BigInteger, server_default="1")
+    request_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("status", records.SessionStatus), name="status"),
+        CheckConstraint("message_count >= 0 AND total_tokens >= 0 AND total_cost >= 0", name="totals"),
+        Index("ix_sessions_user_id_create_time", "user_id", text("create_time DESC"), text("id DESC")),
+        Index(
+            "ix_sessions_user_id_status_create_time",
+            "user_id",
+            "status",
+            text("create_time DESC"),
+            text("id DESC"),
+        ),
+        Index(
+            "ix_sessions_active_last_activity_time",
+            "last_activity_time",
+            postgresql_where=text("status = 'active'"),
+        ),
+        Index(
+            "uq_sessions_user_id_request_id",
+            "user_id",
+            "request_id",
+            unique=True,
+            postgresql_where=text("request_id IS NOT NULL"),
+        ),
+    )
+
+    def to_domain(self) -> records.Session:
+        return records.Session(
+            session_id=self.id,
+            user_id=self.user_id,
+            status=records.SessionStatus(self.status),
+            title=self.title,
+            conversation_data=self.conversation_data,
+            metadata=self.metadata_,
+            message_count=self.message_count,
+            total_tokens=self.total_tokens,
+            total_cost=self.total_cost,
+            create_time=self.create_time,
+            update_time=self.update_time,
+            last_activity_time=self.last_activity_time,
+            end_time=self.end_time,
+            version=self.version,
+        )
+
+
+class MessageRow(Base):
+    __tablename__ = "messages"
+
+    id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
+    session_id: Mapped[str] = mapped_column(UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"))
+    user_id: Mapped[str] = mapped_column(Text)
+    sequence: Mapped[int] = mapped_column(BigInteger)
+    role: Mapped[str] = mapped_column(Text)
+    message_type: Mapped[str] = mapped_column(Text)
+    content: Mapped[str] = mapped_column(Text)
+    tokens_used: Mapped[int] = mapped_column(BigInteger)
+    cost: Mapped[Decimal] = mapped_column(Numeric)
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    request_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("role", records.Role), name="role"),
+        CheckConstraint(_one_of("message_type", records.MessageType), name="message_type"),
+        CheckConstraint("sequence >= 1 AND tokens_used >= 0 AND cost >= 0", name="amounts"),
+        Index("uq_messages_session_id_sequence", "session_id", "sequence", unique=True),
+        Index(
+            "uq_messages_session_id_request_id",
+            "session_id",
+            "request_id",
+            unique=True,
+            postgresql_where=text("request_id IS NOT NULL"),
+        ),
+    )
+
+    def to_domain(self) -> records.Message:
+        return records.Message(
+            message_id=self.id,
+            session_id=self.session_id,
+            user_id=self.user_id,
+            sequence=self.sequence,
+            role=records.Role(self.role),
+            message_type=records.MessageType(self.message_type),
+            content=self.content,
+            tokens_used=self.tokens_used,
+            cost=self.cost,
+            metadata=self.metadata_,
+            create_time=self.create_time,
+        )
+
+
+class MemoryRow(Base):
+    __tablename__ = "memories"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    user_id: Mapped[str] = mapped_column(Text)
+    conversation_summary: Mapped[str] = mapped_column(Text, server_default="")
+    facts: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'::text[]"))
+    preferences: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    version: Mapped[int] = mapped_column(BigInteger, server_default="1")
+
+    def to_domain(self) -> records.Memory:
+        return records.Memory(
+            session_id=self.session_id,
+            user_id=self.user_id,
+            conversation_summary=self.conversation_summary,
+            facts=list(self.facts),
+            preferences=self.preferences,
+            metadata=self.metadata_,
+            create_time=self.create_time,
+            update_time=self.update_time,
+            version=self.version,
+        )

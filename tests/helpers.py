@@ -1,0 +1,63 @@
+"""Small helpers the tests share: making entities through the API and reading error details."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from session_grpc._proto.session.v1 import session_pb2 as pb
+
+
+@dataclass
+class RpcFailure:
+    code: grpc.StatusCode
+    message: str
+    field_violations: dict[str, str]
+    reason: str | None
+    resource_type: str | None
+
+
+def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
+    """The code and the google.rpc details of a failed call."""
+    violations: dict[str, str] = {}
+    reason = resource_type = None
+    status = status_pb2.Status()
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status.ParseFromString(value)
+    for detail in status.details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+            resource = error_details_pb2.ResourceInfo()
+            detail.Unpack(resource)
+            resource_type = resource.resource_type
+    return RpcFailure(error.code(), error.details() or "", violations, reason, resource_type)
+
+
+async def expect_failure(call) -> RpcFailure:  # type: ignore[no-untyped-def]
+    """Await a call that must fail; return what it failed with."""
+    try:
+        result = await call
+    except grpc.aio.AioRpcError as error:
+        return failure(error)
+    raise AssertionError(f"expected the call to fail, it returned {result}")
+
+
+async def new_session(sessions, user_id: str = "user-1", **fields) -> pb.Session:  # type: ignore[no-untyped-def]
+    response = await sessions.CreateSession(pb.CreateSessionRequest(user_id=user_id, **fields))
+    return response.session
+
+
+async def add(messages, session_id: str, content: str = "hello", **fields) -> pb.Message:  # type: ignore[no-untyped-def]
+    fields.setdefault("role", pb.ROLE_USER)
+    response = await messages.AddMessage(pb.AddMessageRequest(session_id=session_id, content=content, **fields))
+    return response.message
