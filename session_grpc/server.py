@@ -119,6 +119,7 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("pgserver").setLevel(logging.WARNING)
     with contextlib.ExitStack() as stack:
         if settings.database_url is None:
             url = stack.enter_context(embedded.postgres(settings.embedded_data_dir))

@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh machine with Python 3.11+:
+#   make run   - virtualenv, install, embedded PostgreSQL (or DATABASE_URL), migrations, serve on :8203
+#   make test  - virtualenv, install, the test suite against real PostgreSQL
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint proto proto-check migrate lock clean
+
+install: $(STAMP)
+
+$(STAMP): constraints.txt setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/session-grpc serve --migrate
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/buf lint
+	$(BIN)/python scripts/gen_protos.py --check
+
+proto: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+proto-check: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --check
+
+migrate: $(STAMP)
+	$(BIN)/session-grpc migrate upgrade
+
+# Re-pin constraints.txt from a throwaway virtualenv with the newest allowed versions.
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install --quiet --editable '.[dev]'
+	( echo '# Exact versions CI tested; the Makefile installs with these constraints.'; \
+	  echo '# Regenerate: make lock'; \
+	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^session-grpc' ) > constraints.txt
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) .pytest_cache *.egg-info

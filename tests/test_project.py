@@ -1,0 +1,105 @@
+"""Checks on the project itself: generated stubs, proto style, schema, settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from session_grpc import migrations
+from session_grpc.settings import Settings, SettingsError, asyncpg_url, parse_duration
+from session_grpc.storage.tables import Base
+
+from .conftest import _with_database
+from .test_server import buf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_stubs_match_the_protos():
+    result = subprocess.run(
+        [sys.executable, "scripts/gen_protos.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_protos_pass_buf_standard_lint():
+    result = subprocess.run([buf(), "lint"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+async def test_migrated_schema_matches_the_models(database_url):
+    engine = create_async_engine(asyncpg_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+            )
+    finally:
+        await engine.dispose()
+    assert diff == []
+
+
+async def test_migrations_downgrade_to_base_and_upgrade_again(server_url):
+    name = f"session_grpc_migrate_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(server_url, name)
+    try:
+        await migrations.upgrade(url)
+        await migrations.downgrade(url, "base")
+        conn = await asyncpg.connect(url)
+        tables = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'")
+        await conn.close()
+        assert tables == 0
+        await migrations.upgrade(url)
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+def test_settings_defaults_and_environment():
+    assert Settings.from_env({}).port == 8203
+    assert Settings.from_env({}).database_url is None
+    settings = Settings.from_env(
+        {
+            "PORT": "9000",
+            "DATABASE_URL": "postgresql://app@db:5432/sessions",
+            "SESSION_DB_POOL_SIZE": "3",
+            "SESSION_EXPIRY_INTERVAL": "0",
+            "SESSION_EXPIRY_IDLE": "2h",
+            "SESSION_MIGRATE_ON_START": "true",
+            "SESSION_LOG_LEVEL": "debug",
+        }
+    )
+    assert settings.port == 9000
+    assert settings.sqlalchemy_url == "postgresql+asyncpg://app@db:5432/sessions"
+    assert settings.db_pool_size == 3
+    assert settings.expiry_interval == 0
+    assert settings.expiry_idle == 7200
+    assert settings.migrate_on_start is True
+    assert settings.log_level == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"PORT": "eighty"}, {"SESSION_EXPIRY_IDLE": "soon"}, {"SESSION_MIGRATE_ON_START": "maybe"},
+     {"DATABASE_URL": "mysql://x@y/z"}],
+)
+def test_bad_settings_fail_loudly(env):
+    with pytest.raises(SettingsError):
+        Settings.from_env(env).sqlalchemy_url if "DATABASE_URL" in env else Settings.from_env(env)
+
+
+def test_durations_accept_units():
+    assert parse_duration("250ms") == 0.25
+    assert parse_duration("90") == 90
+    assert parse_duration("5m") == 300
+    assert parse_duration("1d") == 86400

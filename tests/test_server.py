@@ -1,0 +1,177 @@
+"""The server around the servicers: health, reflection, outages, shutdown, the real process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc._proto.session.v1 import session_pb2_grpc
+from session_grpc.server import build_server
+
+from .conftest import test_settings
+from .helpers import expect_failure, new_session
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICES = {
+    "session.v1.SessionService",
+    "session.v1.MessageService",
+    "session.v1.MemoryService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_health_is_serving_when_the_database_answers(channel):
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "session.v1.SessionService", "session.v1.MessageService", "session.v1.MemoryService"):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service))
+        assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+async def test_reflection_lists_the_three_services_health_and_reflection(channel):
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def one_request():
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    async for response in stub.ServerReflectionInfo(one_request()):
+        names = {service.name for service in response.list_services_response.service}
+        assert names == SERVICES
+        return
+    raise AssertionError("no reflection response")
+
+
+def buf() -> str:
+    found = shutil.which("buf", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    if found is None:
+        pytest.fail("buf is a dev dependency (buf-bin) and must be installed")
+    return found
+
+
+async def test_buf_curl_lists_services_and_creates_a_session_through_reflection(service):
+    url = f"http://127.0.0.1:{service.port}"
+    base = [buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge"]
+    listed = await asyncio.to_thread(
+        subprocess.run, [*base, "--list-services", url], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert set(listed.stdout.split()) == SERVICES
+    created = await asyncio.to_thread(
+        subprocess.run,
+        [*base, "-d", '{"user_id": "alice", "title": "via buf curl"}', f"{url}/session.v1.SessionService/CreateSession"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert created.returncode == 0, created.stderr
+    assert '"title": "via buf curl"' in created.stdout
+
+
+async def test_database_outage_is_unavailable_and_health_not_serving():
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    server = build_server(test_settings(dead, db_pool_timeout=1.0))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+            health = await health_pb2_grpc.HealthStub(chan).Check(health_pb2.HealthCheckRequest())
+            assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            started = time.monotonic()
+            failure = await expect_failure(
+                session_pb2_grpc.SessionServiceStub(chan).GetSession(
+                    pb.GetSessionRequest(session_id=str(uuid.uuid4())), timeout=10
+                )
+            )
+            assert failure.code == grpc.StatusCode.UNAVAILABLE
+            assert failure.reason == "DATABASE_UNAVAILABLE"
+            assert time.monotonic() - started < 5
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_stop_turns_health_not_serving_before_the_server_goes(database_url):
+    server = build_server(test_settings(database_url))
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+        watch = health_pb2_grpc.HealthStub(chan).Watch(health_pb2.HealthCheckRequest())
+        first = await watch.read()
+        assert first.status == health_pb2.HealthCheckResponse.SERVING
+        stopping = asyncio.create_task(server.stop(grace=2))
+        second = await watch.read()
+        assert second.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        await stopping
+
+
+async def test_calls_in_flight_finish_during_graceful_stop(database_url, sql):
+    server = build_server(test_settings(database_url))
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as chan:
+        session = await new_session(session_pb2_grpc.SessionServiceStub(chan), "alice")
+        messages = session_pb2_grpc.MessageServiceStub(chan)
+        # Hold the session row so the AddMessage calls are surely inside the server when stop begins.
+        lock = sql.transaction()
+        await lock.start()
+        await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session.session_id)
+        calls = [
+            asyncio.ensure_future(
+                messages.AddMessage(pb.AddMessageRequest(session_id=session.session_id, role=pb.ROLE_USER, content=f"m{i}"))
+            )
+            for i in range(5)
+        ]
+        await asyncio.sleep(0.5)
+        stopping = asyncio.create_task(server.stop(grace=10))
+        await asyncio.sleep(0.3)
+        assert not stopping.done()
+        await lock.commit()
+        results = await asyncio.gather(*calls)
+        await stopping
+    assert sorted(r.message.sequence for r in results) == [1, 2, 3, 4, 5]
+
+
+def test_serve_process_runs_the_walkthrough_and_exits_zero_on_sigterm(database_url):
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(port), "SESSION_HOST": "127.0.0.1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "session_grpc", "serve"], env=env, cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        walk = subprocess.run(
+            [sys.executable, "clients/walkthrough.py", f"127.0.0.1:{port}"],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )
+        assert walk.returncode == 0, walk.stdout + walk.stderr
+        assert "get shows ENDED" in walk.stdout
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "signal received" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
