@@ -22,6 +22,7 @@ from .servicers.sessions import SessionServicer
 from .settings import Settings
 from .storage import sessions
 from .storage.database import Database, create_engine
+from .wire import MalformedRequestInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ def build_server(settings: Settings) -> SessionServer:
     """Everything wired and bound, not yet started. The database URL must be set."""
     db = Database(create_engine(settings))
     tokens = PageTokens(settings.page_token_secret)
-    server = grpc.aio.server()
+    server = grpc.aio.server(interceptors=[MalformedRequestInterceptor()])
     session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(db, tokens), server)
     session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens), server)
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db), server)
