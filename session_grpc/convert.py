@@ -211,7 +211,7 @@ def session_patch(request: pb.UpdateSessionRequest) -> records.SessionPatch:
     check = Violations()
     given = request.session
     sid = check.uuid("session.session_id", given.session_id)
-    paths = _mask_paths(check, request, "session", SESSION_MASK_FIELDS, _set_session_fields(given))
+    paths = _mask_paths(check, request, "session", SESSION_MASK_FIELDS)
     status = None
     if "status" in paths:
         status = STATUS_FROM_PROTO.get(given.status)
@@ -230,29 +230,16 @@ def session_patch(request: pb.UpdateSessionRequest) -> records.SessionPatch:
     return result
 
 
-def _set_session_fields(given: pb.Session) -> frozenset[str]:
-    present = set()
-    if given.title:
-        present.add("title")
-    if given.status:
-        present.add("status")
-    if given.HasField("conversation_data"):
-        present.add("conversation_data")
-    if given.HasField("metadata"):
-        present.add("metadata")
-    return frozenset(present)
-
-
 def _mask_paths(
     check: Violations,
     request: pb.UpdateSessionRequest | pb.UpdateMemoryRequest,
     resource: str,
     allowed: frozenset[str],
-    present: frozenset[str],
 ) -> frozenset[str]:
-    """The fields an update touches (AIP-134): the mask's paths, "*" for all, or the fields set."""
+    """The fields an update touches (AIP-134): the mask's paths, "*" for all, or else the populated ones."""
     if not request.HasField("update_mask"):
-        return present
+        populated = getattr(request, resource).ListFields()
+        return frozenset(descriptor.name for descriptor, _ in populated) & allowed
     mask: field_mask_pb2.FieldMask = request.update_mask
     if list(mask.paths) == ["*"]:
         return allowed
@@ -320,16 +307,7 @@ def memory_patch(request: pb.UpdateMemoryRequest) -> records.MemoryPatch:
     check = Violations()
     given = request.memory
     memory = _memory_fields(check, given, "memory.")
-    present = set()
-    if given.conversation_summary:
-        present.add("conversation_summary")
-    if given.facts:
-        present.add("facts")
-    if given.HasField("preferences"):
-        present.add("preferences")
-    if given.HasField("metadata"):
-        present.add("metadata")
-    paths = _mask_paths(check, request, "memory", MEMORY_MASK_FIELDS, frozenset(present))
+    paths = _mask_paths(check, request, "memory", MEMORY_MASK_FIELDS)
     result = records.MemoryPatch(
         memory=memory,
         fields=paths,

@@ -77,18 +77,23 @@ async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> N
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+async def _report(error: Exception, context: grpc.aio.ServicerContext, method: Callable[..., Any]) -> None:
+    """Abort the call with the status `error` stands for; anything unplanned is a logged INTERNAL."""
+    if isinstance(error, grpc.aio.AbortError):
+        raise error
+    if isinstance(error, DomainError):
+        await abort_with(context, error)
+    log.error("unexpected error in %s", method.__qualname__, exc_info=error)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+
 def _unary(method: F) -> F:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             return await method(self, request, context)
-        except DomainError as error:
-            await abort_with(context, error)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unexpected error in %s", method.__qualname__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+        except Exception as error:
+            await _report(error, context, method)
 
     return wrapper  # type: ignore[return-value]
 
@@ -99,13 +104,8 @@ def _streaming(method: F) -> F:
         try:
             async for item in method(self, request, context):
                 yield item
-        except DomainError as error:
-            await abort_with(context, error)
-        except grpc.aio.AbortError:
-            raise
-        except Exception:
-            log.exception("unexpected error in %s", method.__qualname__)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+        except Exception as error:
+            await _report(error, context, method)
 
     return wrapper  # type: ignore[return-value]
 

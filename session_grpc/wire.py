@@ -7,6 +7,7 @@ parse error and a handler that reports it, for every unary-request method.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +45,10 @@ def _unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[A
 
 
 def _server_streaming(behavior: Callable[..., Any]) -> Callable[..., Any]:
+    """Streaming handlers are async generators, or coroutines that write through the context."""
+    if not inspect.isasyncgenfunction(behavior):
+        return _unary(behavior)
+
     async def checked(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, MalformedRequest):
             await _reject(request, context)

@@ -35,3 +35,12 @@ async def test_unparseable_streaming_request_is_invalid_argument(channel, payloa
         async for _ in call(payload):
             pass
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_health_watch_streams_through_the_request_check(channel):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+    first = await watch.read()
+    watch.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
