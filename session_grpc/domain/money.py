@@ -7,7 +7,8 @@ from decimal import Decimal
 
 MAX_INTEGER_DIGITS = 12
 MAX_FRACTION_DIGITS = 18
-_COST = re.compile(rf"^\d{{1,{MAX_INTEGER_DIGITS}}}(\.\d{{1,{MAX_FRACTION_DIGITS}}})?$")
+# ASCII digits only, and fullmatch: "$" alone would let a trailing newline through.
+_COST = re.compile(rf"[0-9]{{1,{MAX_INTEGER_DIGITS}}}(\.[0-9]{{1,{MAX_FRACTION_DIGITS}}})?")
 
 
 def parse_cost(text: str) -> Decimal | None:
@@ -18,7 +19,7 @@ def parse_cost(text: str) -> Decimal | None:
     """
     if text == "":
         return Decimal(0)
-    if not _COST.match(text):
+    if not _COST.fullmatch(text):
         return None
     return Decimal(text)
 

@@ -53,7 +53,7 @@ class Session:
 
     @property
     def etag(self) -> str:
-        return etag_of(self.version)
+        return etag_of(self.create_time, self.version)
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Memory:
 
     @property
     def etag(self) -> str:
-        return etag_of(self.version)
+        return etag_of(self.create_time, self.version)
 
 
 @dataclass(frozen=True)
@@ -172,5 +172,7 @@ class SessionKey:
     session_id: str
 
 
-def etag_of(version: int) -> str:
-    return f'"{version}"'
+def etag_of(create_time: datetime, version: int) -> str:
+    """Version plus creation time, so a record deleted and made again never repeats an etag."""
+    micros = int(create_time.timestamp() * 1_000_000)
+    return f'"{micros:x}-{version}"'

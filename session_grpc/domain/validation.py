@@ -50,7 +50,7 @@ class Violations:
             parsed = uuid.UUID(value)
         except ValueError:
             parsed = None
-        if parsed is None or len(value) != 36:
+        if parsed is None or str(parsed) != value.lower():  # only the 8-4-4-4-12 form, any case
             self.add(field, "must be a UUID like 123e4567-e89b-12d3-a456-426614174000")
             return None
         return str(parsed)

@@ -23,7 +23,9 @@ async def add_message(db: AsyncSession, new: NewMessage) -> Message:
 
     The UPDATE of the session row takes its row lock, so concurrent appends to
     one session queue up behind each other; the new message_count is the
-    message's sequence, which keeps sequences gapless and counters exact.
+    message's sequence, which keeps sequences gapless and counters exact. The
+    message's create_time is the session's new last_activity_time, so both follow
+    sequence order.
     """
     if new.request_id is not None:
         earlier = await _by_request_id(db, new)
@@ -36,10 +38,12 @@ async def add_message(db: AsyncSession, new: NewMessage) -> Message:
             message_count=SessionRow.message_count + 1,
             total_tokens=SessionRow.total_tokens + new.tokens_used,
             total_cost=SessionRow.total_cost + literal(new.cost, Numeric),
-            last_activity_time=func.now(),
-            update_time=func.now(),
+            # clock_timestamp(), not now(): now() is the transaction's start, taken before this
+            # row's lock was queued for, so a later sequence could get an earlier time.
+            last_activity_time=func.greatest(SessionRow.last_activity_time, func.clock_timestamp()),
+            update_time=func.greatest(SessionRow.update_time, func.clock_timestamp()),
         )
-        .returning(SessionRow.id, SessionRow.user_id, SessionRow.message_count)
+        .returning(SessionRow.id, SessionRow.user_id, SessionRow.message_count, SessionRow.last_activity_time)
         .cte("bumped")
     )
     statement = (
@@ -57,6 +61,7 @@ async def add_message(db: AsyncSession, new: NewMessage) -> Message:
                 MessageRow.cost,
                 MessageRow.metadata_,
                 MessageRow.request_id,
+                MessageRow.create_time,
             ],
             select(
                 literal(str(uuid.uuid4()), UUID(as_uuid=False)),
@@ -70,6 +75,7 @@ async def add_message(db: AsyncSession, new: NewMessage) -> Message:
                 literal(new.cost, Numeric),
                 literal(new.metadata, JSONB),
                 literal(new.request_id, UUID(as_uuid=False)),
+                bumped.c.last_activity_time,
             ),
         )
         .returning(MessageRow)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import delete, func, select, tuple_, update
+from sqlalchemy import delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -137,7 +137,8 @@ async def list_sessions(
     query = select(SessionRow).where(*filters)
     if after is not None:
         query = query.where(
-            tuple_(SessionRow.create_time, SessionRow.id) < tuple_(after.create_time, after.session_id)
+            tuple_(SessionRow.create_time, SessionRow.id)
+            < tuple_(literal(after.create_time, SessionRow.create_time.type), literal(after.session_id, SessionRow.id.type))
         )
     query = query.order_by(SessionRow.create_time.desc(), SessionRow.id.desc()).limit(page_size + 1)
     rows = list(await db.scalars(query))
