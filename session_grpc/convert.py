@@ -24,6 +24,7 @@ from .page_tokens import PageTokens
 DEFAULT_SESSIONS_PAGE_SIZE = 50
 DEFAULT_MESSAGES_PAGE_SIZE = 100
 MAX_IDLE_SECONDS = 100 * 365 * 86400
+MESSAGE_ORDERS = {"": False, "sequence": False, "sequence asc": False, "sequence desc": True}
 
 # Proto enum numbers <-> domain enums. UNSPECIFIED is absent on purpose.
 STATUS_TO_PROTO = {
@@ -358,20 +359,24 @@ def messages_query(request: pb.ListMessagesRequest, tokens: PageTokens) -> Messa
     check = Violations()
     sid = check.uuid("session_id", request.session_id)
     page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
+    order = " ".join(request.order_by.lower().split())
+    if order not in MESSAGE_ORDERS:
+        check.add("order_by", 'must be "sequence" or "sequence desc"')
     check.raise_if_any()
     assert sid is not None
-    scope = {"session_id": sid}
-    after = 0
+    descending = MESSAGE_ORDERS[order]
+    scope = {"session_id": sid, "descending": descending}
+    position = None
     if request.page_token:
-        position = tokens.decode(request.page_token, "messages", scope)
-        if len(position) != 1 or not isinstance(position[0], int):
+        decoded = tokens.decode(request.page_token, "messages", scope)
+        if len(decoded) != 1 or not isinstance(decoded[0], int):
             raise InvalidArgument.single("page_token", "is not a page token this service issued")
-        after = position[0]
-    return MessagesQuery(sid, page_size, after, scope)
+        position = decoded[0]
+    return MessagesQuery(sid, page_size, position, scope, descending)
 
 
-def messages_page_token(query: MessagesQuery, next_after: int | None, tokens: PageTokens) -> str:
-    return "" if next_after is None else tokens.encode("messages", query.scope, [next_after])
+def messages_page_token(query: MessagesQuery, last_sequence: int | None, tokens: PageTokens) -> str:
+    return "" if last_sequence is None else tokens.encode("messages", query.scope, [last_sequence])
 
 
 def stream_query(request: pb.StreamMessagesRequest) -> MessagesQuery:
@@ -382,7 +387,7 @@ def stream_query(request: pb.StreamMessagesRequest) -> MessagesQuery:
     page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
     check.raise_if_any()
     assert sid is not None
-    return MessagesQuery(sid, page_size, request.after_sequence, {"session_id": sid})
+    return MessagesQuery(sid, page_size, request.after_sequence, {"session_id": sid}, descending=False)
 
 
 @dataclass(frozen=True)
@@ -398,5 +403,7 @@ class SessionsQuery:
 class MessagesQuery:
     session_id: str
     page_size: int
-    after_sequence: int
+    position: int | None
+    """The sequence to continue after (or before, when descending); None starts at the first page."""
     scope: dict[str, Any]
+    descending: bool

@@ -496,3 +496,60 @@ async def test_stream_messages_page_size_out_of_range_is_invalid_argument(sessio
     failure = await expect_failure(stream(messages, session_id=session.session_id, page_size=page_size))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_size" in failure.field_violations
+
+
+async def test_list_messages_newest_first_pages_back_through_history(sessions, messages):
+    session = await new_session(sessions)
+    await add_many(messages, session.session_id, 45)
+    request = pb.ListMessagesRequest(session_id=session.session_id, page_size=20, order_by="sequence desc")
+    seen: list[int] = []
+    while True:
+        page = await messages.ListMessages(request)
+        assert page.total_size == 45
+        seen.extend(m.sequence for m in page.messages)
+        if not page.next_page_token:
+            break
+        request.page_token = page.next_page_token
+    assert seen == list(range(45, 0, -1))
+
+
+async def test_list_messages_first_page_newest_first_is_the_recent_history(sessions, messages):
+    session = await new_session(sessions)
+    await add_many(messages, session.session_id, 30)
+    page = await messages.ListMessages(
+        pb.ListMessagesRequest(session_id=session.session_id, page_size=5, order_by="SEQUENCE  DESC")
+    )
+    assert [m.sequence for m in page.messages] == [30, 29, 28, 27, 26]
+
+
+async def test_list_messages_explicit_ascending_order_is_the_default_order(sessions, messages):
+    session = await new_session(sessions)
+    await add_many(messages, session.session_id, 3)
+    for order in ("sequence", "sequence asc"):
+        page = await messages.ListMessages(pb.ListMessagesRequest(session_id=session.session_id, order_by=order))
+        assert [m.sequence for m in page.messages] == [1, 2, 3]
+
+
+async def test_list_messages_unknown_order_by_is_invalid_argument(sessions, messages):
+    session = await new_session(sessions)
+    for order in ("create_time", "sequence up", "random()"):
+        failure = await expect_failure(
+            messages.ListMessages(pb.ListMessagesRequest(session_id=session.session_id, order_by=order))
+        )
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert "order_by" in failure.field_violations
+
+
+async def test_page_token_of_one_order_is_invalid_with_the_other(sessions, messages):
+    session = await new_session(sessions)
+    await add_many(messages, session.session_id, 5)
+    page = await messages.ListMessages(
+        pb.ListMessagesRequest(session_id=session.session_id, page_size=2, order_by="sequence desc")
+    )
+    failure = await expect_failure(
+        messages.ListMessages(
+            pb.ListMessagesRequest(session_id=session.session_id, page_size=2, page_token=page.next_page_token)
+        )
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in failure.field_violations

@@ -25,12 +25,12 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = convert.messages_query(request, self.tokens)
-        page, next_after, total = await self.db.run(
-            messages.list_messages, query.session_id, query.page_size, query.after_sequence
+        page, last_sequence, total = await self.db.run(
+            messages.list_messages, query.session_id, query.page_size, query.position, query.descending
         )
         return pb.ListMessagesResponse(
             messages=[convert.message_to_proto(m) for m in page],
-            next_page_token=convert.messages_page_token(query, next_after, self.tokens),
+            next_page_token=convert.messages_page_token(query, last_sequence, self.tokens),
             total_size=total,
         )
 
@@ -40,9 +40,9 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         """Pages through the session by sequence, one short transaction per page."""
         query = convert.stream_query(request)
         await self.db.run(sessions.get_session, query.session_id)
-        after = query.after_sequence
+        after = query.position or 0
         while True:
-            page = await self.db.run(messages.messages_after, query.session_id, after, query.page_size)
+            page = await self.db.run(messages.messages_page, query.session_id, after, query.page_size)
             for message in page:
                 yield pb.StreamMessagesResponse(message=convert.message_to_proto(message))
             if len(page) < query.page_size:

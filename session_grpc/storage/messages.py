@@ -108,21 +108,26 @@ async def _by_request_id(db: AsyncSession, new: NewMessage) -> Message | None:
 
 
 async def list_messages(
-    db: AsyncSession, session_id: str, page_size: int, after_sequence: int
+    db: AsyncSession, session_id: str, page_size: int, position: int | None, descending: bool = False
 ) -> tuple[list[Message], int | None, int]:
-    """One page in sequence order, the sequence to continue after, and the session's message count."""
+    """One page, the sequence the next page continues from (None on the last), and the message count."""
     session = await get_session(db, session_id)
-    messages = await messages_after(db, session_id, after_sequence, page_size + 1)
+    messages = await messages_page(db, session_id, position, page_size + 1, descending=descending)
     page = messages[:page_size]
-    next_after = page[-1].sequence if len(messages) > page_size else None
-    return page, next_after, session.message_count
+    next_position = page[-1].sequence if len(messages) > page_size else None
+    return page, next_position, session.message_count
 
 
-async def messages_after(db: AsyncSession, session_id: str, after_sequence: int, limit: int) -> list[Message]:
-    rows = await db.scalars(
-        select(MessageRow)
-        .where(MessageRow.session_id == session_id, MessageRow.sequence > after_sequence)
-        .order_by(MessageRow.sequence)
-        .limit(limit)
-    )
+async def messages_page(
+    db: AsyncSession, session_id: str, position: int | None, limit: int, *, descending: bool = False
+) -> list[Message]:
+    """Up to `limit` messages after `position` in sequence order, or before it newest first."""
+    query = select(MessageRow).where(MessageRow.session_id == session_id)
+    if descending:
+        if position is not None:
+            query = query.where(MessageRow.sequence < position)
+        query = query.order_by(MessageRow.sequence.desc())
+    else:
+        query = query.where(MessageRow.sequence > (position or 0)).order_by(MessageRow.sequence)
+    rows = await db.scalars(query.limit(limit))
     return [row.to_domain() for row in rows]

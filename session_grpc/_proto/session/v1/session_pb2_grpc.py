@@ -499,7 +499,8 @@ class MessageServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMessages(self, request, context):
-        """Messages in sequence order, paged with opaque keyset tokens.
+        """Messages in sequence order (or newest first with order_by "sequence desc"),
+        paged with opaque keyset tokens.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
