@@ -14,11 +14,8 @@ from ._proto.session.v1 import session_pb2 as pb
 from .domain import records
 from .domain.errors import InvalidArgument
 from .domain.money import format_decimal, parse_cost
-from .domain.validation import (
-    MAX_TITLE_LENGTH,
-    MAX_TOKENS_PER_MESSAGE,
-    Violations,
-)
+from .domain.limits import DEFAULT_LIMITS, Limits
+from .domain.validation import MAX_ETAG_LENGTH, MAX_TOKENS_PER_MESSAGE, Violations
 from .page_tokens import PageTokens
 
 DEFAULT_SESSIONS_PAGE_SIZE = 50
@@ -68,6 +65,13 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(value)
     return message
+
+
+def _struct(check: Violations, field: str, message: struct_pb2.Struct) -> dict[str, Any]:
+    """A request's Struct as JSON values, checked for size first (cheap), then content."""
+    if not check.struct_size(field, message.ByteSize()):
+        return {}
+    return check.json_object(field, from_struct(message))
 
 
 def from_struct(message: struct_pb2.Struct) -> dict[str, Any]:
@@ -195,21 +199,21 @@ def session_id(value: str, field: str = "session_id") -> str:
     return parsed
 
 
-def new_session(request: pb.CreateSessionRequest) -> records.NewSession:
-    check = Violations()
+def new_session(request: pb.CreateSessionRequest, limits: Limits = DEFAULT_LIMITS) -> records.NewSession:
+    check = Violations(limits)
     result = records.NewSession(
         user_id=check.user_id("user_id", request.user_id),
-        title=check.text("title", request.title, max_length=MAX_TITLE_LENGTH),
-        conversation_data=check.json_object("conversation_data", from_struct(request.conversation_data)),
-        metadata=check.json_object("metadata", from_struct(request.metadata)),
+        title=check.text("title", request.title, max_length=limits.title_length),
+        conversation_data=_struct(check, "conversation_data", request.conversation_data),
+        metadata=_struct(check, "metadata", request.metadata),
         request_id=check.uuid("request_id", request.request_id, required=False),
     )
     check.raise_if_any()
     return result
 
 
-def session_patch(request: pb.UpdateSessionRequest) -> records.SessionPatch:
-    check = Violations()
+def session_patch(request: pb.UpdateSessionRequest, limits: Limits = DEFAULT_LIMITS) -> records.SessionPatch:
+    check = Violations(limits)
     given = request.session
     sid = check.uuid("session.session_id", given.session_id)
     paths = _mask_paths(check, request, "session", SESSION_MASK_FIELDS)
@@ -221,11 +225,11 @@ def session_patch(request: pb.UpdateSessionRequest) -> records.SessionPatch:
     result = records.SessionPatch(
         session_id=sid or "",
         fields=paths,
-        title=check.text("session.title", given.title, max_length=MAX_TITLE_LENGTH),
+        title=check.text("session.title", given.title, max_length=limits.title_length),
         status=status,
-        conversation_data=check.json_object("session.conversation_data", from_struct(given.conversation_data)),
-        metadata=check.json_object("session.metadata", from_struct(given.metadata)),
-        etag=check.text("session.etag", given.etag, max_length=100),
+        conversation_data=_struct(check, "session.conversation_data", given.conversation_data),
+        metadata=_struct(check, "session.metadata", given.metadata),
+        etag=check.text("session.etag", given.etag, max_length=MAX_ETAG_LENGTH),
     )
     check.raise_if_any()
     return result
@@ -254,8 +258,8 @@ def _mask_paths(
     return frozenset(paths)
 
 
-def new_message(request: pb.AddMessageRequest) -> records.NewMessage:
-    check = Violations()
+def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) -> records.NewMessage:
+    check = Violations(limits)
     sid = check.uuid("session_id", request.session_id)
     role = ROLE_FROM_PROTO.get(request.role)
     if role is None:
@@ -273,46 +277,45 @@ def new_message(request: pb.AddMessageRequest) -> records.NewMessage:
         session_id=sid or "",
         role=role or records.Role.USER,
         message_type=message_type or records.MessageType.CHAT,
-        content=check.text("content", request.content, required=True),
+        content=check.content("content", request.content),
         tokens_used=check.non_negative("tokens_used", request.tokens_used, MAX_TOKENS_PER_MESSAGE),
         cost=cost if cost is not None else Decimal(0),
-        metadata=check.json_object("metadata", from_struct(request.metadata)),
+        metadata=_struct(check, "metadata", request.metadata),
         request_id=check.uuid("request_id", request.request_id, required=False),
     )
     check.raise_if_any()
     return result
 
 
-def new_memory(request: pb.CreateMemoryRequest | pb.Memory, prefix: str = "") -> records.NewMemory:
-    check = Violations()
-    result = _memory_fields(check, request, prefix)
+def new_memory(request: pb.CreateMemoryRequest, limits: Limits = DEFAULT_LIMITS) -> records.NewMemory:
+    check = Violations(limits)
+    result = _memory_fields(check, request, "")
     check.raise_if_any()
     return result
 
 
 def _memory_fields(check: Violations, given: pb.CreateMemoryRequest | pb.Memory, prefix: str) -> records.NewMemory:
     sid = check.uuid(f"{prefix}session_id", given.session_id)
-    facts = list(given.facts)
-    for index, fact in enumerate(facts):
-        check.text(f"{prefix}facts[{index}]", fact)
     return records.NewMemory(
         session_id=sid or "",
-        conversation_summary=check.text(f"{prefix}conversation_summary", given.conversation_summary),
-        facts=facts,
-        preferences=check.json_object(f"{prefix}preferences", from_struct(given.preferences)),
-        metadata=check.json_object(f"{prefix}metadata", from_struct(given.metadata)),
+        conversation_summary=check.text(
+            f"{prefix}conversation_summary", given.conversation_summary, max_length=check.limits.summary_length
+        ),
+        facts=check.facts(f"{prefix}facts", list(given.facts)),
+        preferences=_struct(check, f"{prefix}preferences", given.preferences),
+        metadata=_struct(check, f"{prefix}metadata", given.metadata),
     )
 
 
-def memory_patch(request: pb.UpdateMemoryRequest) -> records.MemoryPatch:
-    check = Violations()
+def memory_patch(request: pb.UpdateMemoryRequest, limits: Limits = DEFAULT_LIMITS) -> records.MemoryPatch:
+    check = Violations(limits)
     given = request.memory
     memory = _memory_fields(check, given, "memory.")
     paths = _mask_paths(check, request, "memory", MEMORY_MASK_FIELDS)
     result = records.MemoryPatch(
         memory=memory,
         fields=paths,
-        etag=check.text("memory.etag", given.etag, max_length=100),
+        etag=check.text("memory.etag", given.etag, max_length=MAX_ETAG_LENGTH),
         allow_missing=request.allow_missing,
     )
     check.raise_if_any()
@@ -328,8 +331,10 @@ def idle_for(request: pb.ExpireSessionsRequest) -> timedelta:
     return duration.ToTimedelta()
 
 
-def sessions_query(request: pb.ListSessionsRequest, tokens: PageTokens) -> SessionsQuery:
-    check = Violations()
+def sessions_query(
+    request: pb.ListSessionsRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
+) -> SessionsQuery:
+    check = Violations(limits)
     user_id = check.user_id("user_id", request.user_id)
     status = None
     if request.status != pb.SESSION_STATUS_UNSPECIFIED:
@@ -355,8 +360,10 @@ def sessions_page_token(query: SessionsQuery, next_key: records.SessionKey | Non
     return tokens.encode("sessions", query.scope, [next_key.create_time.isoformat(), next_key.session_id])
 
 
-def messages_query(request: pb.ListMessagesRequest, tokens: PageTokens) -> MessagesQuery:
-    check = Violations()
+def messages_query(
+    request: pb.ListMessagesRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
+) -> MessagesQuery:
+    check = Violations(limits)
     sid = check.uuid("session_id", request.session_id)
     page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
     order = " ".join(request.order_by.lower().split())
@@ -379,8 +386,8 @@ def messages_page_token(query: MessagesQuery, last_sequence: int | None, tokens:
     return "" if last_sequence is None else tokens.encode("messages", query.scope, [last_sequence])
 
 
-def stream_query(request: pb.StreamMessagesRequest) -> MessagesQuery:
-    check = Violations()
+def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIMITS) -> MessagesQuery:
+    check = Violations(limits)
     sid = check.uuid("session_id", request.session_id)
     if request.after_sequence < 0:
         check.add("after_sequence", "must not be negative")

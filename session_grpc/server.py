@@ -22,6 +22,7 @@ from .servicers.sessions import SessionServicer
 from .settings import Settings
 from .storage import sessions
 from .storage.database import Database, create_engine
+from .draining import DrainInterceptor
 from .wire import MalformedRequestInterceptor
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class SessionServer:
     server: grpc.aio.Server
     db: Database
     health: health.aio.HealthServicer
+    drain: DrainInterceptor
     port: int
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -52,12 +54,20 @@ class SessionServer:
         log.info("serving %s on %s:%d", ", ".join(SERVICE_NAMES), self.settings.host, self.port)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING first, then let in-flight calls finish, then close the pool."""
+        """Health NOT_SERVING first; new calls refused with UNAVAILABLE; in-flight calls get up to
+        `grace` seconds to finish; then the server and the pool close."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        started = asyncio.get_running_loop().time()
         await self.health.enter_graceful_shutdown()
+        self.drain.start_draining()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if not await self.drain.wait_idle(grace):
+            log.warning("%d calls still running after %.1fs; cancelling them", self.drain.in_flight, grace)
+        left = max(0.0, grace - (asyncio.get_running_loop().time() - started))
+        # Only health watches and reflection streams can be open now; they need no long goodbye.
+        await self.server.stop(min(left, 1.0))
         await self.db.close()
         log.info("stopped")
 
@@ -85,12 +95,16 @@ class SessionServer:
 
 def build_server(settings: Settings) -> SessionServer:
     """Everything wired and bound, not yet started. The database URL must be set."""
-    db = Database(create_engine(settings))
+    db = Database(create_engine(settings), settings.default_deadline)
     tokens = PageTokens(settings.page_token_secret)
-    server = grpc.aio.server(interceptors=[MalformedRequestInterceptor()])
-    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(db, tokens), server)
-    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens), server)
-    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db), server)
+    limits = settings.limits
+    drain = DrainInterceptor()
+    server = grpc.aio.server(
+        interceptors=[drain, MalformedRequestInterceptor()], options=channel_options(settings)
+    )
+    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(db, tokens, limits), server)
+    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
+    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -98,7 +112,31 @@ def build_server(settings: Settings) -> SessionServer:
         server,
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    return SessionServer(settings=settings, server=server, db=db, health=health_servicer, port=port)
+    return SessionServer(settings=settings, server=server, db=db, health=health_servicer, drain=drain, port=port)
+
+
+def channel_options(settings: Settings) -> list[tuple[str, int]]:
+    """Transport settings: the receive limit that admits every request within the size limits,
+    and keepalive / connection-age behaviour that suits running behind a load balancer."""
+
+    def ms(seconds: float) -> int:
+        return int(seconds * 1000)
+
+    options = [
+        ("grpc.max_receive_message_length", settings.limits.max_request_bytes),
+        ("grpc.keepalive_time_ms", ms(settings.keepalive_time)),
+        ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout)),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Clients may ping as often as every 10 s without being told "too many pings".
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    if settings.max_connection_age > 0:
+        options.append(("grpc.max_connection_age_ms", ms(settings.max_connection_age)))
+        options.append(("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace)))
+    if settings.max_connection_idle > 0:
+        options.append(("grpc.max_connection_idle_ms", ms(settings.max_connection_idle)))
+    return options
 
 
 async def _serve(settings: Settings) -> None:

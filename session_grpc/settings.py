@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .domain.limits import Limits
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 
@@ -64,6 +66,22 @@ class Settings:
     """SESSION_PAGE_TOKEN_SECRET: HMAC key that seals page tokens; same on every replica."""
     log_level: str = "INFO"
     """SESSION_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    db_connect_timeout: float = 1.0
+    """SESSION_DB_CONNECT_TIMEOUT: how long opening a database connection may take before UNAVAILABLE."""
+    default_deadline: float = 30.0
+    """SESSION_DEFAULT_DEADLINE: bound on a call's database work when the client set no deadline."""
+    keepalive_time: float = 60.0
+    """SESSION_KEEPALIVE_TIME: idle time before the server pings a client connection."""
+    keepalive_timeout: float = 20.0
+    """SESSION_KEEPALIVE_TIMEOUT: how long an unanswered ping keeps the connection open."""
+    max_connection_age: float = 0.0
+    """SESSION_MAX_CONNECTION_AGE: close connections older than this (GOAWAY) so load spreads; 0 = never."""
+    max_connection_age_grace: float = 30.0
+    """SESSION_MAX_CONNECTION_AGE_GRACE: time calls on an aged-out connection get to finish."""
+    max_connection_idle: float = 0.0
+    """SESSION_MAX_CONNECTION_IDLE: close connections with no calls for this long; 0 = never."""
+    limits: Limits = Limits()
+    """SESSION_MAX_*: the request size limits, see session_grpc/domain/limits.py."""
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -90,9 +108,43 @@ class Settings:
                 shutdown_grace=parse_duration(env.get("SESSION_SHUTDOWN_GRACE", "10s"), "SESSION_SHUTDOWN_GRACE"),
                 page_token_secret=env.get("SESSION_PAGE_TOKEN_SECRET", cls.page_token_secret),
                 log_level=env.get("SESSION_LOG_LEVEL", "INFO").upper(),
+                db_connect_timeout=_duration(env, "SESSION_DB_CONNECT_TIMEOUT", "1s"),
+                default_deadline=_duration(env, "SESSION_DEFAULT_DEADLINE", "30s"),
+                keepalive_time=_duration(env, "SESSION_KEEPALIVE_TIME", "60s"),
+                keepalive_timeout=_duration(env, "SESSION_KEEPALIVE_TIMEOUT", "20s"),
+                max_connection_age=_duration(env, "SESSION_MAX_CONNECTION_AGE", "0"),
+                max_connection_age_grace=_duration(env, "SESSION_MAX_CONNECTION_AGE_GRACE", "30s"),
+                max_connection_idle=_duration(env, "SESSION_MAX_CONNECTION_IDLE", "0"),
+                limits=_limits(env),
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
+
+
+def _duration(env: Mapping[str, str], name: str, default: str) -> float:
+    return parse_duration(env.get(name, default), name)
+
+
+LIMIT_VARIABLES = {
+    "content_bytes": "SESSION_MAX_CONTENT_BYTES",
+    "struct_bytes": "SESSION_MAX_STRUCT_BYTES",
+    "struct_depth": "SESSION_MAX_STRUCT_DEPTH",
+    "title_length": "SESSION_MAX_TITLE_LENGTH",
+    "summary_length": "SESSION_MAX_SUMMARY_LENGTH",
+    "facts": "SESSION_MAX_FACTS",
+    "fact_length": "SESSION_MAX_FACT_LENGTH",
+    "page_size": "SESSION_MAX_PAGE_SIZE",
+}
+
+
+def _limits(env: Mapping[str, str]) -> Limits:
+    values = {}
+    for name, variable in LIMIT_VARIABLES.items():
+        if variable in env:
+            values[name] = int(env[variable])
+            if values[name] < 1:
+                raise SettingsError(f"{variable} must be at least 1")
+    return Limits(**values)
 
 
 def _bool(text: str, name: str) -> bool:

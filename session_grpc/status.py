@@ -13,9 +13,11 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from . import deadlines
 from .domain.errors import (
     Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
@@ -33,6 +35,7 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Aborted: grpc.StatusCode.ABORTED,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
@@ -90,6 +93,7 @@ async def _report(error: Exception, context: grpc.aio.ServicerContext, method: C
 def _unary(method: F) -> F:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        deadlines.start_call(context.time_remaining())
         try:
             return await method(self, request, context)
         except Exception as error:
@@ -101,6 +105,7 @@ def _unary(method: F) -> F:
 def _streaming(method: F) -> F:
     @functools.wraps(method)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        deadlines.start_call(context.time_remaining())
         try:
             async for item in method(self, request, context):
                 yield item
@@ -114,7 +119,9 @@ C = TypeVar("C", bound=type)
 
 
 def maps_errors(cls: C) -> C:
-    """Class decorator: every RPC method reports DomainErrors through STATUS_CODES."""
+    """Class decorator for servicers, the RPC boundary: every RPC method records the call's
+    deadline for the database work (session_grpc.deadlines) and reports DomainErrors through
+    STATUS_CODES."""
     for name, member in list(vars(cls).items()):
         if name[:1].isupper() and callable(member):
             wrap = _streaming if inspect.isasyncgenfunction(member) else _unary

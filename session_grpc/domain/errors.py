@@ -6,6 +6,7 @@
     ├── AlreadyExists        a resource that may exist once already does
     ├── FailedPrecondition   the resource is in the wrong state for the call
     ├── Aborted              a concurrency conflict: stale etag, repeated serialization failure
+    ├── DeadlineExceeded     the call's time ran out; its transaction was rolled back
     └── Unavailable          the database cannot be reached; safe to retry
 """
 
@@ -73,3 +74,7 @@ class Aborted(DomainError):
 
 class Unavailable(DomainError):
     reason = "DATABASE_UNAVAILABLE"
+
+
+class DeadlineExceeded(DomainError):
+    reason = "DEADLINE_EXCEEDED"

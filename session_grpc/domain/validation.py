@@ -7,19 +7,19 @@ import uuid
 from typing import Any
 
 from .errors import FieldViolation, InvalidArgument
+from .limits import DEFAULT_LIMITS, Limits
 
 MAX_USER_ID_LENGTH = 255
-MAX_TITLE_LENGTH = 1000
 MAX_TOKENS_PER_MESSAGE = 1_000_000_000
-MAX_JSON_DEPTH = 32
-MAX_PAGE_SIZE = 1000
+MAX_ETAG_LENGTH = 100
 
 
 class Violations:
     """Collects every problem of one request before reporting them together."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self.items: list[FieldViolation] = []
+        self.limits = limits
 
     def add(self, field: str, description: str) -> None:
         self.items.append(FieldViolation(field, description))
@@ -62,36 +62,56 @@ class Violations:
             self.add(field, f"must be at most {maximum}")
         return value
 
+    def content(self, field: str, value: str) -> str:
+        self.text(field, value, required=True)
+        if len(value) > self.limits.content_bytes // 4 and len(value.encode("utf-8", "surrogatepass")) > self.limits.content_bytes:
+            self.add(field, f"must be at most {self.limits.content_bytes} bytes (UTF-8)")
+        return value
+
     def page_size(self, field: str, value: int, default: int) -> int:
         if value < 0:
             self.add(field, "must not be negative")
             return default
-        if value > MAX_PAGE_SIZE:
-            self.add(field, f"must be at most {MAX_PAGE_SIZE}")
+        if value > self.limits.page_size:
+            self.add(field, f"must be at most {self.limits.page_size}")
             return default
         return value or default
 
+    def facts(self, field: str, facts: list[str]) -> list[str]:
+        if len(facts) > self.limits.facts:
+            self.add(field, f"must hold at most {self.limits.facts} facts")
+        for index, fact in enumerate(facts):
+            self.text(f"{field}[{index}]", fact, max_length=self.limits.fact_length)
+        return facts
+
+    def struct_size(self, field: str, serialized_bytes: int) -> bool:
+        """Whether a Struct of that protobuf size is within the limit (adding a violation if not)."""
+        if serialized_bytes > self.limits.struct_bytes:
+            self.add(field, f"must be at most {self.limits.struct_bytes} bytes serialized")
+            return False
+        return True
+
     def json_object(self, field: str, value: dict[str, Any]) -> dict[str, Any]:
-        problem = _json_problem(value, 1)
+        problem = _json_problem(value, 1, self.limits.struct_depth)
         if problem:
             self.add(field, problem)
         return value
 
 
-def _json_problem(value: Any, depth: int) -> str | None:
+def _json_problem(value: Any, depth: int, max_depth: int) -> str | None:
     """Why PostgreSQL's JSONB would refuse `value`, or None."""
-    if depth > MAX_JSON_DEPTH:
-        return f"must not nest deeper than {MAX_JSON_DEPTH} levels"
+    if depth > max_depth:
+        return f"must not nest deeper than {max_depth} levels"
     if isinstance(value, dict):
         for key, item in value.items():
             if "\x00" in key:
                 return "keys must not contain NUL characters"
-            problem = _json_problem(item, depth + 1)
+            problem = _json_problem(item, depth + 1, max_depth)
             if problem:
                 return problem
     elif isinstance(value, list):
         for item in value:
-            problem = _json_problem(item, depth + 1)
+            problem = _json_problem(item, depth + 1, max_depth)
             if problem:
                 return problem
     elif isinstance(value, str):

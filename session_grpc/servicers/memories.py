@@ -5,6 +5,7 @@ import grpc
 from .. import convert
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
+from ..domain.limits import Limits
 from ..status import maps_errors
 from ..storage import memories
 from ..storage.database import Database
@@ -12,11 +13,12 @@ from ..storage.database import Database
 
 @maps_errors
 class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, limits: Limits) -> None:
         self.db = db
+        self.limits = limits
 
     async def CreateMemory(self, request: pb.CreateMemoryRequest, context: grpc.aio.ServicerContext):
-        memory = await self.db.run(memories.create_memory, convert.new_memory(request))
+        memory = await self.db.run(memories.create_memory, convert.new_memory(request, self.limits))
         return pb.CreateMemoryResponse(memory=convert.memory_to_proto(memory))
 
     async def GetMemory(self, request: pb.GetMemoryRequest, context: grpc.aio.ServicerContext):
@@ -24,7 +26,7 @@ class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
         return pb.GetMemoryResponse(memory=convert.memory_to_proto(memory))
 
     async def UpdateMemory(self, request: pb.UpdateMemoryRequest, context: grpc.aio.ServicerContext):
-        memory = await self.db.run(memories.update_memory, convert.memory_patch(request))
+        memory = await self.db.run(memories.update_memory, convert.memory_patch(request, self.limits))
         return pb.UpdateMemoryResponse(memory=convert.memory_to_proto(memory))
 
     async def DeleteMemory(self, request: pb.DeleteMemoryRequest, context: grpc.aio.ServicerContext):

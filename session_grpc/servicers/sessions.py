@@ -5,6 +5,7 @@ import grpc
 from .. import convert
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
+from ..domain.limits import Limits
 from ..page_tokens import PageTokens
 from ..status import maps_errors
 from ..storage import sessions
@@ -13,12 +14,13 @@ from ..storage.database import Database
 
 @maps_errors
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
         self.db = db
         self.tokens = tokens
+        self.limits = limits
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.create_session, convert.new_session(request))
+        session = await self.db.run(sessions.create_session, convert.new_session(request, self.limits))
         return pb.CreateSessionResponse(session=convert.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
@@ -26,7 +28,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.GetSessionResponse(session=convert.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.update_session, convert.session_patch(request))
+        session = await self.db.run(sessions.update_session, convert.session_patch(request, self.limits))
         return pb.UpdateSessionResponse(session=convert.session_to_proto(session))
 
     async def EndSession(self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext):
@@ -38,7 +40,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.DeleteSessionResponse()
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
-        query = convert.sessions_query(request, self.tokens)
+        query = convert.sessions_query(request, self.tokens, self.limits)
         page, next_key, total = await self.db.run(
             sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Concatenate, ParamSpec, TypeVar
@@ -9,7 +10,8 @@ from typing import Concatenate, ParamSpec, TypeVar
 from sqlalchemy import exc, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from ..domain.errors import Aborted, DomainError, Unavailable
+from .. import deadlines
+from ..domain.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
 from ..settings import Settings
 
 log = logging.getLogger(__name__)
@@ -18,17 +20,23 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
 MAX_TRANSIENT_ATTEMPTS = 3
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
+    """A pool that checks connections before use (so it recovers after a database restart) and a
+    server-side statement_timeout as the backstop behind the per-call deadline."""
     return create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
-        connect_args={"timeout": settings.db_pool_timeout},
+        connect_args={
+            "timeout": settings.db_connect_timeout,
+            "server_settings": {"statement_timeout": str(int(settings.default_deadline * 1000) + 1000)},
+        },
     )
 
 
@@ -43,6 +51,8 @@ def translate(error: Exception) -> DomainError | None:
         return Unavailable("no database connection became free in time")
     if isinstance(error, exc.DBAPIError):
         code = sqlstate(error) or ""
+        if code == QUERY_CANCELED:
+            return DeadlineExceeded("the database work ran out of time")
         if code in TRANSIENT_SQLSTATES:
             return Aborted("the transaction kept conflicting with concurrent ones; retry", reason="CONCURRENT_UPDATE")
         if error.connection_invalidated or code.startswith(("08", "53", "57P")) or not code:
@@ -55,8 +65,9 @@ def translate(error: Exception) -> DomainError | None:
 class Database:
     """Runs storage functions, each in its own transaction."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, default_deadline: float = 30.0) -> None:
         self.engine = engine
+        self.default_deadline = default_deadline
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
 
     async def run(
@@ -65,8 +76,23 @@ class Database:
         """`await work(session, *args)` in one transaction, committed when it returns.
 
         Serialization failures and deadlocks are retried a few times; driver
-        errors become domain errors (UNAVAILABLE, ABORTED) for the caller.
+        errors become domain errors (UNAVAILABLE, ABORTED) for the caller. The
+        whole of it, retries included, must end within the call's deadline
+        (or the default bound): past that it is cancelled, rolled back, and
+        reported as DEADLINE_EXCEEDED.
         """
+        budget = deadlines.remaining(self.default_deadline)
+        if budget <= 0:
+            raise DeadlineExceeded("the call's deadline passed before its database work began")
+        try:
+            async with asyncio.timeout(budget):
+                return await self._attempts(work, *args, **kwargs)
+        except TimeoutError:
+            raise DeadlineExceeded(f"the database work did not finish within {budget:.3f}s") from None
+
+    async def _attempts(
+        self, work: Callable[Concatenate[AsyncSession, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         for attempt in range(1, MAX_TRANSIENT_ATTEMPTS + 1):
             try:
                 async with self._sessions() as session, session.begin():

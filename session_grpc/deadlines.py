@@ -1,0 +1,26 @@
+"""How long the current call may still spend, for the database work it triggers.
+
+The RPC boundary (status.maps_errors) records the client's deadline here; the
+transaction runner reads it, so servicers and storage functions never pass it
+around. Calls without a deadline get the server's default bound.
+"""
+
+from __future__ import annotations
+
+import time
+from contextvars import ContextVar
+
+_call_deadline: ContextVar[float | None] = ContextVar("call_deadline", default=None)
+
+
+def start_call(time_remaining: float | None) -> None:
+    """Record the deadline of the call running in this task (None: the client set none)."""
+    _call_deadline.set(None if time_remaining is None else time.monotonic() + time_remaining)
+
+
+def remaining(default: float) -> float:
+    """Seconds left for this call's work: the client's deadline, capped by `default`."""
+    deadline = _call_deadline.get()
+    if deadline is None:
+        return default
+    return min(default, deadline - time.monotonic())

@@ -1,0 +1,59 @@
+"""Graceful shutdown: once draining, new calls are refused with UNAVAILABLE (safe to retry
+elsewhere) while the calls already running finish; `wait_idle` tells when they have."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from .handlers import wrap_handler
+
+# Health Watch and reflection streams stay open for as long as the client likes; they do not
+# hold up a shutdown and are not refused (health must be able to say NOT_SERVING).
+COUNTED_PREFIX = "/session.v1."
+
+
+class DrainInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def start_draining(self) -> None:
+        self.draining = True
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until no counted call runs; False if `timeout` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    @contextlib.asynccontextmanager
+    async def _counted(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        if self.draining:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._idle.set()
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(COUNTED_PREFIX):
+            return handler
+        return wrap_handler(handler, self._counted)
