@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
@@ -186,6 +187,23 @@ def stats_to_proto(stats: records.ServiceStats) -> pb.ServiceStats:
         distinct_users=stats.distinct_users,
         average_messages_per_session=stats.average_messages_per_session,
     )
+
+
+RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+"""A list page stops short of page_size rather than pass gRPC's default 4 MiB client receive limit."""
+
+
+def fit_page(items: list[Any], to_proto: Callable[[Any], Any], budget: int = RESPONSE_BYTES) -> list[Any]:
+    """The leading items, as protos, that fit in `budget` serialized bytes (always at least one)."""
+    protos: list[Any] = []
+    size = 0
+    for item in items:
+        message = to_proto(item)
+        size += message.ByteSize() + 16
+        if protos and size > budget:
+            break
+        protos.append(message)
+    return protos
 
 
 # ---- requests, proto -> domain (validated) -----------------------------------------------------

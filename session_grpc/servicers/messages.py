@@ -30,8 +30,11 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         page, last_sequence, total = await self.db.run(
             messages.list_messages, query.session_id, query.page_size, query.position, query.descending
         )
+        protos = convert.fit_page(page, convert.message_to_proto)
+        if len(protos) < len(page):
+            last_sequence = page[len(protos) - 1].sequence
         return pb.ListMessagesResponse(
-            messages=[convert.message_to_proto(m) for m in page],
+            messages=protos,
             next_page_token=convert.messages_page_token(query, last_sequence, self.tokens),
             total_size=total,
         )

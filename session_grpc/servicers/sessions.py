@@ -6,6 +6,7 @@ from .. import convert
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
+from ..domain.records import SessionKey
 from ..page_tokens import PageTokens
 from ..status import maps_errors
 from ..storage import sessions
@@ -44,8 +45,12 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         page, next_key, total = await self.db.run(
             sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
         )
+        protos = convert.fit_page(page, convert.session_to_proto)
+        if len(protos) < len(page):
+            last = page[len(protos) - 1]
+            next_key = SessionKey(last.create_time, last.session_id)
         return pb.ListSessionsResponse(
-            sessions=[convert.session_to_proto(s) for s in page],
+            sessions=protos,
             next_page_token=convert.sessions_page_token(query, next_key, self.tokens),
             total_size=total,
         )
