@@ -10,9 +10,9 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): constraints.txt setup.cfg pyproject.toml
+$(STAMP): constraints.txt setup.cfg pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable '.[dev]' --editable ./clients/python
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -37,7 +37,7 @@ migrate: $(STAMP)
 # Re-pin constraints.txt from a throwaway virtualenv with the newest allowed versions.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet --editable '.[dev]'
+	.lock-venv/bin/python -m pip install --quiet --editable '.[dev]' --editable ./clients/python
 	( echo '# Exact versions CI tested; the Makefile installs with these constraints.'; \
 	  echo '# Regenerate: make lock'; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^session-grpc' ) > constraints.txt

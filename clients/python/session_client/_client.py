@@ -1,0 +1,497 @@
+"""`SessionClient`: every RPC of session.v1 as a typed async method, with retries and typed errors."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_random_exponential
+
+from ._config import ChannelOptions, RetryPolicy, TlsOptions
+from ._exceptions import Unavailable, from_rpc_error
+from ._proto.session.v1 import session_pb2 as pb
+from ._proto.session.v1 import session_pb2_grpc as rpc
+
+T = TypeVar("T")
+
+JsonObject = Mapping[str, Any]
+Cost = Decimal | str | int
+
+
+def _is_unavailable(error: BaseException) -> bool:
+    """The retry predicate: UNAVAILABLE, and nothing else, is worth another try."""
+    return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _struct(value: JsonObject | struct_pb2.Struct | None) -> struct_pb2.Struct | None:
+    if value is None or isinstance(value, struct_pb2.Struct):
+        return value
+    struct = struct_pb2.Struct()
+    struct.update(dict(value))
+    return struct
+
+
+def _enum(wrapper: Any, prefix: str, value: Any) -> int:
+    """Accept the enum value itself, or its name with or without the prefix, any case ("user", "ROLE_USER")."""
+    if isinstance(value, int):
+        return value
+    name = str(value).upper()
+    return wrapper.Value(name if name.startswith(prefix) else prefix + name)
+
+
+def _cost(value: Cost | None) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+class _BearerToken(grpc.AuthMetadataPlugin):
+    """Call credentials that add `authorization: Bearer <token>`; the token may be a callable for rotation."""
+
+    def __init__(self, token: str | Callable[[], str]) -> None:
+        self._token = token
+
+    def __call__(self, context: grpc.AuthMetadataContext, callback: grpc.AuthMetadataPluginCallback) -> None:
+        token = self._token() if callable(self._token) else self._token
+        callback((("authorization", f"Bearer {token}"),), None)
+
+
+class SessionClient:
+    """An async client of the session service.
+
+        async with SessionClient("localhost:8203") as client:
+            session = await client.create_session("alice", title="Trip planning")
+            await client.add_message(session.session_id, "user", "Hello", tokens_used=3, cost="0.00002")
+            async for message in client.stream_messages(session.session_id):
+                print(message.sequence, message.content)
+
+    Methods return the generated protobuf messages (`session_client.pb`) and raise a
+    `SessionError` subclass per status code. Calls that fail with UNAVAILABLE are
+    retried under `retry` when they are safe to repeat: reads, and the writes that
+    carry a request_id (CreateSession, AddMessage; the client makes one when you give none).
+
+    target:          "host:port" of the service.
+    tls:             None for a plaintext channel; True (system roots) or TlsOptions for TLS.
+    token:           a bearer token (or a callable returning one) sent with every call as call
+                     credentials. gRPC only sends call credentials over TLS; to send it over a
+                     plaintext channel (a local sidecar, tests) also pass insecure_token=True.
+    timeout:         seconds each attempt may take; None for no per-attempt limit.
+    retry:           the RetryPolicy for UNAVAILABLE; RetryPolicy.disabled() turns retries off.
+    channel_options: keepalive, message sizes and other channel arguments.
+    metadata:        extra metadata sent with every call.
+    channel:         an existing grpc.aio.Channel to use instead (the client will not close it).
+    """
+
+    def __init__(
+        self,
+        target: str = "localhost:8203",
+        *,
+        tls: bool | TlsOptions | None = None,
+        token: str | Callable[[], str] | None = None,
+        insecure_token: bool = False,
+        timeout: float | None = 10.0,
+        retry: RetryPolicy = RetryPolicy(),
+        channel_options: ChannelOptions = ChannelOptions(),
+        metadata: Mapping[str, str] | None = None,
+        channel: grpc.aio.Channel | None = None,
+    ) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.retry = retry
+        self._metadata: tuple[tuple[str, str], ...] = tuple((metadata or {}).items())
+        self._call_credentials: grpc.CallCredentials | None = None
+        self._owns_channel = channel is None
+        if channel is not None:
+            self._channel = channel
+        elif tls:
+            tls_options = tls if isinstance(tls, TlsOptions) else TlsOptions()
+            credentials = tls_options.credentials()
+            if token is not None:
+                credentials = grpc.composite_channel_credentials(
+                    credentials, grpc.metadata_call_credentials(_BearerToken(token), name="bearer")
+                )
+            self._channel = grpc.aio.secure_channel(
+                target, credentials, options=channel_options.as_grpc_options(tls_options.server_name_override)
+            )
+        else:
+            if token is not None and not insecure_token:
+                raise ValueError("a bearer token over a plaintext channel needs insecure_token=True (or use tls=...)")
+            self._channel = grpc.aio.insecure_channel(target, options=channel_options.as_grpc_options())
+        if token is not None and not tls:
+            self._plain_token = _BearerToken(token)
+        else:
+            self._plain_token = None
+        self._sessions = rpc.SessionServiceStub(self._channel)
+        self._messages = rpc.MessageServiceStub(self._channel)
+        self._memories = rpc.MemoryServiceStub(self._channel)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SessionClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel (when the client made it); calls in flight are cancelled."""
+        if self._owns_channel:
+            await self._channel.close()
+
+    async def wait_until_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the channel connects; Unavailable when it does not within `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+        except TimeoutError:
+            raise Unavailable(f"{self.target} did not answer within {timeout}s") from None
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _call_metadata(self) -> tuple[tuple[str, str], ...]:
+        if self._plain_token is None:
+            return self._metadata
+        headers: list[tuple[str, str]] = []
+        self._plain_token(None, lambda items, error: headers.extend(items))  # type: ignore[arg-type]
+        return self._metadata + tuple(headers)
+
+    def _retrying(self, retry: bool) -> AsyncRetrying:
+        policy = self.retry if retry else RetryPolicy.disabled()
+        stop = stop_after_attempt(max(1, policy.max_attempts))
+        if policy.total_deadline is not None:
+            stop = stop | stop_before_delay(policy.total_deadline)
+        return AsyncRetrying(
+            stop=stop,
+            wait=wait_random_exponential(
+                multiplier=policy.initial_backoff, max=policy.max_backoff, exp_base=policy.multiplier
+            ),
+            retry=retry_if_exception(_is_unavailable),
+            reraise=True,
+        )
+
+    async def _unary(self, method: Callable[..., Awaitable[T]], request: Any, *, retry: bool) -> T:
+        """One unary call under the retry policy; a failure becomes the matching SessionError."""
+        started = time.monotonic()
+        attempts = 0
+        deadline = self.retry.total_deadline if retry else None
+
+        async def attempt() -> T:
+            nonlocal attempts
+            attempts += 1
+            timeout = self.timeout
+            if deadline is not None:
+                left = max(0.001, deadline - (time.monotonic() - started))
+                timeout = left if timeout is None else min(timeout, left)
+            return await method(request, timeout=timeout, metadata=self._call_metadata())
+
+        try:
+            return await self._retrying(retry)(attempt)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error, attempts=attempts) from None
+
+    # -- SessionService ------------------------------------------------------------------------
+
+    async def create_session(
+        self,
+        user_id: str,
+        *,
+        title: str = "",
+        conversation_data: JsonObject | None = None,
+        metadata: JsonObject | None = None,
+        request_id: str | None = None,
+    ) -> pb.Session:
+        """Create an ACTIVE session for `user_id` (at most 255 characters; title at most 1000).
+
+        `request_id` (a UUID) makes the call idempotent per user; one is generated when
+        omitted, so a retry after UNAVAILABLE returns the same session instead of a second one.
+        Raises InvalidArgument for an empty user_id or bad fields.
+        """
+        request = pb.CreateSessionRequest(
+            user_id=user_id,
+            title=title,
+            conversation_data=_struct(conversation_data),
+            metadata=_struct(metadata),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        return (await self._unary(self._sessions.CreateSession, request, retry=True)).session
+
+    async def get_session(self, session_id: str) -> pb.Session:
+        """The session; NotFound when there is none."""
+        request = pb.GetSessionRequest(session_id=session_id)
+        return (await self._unary(self._sessions.GetSession, request, retry=True)).session
+
+    async def update_session(
+        self,
+        session_id: str,
+        *,
+        title: str | None = None,
+        status: pb.SessionStatus.ValueType | str | None = None,
+        conversation_data: JsonObject | None = None,
+        metadata: JsonObject | None = None,
+        etag: str = "",
+    ) -> pb.Session:
+        """Change the given fields only (the others are left alone; the mask is built for you).
+
+        With `etag` the update is conditional: Aborted (reason ETAG_MISMATCH) when the session
+        changed since you read it. FailedPrecondition (INVALID_STATUS_TRANSITION) for a forbidden
+        status move. Not retried: an update carries no request_id.
+        """
+        session = pb.Session(session_id=session_id, etag=etag)
+        paths = []
+        if title is not None:
+            session.title = title
+            paths.append("title")
+        if status is not None:
+            session.status = _enum(pb.SessionStatus, "SESSION_STATUS_", status)  # type: ignore[assignment]
+            paths.append("status")
+        if conversation_data is not None:
+            session.conversation_data.CopyFrom(_struct(conversation_data))
+            paths.append("conversation_data")
+        if metadata is not None:
+            session.metadata.CopyFrom(_struct(metadata))
+            paths.append("metadata")
+        if not paths:
+            raise ValueError("update_session needs at least one field to change")
+        request = pb.UpdateSessionRequest(session=session, update_mask=field_mask_pb2.FieldMask(paths=paths))
+        return (await self._unary(self._sessions.UpdateSession, request, retry=False)).session
+
+    async def end_session(self, session_id: str) -> pb.Session:
+        """Move the session to ENDED (end_time set); an ENDED or ARCHIVED one comes back unchanged."""
+        request = pb.EndSessionRequest(session_id=session_id)
+        return (await self._unary(self._sessions.EndSession, request, retry=False)).session
+
+    async def delete_session(self, session_id: str) -> None:
+        """Remove the session, its messages and its memory for good; NotFound when there is none."""
+        await self._unary(self._sessions.DeleteSession, pb.DeleteSessionRequest(session_id=session_id), retry=False)
+
+    async def list_sessions_page(
+        self,
+        user_id: str,
+        *,
+        status: pb.SessionStatus.ValueType | str | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.ListSessionsResponse:
+        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50).
+
+        The response has `sessions`, `next_page_token` (empty on the last page) and
+        `total_size` (all matching sessions). InvalidArgument for a changed or foreign token.
+        """
+        request = pb.ListSessionsRequest(
+            user_id=user_id,
+            status=_enum(pb.SessionStatus, "SESSION_STATUS_", status) if status is not None else 0,  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        )
+        return await self._unary(self._sessions.ListSessions, request, retry=True)
+
+    async def list_sessions(
+        self, user_id: str, *, status: pb.SessionStatus.ValueType | str | None = None, page_size: int = 0
+    ) -> AsyncIterator[pb.Session]:
+        """Every session of the user, newest first, fetched page by page as you iterate."""
+        token = ""
+        while True:
+            page = await self.list_sessions_page(user_id, status=status, page_size=page_size, page_token=token)
+            for session in page.sessions:
+                yield session
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def get_session_summary(self, session_id: str) -> pb.SessionSummary:
+        """Exact totals of one session: counts (also by role), tokens, cost, first/last message time."""
+        request = pb.GetSessionSummaryRequest(session_id=session_id)
+        return (await self._unary(self._sessions.GetSessionSummary, request, retry=True)).summary
+
+    async def get_service_stats(self) -> pb.ServiceStats:
+        """Totals over all sessions, computed by the database on each call."""
+        return (await self._unary(self._sessions.GetServiceStats, pb.GetServiceStatsRequest(), retry=True)).stats
+
+    async def expire_sessions(self, idle_for: timedelta | float) -> int:
+        """Move ACTIVE sessions idle for longer than `idle_for` (seconds or timedelta, > 0) to EXPIRED.
+
+        Returns how many this call moved. Not retried.
+        """
+        duration = duration_pb2.Duration()
+        duration.FromTimedelta(idle_for if isinstance(idle_for, timedelta) else timedelta(seconds=idle_for))
+        request = pb.ExpireSessionsRequest(idle_for=duration)
+        return (await self._unary(self._sessions.ExpireSessions, request, retry=False)).expired_count
+
+    # -- MessageService ------------------------------------------------------------------------
+
+    async def add_message(
+        self,
+        session_id: str,
+        role: pb.Role.ValueType | str,
+        content: str,
+        *,
+        message_type: pb.MessageType.ValueType | str | None = None,
+        tokens_used: int = 0,
+        cost: Cost | None = None,
+        metadata: JsonObject | None = None,
+        request_id: str | None = None,
+    ) -> pb.Message:
+        """Append a message; the server gives it the next sequence number and adds to the totals.
+
+        role:         "user", "assistant", "system", "tool" (or pb.ROLE_*).
+        content:      non-empty text.
+        tokens_used:  0..1_000_000_000.
+        cost:         exact non-negative decimal (Decimal("0.00015") or "0.00015"); never a float.
+        request_id:   a UUID that makes the call idempotent per session; generated when omitted,
+                      so a retry after UNAVAILABLE never adds the message twice.
+        Raises FailedPrecondition (SESSION_NOT_ACTIVE) when the session is not ACTIVE,
+        NotFound without the session, InvalidArgument for bad fields.
+        """
+        if isinstance(cost, float):
+            raise TypeError("cost must be a Decimal or a decimal string, not a float")
+        request = pb.AddMessageRequest(
+            session_id=session_id,
+            role=_enum(pb.Role, "ROLE_", role),  # type: ignore[arg-type]
+            message_type=_enum(pb.MessageType, "MESSAGE_TYPE_", message_type) if message_type is not None else 0,  # type: ignore[arg-type]
+            content=content,
+            tokens_used=tokens_used,
+            cost=_cost(cost),
+            metadata=_struct(metadata),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        return (await self._unary(self._messages.AddMessage, request, retry=True)).message
+
+    async def list_messages_page(
+        self, session_id: str, *, page_size: int = 0, page_token: str = "", newest_first: bool = False
+    ) -> pb.ListMessagesResponse:
+        """One page of messages in sequence order (newest first with newest_first=True).
+
+        page_size 1..1000; 0 means 100. `total_size` is the number of messages in the session.
+        """
+        request = pb.ListMessagesRequest(
+            session_id=session_id,
+            page_size=page_size,
+            page_token=page_token,
+            order_by="sequence desc" if newest_first else "",
+        )
+        return await self._unary(self._messages.ListMessages, request, retry=True)
+
+    async def list_messages(
+        self, session_id: str, *, page_size: int = 0, newest_first: bool = False
+    ) -> AsyncIterator[pb.Message]:
+        """Every message of the session, fetched page by page as you iterate."""
+        token = ""
+        while True:
+            page = await self.list_messages_page(
+                session_id, page_size=page_size, page_token=token, newest_first=newest_first
+            )
+            for message in page.messages:
+                yield message
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def stream_messages(
+        self, session_id: str, *, after_sequence: int = 0, page_size: int = 0
+    ) -> AsyncIterator[pb.Message]:
+        """Messages after `after_sequence`, in order, as the server streams them; ends at the last one.
+
+        When the stream breaks with UNAVAILABLE the client reopens it after the last
+        message it yielded (under the retry policy), so nothing is skipped or repeated.
+        """
+        after = after_sequence
+        call: Any = None
+
+        async def next_response() -> Any:
+            nonlocal call
+            if call is None:
+                call = self._messages.StreamMessages(
+                    pb.StreamMessagesRequest(session_id=session_id, after_sequence=after, page_size=page_size),
+                    metadata=self._call_metadata(),
+                )
+            try:
+                return await call.read()
+            except grpc.aio.AioRpcError:
+                call = None
+                raise
+
+        try:
+            while True:
+                try:
+                    response = await self._retrying(True)(next_response)
+                except grpc.aio.AioRpcError as error:
+                    raise from_rpc_error(error) from None
+                if response is grpc.aio.EOF:
+                    return
+                after = response.message.sequence
+                yield response.message
+        finally:
+            if call is not None:
+                call.cancel()
+
+    # -- MemoryService -------------------------------------------------------------------------
+
+    async def create_memory(
+        self,
+        session_id: str,
+        *,
+        conversation_summary: str = "",
+        facts: Sequence[str] = (),
+        preferences: JsonObject | None = None,
+        metadata: JsonObject | None = None,
+    ) -> pb.Memory:
+        """Create the session's memory; AlreadyExists when it has one, NotFound without the session."""
+        request = pb.CreateMemoryRequest(
+            session_id=session_id,
+            conversation_summary=conversation_summary,
+            facts=list(facts),
+            preferences=_struct(preferences),
+            metadata=_struct(metadata),
+        )
+        return (await self._unary(self._memories.CreateMemory, request, retry=False)).memory
+
+    async def get_memory(self, session_id: str) -> pb.Memory:
+        """The session's memory; NotFound when it has none."""
+        request = pb.GetMemoryRequest(session_id=session_id)
+        return (await self._unary(self._memories.GetMemory, request, retry=True)).memory
+
+    async def update_memory(
+        self,
+        session_id: str,
+        *,
+        conversation_summary: str | None = None,
+        facts: Iterable[str] | None = None,
+        preferences: JsonObject | None = None,
+        metadata: JsonObject | None = None,
+        etag: str = "",
+        allow_missing: bool = False,
+    ) -> pb.Memory:
+        """Change the given fields only. `etag` makes it conditional (Aborted, ETAG_MISMATCH, when
+        stale); `allow_missing` creates the memory when the session has none."""
+        memory = pb.Memory(session_id=session_id, etag=etag)
+        paths = []
+        if conversation_summary is not None:
+            memory.conversation_summary = conversation_summary
+            paths.append("conversation_summary")
+        if facts is not None:
+            memory.facts.extend(facts)
+            paths.append("facts")
+        if preferences is not None:
+            memory.preferences.CopyFrom(_struct(preferences))
+            paths.append("preferences")
+        if metadata is not None:
+            memory.metadata.CopyFrom(_struct(metadata))
+            paths.append("metadata")
+        if not paths:
+            raise ValueError("update_memory needs at least one field to change")
+        request = pb.UpdateMemoryRequest(
+            memory=memory, update_mask=field_mask_pb2.FieldMask(paths=paths), allow_missing=allow_missing
+        )
+        return (await self._unary(self._memories.UpdateMemory, request, retry=False)).memory
+
+    async def delete_memory(self, session_id: str) -> None:
+        """Delete the session's memory; NotFound when it has none."""
+        await self._unary(self._memories.DeleteMemory, pb.DeleteMemoryRequest(session_id=session_id), retry=False)

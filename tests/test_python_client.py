@@ -1,0 +1,165 @@
+"""The Python client library: installable on its own, and every example runs against a live server.
+
+The package is installed (not editable) into a fresh virtualenv made once per test
+session, with the repository's constraints, so what is tested is what users get.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from session_client import InvalidArgument, NotFound, RetryPolicy, SessionClient, Unavailable, pb
+
+from .test_server import free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+CLIENT = ROOT / "clients" / "python"
+EXAMPLES = sorted((CLIENT / "examples").glob("*.py"))
+
+
+@pytest.fixture(scope="session")
+def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Python of a fresh virtualenv holding only the client package and its dependencies."""
+    venv = tmp_path_factory.mktemp("client-venv")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    build = tmp_path_factory.mktemp("client-src") / "python"
+    # Build from a copy so the checkout gets no build/ or egg-info droppings.
+    subprocess.run(["cp", "-r", str(CLIENT), str(build)], check=True)
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "--constraint", str(ROOT / "constraints.txt"), str(build)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    return python
+
+
+def test_every_example_is_run_by_the_tests():
+    names = {path.stem for path in EXAMPLES}
+    assert names >= {
+        "create_session", "add_messages", "paginate", "stream", "memory", "summary", "user_sessions",
+        "stats", "end_session", "error_handling", "retries", "concurrent_use",
+    }
+
+
+def test_client_package_installs_without_server_dependencies(client_python):
+    probe = (
+        "import importlib.util, session_client;"
+        "print([m for m in ('sqlalchemy', 'asyncpg', 'alembic', 'session_grpc', 'pgserver')"
+        " if importlib.util.find_spec(m)])"
+    )
+    result = subprocess.run([str(client_python), "-c", probe], capture_output=True, text=True, timeout=60, cwd="/")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
+async def test_example_runs_against_a_live_server(example, client_python, service):
+    process = await asyncio.create_subprocess_exec(
+        str(client_python), str(example), f"127.0.0.1:{service.port}",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/",
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, output.decode()
+
+
+# The rules of the client itself, through the dev install, against the in-process server.
+
+
+async def test_unavailable_is_retried_until_the_total_deadline(service):
+    policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.2, max_attempts=100, total_deadline=1.0)
+    async with SessionClient(f"127.0.0.1:{free_port()}", retry=policy, timeout=0.5) as client:
+        started = time.monotonic()
+        with pytest.raises(Unavailable) as caught:
+            await client.get_session(str(uuid.uuid4()))
+    assert caught.value.attempts >= 3
+    assert time.monotonic() - started < 1.0 + 0.6
+
+
+async def test_writes_without_an_idempotency_key_are_not_retried(service):
+    policy = RetryPolicy(initial_backoff=0.01, max_attempts=5, total_deadline=5)
+    async with SessionClient(f"127.0.0.1:{free_port()}", retry=policy) as client:
+        with pytest.raises(Unavailable) as caught:
+            await client.end_session(str(uuid.uuid4()))
+    assert caught.value.attempts == 1
+
+
+async def test_other_codes_are_not_retried(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        with pytest.raises(NotFound) as caught:
+            await client.get_session(str(uuid.uuid4()))
+    assert caught.value.attempts == 1
+    assert caught.value.resource_type
+
+
+async def test_add_message_sends_a_generated_request_id_so_a_retry_is_counted_once(service, sql):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice")
+        await client.add_message(session.session_id, "user", "hi")
+    ids = await sql.fetch("SELECT request_id FROM messages")
+    assert len(ids) == 1 and ids[0]["request_id"] is not None
+    sessions = await sql.fetch("SELECT request_id FROM sessions")
+    assert sessions[0]["request_id"] is not None
+
+
+async def test_invalid_argument_exposes_the_field_violations(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        with pytest.raises(InvalidArgument) as caught:
+            await client.create_session("", title="x" * 5000)
+    assert {"user_id", "title"} <= set(caught.value.violations)
+    assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_broken_stream_resumes_after_the_last_message(service):
+    """Stop the server mid-stream, start a new one on the same port: the stream goes on where it was."""
+    from session_grpc.server import build_server
+
+    from .conftest import test_settings
+
+    first = build_server(test_settings(service.settings.database_url, port=free_port()))
+    port = first.port
+    await first.start()
+    policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.3, total_deadline=15)
+    async with SessionClient(f"127.0.0.1:{port}", retry=policy) as client:
+        session = await client.create_session("alice")
+        for i in range(30):
+            await client.add_message(session.session_id, "user", f"m{i} " + "x" * 20000)
+        seen = []
+        second = None
+        try:
+            async for message in client.stream_messages(session.session_id, page_size=5):
+                seen.append(message.sequence)
+                if len(seen) == 7:
+                    await first.stop(grace=0)
+                    second = build_server(test_settings(service.settings.database_url, port=port))
+                    await second.start()
+        finally:
+            if second is not None:
+                await second.stop(grace=0)
+    assert seen == list(range(1, 31))
+
+
+async def test_a_plaintext_token_needs_an_explicit_opt_in():
+    with pytest.raises(ValueError):
+        SessionClient("127.0.0.1:1", token="secret")
+    client = SessionClient("127.0.0.1:1", token="secret", insecure_token=True)
+    assert ("authorization", "Bearer secret") in client._call_metadata()
+    await client.close()
+
+
+def test_float_costs_are_refused():
+    async def add() -> None:
+        async with SessionClient("127.0.0.1:1") as client:
+            await client.add_message(str(uuid.uuid4()), pb.ROLE_USER, "x", cost=0.1)  # type: ignore[arg-type]
+
+    with pytest.raises(TypeError):
+        asyncio.run(add())
