@@ -1,0 +1,194 @@
+"""The printed table, the comparisons against the targets of issue 6, and the PNG chart."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+
+
+def _m(stat: dict[str, float] | None, digits: int = 2) -> str:
+    if not stat or stat.get("median") != stat.get("median"):
+        return "-"
+    return f"{stat['median']:.{digits}f} [{stat['min']:.{digits}f}-{stat['max']:.{digits}f}]"
+
+
+def header() -> str:
+    return (
+        f"{'workload':<18} {'target':<20} {'variant':<38} {'throughput':>26} {'p50 ms':>20} {'p99 ms':>20} "
+        f"{'srv cores':>9} {'pg cores':>8} {'gen cores':>9} {'calls/srv-cpu-s':>15}"
+    )
+
+
+def line(row: dict[str, Any]) -> str:
+    cores = row.get("cpu_cores", {})
+    tp = _m(row["throughput"], 0 if row["throughput"]["median"] > 100 else 2)
+    per_cpu = row.get("calls_per_server_cpu_s", {}).get("median")
+    flag = " CLIENT-BOUND" if row.get("client_bound") else ""
+    return (
+        f"{row['workload']:<18} {row['target']:<20} {row['variant']:<38} {tp + ' ' + row['unit']:>26} "
+        f"{_m(row['p50_ms']):>20} {_m(row['p99_ms']):>20} "
+        f"{cores.get('server', {}).get('median', float('nan')):>9.2f} "
+        f"{cores.get('postgres', {}).get('median', float('nan')):>8.2f} "
+        f"{cores.get('loadgen', {}).get('median', float('nan')):>9.2f} "
+        f"{(per_cpu if per_cpu is not None else float('nan')):>15.0f}{flag}"
+    )
+
+
+def _find(results: list[dict[str, Any]], workload: str, target: str, variant: str | None = None):  # type: ignore[no-untyped-def]
+    for row in results:
+        if row["workload"] == workload and row["target"] == target and (variant is None or row["variant"] == variant):
+            return row
+    return None
+
+
+def _med(row: dict[str, Any] | None, key: str) -> float | None:
+    if row is None:
+        return None
+    value = row[key]["median"]
+    return None if value != value else value
+
+
+def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"ratios": [], "targets": []}
+    top = f"c={max(cfg.concurrencies)}"
+
+    def ratio(name: str, a: float | None, b: float | None) -> float | None:
+        value = a / b if a and b else None
+        out["ratios"].append({"what": name, "value": value})
+        return value
+
+    def target(name: str, measured: float | None, goal: str, met: bool | None) -> None:
+        out["targets"].append({"target": name, "measured": measured, "goal": goal, "met": met})
+
+    for workload, variants in (("add_message", [f"c={c}" for c in cfg.concurrencies]), ("get_session", ["c=1", top])):
+        for variant in variants:
+            real = _find(results, workload, "session-grpc", variant)
+            ref = _find(results, workload, "reference", variant)
+            noop = _find(results, workload, "no-op", variant)
+            ratio(f"{workload} {variant} throughput session-grpc / reference", _med(real, "throughput"), _med(ref, "throughput"))
+            ratio(f"{workload} {variant} throughput session-grpc / no-op", _med(real, "throughput"), _med(noop, "throughput"))
+            ratio(f"{workload} {variant} p50 session-grpc / reference", _med(real, "p50_ms"), _med(ref, "p50_ms"))
+    for workload in ("add_message", "get_session"):
+        one = _find(results, workload, "session-grpc 2w", top)
+        base = _find(results, workload, "session-grpc 1w", top)
+        if one and base:
+            ratio(f"{workload} {top} throughput 2 workers / 1 worker", _med(one, "throughput"), _med(base, "throughput"))
+
+    real32 = _med(_find(results, "add_message", "session-grpc", top), "throughput")
+    ref32 = _med(_find(results, "add_message", "reference", top), "throughput")
+    r = real32 / ref32 if real32 and ref32 else None
+    target(f"add_message {top} >= 0.8 x reference", r, ">= 0.8", None if r is None else r >= 0.8)
+    p50 = _med(_find(results, "add_message", "session-grpc", "c=1"), "p50_ms")
+    target("add_message c=1 p50 <= 1.5 ms", p50, "<= 1.5 ms", None if p50 is None else p50 <= 1.5)
+    g_real = _med(_find(results, "get_session", "session-grpc", top), "throughput")
+    g_ref = _med(_find(results, "get_session", "reference", top), "throughput")
+    r = g_real / g_ref if g_real and g_ref else None
+    target(f"get_session {top} >= 0.8 x reference", r, ">= 0.8", None if r is None else r >= 0.8)
+    p50 = _med(_find(results, "get_session", "session-grpc", "c=1"), "p50_ms")
+    target("get_session c=1 p50 <= 1 ms", p50, "<= 1 ms", None if p50 is None else p50 <= 1.0)
+    big = f"{cfg.big_messages} msgs"
+    stream_rows = [r for r in results if r["workload"] == "stream_large" and r["variant"].startswith(big + " ")]
+    best = max((_med(r, "throughput") or 0 for r in stream_rows), default=None)
+    default = _med(_find(results, "stream_large", "session-grpc", f"{big} page_size=100"), "throughput")
+    target("stream_large >= 20,000 messages/s (default page size 100)", default, ">= 20000",
+           None if default is None else default >= 20000)
+    target("stream_large >= 20,000 messages/s (page_size 1000)", best, ">= 20000", None if not best else best >= 20000)
+    peaks = {
+        r["variant"]: r["server_rss_peak_mb"]["median"] - r["server_rss_start_mb"]["median"]
+        for r in results if r["workload"] == "stream_large"
+    }
+    if peaks:
+        growth = max(peaks.values())
+        target("stream_large server memory flat (peak RSS growth while streaming, MB)", growth, "flat",
+               growth < 20)
+    for row in results:
+        if row["workload"] == "list_big_user" and ("first page" in row["variant"] or "latest" in row["variant"]
+                                                   or "page at" in row["variant"] or "GetSession" in row["variant"]):
+            value = _med(row, "p50_ms")
+            target(f"{row['variant']} p50 <= 5 ms", value, "<= 5 ms", None if value is None else value <= 5)
+
+    for variant in ("c=1", top):
+        ours = _med(_find(results, "add_message", "session-grpc", variant), "throughput")
+        adk = _med(_find(results, "adk_append_event", "adk (in-process)", variant), "throughput")
+        r = ours / adk if ours and adk else None
+        target(f"add_message {variant} >= 4 x ADK append_event", r, ">= 4", None if r is None else r >= 4)
+    adk_get = next((r for r in results if r["workload"] == "adk_get_session"), None)
+    ours_get = _med(_find(results, "list_big_user", "session-grpc", "GetSession (long session)"), "p50_ms")
+    ours_latest = _med(_find(results, "list_big_user", "session-grpc", "ListMessages latest 20 (long session)"), "p50_ms")
+    if adk_get and ours_get and ours_latest:
+        r = _med(adk_get, "p50_ms") / (ours_get + ours_latest)  # type: ignore[operator]
+        target(f"read a {cfg.big_messages}-event session: ADK get_session / (GetSession + latest page)", r, ">= 100",
+               r >= 100)
+    adk_list = next((r for r in results if r["workload"] == "adk_list_sessions"), None)
+    ours_list = _med(_find(results, "list_big_user", "session-grpc", "ListSessions first page (big user)"), "p50_ms")
+    if adk_list and ours_list:
+        r = _med(adk_list, "p50_ms") / ours_list  # type: ignore[operator]
+        target(f"list a user's {cfg.big_sessions} sessions: ADK list_sessions / ListSessions first page", r,
+               ">= 100", r >= 100)
+    return out
+
+
+def comparison_table(comparisons: dict[str, Any]) -> str:
+    lines = ["", "ratios:"]
+    for item in comparisons["ratios"]:
+        value = "-" if item["value"] is None else f"{item['value']:.2f}"
+        lines.append(f"  {item['what']:<70} {value:>8}")
+    lines.append("targets:")
+    for item in comparisons["targets"]:
+        value = "-" if item["measured"] is None else f"{item['measured']:.2f}"
+        met = {True: "met", False: "NOT MET", None: "not measured"}[item["met"]]
+        lines.append(f"  {item['target']:<80} {value:>9} {item['goal']:>10}  {met}")
+    return "\n".join(lines)
+
+
+def chart(result: dict[str, Any], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [r for r in result["results"] if r["workload"] in ("add_message", "get_session", "add_message_open",
+                                                              "chat_turns", "adk_append_event")]
+    labels = [f"{r['workload']}\n{r['target']} {r['variant']}" for r in rows]
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(10, len(rows) * 0.75), 10), constrained_layout=True)
+    xs = range(len(rows))
+
+    def bars(ax, key: str, label: str) -> None:  # type: ignore[no-untyped-def]
+        med = [r[key]["median"] for r in rows]
+        low = [r[key]["median"] - r[key]["min"] for r in rows]
+        high = [r[key]["max"] - r[key]["median"] for r in rows]
+        ax.bar(xs, med, yerr=[low, high], capsize=3, label=label)
+
+    bars(ax1, "throughput", "median of reps (error bar: min-max)")
+    ax1.set_ylabel("calls/s (turns/s for chat_turns)")
+    ax1.set_title("Throughput per workload and server")
+    ax1.set_xticks(list(xs), labels, rotation=90, fontsize=7)
+    ax1.legend()
+    width = 0.4
+    ax2.bar([x - width / 2 for x in xs], [r["p50_ms"]["median"] for r in rows], width, label="p50")
+    ax2.bar([x + width / 2 for x in xs], [r["p99_ms"]["median"] for r in rows], width, label="p99")
+    ax2.set_yscale("log")
+    ax2.set_ylabel("latency ms (log)")
+    ax2.set_title("Latency percentiles (median of repetitions)")
+    ax2.set_xticks(list(xs), labels, rotation=90, fontsize=7)
+    ax2.legend()
+    fig.suptitle(f"session-grpc bench {result['created']} on {result['machine']}", fontsize=9)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

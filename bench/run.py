@@ -1,0 +1,641 @@
+"""`make bench`: session-grpc against the limit (reference, no-op) and the peer (ADK), on one box.
+
+Starts an embedded PostgreSQL in a temporary folder, migrates a fresh
+database, starts the servers as subprocesses, runs the workloads, prints a
+table and writes JSON and a PNG chart under bench/results/.
+
+    python -m bench                 # the full run (about 6-8 minutes on 2 cores)
+    python -m bench --quick         # a smoke test of every workload (well under a minute)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from session_grpc import embedded, migrations
+from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc._proto.session.v1 import session_pb2_grpc
+
+from . import loadgen, procstat, report, seed
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CLIENT_BOUND = 0.85  # share of one core above which the load generator limits the run
+
+
+@dataclass
+class Config:
+    quick: bool = False
+    reps: int = 3
+    duration: float = 3.0
+    warmup: float = 0.7
+    concurrencies: tuple[int, ...] = (1, 8, 32)
+    chat_callers: int = 8
+    big_messages: int = 50_000
+    big_sessions: int = 10_000
+    timed_count: int = 200
+    peer: bool = True
+    chart: bool = True
+    workers: tuple[int, ...] = (1, 2)
+    only: frozenset[str] = frozenset()
+    out: Path = RESULTS
+
+    @classmethod
+    def quick_mode(cls, **overrides: Any) -> Config:
+        base = dict(
+            quick=True,
+            reps=3,
+            duration=0.4,
+            warmup=0.15,
+            concurrencies=(1, 8),
+            chat_callers=2,
+            big_messages=3_000,
+            big_sessions=500,
+            timed_count=10,
+            workers=(1,),
+        )
+        base.update(overrides)
+        return cls(**base)  # type: ignore[arg-type]
+
+
+# ---- processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Proc:
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_process(name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
+    port = free_port()
+    full_env = {**os.environ, **(env or {})}
+    argv = [sys.executable, *[a.replace("{port}", str(port)) for a in args]]
+    full_env = {k: v.replace("{port}", str(port)) for k, v in full_env.items()}
+    log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    return Proc(name, process, port)
+
+
+async def wait_ready(proc: Proc, health: bool, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
+        while True:
+            if proc.process.poll() is not None:
+                raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}; see {RESULTS}/{proc.name}.log")
+            try:
+                if health:
+                    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                else:
+                    await asyncio.wait_for(channel.channel_ready(), 1)
+                    return
+            except (grpc.aio.AioRpcError, asyncio.TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.name} did not become ready in {timeout}s")
+            await asyncio.sleep(0.1)
+
+
+def supports_workers() -> bool:
+    out = subprocess.run(
+        [sys.executable, "-m", "session_grpc", "serve", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    return "--workers" in out.stdout
+
+
+# ---- measurement ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    config: Config
+    database_url: str
+    postmaster: int
+    results: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def meter(self, server_pid: int | None) -> procstat.CpuMeter:
+        groups = [
+            procstat.Group("postgres", lambda: [self.postmaster, *procstat.children(self.postmaster)]),
+            procstat.Group("loadgen", lambda: [os.getpid()]),
+        ]
+        if server_pid is not None:
+            groups.insert(0, procstat.Group("server", lambda: procstat.tree(server_pid)))
+        return procstat.CpuMeter(groups)
+
+    def record(
+        self,
+        workload: str,
+        target: str,
+        variant: str,
+        reps: list[loadgen.RunStats],
+        cpus: list[dict[str, float]],
+        unit: str = "calls/s",
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        summaries = [r.summary() for r in reps]
+        row: dict[str, Any] = {"workload": workload, "target": target, "variant": variant, "unit": unit}
+        for key in ("throughput", "p50_ms", "p90_ms", "p99_ms", "mean_ms"):
+            row[key] = loadgen.median_and_spread([s[key] for s in summaries])
+        row["calls"] = sum(s["calls"] for s in summaries)
+        row["errors"] = sum(s["errors"] for s in summaries)
+        row["late"] = sum(s["late"] for s in summaries)
+        if cpus:
+            seconds = [r.seconds for r in reps]
+            cpu_share = {
+                name: loadgen.median_and_spread([c[name] / s for c, s in zip(cpus, seconds) if s])
+                for name in cpus[0]
+            }
+            row["cpu_cores"] = cpu_share  # CPU seconds per wall second, i.e. cores busy
+            if "server" in cpus[0]:
+                row["calls_per_server_cpu_s"] = loadgen.median_and_spread(
+                    [r.calls / c["server"] for r, c in zip(reps, cpus) if c["server"] > 0]
+                )
+            row["client_bound"] = cpu_share["loadgen"]["median"] > CLIENT_BOUND
+        if extra:
+            row.update(extra)
+        self.results.append(row)
+        print(report.line(row), flush=True)
+        return row
+
+    async def closed(
+        self,
+        workload: str,
+        target: str,
+        variant: str,
+        server_pid: int | None,
+        make_ops: Callable[[], Awaitable[list[loadgen.Operation]]],
+        duration: float | None = None,
+        unit: str = "calls/s",
+    ) -> dict[str, Any]:
+        reps, cpus = [], []
+        for _ in range(self.config.reps):
+            ops = await make_ops()
+            meter = self.meter(server_pid)
+            stats = await loadgen.closed_loop(
+                ops, duration or self.config.duration, self.config.warmup, on_measure_start=meter.start
+            )
+            cpus.append(meter.stop())
+            reps.append(stats)
+        return self.record(workload, target, variant, reps, cpus, unit=unit)
+
+    async def timed(
+        self,
+        workload: str,
+        target: str,
+        variant: str,
+        server_pid: int | None,
+        op: loadgen.Operation,
+        count: int | None = None,
+    ) -> dict[str, Any]:
+        reps, cpus = [], []
+        for _ in range(3):  # warm the caches and prepared statements
+            await op()
+        for _ in range(self.config.reps):
+            meter = self.meter(server_pid)
+            meter.start()
+            reps.append(await loadgen.timed_calls(op, count or self.config.timed_count))
+            cpus.append(meter.stop())
+        return self.record(workload, target, variant, reps, cpus)
+
+
+def request_for(session_id: str, role: int = pb.ROLE_USER, content: str = seed.USER_CONTENT) -> pb.AddMessageRequest:
+    tokens, cost = (12, "0.00015") if role == pb.ROLE_USER else (48, "0.0006")
+    return pb.AddMessageRequest(session_id=session_id, role=role, content=content, tokens_used=tokens, cost=cost)
+
+
+async def new_sessions(stub: session_pb2_grpc.SessionServiceStub, count: int, user: str = "bench-user") -> list[str]:
+    replies = await asyncio.gather(
+        *(stub.CreateSession(pb.CreateSessionRequest(user_id=user, title="bench")) for _ in range(count))
+    )
+    return [r.session.session_id for r in replies]
+
+
+# ---- workloads -----------------------------------------------------------------------------------
+
+
+async def point_workloads(bench: Bench, target: str, port: int, pid: int, real: grpc.aio.Channel) -> None:
+    """add_message at each concurrency and get_session hot reads, against one server."""
+    cfg = bench.config
+    creator = session_pb2_grpc.SessionServiceStub(real)  # sessions are made through session-grpc
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        messages = session_pb2_grpc.MessageServiceStub(channel)
+        sessions_stub = session_pb2_grpc.SessionServiceStub(channel)
+        for concurrency in cfg.concurrencies:
+
+            async def make_ops(concurrency: int = concurrency) -> list[loadgen.Operation]:
+                ids = await new_sessions(creator, concurrency)
+                return [lambda r=request_for(s): messages.AddMessage(r) for s in ids]
+
+            await bench.closed("add_message", target, f"c={concurrency}", pid, make_ops)
+        hot = await new_sessions(creator, max(cfg.concurrencies))
+        for concurrency in (1, max(cfg.concurrencies)):
+
+            async def make_reads(concurrency: int = concurrency) -> list[loadgen.Operation]:
+                return [
+                    lambda r=pb.GetSessionRequest(session_id=hot[i]): sessions_stub.GetSession(r)
+                    for i in range(concurrency)
+                ]
+
+            await bench.closed("get_session", target, f"c={concurrency}", pid, make_reads)
+
+
+async def open_loop_add(bench: Bench, target: str, port: int, pid: int, real: grpc.aio.Channel, rate: float) -> None:
+    cfg = bench.config
+    creator = session_pb2_grpc.SessionServiceStub(real)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        messages = session_pb2_grpc.MessageServiceStub(channel)
+        reps, cpus = [], []
+        for _ in range(cfg.reps):
+            ids = await new_sessions(creator, 64)
+            requests = [request_for(s) for s in ids]
+            meter = bench.meter(pid)
+            stats = await loadgen.open_loop(
+                lambda i: messages.AddMessage(requests[i % len(requests)]),
+                rate,
+                cfg.duration,
+                on_measure_start=meter.start,
+            )
+            cpus.append(meter.stop())
+            reps.append(stats)
+        bench.record("add_message_open", target, f"{rate:.0f}/s", reps, cpus)
+
+
+async def chat_turns(bench: Bench, pid: int, channel: grpc.aio.Channel) -> None:
+    sessions_stub = session_pb2_grpc.SessionServiceStub(channel)
+    messages = session_pb2_grpc.MessageServiceStub(channel)
+    turns_per_session = 10
+
+    async def make_ops() -> list[loadgen.Operation]:
+        ops = []
+        for _ in range(bench.config.chat_callers):
+            state = {"session": None, "turns": 0}
+
+            async def turn(state: dict[str, Any] = state) -> None:
+                if state["session"] is None or state["turns"] >= turns_per_session:
+                    created = await sessions_stub.CreateSession(pb.CreateSessionRequest(user_id="chat-user"))
+                    state["session"], state["turns"] = created.session.session_id, 0
+                sid = state["session"]
+                await messages.AddMessage(request_for(sid))
+                await messages.ListMessages(pb.ListMessagesRequest(session_id=sid, order_by="sequence desc", page_size=20))
+                await messages.AddMessage(request_for(sid, pb.ROLE_ASSISTANT, seed.ASSISTANT_CONTENT))
+                await sessions_stub.GetSessionSummary(pb.GetSessionSummaryRequest(session_id=sid))
+                state["turns"] += 1
+
+            ops.append(turn)
+        return ops
+
+    await bench.closed("chat_turns", "session-grpc", f"c={bench.config.chat_callers}", pid, make_ops, unit="turns/s")
+
+
+async def stream_large(bench: Bench, pid: int, channel: grpc.aio.Channel, sessions: dict[str, str]) -> None:
+    messages = session_pb2_grpc.MessageServiceStub(channel)
+    for label, session_id in sessions.items():
+        for page_size in (0, 1000):
+            reps, cpus, peaks, starts = [], [], [], []
+            for _ in range(bench.config.reps):
+                peak = procstat.rss_bytes(pid)
+                starts.append(peak)
+                done = False
+
+                async def sample() -> None:
+                    nonlocal peak
+                    while not done:
+                        peak = max(peak, sum(procstat.rss_bytes(p) for p in procstat.tree(pid)))
+                        await asyncio.sleep(0.02)
+
+                sampler = asyncio.create_task(sample())
+                meter = bench.meter(pid)
+                meter.start()
+                started = time.perf_counter()
+                count = 0
+                async for _ in messages.StreamMessages(
+                    pb.StreamMessagesRequest(session_id=session_id, page_size=page_size)
+                ):
+                    count += 1
+                elapsed = time.perf_counter() - started
+                done = True
+                await sampler
+                cpus.append(meter.stop())
+                peaks.append(peak)
+                reps.append(loadgen.RunStats(calls=count, seconds=elapsed, latencies=[elapsed]))
+            bench.record(
+                "stream_large",
+                "session-grpc",
+                f"{label} page_size={page_size or 100}",
+                reps,
+                cpus,
+                unit="messages/s",
+                extra={
+                    "server_rss_start_mb": loadgen.median_and_spread([s / 2**20 for s in starts]),
+                    "server_rss_peak_mb": loadgen.median_and_spread([p / 2**20 for p in peaks]),
+                },
+            )
+
+
+async def list_big_user(bench: Bench, pid: int, channel: grpc.aio.Channel, data: dict[str, Any]) -> None:
+    sessions_stub = session_pb2_grpc.SessionServiceStub(channel)
+    messages = session_pb2_grpc.MessageServiceStub(channel)
+    deep_token = ""
+    depth = 0
+    while depth + 1000 <= int(bench.config.big_sessions * 0.9):
+        page = await sessions_stub.ListSessions(
+            pb.ListSessionsRequest(user_id=data["big_user"], page_size=1000, page_token=deep_token)
+        )
+        deep_token, depth = page.next_page_token, depth + 1000
+    if not deep_token:  # quick mode: fewer sessions than one page of 1000
+        page = await sessions_stub.ListSessions(
+            pb.ListSessionsRequest(user_id=data["big_user"], page_size=int(bench.config.big_sessions * 0.9))
+        )
+        deep_token, depth = page.next_page_token, int(bench.config.big_sessions * 0.9)
+    cases: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+    for label, user in (("big user", data["big_user"]), ("small user", data["small_user"])):
+        request = pb.ListSessionsRequest(user_id=user)
+        cases.append((f"ListSessions first page ({label})", lambda r=request: sessions_stub.ListSessions(r)))
+    deep = pb.ListSessionsRequest(user_id=data["big_user"], page_token=deep_token)
+    cases.append((f"ListSessions page at {depth} (big user)", lambda: sessions_stub.ListSessions(deep)))
+    for label, sid in (("long", data["long_session"]), ("short", data["short_session"])):
+        get = pb.GetSessionRequest(session_id=sid)
+        latest = pb.ListMessagesRequest(session_id=sid, order_by="sequence desc", page_size=20)
+        cases.append((f"GetSession ({label} session)", lambda r=get: sessions_stub.GetSession(r)))
+        cases.append((f"ListMessages latest 20 ({label} session)", lambda r=latest: messages.ListMessages(r)))
+    middle = pb.ListMessagesRequest(session_id=data["long_session"], page_size=100)
+    first = await messages.ListMessages(middle)
+    cases.append(("ListMessages first 100 (long session)", lambda: messages.ListMessages(middle)))
+    del first
+    for label, op in cases:
+        await bench.timed("list_big_user", "session-grpc", label, pid, op)
+
+
+async def peer_workloads(bench: Bench, url: str, equivalents: dict[str, float]) -> None:
+    from . import adk_peer
+
+    why = adk_peer.available()
+    if why:
+        bench.notes.append(f"ADK peer skipped: {why}")
+        print(f"# {bench.notes[-1]}", flush=True)
+        return
+    peer = adk_peer.Peer(url)
+    try:
+        await peer.service.prepare_tables()
+        for concurrency in sorted({1, max(bench.config.concurrencies)}):
+
+            async def make_ops(concurrency: int = concurrency) -> list[loadgen.Operation]:
+                return await peer.appenders(concurrency)
+
+            await bench.closed("adk_append_event", "adk (in-process)", f"c={concurrency}", None, make_ops)
+        reps, cpus = [], []
+        for _ in range(bench.config.reps):
+            meter = bench.meter(None)
+            meter.start()
+            reps.append(await peer.create_sessions(bench.config.timed_count // 2))
+            cpus.append(meter.stop())
+        bench.record("adk_create_session", "adk (in-process)", "c=1", reps, cpus)
+        long_id, big_user = await peer.seed(bench.config.big_messages, bench.config.big_sessions)
+        for workload, call in (
+            (f"adk_get_session ({bench.config.big_messages} events)", lambda: peer.get_session(long_id)),
+            (f"adk_list_sessions ({bench.config.big_sessions} sessions)", lambda: peer.list_sessions(big_user)),
+        ):
+            await call()  # warm-up
+            reps, cpus, sizes = [], [], []
+            for _ in range(bench.config.reps):
+                meter = bench.meter(None)
+                meter.start()
+                seconds, size = await call()
+                cpus.append(meter.stop())
+                sizes.append(size)
+                reps.append(loadgen.RunStats(calls=1, seconds=seconds, latencies=[seconds]))
+            bench.record(workload.split(" ")[0], "adk (in-process)", workload.split(" ", 1)[1], reps, cpus,
+                         extra={"items_returned": sizes[0]})
+    finally:
+        await peer.close()
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database_server() -> Iterator[tuple[str, Path]]:
+    with tempfile.TemporaryDirectory(prefix="session-bench-") as tmp:
+        data_dir = Path(tmp) / "pgdata"
+        with embedded.postgres(data_dir) as url:
+            yield url, data_dir
+
+
+def with_database(url: str, name: str) -> str:
+    base, _, query = url.partition("?")
+    return base.rsplit("/", 1)[0] + "/" + name + (f"?{query}" if query else "")
+
+
+async def prepare(url: str) -> dict[str, str]:
+    admin = await asyncpg.connect(url)
+    try:
+        for name in ("session_bench", "adk_bench"):
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    urls = {"session": with_database(url, "session_bench"), "adk": with_database(url, "adk_bench")}
+    await migrations.upgrade(urls["session"])
+    return urls
+
+
+async def seed_big(url: str, cfg: Config) -> dict[str, str]:
+    conn = await asyncpg.connect(url)
+    try:
+        await seed.big_user(conn, "big-user", cfg.big_sessions)
+        await seed.big_user(conn, "small-user", 10)
+        data = {
+            "big_user": "big-user",
+            "small_user": "small-user",
+            "long_session": await seed.long_session(conn, "long-user", cfg.big_messages),
+            "tenth_session": await seed.long_session(conn, "long-user", cfg.big_messages // 10),
+            "short_session": await seed.long_session(conn, "short-user", 40),
+        }
+        await seed.analyze(conn)
+        return data
+    finally:
+        await conn.close()
+
+
+def server_env(url: str) -> dict[str, str]:
+    return {
+        "DATABASE_URL": url,
+        "PORT": "{port}",
+        "SESSION_HOST": "127.0.0.1",
+        "SESSION_EXPIRY_INTERVAL": "0",
+        "SESSION_LOG_LEVEL": "WARNING",
+    }
+
+
+async def run(cfg: Config) -> dict[str, Any]:
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    began = time.monotonic()
+    load_before = os.getloadavg()
+    want = (lambda name: not cfg.only or name in cfg.only)
+    with database_server() as (url, data_dir):
+        urls = await prepare(url)
+        bench = Bench(cfg, urls["session"], procstat.postmaster_pid(data_dir))
+        print(f"# {report.machine()} load average {load_before[0]:.2f}", flush=True)
+        print(report.header(), flush=True)
+        procs: list[Proc] = []
+        try:
+            real = start_process("session-grpc", ["-m", "session_grpc", "serve"], server_env(urls["session"]))
+            procs.append(real)
+            reference = start_process(
+                "reference", ["-m", "bench.reference_server", "--port", "{port}", "--database-url", urls["session"]]
+            )
+            procs.append(reference)
+            noop = start_process("noop", ["-m", "bench.reference_server", "--port", "{port}", "--noop"])
+            procs.append(noop)
+            await wait_ready(real, health=True)
+            await wait_ready(reference, health=False)
+            await wait_ready(noop, health=False)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{real.port}") as channel:
+                if want("point"):
+                    for target, proc in (("session-grpc", real), ("reference", reference), ("no-op", noop)):
+                        await point_workloads(bench, target, proc.port, proc.pid, channel)
+                if want("open"):
+                    c32 = [
+                        r["throughput"]["median"]
+                        for r in bench.results
+                        if r["workload"] == "add_message" and r["variant"] == f"c={max(cfg.concurrencies)}"
+                        and r["target"] in ("session-grpc", "reference")
+                    ]
+                    rate = round(0.5 * min(c32), -1) if c32 else 100.0
+                    for target, proc in (("session-grpc", real), ("reference", reference)):
+                        await open_loop_add(bench, target, proc.port, proc.pid, channel, rate)
+                if want("chat"):
+                    await chat_turns(bench, real.pid, channel)
+                if want("big"):
+                    data = await seed_big(urls["session"], cfg)
+                    await list_big_user(bench, real.pid, channel, data)
+                    await stream_large(
+                        bench,
+                        real.pid,
+                        channel,
+                        {
+                            f"{cfg.big_messages} msgs": data["long_session"],
+                            f"{cfg.big_messages // 10} msgs": data["tenth_session"],
+                        },
+                    )
+            for proc in (reference, noop):
+                proc.stop()
+            if want("workers") and len(cfg.workers) > 1:
+                if supports_workers():
+                    real.stop()
+                    for workers in cfg.workers:
+                        args = ["-m", "session_grpc", "serve"] + (["--workers", str(workers)] if workers > 1 else [])
+                        proc = start_process(f"session-grpc-w{workers}", args, server_env(urls["session"]))
+                        procs.append(proc)
+                        await wait_ready(proc, health=True)
+                        async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
+                            await point_workloads(bench, f"session-grpc {workers}w", proc.port, proc.pid, channel)
+                        proc.stop()
+                else:
+                    bench.notes.append("workers comparison skipped: `session-grpc serve` has no --workers")
+            if want("peer") and cfg.peer:
+                await peer_workloads(bench, urls["adk"], {})
+        finally:
+            for proc in procs:
+                proc.stop()
+    result = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": report.machine(),
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
+        "config": {k: (str(v) if isinstance(v, Path) else sorted(v) if isinstance(v, frozenset) else v)
+                   for k, v in vars(cfg).items()},
+        "wall_seconds": time.monotonic() - began,
+        "results": bench.results,
+        "notes": bench.notes,
+    }
+    result["comparisons"] = report.comparisons(bench.results, cfg)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    name = "quick" if cfg.quick else "bench"
+    for path in (cfg.out / f"{name}-{stamp}.json", cfg.out / f"{name}-latest.json"):
+        path.write_text(json.dumps(result, indent=2))
+    print(report.comparison_table(result["comparisons"]))
+    if cfg.chart:
+        chart = report.chart(result, cfg.out / f"{name}-latest.png")
+        if chart:
+            print(f"# chart: {chart}")
+        else:
+            print("# chart skipped: matplotlib is not installed (make bench installs it)")
+    for note in bench.notes:
+        print(f"# note: {note}")
+    print(f"# results: {cfg.out / f'{name}-latest.json'}; wall {result['wall_seconds']:.0f}s; "
+          f"load average {load_before[0]:.2f} before, {result['load_average_after'][0]:.2f} after")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes and durations: a smoke test")
+    parser.add_argument("--no-peer", action="store_true", help="skip the ADK comparison")
+    parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--reps", type=int)
+    parser.add_argument("--duration", type=float, help="seconds measured per repetition (closed loop)")
+    parser.add_argument("--only", default="", help="comma list among point,open,chat,big,workers,peer")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {"peer": not args.no_peer, "chart": not args.no_chart, "out": args.out}
+    if args.reps:
+        overrides["reps"] = args.reps
+    if args.duration:
+        overrides["duration"] = args.duration
+    if args.only:
+        overrides["only"] = frozenset(args.only.split(","))
+    cfg = Config.quick_mode(**overrides) if args.quick else Config(**overrides)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    asyncio.run(run(cfg))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
