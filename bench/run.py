@@ -41,6 +41,9 @@ from . import loadgen, procstat, report, seed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+# The servers run from the server's own virtualenv when make bench says which (BENCH_SERVER_PYTHON),
+# so the peer's dependencies never reach them; else from this interpreter.
+SERVER_PYTHON = os.environ.get("BENCH_SERVER_PYTHON") or sys.executable
 CLIENT_BOUND = 0.85  # share of one core above which the load generator limits the run
 
 
@@ -111,7 +114,7 @@ class Proc:
 def start_process(name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
     port = free_port()
     full_env = {**os.environ, **(env or {})}
-    argv = [sys.executable, *[a.replace("{port}", str(port)) for a in args]]
+    argv = [SERVER_PYTHON, *[a.replace("{port}", str(port)) for a in args]]
     full_env = {k: v.replace("{port}", str(port)) for k, v in full_env.items()}
     log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
@@ -141,7 +144,7 @@ async def wait_ready(proc: Proc, health: bool, timeout: float = 60.0) -> None:
 
 def supports_workers() -> bool:
     out = subprocess.run(
-        [sys.executable, "-m", "session_grpc", "serve", "--help"], capture_output=True, text=True, cwd=ROOT
+        [SERVER_PYTHON, "-m", "session_grpc", "serve", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     return "--workers" in out.stdout
 

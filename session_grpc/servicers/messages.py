@@ -22,12 +22,12 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         self.limits = limits
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
-        message = await self.db.run(messages.add_message, convert.new_message(request, self.limits))
+        message = await self.db.run_single(messages.add_message, convert.new_message(request, self.limits))
         return pb.AddMessageResponse(message=convert.message_to_proto(message))
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = convert.messages_query(request, self.tokens, self.limits)
-        page, last_sequence, total = await self.db.run(
+        page, last_sequence, total = await self.db.run_single(
             messages.list_messages, query.session_id, query.page_size, query.position, query.descending
         )
         protos = convert.fit_page(page, convert.message_to_proto)
@@ -44,10 +44,10 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
     ) -> AsyncIterator[pb.StreamMessagesResponse]:
         """Pages through the session by sequence, one short transaction per page."""
         query = convert.stream_query(request, self.limits)
-        await self.db.run(sessions.get_session, query.session_id)
+        await self.db.run_single(sessions.get_session, query.session_id)
         after = query.position or 0
         while True:
-            page = await self.db.run(messages.messages_page, query.session_id, after, query.page_size)
+            page = await self.db.run_single(messages.messages_page, query.session_id, after, query.page_size)
             for message in page:
                 yield pb.StreamMessagesResponse(message=convert.message_to_proto(message))
             if len(page) < query.page_size:

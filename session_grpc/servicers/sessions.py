@@ -25,7 +25,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.CreateSessionResponse(session=convert.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.get_session, convert.session_id(request.session_id))
+        session = await self.db.run_single(sessions.get_session, convert.session_id(request.session_id))
         return pb.GetSessionResponse(session=convert.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
@@ -56,7 +56,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         )
 
     async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):
-        summary = await self.db.run(sessions.session_summary, convert.session_id(request.session_id))
+        summary = await self.db.run_single(sessions.session_summary, convert.session_id(request.session_id))
         return pb.GetSessionSummaryResponse(summary=convert.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):

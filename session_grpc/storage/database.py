@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Concatenate, ParamSpec, TypeVar
 
-from sqlalchemy import exc, text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy import event, exc, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from .. import deadlines
 from ..domain.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
@@ -22,22 +24,50 @@ T = TypeVar("T")
 TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
 MAX_TRANSIENT_ATTEMPTS = 3
+PING_AFTER_IDLE = 1.0
+"""Seconds a pooled connection may sit unused before it is checked (one ping) on its next checkout."""
 
 
 def create_engine(settings: Settings) -> AsyncEngine:
     """A pool that checks connections before use (so it recovers after a database restart) and a
     server-side statement_timeout as the backstop behind the per-call deadline."""
-    return create_async_engine(
+    engine = create_async_engine(
         settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        pool_pre_ping=True,
         connect_args={
             "timeout": settings.db_connect_timeout,
             "server_settings": {"statement_timeout": str(int(settings.default_deadline * 1000) + 1000)},
         },
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine: AsyncEngine) -> None:
+    """pool_pre_ping, but only for connections idle longer than PING_AFTER_IDLE.
+
+    SQLAlchemy's pre-ping costs three round trips on asyncpg (BEGIN, ping, ROLLBACK) on every
+    checkout, as much as the work of a call. A connection in steady use has just proved itself;
+    one that sat idle (the database may have restarted since) is pinged, and a failed ping makes
+    the pool replace it before the call sees it (SQLAlchemy's DisconnectionError protocol).
+    """
+    pool = engine.sync_engine.pool
+
+    @event.listens_for(pool, "checkin")
+    def _returned(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+        record.info["returned"] = time.monotonic()
+
+    @event.listens_for(pool, "checkout")
+    def _check(dbapi_connection, record, proxy) -> None:  # type: ignore[no-untyped-def]
+        returned = record.info.get("returned")
+        if returned is None or time.monotonic() - returned < PING_AFTER_IDLE:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as error:  # noqa: BLE001 - any failure means a dead connection
+            raise exc.DisconnectionError("pooled connection failed its ping") from error
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -69,6 +99,7 @@ class Database:
         self.engine = engine
         self.default_deadline = default_deadline
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def run(
         self, work: Callable[Concatenate[AsyncSession, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -81,22 +112,39 @@ class Database:
         (or the default bound): past that it is cancelled, rolled back, and
         reported as DEADLINE_EXCEEDED.
         """
+        return await self._bounded(self._in_transaction, work, args, kwargs)
+
+    async def run_single(
+        self, work: Callable[Concatenate[AsyncConnection, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`await work(connection, *args)` for work that is a single SQL statement.
+
+        The statement runs in autocommit, so it is its own transaction and costs
+        one round trip instead of three (BEGIN, statement, COMMIT). Retries,
+        error translation and the deadline are those of run().
+        """
+        return await self._bounded(self._autocommit.connect, work, args, kwargs)
+
+    async def _bounded(self, unit, work, args, kwargs):  # type: ignore[no-untyped-def]
         budget = deadlines.remaining(self.default_deadline)
         if budget <= 0:
             raise DeadlineExceeded("the call's deadline passed before its database work began")
         try:
             async with asyncio.timeout(budget):
-                return await self._attempts(work, *args, **kwargs)
+                return await self._attempts(unit, work, args, kwargs)
         except TimeoutError:
             raise DeadlineExceeded(f"the database work did not finish within {budget:.3f}s") from None
 
-    async def _attempts(
-        self, work: Callable[Concatenate[AsyncSession, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    @contextlib.asynccontextmanager
+    async def _in_transaction(self):  # type: ignore[no-untyped-def]
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    async def _attempts(self, unit, work, args, kwargs):  # type: ignore[no-untyped-def]
         for attempt in range(1, MAX_TRANSIENT_ATTEMPTS + 1):
             try:
-                async with self._sessions() as session, session.begin():
-                    return await work(session, *args, **kwargs)
+                async with unit() as target:
+                    return await work(target, *args, **kwargs)
             except (exc.SQLAlchemyError, OSError) as error:
                 if sqlstate(error) in TRANSIENT_SQLSTATES and attempt < MAX_TRANSIENT_ATTEMPTS:
                     log.info("retrying transaction after %s (attempt %d)", sqlstate(error), attempt)

@@ -1,133 +1,153 @@
-"""Queries and transactions on messages."""
+"""Queries and transactions on messages.
+
+The per-call paths (append, list a page, stream a page) are single SQL
+statements, so the Database can run them in autocommit (`run_single`): one
+round trip each. They also work inside a transaction of `Database.run`.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 
-from sqlalchemy import BigInteger, Numeric, Text, func, literal, select, update
-from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..domain import lifecycle
-from ..domain.records import Message, NewMessage, SessionStatus
+from ..domain.errors import NotFound
+from ..domain.records import Message, NewMessage
 from .database import sqlstate
 from .sessions import get_session
-from .tables import MessageRow, SessionRow
+from .tables import MESSAGE_COLUMNS, connection_of, message_from_row
 
 UNIQUE_VIOLATION = "23505"
+REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
+LAST_SEQUENCE = 2**63 - 1
+
+# The UPDATE of the session row takes its row lock, so concurrent appends to one
+# session queue up behind each other; the new message_count is the message's
+# sequence, which keeps sequences gapless and counters exact. clock_timestamp(), not
+# now(): now() is the transaction's start, taken before this row's lock was queued
+# for, so a later sequence could get an earlier time. The message's create_time is
+# the session's new last_activity_time, so both follow sequence order.
+_BUMP = """
+    UPDATE sessions
+    SET message_count = message_count + 1,
+        total_tokens = total_tokens + $3,
+        total_cost = total_cost + $4,
+        last_activity_time = greatest(last_activity_time, clock_timestamp()),
+        update_time = greatest(update_time, clock_timestamp())
+    WHERE id = $2 AND status = 'active' {guard}
+    RETURNING id, user_id, message_count, last_activity_time
+"""
+_INSERT = f"""
+    INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
+                          tokens_used, cost, metadata, request_id, create_time)
+    SELECT $1, id, user_id, message_count, $5, $6, $7, $3, $4, $8::jsonb, {{request_id}}, last_activity_time
+    FROM bumped
+    RETURNING {MESSAGE_COLUMNS}
+"""
+ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='')}) {_INSERT.format(request_id='NULL')}"
+# With a request_id, the same statement first looks for the message that id already made;
+# when there is one, nothing is bumped or inserted and that message is the answer.
+ADD_MESSAGE_ONCE = f"""
+WITH earlier AS (
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $9
+), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
+inserted AS ({_INSERT.format(request_id='$9')})
+SELECT * FROM inserted UNION ALL SELECT * FROM earlier
+"""
+BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
+
+# One page and the session's message count in one statement; no row at all means no session.
+_PAGE = f"""
+SELECT s.message_count, m.* FROM sessions s
+LEFT JOIN LATERAL (
+    SELECT {MESSAGE_COLUMNS} FROM messages
+    WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
+) m ON true
+WHERE s.id = $1
+"""
+PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
+PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
+STREAM_PAGE = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
+STREAM_PAGE_DESCENDING = (
+    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND sequence < $2 ORDER BY sequence DESC LIMIT $3"
+)
 
 
-async def add_message(db: AsyncSession, new: NewMessage) -> Message:
+async def add_message(db: AsyncConnection | AsyncSession, new: NewMessage) -> Message:
     """Append a message and add it to the session's counters, in one statement.
 
-    The UPDATE of the session row takes its row lock, so concurrent appends to
-    one session queue up behind each other; the new message_count is the
-    message's sequence, which keeps sequences gapless and counters exact. The
-    message's create_time is the session's new last_activity_time, so both follow
-    sequence order.
+    With a request_id, a repeat returns the first result, even when the session
+    has ended since. Two concurrent first calls with one request_id: the loser's
+    insert hits the unique index after the winner commits, and it answers with
+    the winner's message (a statement of its own: in autocommit nothing of the
+    failed one remains; inside a transaction a savepoint keeps the rest).
     """
-    if new.request_id is not None:
-        earlier = await _by_request_id(db, new)
-        if earlier is not None:
-            return earlier
-    bumped = (
-        update(SessionRow)
-        .where(SessionRow.id == new.session_id, SessionRow.status == SessionStatus.ACTIVE.value)
-        .values(
-            message_count=SessionRow.message_count + 1,
-            total_tokens=SessionRow.total_tokens + new.tokens_used,
-            total_cost=SessionRow.total_cost + literal(new.cost, Numeric),
-            # clock_timestamp(), not now(): now() is the transaction's start, taken before this
-            # row's lock was queued for, so a later sequence could get an earlier time.
-            last_activity_time=func.greatest(SessionRow.last_activity_time, func.clock_timestamp()),
-            update_time=func.greatest(SessionRow.update_time, func.clock_timestamp()),
-        )
-        .returning(SessionRow.id, SessionRow.user_id, SessionRow.message_count, SessionRow.last_activity_time)
-        .cte("bumped")
-    )
-    statement = (
-        insert(MessageRow)
-        .from_select(
-            [
-                MessageRow.id,
-                MessageRow.session_id,
-                MessageRow.user_id,
-                MessageRow.sequence,
-                MessageRow.role,
-                MessageRow.message_type,
-                MessageRow.content,
-                MessageRow.tokens_used,
-                MessageRow.cost,
-                MessageRow.metadata_,
-                MessageRow.request_id,
-                MessageRow.create_time,
-            ],
-            select(
-                literal(str(uuid.uuid4()), UUID(as_uuid=False)),
-                bumped.c.id,
-                bumped.c.user_id,
-                bumped.c.message_count,
-                literal(new.role.value, Text),
-                literal(new.message_type.value, Text),
-                literal(new.content, Text),
-                literal(new.tokens_used, BigInteger),
-                literal(new.cost, Numeric),
-                literal(new.metadata, JSONB),
-                literal(new.request_id, UUID(as_uuid=False)),
-                bumped.c.last_activity_time,
-            ),
-        )
-        .returning(MessageRow)
+    conn = await connection_of(db)
+    metadata = json.dumps(new.metadata, separators=(",", ":")) if new.metadata else "{}"
+    params = (
+        str(uuid.uuid4()),
+        new.session_id,
+        new.tokens_used,
+        new.cost,
+        new.role.value,
+        new.message_type.value,
+        new.content,
+        metadata,
     )
     if new.request_id is None:
-        row = await db.scalar(statement)
+        row = (await conn.exec_driver_sql(ADD_MESSAGE, params)).first()
     else:
+        autocommit = conn.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
         try:
-            async with db.begin_nested():
-                row = await db.scalar(statement)
+            if autocommit:
+                row = (await conn.exec_driver_sql(ADD_MESSAGE_ONCE, (*params, new.request_id))).first()
+            else:
+                async with conn.begin_nested():
+                    row = (await conn.exec_driver_sql(ADD_MESSAGE_ONCE, (*params, new.request_id))).first()
         except IntegrityError as error:
-            # A concurrent call with the same request_id committed first: answer as it did.
-            if sqlstate(error) != UNIQUE_VIOLATION:
+            if sqlstate(error) != UNIQUE_VIOLATION or REQUEST_ID_INDEX not in str(error.orig):
                 raise
-            earlier = await _by_request_id(db, new)
-            assert earlier is not None
-            return earlier
+            if autocommit:
+                await conn.rollback()  # nothing to undo in the database; resets the connection's state
+            row = (await conn.exec_driver_sql(BY_REQUEST_ID, (new.session_id, new.request_id))).first()
+            assert row is not None
     if row is None:
-        session = await get_session(db, new.session_id)
+        session = await get_session(conn, new.session_id)
         lifecycle.check_accepts_messages(session.status)
         raise AssertionError(f"session {new.session_id} is active but took no message")
-    return row.to_domain()
-
-
-async def _by_request_id(db: AsyncSession, new: NewMessage) -> Message | None:
-    row = await db.scalar(
-        select(MessageRow).where(MessageRow.session_id == new.session_id, MessageRow.request_id == new.request_id)
-    )
-    return None if row is None else row.to_domain()
+    return message_from_row(row)
 
 
 async def list_messages(
-    db: AsyncSession, session_id: str, page_size: int, position: int | None, descending: bool = False
+    db: AsyncConnection | AsyncSession, session_id: str, page_size: int, position: int | None, descending: bool = False
 ) -> tuple[list[Message], int | None, int]:
     """One page, the sequence the next page continues from (None on the last), and the message count."""
-    session = await get_session(db, session_id)
-    messages = await messages_page(db, session_id, position, page_size + 1, descending=descending)
+    conn = await connection_of(db)
+    if descending:
+        statement, start = PAGE_DESCENDING, LAST_SEQUENCE if position is None else position
+    else:
+        statement, start = PAGE_ASCENDING, position or 0
+    rows = (await conn.exec_driver_sql(statement, (session_id, start, page_size + 1))).all()
+    if not rows:
+        raise NotFound("session", session_id)
+    total = rows[0][0]
+    messages = [message_from_row(row, 1) for row in rows if row[1] is not None]
     page = messages[:page_size]
     next_position = page[-1].sequence if len(messages) > page_size else None
-    return page, next_position, session.message_count
+    return page, next_position, total
 
 
 async def messages_page(
-    db: AsyncSession, session_id: str, position: int | None, limit: int, *, descending: bool = False
+    db: AsyncConnection | AsyncSession, session_id: str, position: int | None, limit: int, *, descending: bool = False
 ) -> list[Message]:
     """Up to `limit` messages after `position` in sequence order, or before it newest first."""
-    query = select(MessageRow).where(MessageRow.session_id == session_id)
+    conn = await connection_of(db)
     if descending:
-        if position is not None:
-            query = query.where(MessageRow.sequence < position)
-        query = query.order_by(MessageRow.sequence.desc())
+        statement, start = STREAM_PAGE_DESCENDING, LAST_SEQUENCE if position is None else position
     else:
-        query = query.where(MessageRow.sequence > (position or 0)).order_by(MessageRow.sequence)
-    rows = await db.scalars(query.limit(limit))
-    return [row.to_domain() for row in rows]
+        statement, start = STREAM_PAGE, position or 0
+    rows = (await conn.exec_driver_sql(statement, (session_id, start, limit))).all()
+    return [message_from_row(row) for row in rows]

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import delete, func, literal, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
@@ -22,7 +22,7 @@ from ..domain.records import (
     SessionKey,
     SessionSummary,
 )
-from .tables import MemoryRow, MessageRow, SessionRow
+from .tables import SESSION_COLUMNS, SESSION_WIDTH, SessionRow, connection_of, session_from_row
 
 PATCHABLE_FIELDS = frozenset({"title", "status", "conversation_data", "metadata"})
 
@@ -54,18 +54,17 @@ async def create_session(db: AsyncSession, new: NewSession) -> Session:
     return row.to_domain()
 
 
-async def get_session(db: AsyncSession, session_id: str, *, for_update: bool = False) -> Session:
-    return (await _get_row(db, session_id, for_update=for_update)).to_domain()
+GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
+GET_SESSION_FOR_UPDATE = GET_SESSION + " FOR UPDATE"
 
 
-async def _get_row(db: AsyncSession, session_id: str, *, for_update: bool = False) -> SessionRow:
-    query = select(SessionRow).where(SessionRow.id == session_id)
-    if for_update:
-        query = query.with_for_update()
-    row = await db.scalar(query)
+async def get_session(db: AsyncConnection | AsyncSession, session_id: str, *, for_update: bool = False) -> Session:
+    """One statement (run_single can run it alone); FOR UPDATE only means something inside a transaction."""
+    conn = await connection_of(db)
+    row = (await conn.exec_driver_sql(GET_SESSION_FOR_UPDATE if for_update else GET_SESSION, (session_id,))).first()
     if row is None:
         raise NotFound("session", session_id)
-    return row
+    return session_from_row(row)
 
 
 async def update_session(db: AsyncSession, patch: SessionPatch) -> Session:
@@ -148,30 +147,38 @@ async def list_sessions(
     return page, next_key, total
 
 
-async def session_summary(db: AsyncSession, session_id: str) -> SessionSummary:
-    session = await get_session(db, session_id)
-    by_role = await db.execute(
-        select(
-            MessageRow.role,
-            func.count(),
-            func.min(MessageRow.create_time),
-            func.max(MessageRow.create_time),
-        )
-        .where(MessageRow.session_id == session_id)
-        .group_by(MessageRow.role)
-    )
+# The session, whether it has a memory, and one row per role with messages (or one row of NULLs),
+# in one statement: a summary is part of every chat turn.
+SESSION_SUMMARY = f"""
+SELECT s.*, EXISTS (SELECT 1 FROM memories WHERE session_id = s.id), r.role, r.n, r.first, r.last
+FROM (SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1) s
+LEFT JOIN LATERAL (
+    SELECT role, count(*) AS n, min(create_time) AS first, max(create_time) AS last
+    FROM messages WHERE session_id = s.id GROUP BY role
+) r ON true
+"""
+
+
+async def session_summary(db: AsyncConnection | AsyncSession, session_id: str) -> SessionSummary:
+    conn = await connection_of(db)
+    rows = (await conn.exec_driver_sql(SESSION_SUMMARY, (session_id,))).all()
+    if not rows:
+        raise NotFound("session", session_id)
     counts: dict[Role, int] = {}
     first: datetime | None = None
     last: datetime | None = None
-    for role, count, role_first, role_last in by_role:
+    width = SESSION_WIDTH
+    for row in rows:
+        role, count, role_first, role_last = row[width + 1 : width + 5]
+        if role is None:
+            continue
         counts[Role(role)] = count
         first = role_first if first is None else min(first, role_first)
         last = role_last if last is None else max(last, role_last)
-    has_memory = await db.scalar(select(select(MemoryRow.session_id).where(MemoryRow.session_id == session_id).exists()))
     return SessionSummary(
-        session=session,
+        session=session_from_row(rows[0]),
         message_counts_by_role=counts,
-        has_memory=bool(has_memory),
+        has_memory=bool(rows[0][width]),
         first_message_time=first,
         last_message_time=last,
     )

@@ -6,6 +6,7 @@ No foreign key points at a users table: users live in the account service.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..domain import records
@@ -181,3 +183,43 @@ class MemoryRow(Base):
             update_time=self.update_time,
             version=self.version,
         )
+
+
+# ---- the hot paths: plain SQL on the driver, rows straight to records --------------------------------
+# Building and compiling an ORM statement per call costs more than the database work of a
+# small call, so the per-call queries are fixed SQL strings (asyncpg prepares each once per
+# connection) over the columns below, read by position.
+
+SESSION_COLUMNS = (
+    "id, user_id, status, title, conversation_data, metadata, message_count, total_tokens, total_cost, "
+    "create_time, update_time, last_activity_time, end_time, version"
+)
+MESSAGE_COLUMNS = (
+    "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time"
+)
+SESSION_WIDTH = 14
+
+_STATUSES = {status.value: status for status in records.SessionStatus}
+_ROLES = {role.value: role for role in records.Role}
+_MESSAGE_TYPES = {kind.value: kind for kind in records.MessageType}
+
+
+def session_from_row(row: Sequence[Any]) -> records.Session:
+    """A Session from SESSION_COLUMNS, in order."""
+    return records.Session(
+        str(row[0]), row[1], _STATUSES[row[2]], row[3], row[4], row[5], row[6], row[7], row[8],
+        row[9], row[10], row[11], row[12], row[13],
+    )
+
+
+def message_from_row(row: Sequence[Any], offset: int = 0) -> records.Message:
+    """A Message from MESSAGE_COLUMNS, in order, starting at `offset`."""
+    r = row[offset : offset + 11] if offset else row
+    return records.Message(
+        str(r[0]), str(r[1]), r[2], r[3], _ROLES[r[4]], _MESSAGE_TYPES[r[5]], r[6], r[7], r[8], r[9], r[10]
+    )
+
+
+async def connection_of(db: AsyncSession | AsyncConnection) -> AsyncConnection:
+    """The Core connection under a session (inside its transaction), or the connection itself."""
+    return db if isinstance(db, AsyncConnection) else await db.connection()

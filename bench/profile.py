@@ -1,0 +1,84 @@
+"""Flame graphs of the session-grpc server under load, taken with py-spy.
+
+    python -m bench.profile --seconds 10 --out bench/results/profiles
+
+starts an embedded PostgreSQL and the server, drives add_message (c=8),
+get_session (c=8) and list_messages (latest 20, c=8), and records one SVG flame
+graph per workload with `py-spy record` attached to the server process (py-spy
+comes with `make bench`; it needs ptrace rights, which root has).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc._proto.session.v1 import session_pb2_grpc
+
+from . import loadgen
+from .run import RESULTS, database_server, new_sessions, prepare, request_for, server_env, start_process, wait_ready
+
+
+async def profile(seconds: float, out: Path, concurrency: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    with database_server() as (url, _):
+        urls = await prepare(url)
+        server = start_process("session-grpc-profiled", ["-m", "session_grpc", "serve"], server_env(urls["session"]))
+        try:
+            await wait_ready(server, health=True)
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                sessions = session_pb2_grpc.SessionServiceStub(channel)
+                messages = session_pb2_grpc.MessageServiceStub(channel)
+                ids = await new_sessions(sessions, concurrency)
+                for sid in ids:
+                    for _ in range(30):
+                        await messages.AddMessage(request_for(sid))
+                workloads = {
+                    "add_message": [lambda r=request_for(s): messages.AddMessage(r) for s in ids],
+                    "get_session": [
+                        lambda r=pb.GetSessionRequest(session_id=s): sessions.GetSession(r) for s in ids
+                    ],
+                    "list_messages_latest": [
+                        lambda r=pb.ListMessagesRequest(session_id=s, order_by="sequence desc", page_size=20): (
+                            messages.ListMessages(r)
+                        )
+                        for s in ids
+                    ],
+                }
+                for name, ops in workloads.items():
+                    target = out / f"{name}.svg"
+                    recorder = subprocess.Popen(
+                        [spy, "record", "--pid", str(server.pid), "--duration", str(int(seconds)),
+                         "--rate", "250", "--format", "flamegraph", "--output", str(target), "--nonblocking"],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.PIPE,
+                    )
+                    stats = await loadgen.closed_loop(ops, seconds + 0.5, 0.3)
+                    _, err = recorder.communicate()
+                    print(f"{name}: {stats.throughput:.0f} calls/s, p50 {stats.percentile(50) * 1e3:.2f} ms -> "
+                          f"{target if recorder.returncode == 0 else err.decode()[-300:]}")
+        finally:
+            server.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--out", type=Path, default=RESULTS / "profiles")
+    args = parser.parse_args()
+    asyncio.run(profile(args.seconds, args.out, args.concurrency))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
