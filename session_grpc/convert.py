@@ -16,7 +16,7 @@ from .domain import records
 from .domain.errors import InvalidArgument
 from .domain.money import format_decimal, parse_cost
 from .domain.limits import DEFAULT_LIMITS, Limits
-from .domain.validation import MAX_ETAG_LENGTH, MAX_TOKENS_PER_MESSAGE, Violations
+from .domain.validation import MAX_ETAG_LENGTH, MAX_TOKENS_PER_MESSAGE, Violations, excerpt
 from .page_tokens import PageTokens
 
 DEFAULT_SESSIONS_PAGE_SIZE = 50
@@ -270,7 +270,7 @@ def _mask_paths(
     for path in mask.paths:
         name = path.removeprefix(f"{resource}.")
         if name not in allowed:
-            check.add("update_mask", f"{path!r} is not one of {', '.join(sorted(allowed))} or '*'")
+            check.add("update_mask", f"{excerpt(path)} is not one of {', '.join(sorted(allowed))} or '*'")
         else:
             paths.add(name)
     return frozenset(paths)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,3 +25,37 @@ def postgres(data_dir: Path) -> Iterator[str]:
         yield url
     finally:
         server.cleanup()
+
+
+class EmbeddedCluster:
+    """An embedded PostgreSQL that can be stopped and started again at the same address,
+    for fault tests and `make chaos` (what a database restart looks like to the service)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        import pgserver
+
+        self.data_dir = data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)
+        info = self._server.get_postmaster_info()
+        self.url = self._server.get_uri()
+        self._socket_dir = info.socket_dir
+        self._user = self._server.system_user
+        self._pg_ctl = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl")
+
+    def stop(self, mode: str = "immediate") -> None:
+        """Stop the server; "immediate" is a crash as far as clients can tell."""
+        self._run("-m", mode, "stop")
+
+    def start(self) -> None:
+        self._run("-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self.data_dir / "log"), "start")
+
+    def close(self) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop("fast")
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            [self._pg_ctl, "-D", str(self.data_dir), "-w", *args],
+            check=True, user=self._user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
+        )

@@ -47,18 +47,35 @@ def status_code(error: DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# Status details travel in trailers, which clients cap at 8 KiB (soft) / 16 KiB (hard); past
+# that they see RESOURCE_EXHAUSTED instead of the real error. Keep them well under.
+MAX_MESSAGE_LENGTH = 1000
+MAX_VIOLATIONS = 20
+MAX_DESCRIPTION_LENGTH = 200
+
+
+def _cut(text: str, length: int) -> str:
+    return text if len(text) <= length else text[: length - 3] + "..."
+
+
 def to_rpc_status(error: DomainError) -> status_pb2.Status:
     code = status_code(error)
     details: list[Any] = []
     if isinstance(error, InvalidArgument):
-        details.append(
-            error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in error.violations
-                ]
+        shown = error.violations[:MAX_VIOLATIONS]
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(
+                field=_cut(v.field, MAX_DESCRIPTION_LENGTH), description=_cut(v.description, MAX_DESCRIPTION_LENGTH)
             )
-        )
+            for v in shown
+        ]
+        if len(error.violations) > len(shown):
+            violations.append(
+                error_details_pb2.BadRequest.FieldViolation(
+                    field="", description=f"and {len(error.violations) - len(shown)} more problems"
+                )
+            )
+        details.append(error_details_pb2.BadRequest(field_violations=violations))
     else:
         details.append(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
     if isinstance(error, (NotFound, AlreadyExists)):
@@ -70,7 +87,9 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
         holder = any_pb2.Any()
         holder.Pack(detail)
         packed.append(holder)
-    return status_pb2.Status(code=getattr(code_pb2, code.name), message=error.message, details=packed)
+    return status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=_cut(error.message, MAX_MESSAGE_LENGTH), details=packed
+    )
 
 
 async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> None:

@@ -150,6 +150,9 @@ async def test_client_deadline_bounds_the_database_work_and_leaves_nothing_writt
         )
         assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert asyncio.get_running_loop().time() - started < 1.5
+        # The server's copy of the deadline runs a little behind the client's (it travels with the
+        # request); hold the lock until it has surely passed, then nothing may have been written.
+        await asyncio.sleep(0.5)
     await asyncio.sleep(0.2)
     assert await sql.fetchval("SELECT count(*) FROM messages") == 0
     assert await sql.fetchval("SELECT message_count FROM sessions WHERE id = $1", session.session_id) == 0
@@ -262,3 +265,22 @@ async def test_many_clients_on_many_sessions_and_one_hot_session_leave_exact_cou
         assert row["total_tokens"] == row["tokens"]
         assert row["total_cost"] == row["cost"] == Decimal("0.0001") * row["n"]
     assert next(r for r in rows if str(r["id"]) == hot.session_id)["n"] == 80
+
+
+async def test_errors_about_huge_or_many_bad_fields_stay_small_enough_for_client_trailers(database_url):
+    async with running(database_url) as (_, channel):
+        sessions, memories = rpc.SessionServiceStub(channel), rpc.MemoryServiceStub(channel)
+        session = await new_session(sessions)
+        failure = await expect_failure(
+            memories.UpdateMemory(
+                pb.UpdateMemoryRequest(
+                    memory=pb.Memory(session_id=session.session_id, facts=["\x00" * 3000] * 400),
+                    update_mask={"paths": ["p" * 5000] * 30},
+                )
+            )
+        )
+        assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert len(failure.field_violations) == 21
+        assert failure.field_violations["memory.facts[0]"] == "must not contain NUL characters"
+        assert failure.field_violations[""].endswith("more problems")
+        assert len(failure.message) <= 1000

@@ -14,6 +14,11 @@ MAX_TOKENS_PER_MESSAGE = 1_000_000_000
 MAX_ETAG_LENGTH = 100
 
 
+def excerpt(value: str, length: int = 40) -> str:
+    """A client's value, quoted and cut short, for an error message that must stay small."""
+    return repr(value if len(value) <= length else value[:length] + "...")
+
+
 class Violations:
     """Collects every problem of one request before reporting them together."""
 

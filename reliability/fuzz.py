@@ -1,0 +1,230 @@
+"""Property-based fuzzing of every RPC: arbitrary request messages, built from the proto
+descriptors, must only ever get documented status codes, and the server must stay SERVING.
+
+Runs in a thread with a blocking channel so the server under test keeps its own event loop.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor as d
+from google.protobuf import message_factory
+import hypothesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from session_grpc._proto.session.v1 import session_pb2
+
+ALLOWED = {
+    grpc.StatusCode.OK,
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+}
+"""RESOURCE_EXHAUSTED is not here: no generated request comes near the transport limit, so it
+would mean something else went wrong (an error too big for the client's trailer limit, say)."""
+
+INT_RANGES = {
+    d.FieldDescriptor.TYPE_INT32: (-(2**31), 2**31 - 1),
+    d.FieldDescriptor.TYPE_INT64: (-(2**63), 2**63 - 1),
+    d.FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1),
+    d.FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1),
+    d.FieldDescriptor.TYPE_SINT32: (-(2**31), 2**31 - 1),
+    d.FieldDescriptor.TYPE_SINT64: (-(2**63), 2**63 - 1),
+}
+
+# Strings a careless or hostile client sends: NUL, SQL, huge, unicode edge cases, lookalikes.
+NASTY = st.sampled_from(
+    [
+        "", " ", "\x00", "a\x00b", "'; DROP TABLE sessions; --", "' OR '1'='1", "%", "_", "\\", "\ufeff",
+        "\U0001F600" * 3, "Ω≈ç√", "null", "NaN", "-1", "1e-5", "0.1", "99999999999999999999", "*",
+        "ROLE_USER", "sequence desc", "title", "status,metadata", "x" * 5000,
+    ]
+)
+# Any Unicode scalar value (protobuf strings cannot carry lone surrogates; bytes that are not
+# UTF-8 at all are tests/test_wire.py's job).
+UNICODE = st.characters(codec="utf-8")
+STRINGS = st.one_of(NASTY, st.text(alphabet=UNICODE, max_size=200))
+
+JSON_LEAF = st.one_of(
+    st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True), STRINGS
+)
+JSON = st.recursive(
+    JSON_LEAF,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(STRINGS, inner, max_size=4)),
+    max_leaves=30,
+)
+
+
+def _deep(depth: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+STRUCTS = st.one_of(
+    st.dictionaries(STRINGS, JSON, max_size=6),
+    st.integers(1, 90).map(_deep),
+    st.integers(1, 3).map(lambda n: {"big": "y" * (n * 40_000)}),
+)
+
+
+@dataclass
+class FuzzReport:
+    calls: Counter[str] = field(default_factory=Counter)
+    codes: Counter[str] = field(default_factory=Counter)
+    violations: list[str] = field(default_factory=list)
+    exhausted: list[str] = field(default_factory=list)
+
+
+class Fuzzer:
+    def __init__(self, address: str, known_ids: list[str]) -> None:
+        self.channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)])
+        self.known_ids = known_ids
+        self.report = FuzzReport()
+        self.methods: list[tuple[str, d.MethodDescriptor]] = [
+            (f"/{service.full_name}/{method.name}", method)
+            for service in session_pb2.DESCRIPTOR.services_by_name.values()
+            for method in service.methods
+        ]
+
+    def close(self) -> None:
+        self.channel.close()
+
+    # ---- strategies -------------------------------------------------------------------------
+
+    def ids(self) -> st.SearchStrategy[str]:
+        return st.one_of(
+            st.sampled_from(self.known_ids) if self.known_ids else st.just(str(uuid.uuid4())),
+            st.uuids().map(str),
+            st.uuids().map(lambda u: u.hex),
+            st.uuids().map(lambda u: str(u).upper()),
+            STRINGS,
+        )
+
+    def value(self, fd: d.FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
+        if fd.message_type is not None:
+            return self.message(fd.message_type, depth + 1)
+        if fd.type == d.FieldDescriptor.TYPE_ENUM:
+            return st.integers(-3, 12)
+        if fd.type == d.FieldDescriptor.TYPE_BOOL:
+            return st.booleans()
+        if fd.type in INT_RANGES:
+            low, high = INT_RANGES[fd.type]
+            return st.one_of(st.integers(-3, 60), st.integers(low, high), st.sampled_from([low, high]))
+        if fd.type in (d.FieldDescriptor.TYPE_DOUBLE, d.FieldDescriptor.TYPE_FLOAT):
+            return st.floats(allow_nan=True)
+        if fd.name.endswith("_id") and fd.name != "user_id":
+            return self.ids()
+        if fd.name == "user_id":
+            return st.one_of(st.just("fuzz-user"), STRINGS)
+        if fd.name == "cost":
+            return st.one_of(st.decimals(min_value=0, max_value=10**6, places=6).map(str), STRINGS)
+        if fd.name == "order_by":
+            return st.one_of(st.just("sequence desc"), STRINGS)
+        return STRINGS
+
+    def message(self, descriptor: d.Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:
+        cls = message_factory.GetMessageClass(descriptor)
+        name = descriptor.full_name
+        if name == "google.protobuf.Struct":
+            return STRUCTS.map(lambda v: _struct(cls, v))
+        if name == "google.protobuf.FieldMask":
+            paths = st.lists(st.one_of(st.sampled_from(["title", "status", "metadata", "conversation_data",
+                                                        "facts", "preferences", "conversation_summary", "*",
+                                                        "message_count", "session.title"]), STRINGS), max_size=4)
+            return paths.map(lambda p: cls(paths=p))
+        if name in ("google.protobuf.Timestamp", "google.protobuf.Duration"):
+            return st.builds(lambda s, n: cls(seconds=s, nanos=n),
+                             st.integers(-(2**40), 2**40), st.integers(-(10**9), 10**9))
+        if depth > 3:
+            return st.just(cls())
+        fields = {}
+        for fd in descriptor.fields:
+            if fd.is_repeated:
+                fields[fd.name] = st.lists(self.value(fd, depth), max_size=4)
+            else:
+                fields[fd.name] = self.value(fd, depth)
+        return st.fixed_dictionaries({}, optional=fields).map(lambda values: _build(cls, values))
+
+    # ---- the property -----------------------------------------------------------------------
+
+    def call(self, path: str, method: d.MethodDescriptor, request: Any) -> None:
+        response_cls = message_factory.GetMessageClass(method.output_type)
+        self.report.calls[path] += 1
+        try:
+            if method.server_streaming:
+                stream = self.channel.unary_stream(path, request_serializer=type(request).SerializeToString,
+                                                   response_deserializer=response_cls.FromString)
+                responses = list(stream(request, timeout=30))
+                code = grpc.StatusCode.OK
+                del responses
+            else:
+                unary = self.channel.unary_unary(path, request_serializer=type(request).SerializeToString,
+                                                 response_deserializer=response_cls.FromString)
+                response = unary(request, timeout=30)
+                code = grpc.StatusCode.OK
+                self._check_echo(path, request, response)
+        except grpc.RpcError as error:
+            code = error.code()
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+                self.report.exhausted.append(f"{path}: {error.details()} ({request.ByteSize()} bytes)")
+        self.report.codes[code.name] += 1
+        if code not in ALLOWED:
+            self.report.violations.append(f"{path} -> {code.name} for {request!r:.300}")
+
+    def _check_echo(self, path: str, request: Any, response: Any) -> None:
+        """What was accepted is stored and returned verbatim, SQL-looking text included
+        (a repeated request_id rightly returns the first call's result instead)."""
+        if getattr(request, "request_id", ""):
+            return
+        if path.endswith("/CreateSession") and response.session.title != request.title:
+            self.report.violations.append(f"title changed: {request.title!r} -> {response.session.title!r}")
+        if path.endswith("/AddMessage") and response.message.content != request.content:
+            self.report.violations.append("content changed on the way through AddMessage")
+
+    def run(self, examples: int, seed: int | None = None) -> FuzzReport:
+        """`examples` random requests over all RPCs; the same ones every run unless a seed is given."""
+        strategy = st.sampled_from(self.methods).flatmap(
+            lambda pm: st.tuples(st.just(pm[0]), st.just(pm[1]), self.message(pm[1].input_type))
+        )
+
+        @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
+                  suppress_health_check=list(HealthCheck), print_blob=False)
+        @given(strategy)
+        def property_(case: tuple[str, d.MethodDescriptor, Any]) -> None:
+            path, method, request = case
+            self.call(path, method, request)
+
+        if seed is not None:
+            property_ = hypothesis.seed(seed)(property_)
+        property_()
+        return self.report
+
+
+def _struct(cls: Any, value: dict[str, Any]) -> Any:
+    message = cls()
+    message.update(value)
+    return message
+
+
+def _build(cls: Any, values: dict[str, Any]) -> Any:
+    message = cls()
+    for name, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, list):
+            getattr(message, name).extend(value)
+        elif hasattr(value, "SerializeToString"):
+            getattr(message, name).CopyFrom(value)
+        else:
+            setattr(message, name, value)
+    return message

@@ -1,0 +1,31 @@
+"""Arbitrary requests to every RPC get only documented codes, and the server stays SERVING."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from reliability.fuzz import Fuzzer
+
+from .helpers import add, new_session
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "400"))
+
+
+async def test_fuzzed_requests_get_only_documented_codes_and_server_stays_serving(service, channel, sessions, messages):
+    known = [await new_session(sessions, "fuzz-user") for _ in range(3)]
+    await add(messages, known[0].session_id, "seed message")
+    fuzzer = Fuzzer(f"127.0.0.1:{service.port}", [s.session_id for s in known])
+    try:
+        report = await asyncio.to_thread(fuzzer.run, EXAMPLES)
+    finally:
+        fuzzer.close()
+    print(dict(report.codes), report.exhausted[:5])
+    assert report.violations == []
+    assert sum(report.calls.values()) >= EXAMPLES
+    assert len(report.calls) == 16, f"every RPC is exercised: {sorted(report.calls)}"
+    assert report.codes["OK"] > 0 and report.codes["INVALID_ARGUMENT"] > 0
+    health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
