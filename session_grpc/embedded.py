@@ -55,7 +55,9 @@ class EmbeddedCluster:
             self.stop("fast")
 
     def _run(self, *args: str) -> None:
-        subprocess.run(
-            [self._pg_ctl, "-D", str(self.data_dir), "-w", *args],
-            check=True, user=self._user, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60,
-        )
+        command = [self._pg_ctl, "-D", str(self.data_dir), "-w", *args]
+        if self._user is not None:
+            # As root, pgserver runs PostgreSQL as its own user. Not subprocess's user=: that forks
+            # a process with gRPC's threads in it (the child can crash); runuser is exec'd cleanly.
+            command = ["runuser", "-u", self._user, "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)

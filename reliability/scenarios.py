@@ -1,0 +1,275 @@
+"""Load, fault and shutdown scenarios: many writers with request_ids while something breaks,
+then a check that every acknowledged write exists exactly once and nothing was written twice.
+
+The test suite runs them small; `make chaos` (reliability/chaos.py) runs them larger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from session_grpc import migrations
+from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
+from session_grpc.embedded import EmbeddedCluster
+from session_grpc.server import build_server
+from session_grpc.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Outcome:
+    name: str
+    attempted: int = 0
+    acknowledged: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    faults: int = 0
+    slowest_failure: float = 0.0
+    recovery_seconds: float | None = None
+    not_serving_seen: bool = False
+    retried: int = 0
+    lost: int = 0
+    duplicates: int = 0
+    counter_mismatches: int = 0
+    failed_but_stored: int = 0
+    exit_code: int | None = None
+
+    def row(self) -> dict[str, object]:
+        return {
+            "scenario": self.name,
+            "attempted": self.attempted,
+            "acknowledged": self.acknowledged,
+            "failed by code": dict(self.failed) or "-",
+            "faults": self.faults,
+            "slowest failure s": round(self.slowest_failure, 3),
+            "recovery s": "-" if self.recovery_seconds is None else round(self.recovery_seconds, 3),
+            "retried": self.retried,
+            "lost": self.lost,
+            "duplicates": self.duplicates,
+            "counter mismatches": self.counter_mismatches,
+            "failed but stored": self.failed_but_stored,
+        }
+
+
+class Writers:
+    """`count` writers, each appending to its own session with a fresh request_id per message."""
+
+    def __init__(self, channel: grpc.aio.Channel, session_ids: list[str], outcome: Outcome) -> None:
+        self.messages = rpc.MessageServiceStub(channel)
+        self.session_ids = session_ids
+        self.outcome = outcome
+        self.acked: dict[str, tuple[str, int]] = {}
+        self.unacked: list[tuple[str, str]] = []
+        self.first_ack_after: dict[float, float] = {}
+        self.last_ack = 0.0
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._write(sid)) for sid in self.session_ids]
+
+    async def stop(self) -> None:
+        self._stop.set()
+        await asyncio.gather(*self._tasks)
+
+    async def _write(self, session_id: str) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            request_id = str(uuid.uuid4())
+            started = time.monotonic()
+            self.outcome.attempted += 1
+            try:
+                response = await self.messages.AddMessage(
+                    pb.AddMessageRequest(
+                        session_id=session_id, role=pb.ROLE_USER, content=f"{session_id[:8]}-{n}",
+                        tokens_used=3, cost="0.001", request_id=request_id,
+                    ),
+                    timeout=3,
+                )
+                self.acked[request_id] = (session_id, response.message.sequence)
+                self.outcome.acknowledged += 1
+                self.last_ack = time.monotonic()
+            except grpc.aio.AioRpcError as error:
+                self.outcome.failed[error.code().name] += 1
+                self.outcome.slowest_failure = max(self.outcome.slowest_failure, time.monotonic() - started)
+                self.unacked.append((session_id, request_id))
+                await asyncio.sleep(0.05)
+
+    async def retry_unacked(self, budget: float = 30.0) -> None:
+        """Clients retry what failed, with the same request_id, until it goes through."""
+        deadline = time.monotonic() + budget
+        for session_id, request_id in self.unacked:
+            while True:
+                try:
+                    await self.messages.AddMessage(
+                        pb.AddMessageRequest(
+                            session_id=session_id, role=pb.ROLE_USER, content="retry", tokens_used=3,
+                            cost="0.001", request_id=request_id,
+                        ),
+                        timeout=3,
+                    )
+                    self.outcome.retried += 1
+                    break
+                except grpc.aio.AioRpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)
+
+
+async def verify(url: str, writers: Writers, outcome: Outcome) -> None:
+    """Every acknowledged write stored once, with the sequence it was acknowledged with; every
+    retried one stored once; counters equal to the rows; sequences gapless."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch("SELECT request_id::text AS rid, session_id::text AS sid, sequence FROM messages")
+        by_request: dict[str, list[tuple[str, int]]] = {}
+        for row in rows:
+            by_request.setdefault(row["rid"], []).append((row["sid"], row["sequence"]))
+        outcome.duplicates = sum(len(v) - 1 for v in by_request.values() if len(v) > 1)
+        outcome.lost = sum(1 for rid, where in writers.acked.items() if by_request.get(rid) != [where])
+        outcome.lost += sum(1 for _, rid in writers.unacked if rid not in by_request and outcome.retried)
+        outcome.failed_but_stored = sum(1 for _, rid in writers.unacked if rid in by_request)
+        sessions = await conn.fetch(
+            """SELECT s.message_count, count(m.id) AS n, coalesce(max(m.sequence), 0) AS top,
+                      s.total_cost, coalesce(sum(m.cost), 0) AS cost
+               FROM sessions s LEFT JOIN messages m ON m.session_id = s.id GROUP BY s.id"""
+        )
+        outcome.counter_mismatches = sum(
+            1 for s in sessions if not (s["message_count"] == s["n"] == s["top"] and s["total_cost"] == s["cost"])
+        )
+    finally:
+        await conn.close()
+
+
+async def fresh_database(server_url: str) -> str:
+    name = f"session_grpc_chaos_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = server_url.replace("/postgres?", f"/{name}?") if "/postgres?" in server_url else server_url.rsplit("/", 1)[0] + f"/{name}"
+    await migrations.upgrade(url)
+    return url
+
+
+async def _open_sessions(channel: grpc.aio.Channel, count: int) -> list[str]:
+    stub = rpc.SessionServiceStub(channel)
+    return [
+        (await stub.CreateSession(pb.CreateSessionRequest(user_id=f"chaos-{i}"))).session.session_id
+        for i in range(count)
+    ]
+
+
+async def database_outage(
+    cluster: EmbeddedCluster, *, writers: int = 8, before: float = 1.0, outage: float = 2.0, after: float = 2.0
+) -> Outcome:
+    """Steady writes; PostgreSQL crashes (immediate stop) and comes back; clients retry what failed."""
+    outcome = Outcome("database outage")
+    url = await fresh_database(cluster.url)
+    settings = Settings(
+        port=0, host="127.0.0.1", database_url=url, expiry_interval=0, health_interval=0.2,
+        db_connect_timeout=1.0, db_pool_timeout=1.0, shutdown_grace=2.0,
+    )
+    server = build_server(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            load = Writers(channel, await _open_sessions(channel, writers), outcome)
+            load.start()
+            await asyncio.sleep(before)
+            cluster.stop("immediate")
+            outcome.faults += 1
+            down_since = time.monotonic()
+            while time.monotonic() - down_since < outage:
+                status = (await health.Check(health_pb2.HealthCheckRequest())).status
+                outcome.not_serving_seen |= status == health_pb2.HealthCheckResponse.NOT_SERVING
+                await asyncio.sleep(0.1)
+            cluster.start()
+            back_at = time.monotonic()
+            while time.monotonic() - back_at < after:
+                await asyncio.sleep(0.05)
+                if load.last_ack > back_at and outcome.recovery_seconds is None:
+                    outcome.recovery_seconds = load.last_ack - back_at
+            await load.stop()
+            await load.retry_unacked()
+            await server.check_health()
+            serving = (await health.Check(health_pb2.HealthCheckRequest())).status
+            if serving != health_pb2.HealthCheckResponse.SERVING:
+                outcome.failed["HEALTH_NOT_BACK"] += 1
+        await verify(url, load, outcome)
+    finally:
+        await server.stop(grace=1)
+    return outcome
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def shutdown_under_load(server_url: str, *, writers: int = 8, before: float = 1.5, grace: float = 5.0) -> Outcome:
+    """Steady writes to a real server process; SIGTERM; every call succeeded (and is stored) or
+    failed without having run (UNAVAILABLE from the draining server; rarely CANCELLED, for a
+    call grpc core still held unstarted in its queue when the listener closed); exit code 0."""
+    outcome = Outcome("SIGTERM under load")
+    url = await fresh_database(server_url)
+    port = _free_port()
+    env = {
+        **os.environ, "DATABASE_URL": url, "PORT": str(port), "SESSION_HOST": "127.0.0.1",
+        "SESSION_SHUTDOWN_GRACE": f"{grace}s", "SESSION_EXPIRY_INTERVAL": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "session_grpc", "serve"], env=env, cwd=ROOT,
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        await _wait_for_port(port)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            load = Writers(channel, await _open_sessions(channel, writers), outcome)
+            load.start()
+            await asyncio.sleep(before)
+            process.send_signal(signal.SIGTERM)
+            outcome.faults += 1
+            outcome.exit_code = await asyncio.to_thread(process.wait, grace + 10)
+            await asyncio.sleep(0.3)
+            await load.stop()
+        await verify(url, load, outcome)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    return outcome
+
+
+async def _wait_for_port(port: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
+
+
+def with_settings(settings: Settings, **changes: object) -> Settings:
+    return replace(settings, **changes)  # type: ignore[arg-type]
