@@ -49,14 +49,17 @@ BENCH_STAMP := $(BENCH_VENV)/.installed
 
 $(BENCH_STAMP): constraints.txt setup.cfg pyproject.toml bench/requirements.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable . -r bench/requirements.txt
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable .
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	touch $(BENCH_STAMP)
 
-bench: $(BENCH_STAMP)
-	$(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+# The servers run from .venv (the real install); the load generator and ADK from .venv-bench.
+bench: $(STAMP) $(BENCH_STAMP)
+	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 
-bench-quick: $(BENCH_STAMP)
-	$(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)
+bench-quick: $(STAMP) $(BENCH_STAMP)
+	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)
+
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache *.egg-info

@@ -1,9 +1,10 @@
 """The limit: the least a Python gRPC server can do for AddMessage and GetSession on this schema.
 
 grpc.aio and raw asyncpg, issuing the same SQL in the same transaction shape
-as session-grpc (see SQL below and session_grpc/storage/messages.py), with no
-ORM, no validation, no interceptors, no error mapping. It is not a product:
-it trusts every request.
+as session-grpc (session_grpc/storage/messages.py ADD_MESSAGE and
+storage/sessions.py GET_SESSION: one statement in autocommit, one round trip),
+with no ORM, no validation, no interceptors, no error mapping. It is not a
+product: it trusts every request.
 
 With --noop it answers from canned responses of the same size without
 touching the database: the ceiling of grpc.aio itself on this box.
@@ -82,7 +83,7 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
 
     async def AddMessage(self, request, context):  # type: ignore[no-untyped-def]
         metadata = json.dumps(dict(request.metadata)) if request.metadata.fields else "{}"
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:  # autocommit: the statement is its own transaction
             row = await conn.fetchrow(
                 ADD_MESSAGE,
                 str(uuid.uuid4()),
@@ -111,7 +112,7 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
         )
 
     async def GetSession(self, request, context):  # type: ignore[no-untyped-def]
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn:
             row = await conn.fetchrow(GET_SESSION, request.session_id)
         session = pb.Session(
             session_id=str(row[0]),

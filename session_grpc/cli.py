@@ -8,7 +8,7 @@ import contextlib
 import sys
 from dataclasses import replace
 
-from . import embedded, migrations
+from . import embedded, migrations, workers
 from .server import serve
 from .settings import Settings, SettingsError
 
@@ -18,6 +18,10 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the gRPC server (settings from the environment)")
     serve_cmd.add_argument("--migrate", action="store_true", help="apply migrations before serving")
+    serve_cmd.add_argument(
+        "--workers", type=int, default=1, metavar="N",
+        help="server processes sharing the port with SO_REUSEPORT, for machines with more cores (default 1)",
+    )
     migrate_cmd = commands.add_parser("migrate", help="apply or roll back Alembic migrations")
     migrate_cmd.add_argument("action", choices=["upgrade", "downgrade"], nargs="?", default="upgrade")
     migrate_cmd.add_argument("revision", nargs="?", default=None, help="default: head for upgrade, -1 for downgrade")
@@ -29,7 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(error))
 
     if args.command == "serve":
-        serve(replace(settings, migrate_on_start=settings.migrate_on_start or args.migrate))
+        settings = replace(settings, migrate_on_start=settings.migrate_on_start or args.migrate)
+        if args.workers > 1:
+            return workers.serve(settings, args.workers)
+        serve(settings)
         return 0
 
     with contextlib.ExitStack() as stack:
