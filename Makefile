@@ -60,6 +60,5 @@ bench: $(STAMP) $(BENCH_STAMP)
 bench-quick: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)
 
-
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache *.egg-info
