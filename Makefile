@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check migrate lock clean bench bench-quick
+.PHONY: install run test lint proto proto-check migrate lock clean bench bench-quick chaos
 
 install: $(STAMP)
 
@@ -62,3 +62,7 @@ bench-quick: $(STAMP) $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache *.egg-info
+
+# Load, fault and fuzz scenarios at a larger size than the tests (a few minutes); writes docs/reliability-latest.md.
+chaos: $(STAMP)
+	$(BIN)/python -m reliability.chaos --markdown docs/reliability-latest.md

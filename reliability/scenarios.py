@@ -47,6 +47,8 @@ class Outcome:
     duplicates: int = 0
     counter_mismatches: int = 0
     failed_but_stored: int = 0
+    bad_inputs: int = 0
+    wrong_codes: int = 0
     exit_code: int | None = None
 
     def row(self) -> dict[str, object]:
@@ -63,6 +65,8 @@ class Outcome:
             "duplicates": self.duplicates,
             "counter mismatches": self.counter_mismatches,
             "failed but stored": self.failed_but_stored,
+            "bad inputs": self.bad_inputs,
+            "wrong codes": self.wrong_codes,
         }
 
 
@@ -144,7 +148,8 @@ async def verify(url: str, writers: Writers, outcome: Outcome) -> None:
         outcome.duplicates = sum(len(v) - 1 for v in by_request.values() if len(v) > 1)
         outcome.lost = sum(1 for rid, where in writers.acked.items() if by_request.get(rid) != [where])
         outcome.lost += sum(1 for _, rid in writers.unacked if rid not in by_request and outcome.retried)
-        outcome.failed_but_stored = sum(1 for _, rid in writers.unacked if rid in by_request)
+        if not outcome.retried:  # after retries every failed call is rightly stored
+            outcome.failed_but_stored = sum(1 for _, rid in writers.unacked if rid in by_request)
         sessions = await conn.fetch(
             """SELECT s.message_count, count(m.id) AS n, coalesce(max(m.sequence), 0) AS top,
                       s.total_cost, coalesce(sum(m.cost), 0) AS cost
@@ -220,6 +225,53 @@ async def database_outage(
     return outcome
 
 
+async def concurrent_writers(server_url: str, *, hot_writers: int = 16, cold_sessions: int = 32, seconds: float = 5.0) -> Outcome:
+    """Many clients on many sessions and on one hot session at once; counters must equal rows."""
+    outcome = Outcome("concurrent writers")
+    url = await fresh_database(server_url)
+    server = build_server(Settings(port=0, host="127.0.0.1", database_url=url, expiry_interval=0))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            opened = await _open_sessions(channel, cold_sessions + 1)
+            load = Writers(channel, [opened[0]] * hot_writers + opened[1:], outcome)
+            load.start()
+            await asyncio.sleep(seconds)
+            await load.stop()
+        await verify(url, load, outcome)
+    finally:
+        await server.stop(grace=1)
+    return outcome
+
+
+async def fuzzing(server_url: str, *, examples: int = 2000, seed: int | None = None) -> Outcome:
+    """Arbitrary requests to every RPC (reliability.fuzz); only documented codes, still SERVING."""
+    from .fuzz import Fuzzer
+
+    outcome = Outcome("fuzzing")
+    url = await fresh_database(server_url)
+    server = build_server(Settings(port=0, host="127.0.0.1", database_url=url, expiry_interval=0))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            known = await _open_sessions(channel, 3)
+            fuzzer = Fuzzer(f"127.0.0.1:{server.port}", known)
+            try:
+                report = await asyncio.to_thread(fuzzer.run, examples, seed)
+            finally:
+                fuzzer.close()
+            outcome.bad_inputs = outcome.attempted = sum(report.calls.values())
+            outcome.acknowledged = report.codes["OK"]
+            outcome.failed = Counter({code: n for code, n in report.codes.items() if code != "OK"})
+            outcome.wrong_codes = len(report.violations)
+            status = (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())).status
+            if status != health_pb2.HealthCheckResponse.SERVING:
+                outcome.wrong_codes += 1
+    finally:
+        await server.stop(grace=1)
+    return outcome
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -228,8 +280,9 @@ def _free_port() -> int:
 
 async def shutdown_under_load(server_url: str, *, writers: int = 8, before: float = 1.5, grace: float = 5.0) -> Outcome:
     """Steady writes to a real server process; SIGTERM; every call succeeded (and is stored) or
-    failed without having run (UNAVAILABLE from the draining server; rarely CANCELLED, for a
-    call grpc core still held unstarted in its queue when the listener closed); exit code 0."""
+    failed without having run (UNAVAILABLE from the draining server; CANCELLED for the calls grpc
+    core still held unstarted in its queue when the listener closed, grpc/grpc#41785, at most one
+    per connected client); the process exits 0."""
     outcome = Outcome("SIGTERM under load")
     url = await fresh_database(server_url)
     port = _free_port()

@@ -37,8 +37,6 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
 
     @contextlib.asynccontextmanager
     async def _counted(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        if self.draining:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down; retry")
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -56,4 +54,21 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not handler_call_details.method.startswith(COUNTED_PREFIX):
             return handler
+        if self.draining:
+            return _refusing(handler)
         return wrap_handler(handler, self._counted)
+
+
+async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+    # Status set and returned, not context.abort(): grpcio cancels aborted calls still finishing
+    # when the server stops (grpc/grpc#37239), and the client would see CANCELLED.
+    context.set_code(grpc.StatusCode.UNAVAILABLE)
+    context.set_details("the server is shutting down; retry")
+
+
+def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    if handler.unary_unary is not None:
+        return handler._replace(unary_unary=_refuse)
+    if handler.unary_stream is not None:
+        return handler._replace(unary_stream=_refuse)
+    return handler

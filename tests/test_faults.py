@@ -33,9 +33,9 @@ async def test_sigterm_under_load_stores_every_acknowledged_write_and_exits_zero
     assert outcome.exit_code == 0
     assert outcome.acknowledged > 0
     assert outcome.failed["UNAVAILABLE"] > 0, "calls during the drain are refused with UNAVAILABLE"
-    # grpc core cancels the few calls still unstarted in its own queue when the listener closes;
-    # none of them ran, which failed_but_stored == 0 proves.
+    # grpc core cancels the calls still unstarted in its own queue when the listener closes
+    # (grpc/grpc#41785): at most one per client here, and none of them ran (failed_but_stored).
     assert set(outcome.failed) <= {"UNAVAILABLE", "CANCELLED"}, outcome.failed
-    assert outcome.failed["CANCELLED"] <= max(3, outcome.failed["UNAVAILABLE"] // 10), outcome.failed
+    assert outcome.failed["CANCELLED"] <= 6, outcome.failed
     assert outcome.failed_but_stored == 0
     assert (outcome.lost, outcome.duplicates, outcome.counter_mismatches) == (0, 0, 0)

@@ -1,0 +1,70 @@
+"""`make chaos`: the load, fault and fuzz scenarios at a larger size than the test suite, on an
+embedded PostgreSQL of its own, printed as a table (and as Markdown with --markdown).
+
+    python -m reliability.chaos [--quick] [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from session_grpc.embedded import EmbeddedCluster
+
+from . import scenarios
+
+COLUMNS = [
+    "scenario", "attempted", "acknowledged", "failed by code", "faults", "slowest failure s", "recovery s",
+    "retried", "bad inputs", "wrong codes", "lost", "duplicates", "failed but stored", "counter mismatches",
+]
+
+
+async def run(quick: bool) -> list[scenarios.Outcome]:
+    scale = 0.3 if quick else 1.0
+    with tempfile.TemporaryDirectory(prefix="session-grpc-chaos-") as folder:
+        cluster = EmbeddedCluster(Path(folder) / "pg")
+        try:
+            return [
+                await scenarios.concurrent_writers(cluster.url, hot_writers=24, cold_sessions=48, seconds=20 * scale),
+                await scenarios.database_outage(
+                    cluster, writers=16, before=5 * scale, outage=8 * scale, after=8 * scale
+                ),
+                await scenarios.shutdown_under_load(cluster.url, writers=16, before=5 * scale),
+                await scenarios.fuzzing(cluster.url, examples=int(6000 * scale)),
+            ]
+        finally:
+            cluster.close()
+
+
+def table(outcomes: list[scenarios.Outcome]) -> str:
+    rows = [[str(o.row()[c]) for c in COLUMNS] for o in outcomes]
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a third of the size, for a smoke run")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    started = time.monotonic()
+    outcomes = asyncio.run(run(args.quick))
+    text = table(outcomes)
+    elapsed = time.monotonic() - started
+    footer = f"\n\n{len(outcomes)} scenarios in {elapsed:.0f}s on {platform.node()} ({platform.machine()})"
+    print(text + footer)
+    if args.markdown:
+        args.markdown.write_text(text + footer + "\n")
+    broken = sum(o.lost + o.duplicates + o.counter_mismatches + o.wrong_codes + o.failed_but_stored for o in outcomes)
+    return 1 if broken else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
