@@ -15,7 +15,9 @@ import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
@@ -26,7 +28,7 @@ from session_grpc import migrations
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.embedded import EmbeddedCluster
-from session_grpc.server import build_server
+from session_grpc.server import SessionServer, build_server
 from session_grpc.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -163,15 +165,18 @@ async def verify(url: str, writers: Writers, outcome: Outcome) -> None:
 
 
 async def fresh_database(server_url: str) -> str:
-    name = f"session_grpc_chaos_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(server_url)
+    return await migrations.create_database(server_url, "session_grpc_chaos")
+
+
+@asynccontextmanager
+async def in_process_server(url: str) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:
+    server = build_server(Settings(port=0, host="127.0.0.1", database_url=url, expiry_interval=0))
+    await server.start()
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield server, channel
     finally:
-        await admin.close()
-    url = server_url.replace("/postgres?", f"/{name}?") if "/postgres?" in server_url else server_url.rsplit("/", 1)[0] + f"/{name}"
-    await migrations.upgrade(url)
-    return url
+        await server.stop(grace=1)
 
 
 async def _open_sessions(channel: grpc.aio.Channel, count: int) -> list[str]:
@@ -229,18 +234,13 @@ async def concurrent_writers(server_url: str, *, hot_writers: int = 16, cold_ses
     """Many clients on many sessions and on one hot session at once; counters must equal rows."""
     outcome = Outcome("concurrent writers")
     url = await fresh_database(server_url)
-    server = build_server(Settings(port=0, host="127.0.0.1", database_url=url, expiry_interval=0))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            opened = await _open_sessions(channel, cold_sessions + 1)
-            load = Writers(channel, [opened[0]] * hot_writers + opened[1:], outcome)
-            load.start()
-            await asyncio.sleep(seconds)
-            await load.stop()
-        await verify(url, load, outcome)
-    finally:
-        await server.stop(grace=1)
+    async with in_process_server(url) as (_, channel):
+        opened = await _open_sessions(channel, cold_sessions + 1)
+        load = Writers(channel, [opened[0]] * hot_writers + opened[1:], outcome)
+        load.start()
+        await asyncio.sleep(seconds)
+        await load.stop()
+    await verify(url, load, outcome)
     return outcome
 
 
@@ -250,25 +250,20 @@ async def fuzzing(server_url: str, *, examples: int = 2000, seed: int | None = N
 
     outcome = Outcome("fuzzing")
     url = await fresh_database(server_url)
-    server = build_server(Settings(port=0, host="127.0.0.1", database_url=url, expiry_interval=0))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            known = await _open_sessions(channel, 3)
-            fuzzer = Fuzzer(f"127.0.0.1:{server.port}", known)
-            try:
-                report = await asyncio.to_thread(fuzzer.run, examples, seed)
-            finally:
-                fuzzer.close()
-            outcome.bad_inputs = outcome.attempted = sum(report.calls.values())
-            outcome.acknowledged = report.codes["OK"]
-            outcome.failed = Counter({code: n for code, n in report.codes.items() if code != "OK"})
-            outcome.wrong_codes = len(report.violations)
-            status = (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())).status
-            if status != health_pb2.HealthCheckResponse.SERVING:
-                outcome.wrong_codes += 1
-    finally:
-        await server.stop(grace=1)
+    async with in_process_server(url) as (server, channel):
+        known = await _open_sessions(channel, 3)
+        fuzzer = Fuzzer(f"127.0.0.1:{server.port}", known)
+        try:
+            report = await asyncio.to_thread(fuzzer.run, examples, seed)
+        finally:
+            fuzzer.close()
+        outcome.bad_inputs = outcome.attempted = sum(report.calls.values())
+        outcome.acknowledged = report.codes["OK"]
+        outcome.failed = Counter({code: n for code, n in report.codes.items() if code != "OK"})
+        outcome.wrong_codes = len(report.violations)
+        status = (await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())).status
+        if status != health_pb2.HealthCheckResponse.SERVING:
+            outcome.wrong_codes += 1
     return outcome
 
 
@@ -322,7 +317,3 @@ async def _wait_for_port(port: int, timeout: float = 30.0) -> None:
         except OSError:
             await asyncio.sleep(0.1)
     raise TimeoutError(f"nothing listens on {port} after {timeout}s")
-
-
-def with_settings(settings: Settings, **changes: object) -> Settings:
-    return replace(settings, **changes)  # type: ignore[arg-type]

@@ -8,14 +8,12 @@ database of their own, built by the real Alembic migrations.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import grpc
 import pytest
-from sqlalchemy.engine import make_url
 
 from session_grpc import embedded, migrations
 from session_grpc._proto.session.v1 import session_pb2_grpc
@@ -24,7 +22,7 @@ from session_grpc.settings import Settings
 
 
 def _with_database(url: str, name: str) -> str:
-    return make_url(url).set(drivername="postgresql", database=name).render_as_string(hide_password=False)
+    return migrations.database_url_for(url, name)
 
 
 @pytest.fixture(scope="session")
@@ -40,20 +38,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """A database of this test session's own, migrated to head, dropped at the end."""
-    name = f"session_grpc_test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = _with_database(server_url, name)
-    await migrations.upgrade(url)
+    url = await migrations.create_database(server_url, "session_grpc_test")
     yield url
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+    await migrations.drop_database(server_url, url)
 
 
 def test_settings(database_url: str, **overrides: object) -> Settings:
