@@ -1,4 +1,9 @@
-"""The `session-grpc` command: serve and migrate."""
+"""The `session-grpc` command: serve, migrate, expire, check.
+
+Settings come from the environment (see README, "Configuration"). Without
+DATABASE_URL every subcommand uses the embedded PostgreSQL in
+SESSION_EMBEDDED_DATA_DIR, like `make run` does.
+"""
 
 from __future__ import annotations
 
@@ -6,46 +11,144 @@ import argparse
 import asyncio
 import contextlib
 import sys
+import time
+from collections.abc import Iterator
 from dataclasses import replace
+from datetime import timedelta
 
 from . import embedded, migrations, workers
 from .server import serve
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, parse_duration
+
+EXIT_OK = 0
+EXIT_FAILED = 1
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="session-grpc", description="The session store gRPC service.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run the gRPC server (settings from the environment)")
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="session-grpc",
+        description="The session store gRPC service. Settings are read from the environment "
+        "(PORT, DATABASE_URL, SESSION_*); without DATABASE_URL an embedded PostgreSQL is used.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve_cmd = commands.add_parser(
+        "serve", help="run the gRPC server until SIGTERM/SIGINT",
+        description="Run the gRPC server (what `make run` does) until SIGTERM or SIGINT, then drain and exit 0.",
+    )
     serve_cmd.add_argument("--migrate", action="store_true", help="apply migrations before serving")
     serve_cmd.add_argument(
         "--workers", type=int, default=1, metavar="N",
         help="server processes sharing the port with SO_REUSEPORT, for machines with more cores (default 1)",
     )
-    migrate_cmd = commands.add_parser("migrate", help="apply or roll back Alembic migrations")
-    migrate_cmd.add_argument("action", choices=["upgrade", "downgrade"], nargs="?", default="upgrade")
-    migrate_cmd.add_argument("revision", nargs="?", default=None, help="default: head for upgrade, -1 for downgrade")
-    args = parser.parse_args(argv)
 
+    migrate_cmd = commands.add_parser(
+        "migrate", help="apply, roll back or show Alembic migrations",
+        description="upgrade: apply migrations up to REVISION (default head). "
+        "downgrade: roll back to REVISION (default -1, one step). "
+        "current: print the database's revision and whether it is the head.",
+    )
+    migrate_cmd.add_argument("action", choices=["upgrade", "downgrade", "current"], nargs="?", default="upgrade")
+    migrate_cmd.add_argument("revision", nargs="?", default=None, help="default: head for upgrade, -1 for downgrade")
+
+    expire_cmd = commands.add_parser(
+        "expire", help="move ACTIVE sessions idle for too long to EXPIRED, once",
+        description="Move ACTIVE sessions idle for longer than --idle to EXPIRED and print how many. "
+        "The server also does this itself every SESSION_EXPIRY_INTERVAL.",
+    )
+    expire_cmd.add_argument(
+        "--idle", default=None, metavar="DURATION",
+        help="idle time, e.g. 30m, 24h, 2d (default: SESSION_EXPIRY_IDLE, 24h)",
+    )
+
+    commands.add_parser(
+        "check", help="check that the database answers and its schema is current",
+        description="Print whether the database answers (and at which schema revision) and the state of "
+        "the other services this one depends on. Exit 0 when the database answers with the schema at "
+        "head, 1 otherwise.",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         settings = Settings.from_env()
+        idle = parse_duration(args.idle, "--idle") if getattr(args, "idle", None) is not None else None
     except SettingsError as error:
         parser.error(str(error))
+    if idle is not None and idle <= 0:
+        parser.error("--idle must be greater than 0")
 
     if args.command == "serve":
         settings = replace(settings, migrate_on_start=settings.migrate_on_start or args.migrate)
         if args.workers > 1:
             return workers.serve(settings, args.workers)
         serve(settings)
-        return 0
+        return EXIT_OK
+    with _database_url(settings) as url:
+        if args.command == "migrate":
+            return asyncio.run(_migrate(url, args.action, args.revision))
+        if args.command == "expire":
+            return asyncio.run(_expire(replace(settings, database_url=url), idle or settings.expiry_idle))
+        return asyncio.run(_check(replace(settings, database_url=url)))
 
-    with contextlib.ExitStack() as stack:
-        url = settings.database_url or stack.enter_context(embedded.postgres(settings.embedded_data_dir))
-        if args.action == "upgrade":
-            asyncio.run(migrations.upgrade(url, args.revision or "head"))
-        else:
-            asyncio.run(migrations.downgrade(url, args.revision or "-1"))
-    return 0
+
+@contextlib.contextmanager
+def _database_url(settings: Settings) -> Iterator[str]:
+    if settings.database_url is not None:
+        yield settings.database_url
+        return
+    with embedded.postgres(settings.embedded_data_dir) as url:
+        yield url
+
+
+async def _migrate(url: str, action: str, revision: str | None) -> int:
+    if action == "upgrade":
+        await migrations.upgrade(url, revision or "head")
+    elif action == "downgrade":
+        await migrations.downgrade(url, revision or "-1")
+    print(await _revision(url))
+    return EXIT_OK
+
+
+async def _revision(url: str) -> str:
+    at, heads = await migrations.current(url)
+    head = ", ".join(heads)
+    if not at:
+        return f"database at no revision; head is {head}"
+    if at == heads:
+        return f"database at {', '.join(at)} (head)"
+    return f"database at {', '.join(at)}; head is {head}"
+
+
+async def _expire(settings: Settings, idle_seconds: float) -> int:
+    from .storage import sessions
+    from .storage.database import Database, create_engine
+
+    db = Database(create_engine(settings), settings.default_deadline)
+    try:
+        count = await db.run(sessions.expire_sessions, timedelta(seconds=idle_seconds))
+    finally:
+        await db.close()
+    print(f"expired {count} sessions idle for more than {timedelta(seconds=idle_seconds)}")
+    return EXIT_OK
+
+
+async def _check(settings: Settings) -> int:
+    started = time.monotonic()
+    try:
+        revision = await asyncio.wait_for(_revision(settings.database_url or ""), settings.db_pool_timeout)
+        healthy = revision.endswith("(head)")
+        print(f"{'database':<17}{'ok' if healthy else 'NOT AT HEAD'} in {(time.monotonic() - started) * 1e3:.0f} ms: "
+              f"{revision}")
+    except Exception as error:  # noqa: BLE001 - whatever went wrong, the check failed
+        healthy = False
+        print(f"{'database':<17}FAILED: {error!r}")
+    print(f"{'account service':<17}not checked (no account service is configured)")
+    print(f"{'auth service':<17}not checked (no auth service is configured)")
+    return EXIT_OK if healthy else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -1,0 +1,108 @@
+"""The `session-grpc` console script, run as users run it, against the test database."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import uuid
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from session_grpc import migrations
+
+from .conftest import _with_database
+from .helpers import new_session
+from .test_server import free_port
+
+SCRIPT = Path(sys.executable).with_name("session-grpc")
+
+
+async def run_cli(*args: str, database_url: str | None = None, **env: str) -> tuple[int, str]:
+    environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if database_url is not None:
+        environ["DATABASE_URL"] = database_url
+    environ.update(env)
+    process = await asyncio.create_subprocess_exec(
+        str(SCRIPT), *args, env=environ, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+    return process.returncode or 0, output.decode()
+
+
+@pytest.mark.parametrize(
+    ("command", "mentions"),
+    [
+        ((), ["serve", "migrate", "expire", "check"]),
+        (("serve",), ["--migrate"]),
+        (("migrate",), ["upgrade", "downgrade", "current"]),
+        (("expire",), ["--idle", "24h"]),
+        (("check",), ["database"]),
+    ],
+)
+async def test_every_command_has_help(command, mentions):
+    code, output = await run_cli(*command, "--help")
+    assert code == 0, output
+    for word in mentions:
+        assert word in output
+
+
+async def test_migrate_upgrade_current_downgrade_on_a_fresh_database(server_url):
+    name = f"session_grpc_cli_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(server_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = _with_database(server_url, name)
+    _, (head,) = await migrations.current(url)
+    try:
+        code, output = await run_cli("migrate", "current", database_url=url)
+        assert code == 0 and "no revision" in output, output
+        code, output = await run_cli("migrate", "upgrade", database_url=url)
+        assert code == 0 and f"database at {head} (head)" in output, output
+        code, output = await run_cli("migrate", "current", database_url=url)
+        assert f"database at {head} (head)" in output, output
+        code, output = await run_cli("migrate", "downgrade", database_url=url)
+        assert code == 0 and "no revision" in output and f"head is {head}" in output, output
+        conn = await asyncpg.connect(url)
+        tables = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'sessions'")
+        await conn.close()
+        assert tables == 0
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_expire_moves_only_sessions_idle_longer_than_the_threshold(database_url, sessions, sql):
+    idle = await new_session(sessions, "alice")
+    recent = await new_session(sessions, "alice")
+    await sql.execute(
+        "UPDATE sessions SET last_activity_time = now() - interval '25 hours' WHERE id = $1", idle.session_id
+    )
+    await sql.execute(
+        "UPDATE sessions SET last_activity_time = now() - interval '23 hours' WHERE id = $1", recent.session_id
+    )
+    code, output = await run_cli("expire", "--idle", "24h", database_url=database_url)
+    assert code == 0 and "expired 1 sessions" in output, output
+    statuses = dict(await sql.fetch("SELECT id::text, status FROM sessions"))
+    assert statuses[idle.session_id].lower() == "expired"
+    assert statuses[recent.session_id].lower() == "active"
+
+
+async def test_expire_refuses_a_malformed_duration(database_url):
+    code, output = await run_cli("expire", "--idle", "soon", database_url=database_url)
+    assert code == 2 and "--idle" in output
+
+
+async def test_check_says_the_database_answers_and_the_schema_is_at_head(database_url):
+    code, output = await run_cli("check", database_url=database_url)
+    assert code == 0, output
+    assert "database         ok" in output and "(head)" in output
+    assert "account service  not checked" in output and "auth service     not checked" in output
+
+
+async def test_check_fails_when_the_database_does_not_answer():
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    code, output = await run_cli("check", database_url=dead, SESSION_DB_POOL_TIMEOUT="2s")
+    assert code == 1, output
+    assert "database         FAILED" in output
