@@ -22,6 +22,7 @@ from .servicers.sessions import SessionServicer
 from .settings import Settings
 from .storage import sessions
 from .storage.database import Database, create_engine
+from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .draining import DrainInterceptor
 from .wire import MalformedRequestInterceptor
 
@@ -42,6 +43,7 @@ class SessionServer:
     db: Database
     health: health.aio.HealthServicer
     drain: DrainInterceptor
+    accounts: AccountCheck
     port: int
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -52,6 +54,13 @@ class SessionServer:
         if self.settings.expiry_interval > 0:
             self._tasks.append(asyncio.create_task(self._every(self.settings.expiry_interval, self.expire_idle)))
         log.info("serving %s on %s:%d", ", ".join(SERVICE_NAMES), self.settings.host, self.port)
+        if self.settings.account is None:
+            log.warning("account validation is OFF: SESSION_ACCOUNT_ADDRESS is not set, every user_id is accepted")
+        else:
+            log.info(
+                "checking users with the account service at %s (fail-open %s)",
+                self.settings.account.address, "on" if self.settings.account.fail_open else "off",
+            )
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING first; new calls refused with UNAVAILABLE; in-flight calls get up to
@@ -68,6 +77,7 @@ class SessionServer:
         left = max(0.0, grace - (asyncio.get_running_loop().time() - started))
         # Only health watches and reflection streams can be open now; they need no long goodbye.
         await self.server.stop(min(left, 1.0))
+        await self.accounts.close()
         await self.db.close()
         log.info("stopped")
 
@@ -102,7 +112,8 @@ def build_server(settings: Settings) -> SessionServer:
     server = grpc.aio.server(
         interceptors=[drain, MalformedRequestInterceptor()], options=channel_options(settings)
     )
-    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(db, tokens, limits), server)
+    accounts: AccountCheck = AccountChecker(settings.account) if settings.account else NoAccountCheck()
+    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(db, tokens, limits, accounts), server)
     session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
@@ -112,7 +123,9 @@ def build_server(settings: Settings) -> SessionServer:
         server,
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
-    return SessionServer(settings=settings, server=server, db=db, health=health_servicer, drain=drain, port=port)
+    return SessionServer(
+        settings=settings, server=server, db=db, health=health_servicer, drain=drain, accounts=accounts, port=port
+    )
 
 
 def channel_options(settings: Settings) -> list[tuple[str, int]]:

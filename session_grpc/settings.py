@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .accounts import AccountSettings
 from .domain.limits import Limits
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -82,6 +83,8 @@ class Settings:
     """SESSION_MAX_CONNECTION_IDLE: close connections with no calls for this long; 0 = never."""
     limits: Limits = Limits()
     """SESSION_MAX_*: the request size limits, see session_grpc/domain/limits.py."""
+    account: AccountSettings | None = None
+    """SESSION_ACCOUNT_*: the account service to check users with; None turns the check off."""
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -116,6 +119,7 @@ class Settings:
                 max_connection_age_grace=_duration(env, "SESSION_MAX_CONNECTION_AGE_GRACE", "30s"),
                 max_connection_idle=_duration(env, "SESSION_MAX_CONNECTION_IDLE", "0"),
                 limits=_limits(env),
+                account=_account(env),
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
@@ -145,6 +149,21 @@ def _limits(env: Mapping[str, str]) -> Limits:
             if values[name] < 1:
                 raise SettingsError(f"{variable} must be at least 1")
     return Limits(**values)
+
+
+def _account(env: Mapping[str, str]) -> AccountSettings | None:
+    address = env.get("SESSION_ACCOUNT_ADDRESS", "").strip()
+    if not address:
+        return None
+    return AccountSettings(
+        address=address,
+        deadline=_duration(env, "SESSION_ACCOUNT_DEADLINE", "300ms"),
+        retries=int(env.get("SESSION_ACCOUNT_RETRIES", "2")),
+        positive_ttl=_duration(env, "SESSION_ACCOUNT_CACHE_TTL", "5m"),
+        negative_ttl=_duration(env, "SESSION_ACCOUNT_NEGATIVE_TTL", "30s"),
+        cache_size=int(env.get("SESSION_ACCOUNT_CACHE_SIZE", "10000")),
+        fail_open=_bool(env.get("SESSION_ACCOUNT_FAIL_OPEN", "true"), "SESSION_ACCOUNT_FAIL_OPEN"),
+    )
 
 
 def _bool(text: str, name: str) -> bool:

@@ -103,3 +103,18 @@ def test_durations_accept_units():
     assert parse_duration("90") == 90
     assert parse_duration("5m") == 300
     assert parse_duration("1d") == 86400
+
+
+def test_account_settings_come_from_the_environment():
+    assert Settings.from_env({}).account is None
+    account = Settings.from_env(
+        {
+            "SESSION_ACCOUNT_ADDRESS": "accounts:9000",
+            "SESSION_ACCOUNT_DEADLINE": "250ms",
+            "SESSION_ACCOUNT_FAIL_OPEN": "false",
+            "SESSION_ACCOUNT_CACHE_SIZE": "5",
+        }
+    ).account
+    assert account is not None
+    assert (account.address, account.deadline, account.fail_open, account.cache_size) == ("accounts:9000", 0.25, False, 5)
+    assert (account.positive_ttl, account.negative_ttl, account.retries) == (300, 30, 2)

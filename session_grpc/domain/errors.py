@@ -5,6 +5,7 @@
     ├── NotFound             the resource does not exist (or is not the caller's)
     ├── AlreadyExists        a resource that may exist once already does
     ├── FailedPrecondition   the resource is in the wrong state for the call
+    ├── PermissionDenied     the caller may not do this (a suspended user, say)
     ├── Aborted              a concurrency conflict: stale etag, repeated serialization failure
     ├── DeadlineExceeded     the call's time ran out; its transaction was rolled back
     └── Unavailable          the database cannot be reached; safe to retry
@@ -78,3 +79,7 @@ class Unavailable(DomainError):
 
 class DeadlineExceeded(DomainError):
     reason = "DEADLINE_EXCEEDED"
+
+
+class PermissionDenied(DomainError):
+    reason = "PERMISSION_DENIED"

@@ -3,6 +3,7 @@ from __future__ import annotations
 import grpc
 
 from .. import convert
+from ..accounts import AccountCheck
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
@@ -15,13 +16,16 @@ from ..storage.database import Database
 
 @maps_errors
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck) -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
+        self.accounts = accounts
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.create_session, convert.new_session(request, self.limits))
+        new = convert.new_session(request, self.limits)
+        await self.accounts.check(new.user_id)
+        session = await self.db.run(sessions.create_session, new)
         return pb.CreateSessionResponse(session=convert.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
