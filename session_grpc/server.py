@@ -25,6 +25,7 @@ from .storage.database import Database, create_engine
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .draining import DrainInterceptor
 from .wire import MalformedRequestInterceptor
+from .observability import Observability, configure_logging, tracing_interceptors
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +46,16 @@ class SessionServer:
     drain: DrainInterceptor
     accounts: AccountCheck
     port: int
+    observability: Observability | None = None
+    metrics_port: int | None = None
+    """The bound metrics port once started, when SESSION_METRICS_PORT is set."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     async def start(self) -> None:
         await self.check_health()
         await self.server.start()
+        if self.observability is not None and self.settings.metrics_port:
+            self.metrics_port = self.observability.start_http(self.settings.host, self.settings.metrics_port)
         self._tasks.append(asyncio.create_task(self._every(self.settings.health_interval, self.check_health)))
         if self.settings.expiry_interval > 0:
             self._tasks.append(asyncio.create_task(self._every(self.settings.expiry_interval, self.expire_idle)))
@@ -78,6 +84,8 @@ class SessionServer:
         # Only health watches and reflection streams can be open now; they need no long goodbye.
         await self.server.stop(min(left, 1.0))
         await self.accounts.close()
+        if self.observability is not None:
+            self.observability.stop_http()
         await self.db.close()
         log.info("stopped")
 
@@ -109,10 +117,13 @@ def build_server(settings: Settings) -> SessionServer:
     tokens = PageTokens(settings.page_token_secret)
     limits = settings.limits
     drain = DrainInterceptor()
+    observability = Observability(db.engine, access_log_enabled=settings.access_log)
     server = grpc.aio.server(
-        interceptors=[drain, MalformedRequestInterceptor()], options=channel_options(settings)
+        interceptors=[observability.interceptor, *tracing_interceptors(), drain, MalformedRequestInterceptor()],
+        options=channel_options(settings),
     )
     accounts: AccountCheck = AccountChecker(settings.account) if settings.account else NoAccountCheck()
+    observability.watch_accounts(accounts)
     session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(db, tokens, limits, accounts), server)
     session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
@@ -124,7 +135,8 @@ def build_server(settings: Settings) -> SessionServer:
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     return SessionServer(
-        settings=settings, server=server, db=db, health=health_servicer, drain=drain, accounts=accounts, port=port
+        settings=settings, server=server, db=db, health=health_servicer, drain=drain, accounts=accounts, port=port,
+        observability=observability,
     )
 
 
@@ -172,6 +184,7 @@ def serve(settings: Settings) -> None:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pgserver").setLevel(logging.WARNING)
+    configure_logging()
     with contextlib.ExitStack() as stack:
         if settings.database_url is None:
             url = stack.enter_context(embedded.postgres(settings.embedded_data_dir))

@@ -67,6 +67,10 @@ class Settings:
     """SESSION_PAGE_TOKEN_SECRET: HMAC key that seals page tokens; same on every replica."""
     log_level: str = "INFO"
     """SESSION_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
+    metrics_port: int = 0
+    """SESSION_METRICS_PORT: Prometheus metrics over HTTP on this port (at SESSION_HOST); 0 = off."""
+    access_log: bool = False
+    """SESSION_ACCESS_LOG: one JSON log line per call at INFO; failed calls are logged regardless."""
     db_connect_timeout: float = 1.0
     """SESSION_DB_CONNECT_TIMEOUT: how long opening a database connection may take before UNAVAILABLE."""
     default_deadline: float = 30.0
@@ -111,6 +115,8 @@ class Settings:
                 shutdown_grace=parse_duration(env.get("SESSION_SHUTDOWN_GRACE", "10s"), "SESSION_SHUTDOWN_GRACE"),
                 page_token_secret=env.get("SESSION_PAGE_TOKEN_SECRET", cls.page_token_secret),
                 log_level=env.get("SESSION_LOG_LEVEL", "INFO").upper(),
+                metrics_port=int(env.get("SESSION_METRICS_PORT") or "0"),
+                access_log=_bool(env.get("SESSION_ACCESS_LOG", "false"), "SESSION_ACCESS_LOG"),
                 db_connect_timeout=_duration(env, "SESSION_DB_CONNECT_TIMEOUT", "1s"),
                 default_deadline=_duration(env, "SESSION_DEFAULT_DEADLINE", "30s"),
                 keepalive_time=_duration(env, "SESSION_KEEPALIVE_TIME", "60s"),

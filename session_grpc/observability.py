@@ -1,0 +1,330 @@
+"""Metrics, per-call logs and optional tracing, kept out of the servicers.
+
+`ObservabilityInterceptor` sees every call: it counts it by service, method and
+status code, times it, tracks calls in flight, counts the messages, tokens and
+cost that AddMessage added, and writes the per-call JSON log line. The database
+pool is read at scrape time by `PoolCollector`, the account-service client's
+counters (cache hits, misses, fail-open) by `AccountCollector`. `Observability`
+owns the registry and the metrics HTTP server (SESSION_METRICS_PORT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+access_log = logging.getLogger("session_grpc.access")
+log = logging.getLogger(__name__)
+
+# Codes that mean the server (or what it depends on) failed, not the caller: always logged.
+SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+ADD_MESSAGE = "/session.v1.MessageService/AddMessage"
+
+
+class Metrics:
+    """The metric families, registered in a registry of their own (one per server)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        labels = ("grpc_service", "grpc_method")
+        self.handled = Counter(
+            "session_grpc_server_handled", "Calls completed, by service, method and status code.",
+            (*labels, "grpc_code"), registry=registry,
+        )
+        self.latency = Histogram(
+            "session_grpc_server_handling_seconds", "Time from the call's arrival to its status, in seconds.",
+            labels, buckets=LATENCY_BUCKETS, registry=registry,
+        )
+        self.in_flight = Gauge(
+            "session_grpc_server_in_flight", "Calls being handled right now.", labels, registry=registry
+        )
+        self.messages = Counter("session_grpc_messages_added", "Messages added by AddMessage.", registry=registry)
+        self.tokens = Counter(
+            "session_grpc_tokens_added", "Tokens (tokens_used) of the messages added.", registry=registry
+        )
+        self.cost = Counter(
+            "session_grpc_cost_added",
+            "Cost of the messages added (a float approximation; the database has the exact sum).",
+            registry=registry,
+        )
+
+
+class PoolCollector(Collector):
+    """Database pool use, read from the SQLAlchemy pool at scrape time."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        pool: Any = self.engine.pool
+        for name, doc, read in (
+            ("session_grpc_db_pool_checked_out", "Database connections in use by calls.", "checkedout"),
+            ("session_grpc_db_pool_size", "Connections the pool keeps (SESSION_DB_POOL_SIZE).", "size"),
+            ("session_grpc_db_pool_idle", "Open connections waiting in the pool.", "checkedin"),
+            ("session_grpc_db_pool_overflow", "Connections beyond the pool size right now (negative: unopened).", "overflow"),
+        ):
+            if hasattr(pool, read):
+                yield GaugeMetricFamily(name, doc, value=float(getattr(pool, read)()))
+
+
+class AccountCollector(Collector):
+    """The account-service client's counters, read at scrape time (they live on the checker)."""
+
+    def __init__(self, checker: Any) -> None:
+        self.checker = checker
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        counters = self.checker.counters
+        for name, doc, value in (
+            ("session_grpc_account_lookups", "Calls made to the account service (retries not counted).", counters.lookups),
+            ("session_grpc_account_cache_hits", "User checks answered from the cache.", counters.cache_hits),
+            ("session_grpc_account_cache_misses", "User checks that needed the account service.", counters.cache_misses),
+            ("session_grpc_account_fail_open", "Users let through because the account service did not answer.", counters.fail_open),
+        ):
+            yield CounterMetricFamily(name, doc, value=float(value))
+        cache = getattr(self.checker, "_cache", None)
+        if cache is not None:
+            yield GaugeMetricFamily("session_grpc_account_cache_entries", "Users in the account cache.", value=float(len(cache)))
+
+
+class Observability:
+    """The registry, its HTTP endpoint and the interceptor that feeds it."""
+
+    def __init__(self, engine: AsyncEngine, *, access_log_enabled: bool) -> None:
+        self.registry = CollectorRegistry()
+        self.metrics = Metrics(self.registry)
+        self.registry.register(PoolCollector(engine))
+        self.interceptor = ObservabilityInterceptor(self.metrics, access_log_enabled=access_log_enabled)
+        self._http: Any = None
+
+    def watch_accounts(self, checker: Any) -> None:
+        """Export the account checker's counters (when the server has an account service)."""
+        if hasattr(checker, "counters"):
+            self.registry.register(AccountCollector(checker))
+
+    def start_http(self, host: str, port: int) -> int:
+        """Serve /metrics on host:port; returns the bound port."""
+        addr = host.strip("[]")
+        self._http, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        bound = self._http.server_address[1]
+        log.info("metrics on http://%s:%d/metrics", host, bound)
+        return bound
+
+    def stop_http(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
+            self._http = None
+
+
+def _split(method: str) -> tuple[str, str]:
+    service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+def _request_id(request: Any, context: grpc.aio.ServicerContext) -> str:
+    value = getattr(request, "request_id", "") if request is not None else ""
+    if value:
+        return str(value)
+    for key, item in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            return str(item)
+    return ""
+
+
+class _Call:
+    """One call being observed: started on arrival, finished with its status."""
+
+    def __init__(self, interceptor: ObservabilityInterceptor, method: str) -> None:
+        self.interceptor = interceptor
+        self.method = method
+        self.service, self.name = _split(method)
+        self.started = time.perf_counter()
+        interceptor.metrics.in_flight.labels(self.service, self.name).inc()
+
+    def finish(self, context: grpc.aio.ServicerContext, request: Any, error: BaseException | None) -> None:
+        metrics = self.interceptor.metrics
+        elapsed = time.perf_counter() - self.started
+        code = context.code() if hasattr(context, "code") else None
+        if not isinstance(code, grpc.StatusCode):
+            if error is None:
+                code = grpc.StatusCode.OK
+            elif isinstance(error, (GeneratorExit, asyncio.CancelledError)):
+                code = grpc.StatusCode.CANCELLED
+            else:
+                code = grpc.StatusCode.UNKNOWN
+        metrics.in_flight.labels(self.service, self.name).dec()
+        metrics.handled.labels(self.service, self.name, code.name).inc()
+        metrics.latency.labels(self.service, self.name).observe(elapsed)
+        self.interceptor.log_call(self, code, elapsed, context, request)
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Counts, times and logs every call; must be the first (outermost) interceptor."""
+
+    def __init__(self, metrics: Metrics, *, access_log_enabled: bool) -> None:
+        self.metrics = metrics
+        self.access_log_enabled = access_log_enabled
+
+    def log_call(
+        self, call: _Call, code: grpc.StatusCode, elapsed: float, context: grpc.aio.ServicerContext, request: Any
+    ) -> None:
+        fault = code in SERVER_FAULTS
+        level = logging.ERROR if fault else logging.INFO
+        if not (fault or self.access_log_enabled) or not access_log.isEnabledFor(level):
+            return
+        line = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
+            "level": logging.getLevelName(level),
+            "event": "rpc",
+            "method": call.method,
+            "status": code.name,
+            "duration_ms": round(elapsed * 1000, 3),
+            "peer": context.peer(),
+            "request_id": _request_id(request, context),
+        }
+        if code is not grpc.StatusCode.OK:
+            line["message"] = context.details() or ""
+        access_log.log(level, json.dumps(line, separators=(",", ":")))
+
+    def count_added(self, response: Any) -> None:
+        message = getattr(response, "message", None)
+        if message is None:
+            return
+        self.metrics.messages.inc()
+        self.metrics.tokens.inc(max(0, message.tokens_used))
+        try:
+            self.metrics.cost.inc(float(Decimal(message.cost or "0")))
+        except (InvalidOperation, ValueError):
+            pass
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = handler_call_details.method
+        if handler.unary_unary is not None:
+            return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
+        if handler.unary_stream is not None:
+            return handler._replace(unary_stream=self._streaming(method, handler.unary_stream))
+        if handler.stream_unary is not None:
+            return handler._replace(stream_unary=self._unary(method, handler.stream_unary, streaming_request=True))
+        if handler.stream_stream is not None:
+            return handler._replace(stream_stream=self._streaming(method, handler.stream_stream, streaming_request=True))
+        return handler
+
+    def _unary(
+        self, method: str, behavior: Callable[..., Awaitable[Any]], *, streaming_request: bool = False
+    ) -> Callable[..., Awaitable[Any]]:
+        counts_messages = method == ADD_MESSAGE
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            call = _Call(self, method)
+            error: BaseException | None = None
+            try:
+                response = await behavior(request, context)
+                if counts_messages and response is not None:
+                    self.count_added(response)
+                return response
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                call.finish(context, None if streaming_request else request, error)
+
+        return observed
+
+    def _streaming(
+        self, method: str, behavior: Callable[..., Any], *, streaming_request: bool = False
+    ) -> Callable[..., Any]:
+        if not inspect.isasyncgenfunction(behavior):
+            # A coroutine that writes through the context (health Watch, reflection).
+            return self._unary(method, behavior, streaming_request=streaming_request)
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            call = _Call(self, method)
+            error: BaseException | None = None
+            try:
+                async for item in behavior(request, context):
+                    yield item
+            except BaseException as caught:
+                error = caught
+                raise
+            finally:
+                call.finish(context, None if streaming_request else request, error)
+
+        return observed
+
+
+def configure_logging() -> None:
+    """Per-call lines are JSON objects: print them as they are, one per line, not inside the text format."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    access_log.addHandler(handler)
+    access_log.propagate = False
+
+
+def tracing_interceptors() -> list[grpc.aio.ServerInterceptor]:
+    """OpenTelemetry's server interceptor when OTEL_* variables ask for traces; nothing otherwise.
+
+    Needs the `tracing` extra (opentelemetry-sdk, opentelemetry-instrumentation-grpc). Traces are
+    on when OTEL_TRACES_EXPORTER is set (to something other than "none") or an OTLP endpoint is,
+    unless OTEL_SDK_DISABLED is true.
+    """
+    env = os.environ
+    wanted = env.get("OTEL_TRACES_EXPORTER", "").strip().lower() not in ("", "none") or any(
+        env.get(name) for name in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    )
+    if not wanted or env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    try:
+        from opentelemetry import trace
+        from opentelemetry.instrumentation.grpc import aio_server_interceptor
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    except ImportError:
+        log.warning("OTEL_* is set but the tracing extra is not installed: pip install 'session-grpc[tracing]'")
+        return []
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "session-grpc")})
+        provider = TracerProvider(resource=resource)
+        exporter_name = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+        if exporter_name == "console":
+            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+        else:
+            try:
+                from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+            except ImportError:
+                log.warning("OTEL_TRACES_EXPORTER=otlp needs opentelemetry-exporter-otlp-proto-grpc; no traces exported")
+            else:
+                provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        trace.set_tracer_provider(provider)
+    log.info("OpenTelemetry tracing on")
+    return [aio_server_interceptor()]

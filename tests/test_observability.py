@@ -1,0 +1,210 @@
+"""Metrics move with the traffic, calls are logged as JSON lines, and both stay off the servicers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
+from session_grpc.server import SessionServer, build_server
+
+from .conftest import test_settings
+from .helpers import add, expect_failure, new_session
+from .test_server import free_port
+
+
+@contextlib.asynccontextmanager
+async def running(database_url: str, **overrides: object) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:
+    server = build_server(test_settings(database_url, **overrides))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield server, channel
+    finally:
+        await server.stop(grace=0)
+
+
+async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample on /metrics, keyed by (name, sorted labels)."""
+
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            return response.read().decode()
+
+    text = await asyncio.to_thread(fetch)
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def handled(samples, service: str, method: str, code: str) -> float:
+    key = ("session_grpc_server_handled_total",
+           (("grpc_code", code), ("grpc_method", method), ("grpc_service", f"session.v1.{service}")))
+    return samples.get(key, 0.0)
+
+
+async def test_metrics_endpoint_shows_requests_latency_messages_tokens_and_cost_moving(database_url):
+    async with running(database_url, metrics_port=free_port()) as (server, channel):
+        sessions, messages = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel)
+        before = await scrape(server.metrics_port)
+        assert handled(before, "MessageService", "AddMessage", "OK") == 0
+        session = await new_session(sessions, "alice")
+        for _ in range(3):
+            await add(messages, session.session_id, tokens_used=10, cost="0.5")
+        await expect_failure(sessions.GetSession(pb.GetSessionRequest(session_id=str(uuid.uuid4()))))
+        await expect_failure(messages.AddMessage(pb.AddMessageRequest(session_id=session.session_id)))
+        _ = [m async for m in messages.StreamMessages(pb.StreamMessagesRequest(session_id=session.session_id))]
+
+        after = await scrape(server.metrics_port)
+    assert handled(after, "SessionService", "CreateSession", "OK") == 1
+    assert handled(after, "MessageService", "AddMessage", "OK") == 3
+    assert handled(after, "MessageService", "AddMessage", "INVALID_ARGUMENT") == 1
+    assert handled(after, "SessionService", "GetSession", "NOT_FOUND") == 1
+    assert handled(after, "MessageService", "StreamMessages", "OK") == 1
+    latency = ("session_grpc_server_handling_seconds_count",
+               (("grpc_method", "AddMessage"), ("grpc_service", "session.v1.MessageService")))
+    assert after[latency] == 4
+    assert after[("session_grpc_messages_added_total", ())] == 3
+    assert after[("session_grpc_tokens_added_total", ())] == 30
+    assert after[("session_grpc_cost_added_total", ())] == pytest.approx(1.5)
+    assert after[("session_grpc_db_pool_size", ())] == server.settings.db_pool_size
+    in_flight = ("session_grpc_server_in_flight", (("grpc_method", "AddMessage"), ("grpc_service", "session.v1.MessageService")))
+    assert after[in_flight] == 0
+
+
+async def test_in_flight_calls_and_checked_out_connections_show_while_calls_wait(database_url, sql):
+    async with running(database_url, metrics_port=free_port()) as (server, channel):
+        session = await new_session(rpc.SessionServiceStub(channel), "alice")
+        lock = sql.transaction()
+        await lock.start()
+        await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session.session_id)
+        messages = rpc.MessageServiceStub(channel)
+        calls = [asyncio.ensure_future(add(messages, session.session_id, f"m{i}")) for i in range(3)]
+        try:
+            for _ in range(50):
+                during = await scrape(server.metrics_port)
+                key = ("session_grpc_server_in_flight",
+                       (("grpc_method", "AddMessage"), ("grpc_service", "session.v1.MessageService")))
+                if during.get(key) == 3 and during[("session_grpc_db_pool_checked_out", ())] >= 3:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"in flight {during.get(key)}, checked out {during[('session_grpc_db_pool_checked_out', ())]}")
+        finally:
+            await lock.commit()
+        await asyncio.gather(*calls)
+        after = await scrape(server.metrics_port)
+        assert after[key] == 0
+        assert after[("session_grpc_db_pool_checked_out", ())] == 0
+
+
+async def test_metrics_are_off_without_a_metrics_port(service):
+    assert service.settings.metrics_port == 0 and service.metrics_port is None
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "session_grpc.access"]
+
+
+async def test_access_log_writes_one_json_line_per_call_with_method_status_duration_peer_request_id(
+    database_url, caplog
+):
+    caplog.set_level(logging.INFO, logger="session_grpc.access")
+    async with running(database_url, access_log=True) as (_, channel):
+        session = await new_session(rpc.SessionServiceStub(channel), "alice")
+        request_id = str(uuid.uuid4())
+        await add(rpc.MessageServiceStub(channel), session.session_id, request_id=request_id)
+    lines = access_lines(caplog)
+    assert [line["method"] for line in lines] == [
+        "/session.v1.SessionService/CreateSession", "/session.v1.MessageService/AddMessage"
+    ]
+    added = lines[1]
+    assert added["status"] == "OK" and added["request_id"] == request_id and added["level"] == "INFO"
+    assert isinstance(added["duration_ms"], float) and added["duration_ms"] > 0
+    assert str(added["peer"]).startswith("ipv4:127.0.0.1:")
+
+
+async def test_without_the_access_log_only_server_failures_are_logged(caplog):
+    caplog.set_level(logging.INFO, logger="session_grpc.access")
+    dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    async with running(dead, db_pool_timeout=1.0) as (_, channel):
+        sessions = rpc.SessionServiceStub(channel)
+        await expect_failure(sessions.GetSession(pb.GetSessionRequest(session_id=str(uuid.uuid4())), timeout=10))
+        await expect_failure(sessions.GetSession(pb.GetSessionRequest(session_id="not a uuid")))
+    lines = access_lines(caplog)
+    assert [(line["status"], line["level"]) for line in lines] == [("UNAVAILABLE", "ERROR")]
+    assert lines[0]["message"]
+
+
+def test_tracing_is_off_without_otel_variables(monkeypatch):
+    from session_grpc.observability import tracing_interceptors
+
+    for name in ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    assert tracing_interceptors() == []
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
+    assert tracing_interceptors() == []
+
+
+def test_otel_variables_turn_on_a_span_per_call(database_url):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    env = {
+        **os.environ, "DATABASE_URL": database_url, "PORT": str(port), "SESSION_HOST": "127.0.0.1",
+        "OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "session-grpc-test",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "session_grpc", "serve"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            rpc.SessionServiceStub(channel).CreateSession(pb.CreateSessionRequest(user_id="traced"), timeout=10)
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output
+    assert '"name": "/session.v1.SessionService/CreateSession"' in output, output[-3000:]
+    assert "session-grpc-test" in output
+
+
+async def test_account_cache_and_fail_open_counters_show_on_the_metrics_endpoint(database_url):
+    from session_grpc.accounts import AccountSettings
+
+    down = AccountSettings(address=f"127.0.0.1:{free_port()}", deadline=0.3, retries=0, fail_open=True)
+    async with running(database_url, metrics_port=free_port(), account=down) as (server, channel):
+        sessions = rpc.SessionServiceStub(channel)
+        await new_session(sessions, "alice")
+        await new_session(sessions, "alice")
+        samples = await scrape(server.metrics_port)
+    assert samples[("session_grpc_account_cache_misses_total", ())] == 2
+    assert samples[("session_grpc_account_fail_open_total", ())] == 2
+    assert samples[("session_grpc_account_cache_hits_total", ())] == 0
+    assert samples[("session_grpc_account_lookups_total", ())] == 2
