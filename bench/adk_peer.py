@@ -86,16 +86,23 @@ class Peer:
         await self.service.create_session(app_name=APP, user_id="adk-big-user", state={"channel": "web"})
         conn = await asyncpg.connect(self.url)
         try:
+            first, second = [r[0] for r in await conn.fetch(
+                "SELECT id FROM events WHERE session_id = $1 ORDER BY timestamp", long.id
+            )]
+            # copies of the two rows ADK wrote (a user event and a model event), alternating, each
+            # one millisecond older than the last; the templates are read once (no correlated scans)
             await conn.execute(
                 """
                 INSERT INTO events (id, app_name, user_id, session_id, invocation_id, timestamp, event_data)
-                SELECT gen_random_uuid()::text, e.app_name, e.user_id, e.session_id, e.invocation_id,
-                       e.timestamp - make_interval(secs => g / 1000.0), e.event_data
-                FROM generate_series(1, $2::int - 2) g,
-                     LATERAL (SELECT * FROM events WHERE session_id = $1 ORDER BY timestamp
-                              OFFSET (g % 2) LIMIT 1) e
+                SELECT gen_random_uuid()::text, a.app_name, a.user_id, a.session_id, a.invocation_id,
+                       a.timestamp - make_interval(secs => g / 1000.0),
+                       CASE WHEN g % 2 = 0 THEN a.event_data ELSE b.event_data END
+                FROM generate_series(1, $3::int - 2) g
+                CROSS JOIN (SELECT * FROM events WHERE id = $1) a
+                CROSS JOIN (SELECT event_data FROM events WHERE id = $2) b
                 """,
-                long.id,
+                first,
+                second,
                 events,
             )
             await conn.execute(
@@ -103,8 +110,8 @@ class Peer:
                 INSERT INTO sessions (app_name, user_id, id, state, create_time, update_time)
                 SELECT s.app_name, s.user_id, gen_random_uuid()::text, s.state,
                        s.create_time - make_interval(secs => g), s.update_time - make_interval(secs => g)
-                FROM generate_series(1, $1::int - 1) g,
-                     LATERAL (SELECT * FROM sessions WHERE user_id = 'adk-big-user' LIMIT 1) s
+                FROM generate_series(1, $1::int - 1) g
+                CROSS JOIN (SELECT * FROM sessions WHERE user_id = 'adk-big-user' LIMIT 1) s
                 """,
                 sessions,
             )

@@ -181,6 +181,12 @@ class Noop(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.SessionServ
     async def GetSession(self, request, context):  # type: ignore[no-untyped-def]
         return self.session
 
+    async def StreamMessages(self, request, context):  # type: ignore[no-untyped-def]
+        """`after_sequence` canned messages (50,000 when 0): the ceiling of a grpc.aio stream."""
+        item = pb.StreamMessagesResponse(message=self.message.message)
+        for _ in range(request.after_sequence or 50_000):
+            yield item
+
 
 async def main(port: int, database_url: str | None, noop: bool) -> None:
     pool = None
@@ -192,7 +198,7 @@ async def main(port: int, database_url: str | None, noop: bool) -> None:
         pool = await asyncpg.create_pool(database_url, min_size=10, max_size=20)
         servicer = Reference(pool)
     server = grpc.aio.server()
-    session_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)
+    session_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)  # type: ignore[arg-type]
     session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

@@ -101,15 +101,22 @@ def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     p50 = _med(_find(results, "get_session", "session-grpc", "c=1"), "p50_ms")
     target("get_session c=1 p50 <= 1 ms", p50, "<= 1 ms", None if p50 is None else p50 <= 1.0)
     big = f"{cfg.big_messages} msgs"
-    stream_rows = [r for r in results if r["workload"] == "stream_large" and r["variant"].startswith(big + " ")]
+    stream_rows = [
+        r for r in results
+        if r["workload"] == "stream_large" and r["target"] == "session-grpc" and r["variant"].startswith(big + " ")
+    ]
+    ceiling = _med(_find(results, "stream_large", "no-op", f"{big} canned"), "throughput")
     best = max((_med(r, "throughput") or 0 for r in stream_rows), default=None)
     default = _med(_find(results, "stream_large", "session-grpc", f"{big} page_size=100"), "throughput")
     target("stream_large >= 20,000 messages/s (default page size 100)", default, ">= 20000",
            None if default is None else default >= 20000)
     target("stream_large >= 20,000 messages/s (page_size 1000)", best, ">= 20000", None if not best else best >= 20000)
+    if ceiling and default:
+        ratio("stream_large session-grpc (page_size 100) / no-op canned stream", default, ceiling)
+        target("stream_large: the no-op grpc.aio stream ceiling on this box (messages/s)", ceiling, "info", None)
     peaks = {
         r["variant"]: r["server_rss_peak_mb"]["median"] - r["server_rss_start_mb"]["median"]
-        for r in results if r["workload"] == "stream_large"
+        for r in results if r["workload"] == "stream_large" and r["target"] == "session-grpc"
     }
     if peaks:
         growth = max(peaks.values())
@@ -192,3 +199,49 @@ def chart(result: dict[str, Any], path: Path) -> Path | None:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The run as Markdown: the main table, CPU accounting, ratios and targets."""
+
+    def cell(stat: dict[str, float] | None, digits: int = 2) -> str:
+        if not stat or stat.get("median") != stat.get("median"):
+            return "-"
+        return f"{stat['median']:.{digits}f} ({stat['min']:.{digits}f}-{stat['max']:.{digits}f})"
+
+    lines = [
+        f"Run {result['created']} on {result['machine']}; Python {result['python']}, grpcio {result['grpcio']}; "
+        f"load average {result['load_average_before'][0]:.2f} before, {result['load_average_after'][0]:.2f} after; "
+        f"wall {result['wall_seconds']:.0f} s. Each figure: median of {result['config']['reps']} repetitions "
+        "(min-max in brackets).",
+        "",
+        "| workload | server | variant | throughput | p50 ms | p99 ms | server cores | PostgreSQL cores | "
+        "load-generator cores | calls per server CPU-s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["results"]:
+        cores = row.get("cpu_cores", {})
+        digits = 0 if row["throughput"]["median"] > 100 else 2
+        flag = " **client-bound**" if row.get("client_bound") else ""
+        per_cpu = row.get("calls_per_server_cpu_s", {}).get("median")
+        lines.append(
+            f"| {row['workload']} | {row['target']} | {row['variant']} | "
+            f"{cell(row['throughput'], digits)} {row['unit']} | {cell(row['p50_ms'])} | {cell(row['p99_ms'])} | "
+            f"{cell(cores.get('server'))} | {cell(cores.get('postgres'))} | {cell(cores.get('loadgen'))}{flag} | "
+            f"{'-' if per_cpu is None else f'{per_cpu:.0f}'} |"
+        )
+    lines += ["", "| ratio | value |", "|---|---|"]
+    for item in result["comparisons"]["ratios"]:
+        lines.append(f"| {item['what']} | {_fmt(item['value'])} |")
+    lines += ["", "| target | measured | goal | met |", "|---|---|---|---|"]
+    for item in result["comparisons"]["targets"]:
+        measured = "-" if item["measured"] is None else f"{item['measured']:.2f}"
+        met = {True: "yes", False: "**no**", None: "-"}[item["met"]]
+        lines.append(f"| {item['target']} | {measured} | {item['goal']} | {met} |")
+    for note in result.get("notes", []):
+        lines.append(f"\nNote: {note}")
+    return "\n".join(lines) + "\n"

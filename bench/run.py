@@ -51,8 +51,8 @@ CLIENT_BOUND = 0.85  # share of one core above which the load generator limits t
 class Config:
     quick: bool = False
     reps: int = 3
-    duration: float = 3.0
-    warmup: float = 0.7
+    duration: float = 2.5
+    warmup: float = 0.6
     concurrencies: tuple[int, ...] = (1, 8, 32)
     chat_callers: int = 8
     big_messages: int = 50_000
@@ -164,7 +164,9 @@ class Bench:
 
     def meter(self, server_pid: int | None) -> procstat.CpuMeter:
         groups = [
-            procstat.Group("postgres", lambda: [self.postmaster, *procstat.children(self.postmaster)]),
+            procstat.Group(
+                "postgres", lambda: [self.postmaster, *procstat.children(self.postmaster)], parent=self.postmaster
+            ),
             procstat.Group("loadgen", lambda: [os.getpid()]),
         ]
         if server_pid is not None:
@@ -262,30 +264,54 @@ async def new_sessions(stub: session_pb2_grpc.SessionServiceStub, count: int, us
 # ---- workloads -----------------------------------------------------------------------------------
 
 
-async def point_workloads(bench: Bench, target: str, port: int, pid: int, real: grpc.aio.Channel) -> None:
-    """add_message at each concurrency and get_session hot reads, against one server."""
+async def point_workloads(
+    bench: Bench,
+    target: str,
+    port: int,
+    pid: int,
+    real: grpc.aio.Channel,
+    concurrencies: tuple[int, ...] | None = None,
+    connections: int = 1,
+) -> None:
+    """add_message at each concurrency and get_session hot reads, against one server.
+
+    With several connections the callers are spread over that many channels (each its own
+    TCP connection), which --workers needs: the kernel balances connections, not calls.
+    """
     cfg = bench.config
+    concurrencies = concurrencies or cfg.concurrencies
     creator = session_pb2_grpc.SessionServiceStub(real)  # sessions are made through session-grpc
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        messages = session_pb2_grpc.MessageServiceStub(channel)
-        sessions_stub = session_pb2_grpc.SessionServiceStub(channel)
-        for concurrency in cfg.concurrencies:
+    channels = [
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(connections)
+    ]
+    try:
+        messages = [session_pb2_grpc.MessageServiceStub(c) for c in channels]
+        sessions_stubs = [session_pb2_grpc.SessionServiceStub(c) for c in channels]
+        for concurrency in concurrencies:
 
             async def make_ops(concurrency: int = concurrency) -> list[loadgen.Operation]:
                 ids = await new_sessions(creator, concurrency)
-                return [lambda r=request_for(s): messages.AddMessage(r) for s in ids]
+                return [
+                    lambda r=request_for(s), m=messages[i % connections]: m.AddMessage(r) for i, s in enumerate(ids)
+                ]
 
             await bench.closed("add_message", target, f"c={concurrency}", pid, make_ops)
-        hot = await new_sessions(creator, max(cfg.concurrencies))
-        for concurrency in (1, max(cfg.concurrencies)):
+        hot = await new_sessions(creator, max(concurrencies))
+        for concurrency in sorted({1, max(concurrencies)}) if len(concurrencies) > 1 else concurrencies:
 
             async def make_reads(concurrency: int = concurrency) -> list[loadgen.Operation]:
                 return [
-                    lambda r=pb.GetSessionRequest(session_id=hot[i]): sessions_stub.GetSession(r)
+                    lambda r=pb.GetSessionRequest(session_id=hot[i]), st=sessions_stubs[i % connections]: (
+                        st.GetSession(r)
+                    )
                     for i in range(concurrency)
                 ]
 
             await bench.closed("get_session", target, f"c={concurrency}", pid, make_reads)
+    finally:
+        for channel in channels:
+            await channel.close()
 
 
 async def open_loop_add(bench: Bench, target: str, port: int, pid: int, real: grpc.aio.Channel, rate: float) -> None:
@@ -336,10 +362,15 @@ async def chat_turns(bench: Bench, pid: int, channel: grpc.aio.Channel) -> None:
     await bench.closed("chat_turns", "session-grpc", f"c={bench.config.chat_callers}", pid, make_ops, unit="turns/s")
 
 
-async def stream_large(bench: Bench, pid: int, channel: grpc.aio.Channel, sessions: dict[str, str]) -> None:
+async def stream_large(
+    bench: Bench, pid: int, channel: grpc.aio.Channel, sessions: dict[str, str], target: str = "session-grpc",
+    count: int = 0,
+) -> None:
+    """Stream whole sessions, sampling the server's memory. With `count`, the no-op server's
+    canned stream of that many messages of the same size instead (the grpc.aio ceiling)."""
     messages = session_pb2_grpc.MessageServiceStub(channel)
-    for label, session_id in sessions.items():
-        for page_size in (0, 1000):
+    for index, (label, session_id) in enumerate(sessions.items()):
+        for page_size in ((0,) if count or index else (0, 1000)):
             reps, cpus, peaks, starts = [], [], [], []
             for _ in range(bench.config.reps):
                 peak = procstat.rss_bytes(pid)
@@ -356,21 +387,21 @@ async def stream_large(bench: Bench, pid: int, channel: grpc.aio.Channel, sessio
                 meter = bench.meter(pid)
                 meter.start()
                 started = time.perf_counter()
-                count = 0
+                received = 0
                 async for _ in messages.StreamMessages(
-                    pb.StreamMessagesRequest(session_id=session_id, page_size=page_size)
+                    pb.StreamMessagesRequest(session_id=session_id, page_size=page_size, after_sequence=count)
                 ):
-                    count += 1
+                    received += 1
                 elapsed = time.perf_counter() - started
                 done = True
                 await sampler
                 cpus.append(meter.stop())
                 peaks.append(peak)
-                reps.append(loadgen.RunStats(calls=count, seconds=elapsed, latencies=[elapsed]))
+                reps.append(loadgen.RunStats(calls=received, seconds=elapsed, latencies=[elapsed]))
             bench.record(
                 "stream_large",
-                "session-grpc",
-                f"{label} page_size={page_size or 100}",
+                target,
+                f"{label} page_size={page_size or 100}" if not count else f"{label} canned",
                 reps,
                 cpus,
                 unit="messages/s",
@@ -444,7 +475,8 @@ async def peer_workloads(bench: Bench, url: str, equivalents: dict[str, float]) 
             (f"adk_get_session ({bench.config.big_messages} events)", lambda: peer.get_session(long_id)),
             (f"adk_list_sessions ({bench.config.big_sessions} sessions)", lambda: peer.list_sessions(big_user)),
         ):
-            await call()  # warm-up
+            if "list" in workload:
+                await call()  # warm-up (get_session's cost is all in ADK's Python, warm or not)
             reps, cpus, sizes = [], [], []
             for _ in range(bench.config.reps):
                 meter = bench.meter(None)
@@ -513,6 +545,11 @@ def server_env(url: str) -> dict[str, str]:
         "SESSION_HOST": "127.0.0.1",
         "SESSION_EXPIRY_INTERVAL": "0",
         "SESSION_LOG_LEVEL": "WARNING",
+        # 20 connections kept open, like the reference server's pool. The default (10 kept,
+        # 10 more in bursts) closes and reopens connections all the time above 10 calls in
+        # flight: a new PostgreSQL backend per burst call (see docs/performance.md).
+        "SESSION_DB_POOL_SIZE": os.environ.get("SESSION_DB_POOL_SIZE", "20"),
+        "SESSION_DB_MAX_OVERFLOW": os.environ.get("SESSION_DB_MAX_OVERFLOW", "0"),
     }
 
 
@@ -567,6 +604,11 @@ async def run(cfg: Config) -> dict[str, Any]:
                             f"{cfg.big_messages // 10} msgs": data["tenth_session"],
                         },
                     )
+                    await stream_large(
+                        bench, noop.pid, channel_noop := grpc.aio.insecure_channel(f"127.0.0.1:{noop.port}"),
+                        {f"{cfg.big_messages} msgs": str(uuid.uuid4())}, target="no-op", count=cfg.big_messages,
+                    )
+                    await channel_noop.close()
             for proc in (reference, noop):
                 proc.stop()
             if want("workers") and len(cfg.workers) > 1:
@@ -578,7 +620,10 @@ async def run(cfg: Config) -> dict[str, Any]:
                         procs.append(proc)
                         await wait_ready(proc, health=True)
                         async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
-                            await point_workloads(bench, f"session-grpc {workers}w", proc.port, proc.pid, channel)
+                            await point_workloads(
+                                bench, f"session-grpc {workers}w", proc.port, proc.pid, channel,
+                                concurrencies=(max(cfg.concurrencies),), connections=4,
+                            )
                         proc.stop()
                 else:
                     bench.notes.append("workers comparison skipped: `session-grpc serve` has no --workers")
@@ -605,6 +650,7 @@ async def run(cfg: Config) -> dict[str, Any]:
     name = "quick" if cfg.quick else "bench"
     for path in (cfg.out / f"{name}-{stamp}.json", cfg.out / f"{name}-latest.json"):
         path.write_text(json.dumps(result, indent=2))
+    (cfg.out / f"{name}-latest.md").write_text(report.markdown(result))
     print(report.comparison_table(result["comparisons"]))
     if cfg.chart:
         chart = report.chart(result, cfg.out / f"{name}-latest.png")

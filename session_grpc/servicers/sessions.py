@@ -46,7 +46,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = convert.sessions_query(request, self.tokens, self.limits)
-        page, next_key, total = await self.db.run(
+        page, next_key, total = await self.db.run_single(
             sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
         )
         protos = convert.fit_page(page, convert.session_to_proto)

@@ -1,0 +1,69 @@
+"""EXPLAIN ANALYZE of the service's per-call statements on big data, as Markdown for docs/performance.md.
+
+    python -m bench.explain > /tmp/plans.md
+
+A fresh embedded PostgreSQL, the real migrations, a user with 10,000 sessions
+and a session with 50,000 messages (bench/seed.py), then each statement exactly
+as session_grpc/storage issues it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from decimal import Decimal
+
+import asyncpg
+
+from session_grpc.storage import messages, sessions
+
+from . import seed
+from .run import database_server, prepare
+
+
+async def explain(conn: asyncpg.Connection, title: str, sql: str, *args: object, rollback: bool = False) -> str:
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        rows = await conn.fetch(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}", *args)
+    finally:
+        await tx.rollback()
+    del rollback
+    plan = "\n".join(r[0] for r in rows)
+    return f"#### {title}\n\n```\n{plan}\n```\n"
+
+
+async def main() -> None:
+    with database_server() as (url, _):
+        urls = await prepare(url)
+        conn = await asyncpg.connect(urls["session"])
+        try:
+            await seed.big_user(conn, "big-user", 10_000)
+            long_session = await seed.long_session(conn, "long-user", 50_000)
+            await seed.analyze(conn)
+            deep = await conn.fetchrow(
+                "SELECT create_time, id FROM sessions WHERE user_id = 'big-user' "
+                "ORDER BY create_time DESC, id DESC OFFSET 9000 LIMIT 1"
+            )
+            out = [
+                await explain(conn, "ListSessions, first page (user with 10,000 sessions)",
+                              sessions.LIST_SESSIONS[(False, False)], "big-user", 51),
+                await explain(conn, "ListSessions, page after 9,000 sessions (keyset)",
+                              sessions.LIST_SESSIONS[(False, True)], "big-user", 51, deep[0], deep[1]),
+                await explain(conn, "GetSession", sessions.GET_SESSION, long_session),
+                await explain(conn, "ListMessages latest 20, order_by \"sequence desc\" (session with 50,000 messages)",
+                              messages.PAGE_DESCENDING, long_session, 2**63 - 1, 21),
+                await explain(conn, "ListMessages page in the middle (after sequence 25,000)",
+                              messages.PAGE_ASCENDING, long_session, 25_000, 101),
+                await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGE, str(uuid.uuid4()), long_session,
+                              12, Decimal("0.00015"), "user", "chat", "hello", "{}"),
+                await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",
+                              sessions.SESSION_SUMMARY, long_session),
+            ]
+        finally:
+            await conn.close()
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
