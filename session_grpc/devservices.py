@@ -1,10 +1,12 @@
-"""A small, real account service for local use and tests, serving accounts from a JSON file.
+"""A small, real account service and auth service for local use and tests, from a JSON file.
 
     python -m session_grpc.devservices --accounts devservices/accounts.json [--port 8210]
 
-Then run session-grpc with SESSION_ACCOUNT_ADDRESS=localhost:8210. The file holds
-{"accounts": [{"user_id": "alice", "status": "active", "display_name": "...", "email": "..."}]}
-with status one of active, suspended, deleted.
+Then run session-grpc with SESSION_ACCOUNT_ADDRESS=localhost:8210 (and, for token mode,
+SESSION_AUTH_MODE=token SESSION_AUTH_ADDRESS=localhost:8210). The file holds
+{"accounts": [{"user_id": "alice", "status": "active", "display_name": "...", "email": "..."}],
+ "tokens": [{"token": "alice-token", "user_id": "alice", "scopes": [], "expires_in": 3600}]}
+with status one of active, suspended, deleted; a token with "expires_in" <= 0 is expired.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ import asyncio
 import json
 import logging
 import signal
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from google.protobuf import timestamp_pb2
 from grpc_reflection.v1alpha import reflection
 
 from ._proto.account.v1 import account_pb2, account_pb2_grpc
+from ._proto.auth.v1 import auth_pb2, auth_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +74,54 @@ class DevAccountService(account_pb2_grpc.AccountServiceServicer):
         return account_pb2.GetAccountResponse(account=account)
 
 
-async def start(service: DevAccountService, host: str = "127.0.0.1", port: int = 0) -> tuple[grpc.aio.Server, int]:
+@dataclass(frozen=True)
+class DevToken:
+    user_id: str
+    scopes: tuple[str, ...]
+    expire_time: float
+
+
+def load_tokens(path: Path) -> dict[str, DevToken]:
+    now = time.time()
+    return {
+        entry["token"]: DevToken(
+            user_id=entry.get("user_id", ""),
+            scopes=tuple(entry.get("scopes", ())),
+            expire_time=now + float(entry.get("expires_in", 3600)),
+        )
+        for entry in json.loads(path.read_text()).get("tokens", [])
+    }
+
+
+class DevAuthService(auth_pb2_grpc.AuthServiceServicer):
+    """Answers VerifyToken from a dict; `calls` counts the verifications it served."""
+
+    def __init__(self, tokens: dict[str, DevToken]) -> None:
+        self.tokens = tokens
+        self.calls = 0
+
+    async def VerifyToken(self, request: auth_pb2.VerifyTokenRequest, context: grpc.aio.ServicerContext):
+        self.calls += 1
+        token = self.tokens.get(request.token)
+        if token is None:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+        if token.expire_time <= time.time():
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the token has expired")
+        expire = timestamp_pb2.Timestamp()
+        expire.FromNanoseconds(int(token.expire_time * 1e9))
+        return auth_pb2.VerifyTokenResponse(user_id=token.user_id, scopes=token.scopes, expire_time=expire)
+
+
+async def start(
+    service: DevAccountService, host: str = "127.0.0.1", port: int = 0, auth: DevAuthService | None = None
+) -> tuple[grpc.aio.Server, int]:
     server = grpc.aio.server()
     account_pb2_grpc.add_AccountServiceServicer_to_server(service, server)
-    reflection.enable_server_reflection(
-        (account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name, reflection.SERVICE_NAME), server
-    )
+    names = [account_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name]
+    if auth is not None:
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
+        names.append(auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name)
+    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server, bound
@@ -81,8 +129,12 @@ async def start(service: DevAccountService, host: str = "127.0.0.1", port: int =
 
 async def _main(args: argparse.Namespace) -> None:
     service = DevAccountService(load_accounts(args.accounts))
-    server, port = await start(service, args.host, args.port)
-    log.info("dev account service with %d accounts on %s:%d", len(service.accounts), args.host, port)
+    auth = DevAuthService(load_tokens(args.accounts))
+    server, port = await start(service, args.host, args.port, auth)
+    log.info(
+        "dev account and auth services (%d accounts, %d tokens) on %s:%d",
+        len(service.accounts), len(auth.tokens), args.host, port,
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(signum, stop.set)
@@ -91,8 +143,8 @@ async def _main(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A development account service from a JSON file.")
-    parser.add_argument("--accounts", type=Path, required=True, help="JSON file of accounts")
+    parser = argparse.ArgumentParser(description="Development account and auth services from a JSON file.")
+    parser.add_argument("--accounts", type=Path, required=True, help="JSON file of accounts and tokens")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8210)
     args = parser.parse_args()

@@ -19,16 +19,19 @@ from .page_tokens import PageTokens
 from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
 from .servicers.sessions import SessionServicer
-from .settings import Settings
+from .settings import Settings, SettingsError
 from .storage import sessions
 from .storage.database import Database, create_engine
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
+from .auth import AuthInterceptor, TokenVerifier
+from .authorization import Guard
 from .draining import DrainInterceptor
 from .wire import MalformedRequestInterceptor
 from .observability import Observability, configure_logging, tracing_interceptors
 
 log = logging.getLogger(__name__)
 
+LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 SERVICE_NAMES = tuple(
     session_pb2.DESCRIPTOR.services_by_name[name].full_name
     for name in ("SessionService", "MessageService", "MemoryService")
@@ -45,6 +48,7 @@ class SessionServer:
     health: health.aio.HealthServicer
     drain: DrainInterceptor
     accounts: AccountCheck
+    verifier: TokenVerifier | None
     port: int
     observability: Observability | None = None
     metrics_port: int | None = None
@@ -60,6 +64,7 @@ class SessionServer:
         if self.settings.expiry_interval > 0:
             self._tasks.append(asyncio.create_task(self._every(self.settings.expiry_interval, self.expire_idle)))
         log.info("serving %s on %s:%d", ", ".join(SERVICE_NAMES), self.settings.host, self.port)
+        self._log_trust_settings()
         if self.settings.account is None:
             log.warning("account validation is OFF: SESSION_ACCOUNT_ADDRESS is not set, every user_id is accepted")
         else:
@@ -67,6 +72,24 @@ class SessionServer:
                 "checking users with the account service at %s (fail-open %s)",
                 self.settings.account.address, "on" if self.settings.account.fail_open else "off",
             )
+
+    def _log_trust_settings(self) -> None:
+        settings = self.settings
+        if settings.auth_mode == "none":
+            where = "loopback only" if settings.host in LOOPBACK else f"{settings.host} (set explicitly)"
+            log.warning(
+                "AUTHENTICATION IS OFF (SESSION_AUTH_MODE=none): every caller acts as an admin; listening on %s",
+                where,
+            )
+            if settings.host not in LOOPBACK:
+                log.warning("anyone who can reach %s:%d can read and change every session", settings.host, self.port)
+        else:
+            assert settings.auth is not None
+            log.info("bearer tokens verified by the auth service at %s", settings.auth.address)
+        log.info(
+            "transport: %s",
+            "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext",
+        )
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING first; new calls refused with UNAVAILABLE; in-flight calls get up to
@@ -118,25 +141,48 @@ def build_server(settings: Settings) -> SessionServer:
     limits = settings.limits
     drain = DrainInterceptor()
     observability = Observability(db.engine, access_log_enabled=settings.access_log)
+    verifier = TokenVerifier(settings.auth) if settings.auth_mode == "token" and settings.auth else None
+    authenticate = [AuthInterceptor(verifier)] if verifier is not None else []
     server = grpc.aio.server(
-        interceptors=[observability.interceptor, *tracing_interceptors(), drain, MalformedRequestInterceptor()],
+        interceptors=[
+            observability.interceptor, *tracing_interceptors(), drain, *authenticate, MalformedRequestInterceptor()
+        ],
         options=channel_options(settings),
     )
     accounts: AccountCheck = AccountChecker(settings.account) if settings.account else NoAccountCheck()
     observability.watch_accounts(accounts)
-    session_pb2_grpc.add_SessionServiceServicer_to_server(SessionServicer(db, tokens, limits, accounts), server)
-    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
-    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
+    guard = Guard(db)
+    session_pb2_grpc.add_SessionServiceServicer_to_server(
+        SessionServicer(db, tokens, limits, accounts, guard), server
+    )
+    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits, guard), server)
+    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits, guard), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
     return SessionServer(
         settings=settings, server=server, db=db, health=health_servicer, drain=drain, accounts=accounts, port=port,
-        observability=observability,
+        verifier=verifier, observability=observability,
+    )
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS from SESSION_TLS_CERT/KEY; with SESSION_TLS_CLIENT_CA, client certificates are required."""
+    if settings.tls_cert is None and settings.tls_key is None:
+        return None
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise SettingsError("TLS needs both SESSION_TLS_CERT and SESSION_TLS_KEY")
+    client_ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
     )
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .accounts import AccountSettings
+from .auth import AuthSettings
 from .domain.limits import Limits
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -89,6 +90,16 @@ class Settings:
     """SESSION_MAX_*: the request size limits, see session_grpc/domain/limits.py."""
     account: AccountSettings | None = None
     """SESSION_ACCOUNT_*: the account service to check users with; None turns the check off."""
+    auth_mode: str = "none"
+    """SESSION_AUTH_MODE: none (every caller is the trusted operator) or token (bearer tokens)."""
+    auth: AuthSettings | None = None
+    """SESSION_AUTH_*: the auth service that verifies tokens (required in token mode)."""
+    tls_cert: Path | None = None
+    """SESSION_TLS_CERT: PEM certificate chain; with SESSION_TLS_KEY, the server speaks TLS."""
+    tls_key: Path | None = None
+    """SESSION_TLS_KEY: PEM private key of that certificate."""
+    tls_client_ca: Path | None = None
+    """SESSION_TLS_CLIENT_CA: PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."""
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -102,7 +113,7 @@ class Settings:
         try:
             return cls(
                 port=int(env.get("PORT", "8203")),
-                host=env.get("SESSION_HOST", "localhost"),
+                host=env.get("SESSION_HOST") or ("localhost" if _auth_mode(env) == "none" else "0.0.0.0"),
                 database_url=env.get("DATABASE_URL") or None,
                 embedded_data_dir=Path(env.get("SESSION_EMBEDDED_DATA_DIR", ".pgdata")),
                 migrate_on_start=_bool(env.get("SESSION_MIGRATE_ON_START", "false"), "SESSION_MIGRATE_ON_START"),
@@ -126,6 +137,11 @@ class Settings:
                 max_connection_idle=_duration(env, "SESSION_MAX_CONNECTION_IDLE", "0"),
                 limits=_limits(env),
                 account=_account(env),
+                auth_mode=_auth_mode(env),
+                auth=_auth(env),
+                tls_cert=_path(env, "SESSION_TLS_CERT"),
+                tls_key=_path(env, "SESSION_TLS_KEY"),
+                tls_client_ca=_path(env, "SESSION_TLS_CLIENT_CA"),
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
@@ -170,6 +186,37 @@ def _account(env: Mapping[str, str]) -> AccountSettings | None:
         cache_size=int(env.get("SESSION_ACCOUNT_CACHE_SIZE", "10000")),
         fail_open=_bool(env.get("SESSION_ACCOUNT_FAIL_OPEN", "true"), "SESSION_ACCOUNT_FAIL_OPEN"),
     )
+
+
+def _auth_mode(env: Mapping[str, str]) -> str:
+    mode = env.get("SESSION_AUTH_MODE", "none").strip().lower()
+    if mode not in ("none", "token"):
+        raise SettingsError(f"SESSION_AUTH_MODE must be none or token, got {mode!r}")
+    if mode == "token" and not env.get("SESSION_AUTH_ADDRESS", "").strip():
+        raise SettingsError("SESSION_AUTH_MODE=token needs SESSION_AUTH_ADDRESS (the auth service)")
+    return mode
+
+
+def _auth(env: Mapping[str, str]) -> AuthSettings | None:
+    address = env.get("SESSION_AUTH_ADDRESS", "").strip()
+    if not address:
+        return None
+    return AuthSettings(
+        address=address,
+        deadline=_duration(env, "SESSION_AUTH_DEADLINE", "500ms"),
+        cache_ttl=_duration(env, "SESSION_AUTH_CACHE_TTL", "60s"),
+        cache_size=int(env.get("SESSION_AUTH_CACHE_SIZE", "10000")),
+    )
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    value = env.get(name, "").strip()
+    if not value:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise SettingsError(f"{name}: {value} is not a readable file")
+    return path
 
 
 def _bool(text: str, name: str) -> bool:

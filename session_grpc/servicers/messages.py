@@ -7,6 +7,7 @@ import grpc
 from .. import convert
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
+from ..authorization import Guard
 from ..domain.limits import Limits
 from ..page_tokens import PageTokens
 from ..status import maps_errors
@@ -16,17 +17,21 @@ from ..storage.database import Database
 
 @maps_errors
 class MessageServicer(session_pb2_grpc.MessageServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, guard: Guard) -> None:
         self.db = db
+        self.guard = guard
         self.tokens = tokens
         self.limits = limits
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
-        message = await self.db.run_single(messages.add_message, convert.new_message(request, self.limits))
+        new = convert.new_message(request, self.limits)
+        await self.guard.owns(new.session_id)
+        message = await self.db.run_single(messages.add_message, new)
         return pb.AddMessageResponse(message=convert.message_to_proto(message))
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = convert.messages_query(request, self.tokens, self.limits)
+        await self.guard.owns(query.session_id)
         page, last_sequence, total = await self.db.run_single(
             messages.list_messages, query.session_id, query.page_size, query.position, query.descending
         )
@@ -44,6 +49,7 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
     ) -> AsyncIterator[pb.StreamMessagesResponse]:
         """Pages through the session by sequence, one short transaction per page."""
         query = convert.stream_query(request, self.limits)
+        await self.guard.owns(query.session_id)
         await self.db.run_single(sessions.get_session, query.session_id)
         after = query.position or 0
         while True:

@@ -4,6 +4,7 @@ import grpc
 
 from .. import convert
 from ..accounts import AccountCheck
+from ..authorization import Guard
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
@@ -16,36 +17,49 @@ from ..storage.database import Database
 
 @maps_errors
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck) -> None:
+    def __init__(
+        self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck, guard: Guard
+    ) -> None:
         self.db = db
+        self.guard = guard
         self.tokens = tokens
         self.limits = limits
         self.accounts = accounts
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
         new = convert.new_session(request, self.limits)
+        self.guard.acts_for(new.user_id)
         await self.accounts.check(new.user_id)
         session = await self.db.run(sessions.create_session, new)
         return pb.CreateSessionResponse(session=convert.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run_single(sessions.get_session, convert.session_id(request.session_id))
+        session_id = convert.session_id(request.session_id)
+        await self.guard.owns(session_id)
+        session = await self.db.run_single(sessions.get_session, session_id)
         return pb.GetSessionResponse(session=convert.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.update_session, convert.session_patch(request, self.limits))
+        patch = convert.session_patch(request, self.limits)
+        await self.guard.owns(patch.session_id)
+        session = await self.db.run(sessions.update_session, patch)
         return pb.UpdateSessionResponse(session=convert.session_to_proto(session))
 
     async def EndSession(self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.end_session, convert.session_id(request.session_id))
+        session_id = convert.session_id(request.session_id)
+        await self.guard.owns(session_id)
+        session = await self.db.run(sessions.end_session, session_id)
         return pb.EndSessionResponse(session=convert.session_to_proto(session))
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext):
-        await self.db.run(sessions.delete_session, convert.session_id(request.session_id))
+        session_id = convert.session_id(request.session_id)
+        await self.guard.owns(session_id)
+        await self.db.run(sessions.delete_session, session_id)
         return pb.DeleteSessionResponse()
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = convert.sessions_query(request, self.tokens, self.limits)
+        self.guard.acts_for(query.user_id)
         page, next_key, total = await self.db.run_single(
             sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
         )
@@ -60,13 +74,17 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         )
 
     async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):
-        summary = await self.db.run_single(sessions.session_summary, convert.session_id(request.session_id))
+        session_id = convert.session_id(request.session_id)
+        await self.guard.owns(session_id)
+        summary = await self.db.run_single(sessions.session_summary, session_id)
         return pb.GetSessionSummaryResponse(summary=convert.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):
+        self.guard.admin()
         stats = await self.db.run(sessions.service_stats)
         return pb.GetServiceStatsResponse(stats=convert.stats_to_proto(stats))
 
     async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):
+        self.guard.admin()
         count = await self.db.run(sessions.expire_sessions, convert.idle_for(request))
         return pb.ExpireSessionsResponse(expired_count=count)

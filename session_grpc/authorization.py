@@ -1,0 +1,41 @@
+"""What the calling principal may do (session_grpc.auth says who it is).
+
+- A user acts only on sessions whose user_id is theirs. Another user's session looks exactly
+  like a missing one (NOT_FOUND), so ids cannot be probed.
+- Naming another user in CreateSession or ListSessions is PERMISSION_DENIED.
+- GetServiceStats and ExpireSessions need the admin scope (sessions.admin).
+- An admin (and the operator of mode none) may do everything.
+"""
+
+from __future__ import annotations
+
+from . import auth
+from .domain.errors import NotFound, PermissionDenied
+from .domain.validation import excerpt
+from .storage.database import Database
+from .storage.owners import session_owner
+
+
+class Guard:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def acts_for(self, user_id: str) -> None:
+        principal = auth.current()
+        if not principal.admin and principal.user_id != user_id:
+            raise PermissionDenied(
+                f"{principal.describe()} may not act for user {excerpt(user_id)}", reason="OTHER_USER"
+            )
+
+    def admin(self) -> None:
+        if not auth.current().admin:
+            raise PermissionDenied(f"this call needs the {auth.ADMIN_SCOPE} scope", reason="ADMIN_REQUIRED")
+
+    async def owns(self, session_id: str) -> None:
+        """NOT_FOUND unless the session exists and belongs to the calling user (admins: no check,
+        the call itself finds out whether the session exists)."""
+        principal = auth.current()
+        if principal.admin:
+            return
+        if await self.db.run_single(session_owner, session_id) != principal.user_id:
+            raise NotFound("session", session_id)

@@ -1,0 +1,292 @@
+"""Token mode: authentication through the auth service (cached, failing closed) and the
+authorization matrix, all over real channels to the dev auth service; TLS and mutual TLS."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
+from session_grpc.auth import AuthSettings
+from session_grpc.devservices import DevAccountService, DevAuthService, load_accounts, load_tokens, start
+from session_grpc.server import SessionServer, build_server
+
+from .certs import make_pki
+from .conftest import test_settings
+from .helpers import RpcFailure, expect_failure
+
+ACCOUNTS = Path(__file__).resolve().parents[1] / "devservices" / "accounts.json"
+
+
+class Stubs:
+    def __init__(self, channel: grpc.aio.Channel, token: str | None) -> None:
+        self.sessions = rpc.SessionServiceStub(channel)
+        self.messages = rpc.MessageServiceStub(channel)
+        self.memories = rpc.MemoryServiceStub(channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+
+@pytest.fixture
+async def dev() -> AsyncIterator[tuple[DevAuthService, grpc.aio.Server, int]]:
+    auth = DevAuthService(load_tokens(ACCOUNTS))
+    server, port = await start(DevAccountService(load_accounts(ACCOUNTS)), auth=auth)
+    yield auth, server, port
+    await server.stop(0)
+
+
+@asynccontextmanager
+async def token_server(database_url: str, auth_port: int, **auth) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:  # type: ignore[no-untyped-def]
+    settings = test_settings(
+        database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{auth_port}", **auth)
+    )
+    server = build_server(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield server, channel
+    finally:
+        await server.stop(grace=0)
+
+
+def session_calls(s: Stubs, sid: str) -> dict[str, object]:
+    """Every RPC that names a session, as a fresh awaitable per call."""
+    md = s.metadata
+    return {
+        "GetSession": lambda: s.sessions.GetSession(pb.GetSessionRequest(session_id=sid), metadata=md),
+        "UpdateSession": lambda: s.sessions.UpdateSession(
+            pb.UpdateSessionRequest(session=pb.Session(session_id=sid, title="x")), metadata=md
+        ),
+        "GetSessionSummary": lambda: s.sessions.GetSessionSummary(
+            pb.GetSessionSummaryRequest(session_id=sid), metadata=md
+        ),
+        "AddMessage": lambda: s.messages.AddMessage(
+            pb.AddMessageRequest(session_id=sid, role=pb.ROLE_USER, content="hi"), metadata=md
+        ),
+        "ListMessages": lambda: s.messages.ListMessages(pb.ListMessagesRequest(session_id=sid), metadata=md),
+        "StreamMessages": lambda: _drain(s.messages.StreamMessages(pb.StreamMessagesRequest(session_id=sid), metadata=md)),
+        "CreateMemory": lambda: s.memories.CreateMemory(pb.CreateMemoryRequest(session_id=sid), metadata=md),
+        "GetMemory": lambda: s.memories.GetMemory(pb.GetMemoryRequest(session_id=sid), metadata=md),
+        "UpdateMemory": lambda: s.memories.UpdateMemory(
+            pb.UpdateMemoryRequest(memory=pb.Memory(session_id=sid, conversation_summary="s"), allow_missing=True),
+            metadata=md,
+        ),
+        "DeleteMemory": lambda: s.memories.DeleteMemory(pb.DeleteMemoryRequest(session_id=sid), metadata=md),
+        "EndSession": lambda: s.sessions.EndSession(pb.EndSessionRequest(session_id=sid), metadata=md),
+        "DeleteSession": lambda: s.sessions.DeleteSession(pb.DeleteSessionRequest(session_id=sid), metadata=md),
+    }
+
+
+def user_calls(s: Stubs, user_id: str) -> dict[str, object]:
+    md = s.metadata
+    return {
+        "CreateSession": lambda: s.sessions.CreateSession(pb.CreateSessionRequest(user_id=user_id), metadata=md),
+        "ListSessions": lambda: s.sessions.ListSessions(pb.ListSessionsRequest(user_id=user_id), metadata=md),
+    }
+
+
+def admin_calls(s: Stubs) -> dict[str, object]:
+    md = s.metadata
+    return {
+        "GetServiceStats": lambda: s.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=md),
+        "ExpireSessions": lambda: s.sessions.ExpireSessions(
+            pb.ExpireSessionsRequest(idle_for=duration_pb2.Duration(seconds=86400)), metadata=md
+        ),
+    }
+
+
+async def _drain(stream) -> list[object]:  # type: ignore[no-untyped-def]
+    return [item async for item in stream]
+
+
+def all_calls(s: Stubs, sid: str, user_id: str) -> dict[str, object]:
+    return {**user_calls(s, user_id), **session_calls(s, sid), **admin_calls(s)}
+
+
+async def bobs_session(channel: grpc.aio.Channel) -> str:
+    bob = Stubs(channel, "bob-token")
+    return (await bob.sessions.CreateSession(pb.CreateSessionRequest(user_id="bob"), metadata=bob.metadata)).session.session_id
+
+
+def same_as_missing(failure: RpcFailure, missing: RpcFailure) -> bool:
+    return (failure.code, failure.reason, failure.resource_type) == (missing.code, missing.reason, missing.resource_type)
+
+
+async def test_another_users_session_looks_exactly_like_a_missing_one_for_every_rpc(database_url, dev, sql):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        sid = await bobs_session(channel)
+        alice = Stubs(channel, "alice-token")
+        missing = session_calls(alice, str(uuid.uuid4()))
+        for name, call in session_calls(alice, sid).items():
+            failure = await expect_failure(call())
+            assert failure.code == grpc.StatusCode.NOT_FOUND, name
+            assert same_as_missing(failure, await expect_failure(missing[name]())), name
+    row = await sql.fetchrow("SELECT title, status, message_count FROM sessions WHERE id = $1", sid)
+    assert tuple(row) == ("", "active", 0), "nothing of bob's changed"
+    assert await sql.fetchval("SELECT count(*) FROM memories") == 0
+
+
+async def test_a_user_naming_another_user_is_permission_denied(database_url, dev):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        alice = Stubs(channel, "alice-token")
+        for name, call in user_calls(alice, "bob").items():
+            failure = await expect_failure(call())
+            assert failure.code == grpc.StatusCode.PERMISSION_DENIED, name
+            assert failure.reason == "OTHER_USER", name
+
+
+async def test_stats_and_expiry_need_the_admin_scope(database_url, dev):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        alice = Stubs(channel, "alice-token")
+        for name, call in admin_calls(alice).items():
+            failure = await expect_failure(call())
+            assert failure.code == grpc.StatusCode.PERMISSION_DENIED, name
+            assert failure.reason == "ADMIN_REQUIRED", name
+
+
+async def test_a_user_may_do_everything_with_their_own_sessions(database_url, dev):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        bob = Stubs(channel, "bob-token")
+        sid = await bobs_session(channel)
+        for name, call in {**user_calls(bob, "bob"), **session_calls(bob, sid)}.items():
+            await call()  # raises on any failure
+
+
+async def test_an_admin_may_do_everything_with_every_session(database_url, dev):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        sid = await bobs_session(channel)
+        admin = Stubs(channel, "admin-token")
+        for name, call in all_calls(admin, sid, "bob").items():
+            await call()
+
+
+@pytest.mark.parametrize(
+    "token,expected",
+    [(None, "no token"), ("not-a-token", "bad token"), ("expired-token", "expired token")],
+)
+async def test_calls_without_a_valid_token_are_unauthenticated(database_url, dev, sql, token, expected):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        sid = await bobs_session(channel)
+        for name, call in all_calls(Stubs(channel, token), sid, "bob").items():
+            failure = await expect_failure(call())
+            assert failure.code == grpc.StatusCode.UNAUTHENTICATED, (expected, name)
+    assert await sql.fetchval("SELECT count(*) FROM sessions") == 1
+
+
+async def test_a_malformed_authorization_header_is_unauthenticated(database_url, dev):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        stub = rpc.SessionServiceStub(channel)
+        for value in ("alice-token", "Basic YWxpY2U=", "Bearer "):
+            failure = await expect_failure(
+                stub.GetServiceStats(pb.GetServiceStatsRequest(), metadata=(("authorization", value),))
+            )
+            assert failure.code == grpc.StatusCode.UNAUTHENTICATED, value
+
+
+async def test_auth_service_down_is_unavailable_never_open(database_url, dev):
+    _, auth_server, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        await auth_server.stop(0)
+        admin = Stubs(channel, "admin-token")
+        for name, call in admin_calls(admin).items():
+            failure = await expect_failure(call())
+            assert failure.code == grpc.StatusCode.UNAVAILABLE, name
+
+
+async def test_health_and_reflection_need_no_token(database_url, dev):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_verified_tokens_are_cached_until_the_cache_ttl(database_url, dev):
+    auth, _, port = dev
+    async with token_server(database_url, port, cache_ttl=0.5) as (_, channel):
+        admin = Stubs(channel, "admin-token")
+        for _ in range(5):
+            await admin.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=admin.metadata)
+        assert auth.calls == 1
+        await asyncio.sleep(0.6)
+        await admin.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=admin.metadata)
+        assert auth.calls == 2
+
+
+async def test_a_cached_token_is_not_trusted_past_its_own_expiry(database_url, dev):
+    auth, _, port = dev
+    from session_grpc.devservices import DevToken
+
+    import time
+
+    auth.tokens["short-token"] = DevToken(user_id="", scopes=("sessions.admin",), expire_time=time.time() + 0.5)
+    async with token_server(database_url, port, cache_ttl=60) as (_, channel):
+        short = Stubs(channel, "short-token")
+        await short.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=short.metadata)
+        await asyncio.sleep(0.6)
+        failure = await expect_failure(
+            short.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=short.metadata)
+        )
+        assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+        assert auth.calls == 2
+
+
+# ---- TLS -------------------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def tls_server(database_url: str, folder: Path, mutual: bool) -> AsyncIterator[tuple[SessionServer, object]]:
+    ca, server_pem, client_pem = make_pki(folder)
+    settings = test_settings(
+        database_url, tls_cert=server_pem.cert, tls_key=server_pem.key, tls_client_ca=ca.cert if mutual else None
+    )
+    server = build_server(settings)
+    await server.start()
+    try:
+        yield server, (ca, client_pem)
+    finally:
+        await server.stop(grace=0)
+
+
+async def _ping(port: int, credentials: grpc.ChannelCredentials) -> None:
+    async with grpc.aio.secure_channel(f"localhost:{port}", credentials) as channel:
+        await rpc.SessionServiceStub(channel).GetServiceStats(pb.GetServiceStatsRequest(), timeout=5)
+
+
+async def test_tls_serves_clients_that_trust_the_ca_and_refuses_plaintext(database_url, tmp_path):
+    async with tls_server(database_url, tmp_path, mutual=False) as (server, (ca, _)):
+        await _ping(server.port, grpc.ssl_channel_credentials(root_certificates=ca.cert.read_bytes()))
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as plain:
+            failure = await expect_failure(
+                rpc.SessionServiceStub(plain).GetServiceStats(pb.GetServiceStatsRequest(), timeout=2)
+            )
+            assert failure.code == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_mutual_tls_refuses_a_client_without_a_certificate(database_url, tmp_path):
+    async with tls_server(database_url, tmp_path, mutual=True) as (server, (ca, client)):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await _ping(server.port, grpc.ssl_channel_credentials(root_certificates=ca.cert.read_bytes()))
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        await _ping(
+            server.port,
+            grpc.ssl_channel_credentials(
+                root_certificates=ca.cert.read_bytes(),
+                private_key=client.key.read_bytes(),
+                certificate_chain=client.cert.read_bytes(),
+            ),
+        )
