@@ -118,3 +118,20 @@ def test_account_settings_come_from_the_environment():
     assert account is not None
     assert (account.address, account.deadline, account.fail_open, account.cache_size) == ("accounts:9000", 0.25, False, 5)
     assert (account.positive_ttl, account.negative_ttl, account.retries) == (300, 30, 2)
+
+
+def test_mode_none_listens_on_loopback_unless_an_address_is_set():
+    assert Settings.from_env({}).host == "localhost"
+    assert Settings.from_env({"SESSION_HOST": "0.0.0.0"}).host == "0.0.0.0"
+    token = {"SESSION_AUTH_MODE": "token", "SESSION_AUTH_ADDRESS": "auth:9000"}
+    assert Settings.from_env(token).host == "0.0.0.0"
+    assert Settings.from_env(token).auth.address == "auth:9000"
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"SESSION_AUTH_MODE": "token"}, {"SESSION_AUTH_MODE": "magic"}, {"SESSION_TLS_CERT": "/nonexistent.pem"}],
+)
+def test_incomplete_trust_settings_fail_at_start_up(env):
+    with pytest.raises(SettingsError):
+        Settings.from_env(env)
