@@ -62,10 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     commands.add_parser(
-        "check", help="check that the database answers and its schema is current",
-        description="Print whether the database answers (and at which schema revision) and the state of "
-        "the other services this one depends on. Exit 0 when the database answers with the schema at "
-        "head, 1 otherwise.",
+        "check", help="check that the database, the account service and the auth service answer",
+        description="Print whether the database answers (and at which schema revision), whether the account "
+        "service answers a lookup and whether the auth service accepts a connection (each only when "
+        "configured). Exit 0 when everything configured answers and the schema is at head, 1 otherwise.",
     )
     return parser
 
@@ -146,9 +146,53 @@ async def _check(settings: Settings) -> int:
     except Exception as error:  # noqa: BLE001 - whatever went wrong, the check failed
         healthy = False
         print(f"{'database':<17}FAILED: {error!r}")
-    print(f"{'account service':<17}not checked (no account service is configured)")
-    print(f"{'auth service':<17}not checked (no auth service is configured)")
+    healthy = await _check_account_service(settings) and healthy
+    healthy = await _check_auth_service(settings) and healthy
     return EXIT_OK if healthy else EXIT_FAILED
+
+
+async def _check_account_service(settings: Settings) -> bool:
+    """Ask the account service about a user that does not exist: any answer but a transport failure will do."""
+    import grpc
+
+    from ._proto.account.v1 import account_pb2, account_pb2_grpc
+
+    label = f"{'account service':<17}"
+    if settings.account is None:
+        print(f"{label}not configured (SESSION_ACCOUNT_ADDRESS unset): every user_id is accepted")
+        return True
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(settings.account.address) as channel:
+        try:
+            await account_pb2_grpc.AccountServiceStub(channel).GetAccount(
+                account_pb2.GetAccountRequest(user_id="session-grpc-check"), timeout=max(settings.account.deadline, 2.0)
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+                print(f"{label}FAILED at {settings.account.address}: {error.code().name}: {error.details()}")
+                return False
+    print(f"{label}ok in {(time.monotonic() - started) * 1e3:.0f} ms: {settings.account.address}")
+    return True
+
+
+async def _check_auth_service(settings: Settings) -> bool:
+    """The auth service must accept a connection (verifying a token needs a real token, which check has not)."""
+    import grpc
+
+    label = f"{'auth service':<17}"
+    auth = getattr(settings, "auth", None)
+    if auth is None:
+        print(f"{label}not configured (SESSION_AUTH_ADDRESS unset)")
+        return True
+    started = time.monotonic()
+    async with grpc.aio.insecure_channel(auth.address) as channel:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), timeout=max(getattr(auth, "deadline", 2.0), 2.0))
+        except TimeoutError:
+            print(f"{label}FAILED: no connection to {auth.address}")
+            return False
+    print(f"{label}ok (connected) in {(time.monotonic() - started) * 1e3:.0f} ms: {auth.address}")
+    return True
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ async def run_cli(*args: str, database_url: str | None = None, **env: str) -> tu
         (("serve",), ["--migrate"]),
         (("migrate",), ["upgrade", "downgrade", "current"]),
         (("expire",), ["--idle", "24h"]),
-        (("check",), ["database"]),
+        (("check",), ["database", "account service", "auth service"]),
     ],
 )
 async def test_every_command_has_help(command, mentions):
@@ -98,7 +98,21 @@ async def test_check_says_the_database_answers_and_the_schema_is_at_head(databas
     code, output = await run_cli("check", database_url=database_url)
     assert code == 0, output
     assert "database         ok" in output and "(head)" in output
-    assert "account service  not checked" in output and "auth service     not checked" in output
+    assert "account service  not configured" in output and "auth service     not configured" in output
+
+
+async def test_check_asks_the_account_service_and_fails_when_it_does_not_answer(database_url):
+    from session_grpc.devservices import DevAccountService, start
+
+    server, port = await start(DevAccountService({}))
+    try:
+        code, output = await run_cli("check", database_url=database_url, SESSION_ACCOUNT_ADDRESS=f"127.0.0.1:{port}")
+        assert code == 0, output
+        assert "account service  ok" in output and f"127.0.0.1:{port}" in output
+    finally:
+        await server.stop(0)
+    code, output = await run_cli("check", database_url=database_url, SESSION_ACCOUNT_ADDRESS=f"127.0.0.1:{port}")
+    assert code == 1 and "account service  FAILED" in output, output
 
 
 async def test_check_fails_when_the_database_does_not_answer():
