@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from ._proto.auth.v1 import auth_pb2, auth_pb2_grpc
-from .handlers import wrap_handler
+from .handlers import AroundInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,18 @@ def bearer_token(metadata: Any) -> str | None:
     return None
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(AroundInterceptor):
     """Authenticates every session.v1 call and runs it as its principal; health and reflection
     stay open (load balancers and grpcurl need them)."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self.verifier = verifier
 
+    def applies(self, method: str) -> bool:
+        return method.startswith(GUARDED_PREFIX)
+
     @contextlib.asynccontextmanager
-    async def _authenticated(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def around(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         token = bearer_token(context.invocation_metadata())
         if token is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "send 'authorization: Bearer <token>'")
@@ -144,13 +147,3 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             yield
         finally:
             _current.reset(marker)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(GUARDED_PREFIX):
-            return handler
-        return wrap_handler(handler, self._authenticated)

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 
-from .handlers import wrap_handler
+from .handlers import AroundInterceptor, wrap_handler
 
 # Health Watch and reflection streams stay open for as long as the client likes; they do not
 # hold up a shutdown and are not refused (health must be able to say NOT_SERVING).
 COUNTED_PREFIX = "/session.v1."
 
 
-class DrainInterceptor(grpc.aio.ServerInterceptor):
+class DrainInterceptor(AroundInterceptor):
     def __init__(self) -> None:
         self.draining = False
         self.in_flight = 0
@@ -36,7 +36,7 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
             return False
 
     @contextlib.asynccontextmanager
-    async def _counted(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def around(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
         self.in_flight += 1
         self._idle.clear()
         try:
@@ -46,17 +46,11 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
             if self.in_flight == 0:
                 self._idle.set()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(COUNTED_PREFIX):
-            return handler
-        if self.draining:
-            return _refusing(handler)
-        return wrap_handler(handler, self._counted)
+    def applies(self, method: str) -> bool:
+        return method.startswith(COUNTED_PREFIX)
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return _refusing(handler) if self.draining else wrap_handler(handler, self.around)
 
 
 async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:

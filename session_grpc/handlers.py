@@ -9,7 +9,7 @@ are handled here once.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -48,3 +48,26 @@ def _generator(inner: Callable[..., Any], around: Around) -> Callable[..., Any]:
                 yield item
 
     return behaviour
+
+
+class AroundInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that runs each call it `applies` to inside `self.around(request, context)`."""
+
+    def applies(self, method: str) -> bool:
+        return True
+
+    def around(self, request: Any, context: grpc.aio.ServicerContext) -> AbstractAsyncContextManager[None]:
+        raise NotImplementedError
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        return wrap_handler(handler, self.around)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not self.applies(handler_call_details.method):
+            return handler
+        return self.wrap(handler)

@@ -8,12 +8,12 @@ parse error, and a check that reports it before the method runs.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
-from .handlers import wrap_handler
+from .handlers import AroundInterceptor, wrap_handler
 
 
 class MalformedRequest:
@@ -31,22 +31,16 @@ def _safe(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return parse
 
 
-@contextlib.asynccontextmanager
-async def _parsed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-    if isinstance(request, MalformedRequest):
-        await context.abort(
-            grpc.StatusCode.INVALID_ARGUMENT, f"the request message could not be parsed: {request.error}"
-        )
-    yield
+class MalformedRequestInterceptor(AroundInterceptor):
+    @contextlib.asynccontextmanager
+    async def around(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        if isinstance(request, MalformedRequest):
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, f"the request message could not be parsed: {request.error}"
+            )
+        yield
 
-
-class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.request_deserializer is None:
             return handler
-        return wrap_handler(handler, _parsed, request_deserializer=_safe(handler.request_deserializer))
+        return wrap_handler(handler, self.around, request_deserializer=_safe(handler.request_deserializer))

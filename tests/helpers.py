@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc.server import SessionServer, build_server
+from session_grpc.settings import Settings
 
 
 @dataclass
@@ -61,3 +65,15 @@ async def add(messages, session_id: str, content: str = "hello", **fields) -> pb
     fields.setdefault("role", pb.ROLE_USER)
     response = await messages.AddMessage(pb.AddMessageRequest(session_id=session_id, content=content, **fields))
     return response.message
+
+
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:
+    """A second server of a test's own (other settings than the shared one), with a channel to it."""
+    server = build_server(settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            yield server, channel
+    finally:
+        await server.stop(grace=0)

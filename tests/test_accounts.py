@@ -13,14 +13,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.accounts import AccountSettings
 from session_grpc.devservices import DevAccountService, load_accounts, start
-from session_grpc.server import SessionServer, build_server
+from session_grpc.server import SessionServer
 
 from .conftest import test_settings
-from .helpers import expect_failure, new_session
+from .helpers import expect_failure, new_session, serving
 
 ACCOUNTS = Path(__file__).resolve().parents[1] / "devservices" / "accounts.json"
 
@@ -36,13 +35,8 @@ async def accounts() -> AsyncIterator[tuple[DevAccountService, grpc.aio.Server, 
 @asynccontextmanager
 async def session_service(database_url: str, port: int, **account) -> AsyncIterator[tuple[SessionServer, rpc.SessionServiceStub]]:  # type: ignore[no-untyped-def]
     settings = test_settings(database_url, account=AccountSettings(address=f"127.0.0.1:{port}", **account))
-    server = build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield server, rpc.SessionServiceStub(channel)
-    finally:
-        await server.stop(grace=0)
+    async with serving(settings) as (server, channel):
+        yield server, rpc.SessionServiceStub(channel)
 
 
 async def test_active_user_gets_a_session(database_url, accounts):

@@ -22,7 +22,7 @@ from session_grpc.server import SessionServer, build_server
 
 from .certs import make_pki
 from .conftest import test_settings
-from .helpers import RpcFailure, expect_failure
+from .helpers import RpcFailure, expect_failure, serving
 
 ACCOUNTS = Path(__file__).resolve().parents[1] / "devservices" / "accounts.json"
 
@@ -43,18 +43,10 @@ async def dev() -> AsyncIterator[tuple[DevAuthService, grpc.aio.Server, int]]:
     await server.stop(0)
 
 
-@asynccontextmanager
-async def token_server(database_url: str, auth_port: int, **auth) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:  # type: ignore[no-untyped-def]
-    settings = test_settings(
-        database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{auth_port}", **auth)
+def token_server(database_url: str, auth_port: int, **auth):  # type: ignore[no-untyped-def]
+    return serving(
+        test_settings(database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{auth_port}", **auth))
     )
-    server = build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield server, channel
-    finally:
-        await server.stop(grace=0)
 
 
 def session_calls(s: Stubs, sid: str) -> dict[str, object]:

@@ -4,7 +4,6 @@ the right code, quickly, and leaves no half-written state."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from decimal import Decimal
@@ -18,10 +17,10 @@ from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.domain.errors import Aborted
 from session_grpc.domain.limits import Limits
-from session_grpc.server import SessionServer, build_server
+from session_grpc.server import build_server
 
 from .conftest import test_settings
-from .helpers import add, expect_failure, new_session
+from .helpers import add, expect_failure, new_session, serving
 
 SMALL = Limits(
     content_bytes=1000, struct_bytes=200, struct_depth=4, title_length=10, summary_length=50,
@@ -29,15 +28,8 @@ SMALL = Limits(
 )
 
 
-@asynccontextmanager
-async def running(database_url: str, **overrides) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:  # type: ignore[no-untyped-def]
-    server = build_server(test_settings(database_url, **overrides))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield server, channel
-    finally:
-        await server.stop(grace=1)
+def running(database_url: str, **overrides):  # type: ignore[no-untyped-def]
+    return serving(test_settings(database_url, **overrides))
 
 
 def struct_of_size(size: int) -> struct_pb2.Struct:
