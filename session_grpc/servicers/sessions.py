@@ -36,7 +36,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
         session_id = convert.session_id(request.session_id)
         await self.guard.owns(session_id)
-        session = await self.db.run_single(sessions.get_session, session_id)
+        session = await self.db.run_driver(sessions.get_session, session_id)
         return pb.GetSessionResponse(session=convert.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
@@ -60,7 +60,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = convert.sessions_query(request, self.tokens, self.limits)
         self.guard.acts_for(query.user_id)
-        page, next_key, total = await self.db.run_single(
+        page, next_key, total = await self.db.run_driver(
             sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
         )
         protos = convert.fit_page(page, convert.session_to_proto)
@@ -76,7 +76,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):
         session_id = convert.session_id(request.session_id)
         await self.guard.owns(session_id)
-        summary = await self.db.run_single(sessions.session_summary, session_id)
+        summary = await self.db.run_driver(sessions.session_summary, session_id)
         return pb.GetSessionSummaryResponse(summary=convert.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):

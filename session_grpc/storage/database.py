@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import event, exc, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -92,6 +92,29 @@ def translate(error: Exception) -> DomainError | None:
     return None
 
 
+async def _as_sqlalchemy_error(conn: AsyncConnection, adapted: Any, error: Exception) -> Exception:
+    """The exception SQLAlchemy would have raised for a driver error on this connection."""
+    if isinstance(error, exc.SQLAlchemyError) or not _is_driver_error(error):
+        return error
+    try:
+        adapted._handle_exception(error)  # raises the dialect's DBAPI-style error
+    except Exception as translated:  # noqa: BLE001
+        dialect = conn.sync_engine.dialect
+        invalid = dialect.is_disconnect(translated, adapted, None)
+        if invalid:
+            await conn.invalidate()
+        return exc.DBAPIError.instance(
+            None, None, translated, dialect.loaded_dbapi.Error, connection_invalidated=invalid, dialect=dialect
+        )
+    return error
+
+
+def _is_driver_error(error: Exception) -> bool:
+    import asyncpg
+
+    return isinstance(error, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError))
+
+
 class Database:
     """Runs storage functions, each in its own transaction."""
 
@@ -124,6 +147,32 @@ class Database:
         error translation and the deadline are those of run().
         """
         return await self._bounded(self._autocommit.connect, work, args, kwargs)
+
+    async def run_driver(self, work: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """`await work(asyncpg_connection, *args)` for the per-call hot paths: like run_single
+        (one statement in autocommit, same retries, translation and deadline), on the driver's
+        own connection, which skips SQLAlchemy's execution layer (about 0.1 ms of CPU per call).
+
+        Driver errors are translated the way SQLAlchemy translates them, so translate() and the
+        retry rules see the same exceptions; a connection that failed or whose work was
+        cancelled (a deadline) is invalidated rather than returned to the pool.
+        """
+        return await self._bounded(self._driver, work, args, kwargs)
+
+    @contextlib.asynccontextmanager
+    async def _driver(self):  # type: ignore[no-untyped-def]
+        async with self._autocommit.connect() as conn:
+            adapted = await conn.get_raw_connection()
+            try:
+                yield adapted.driver_connection
+            except Exception as error:
+                translated = await _as_sqlalchemy_error(conn, adapted, error)
+                if translated is error:
+                    raise
+                raise translated from error
+            except BaseException:
+                await conn.invalidate()  # cancelled mid-statement: its state is unknown
+                raise
 
     async def _bounded(self, unit, work, args, kwargs):  # type: ignore[no-untyped-def]
         budget = deadlines.remaining(self.default_deadline)

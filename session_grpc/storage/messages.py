@@ -1,8 +1,9 @@
 """Queries and transactions on messages.
 
 The per-call paths (append, list a page, stream a page) are single SQL
-statements, so the Database can run them in autocommit (`run_single`): one
-round trip each. They also work inside a transaction of `Database.run`.
+statements, so the Database runs them in autocommit on the driver's connection
+(`run_driver`): one round trip each. They also work on a Core connection or
+inside a transaction of `Database.run`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 
+import asyncpg
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -18,7 +20,7 @@ from ..domain.errors import NotFound
 from ..domain.records import Message, NewMessage
 from .database import sqlstate
 from .sessions import get_session
-from .tables import MESSAGE_COLUMNS, connection_of, message_from_row
+from .tables import MESSAGE_COLUMNS, Executor, fetch, fetch_one, message_from_row
 
 UNIQUE_VIOLATION = "23505"
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
@@ -76,7 +78,7 @@ STREAM_PAGE_DESCENDING = (
 )
 
 
-async def add_message(db: AsyncConnection | AsyncSession, new: NewMessage) -> Message:
+async def add_message(db: Executor, new: NewMessage) -> Message:
     """Append a message and add it to the session's counters, in one statement.
 
     With a request_id, a repeat returns the first result, even when the session
@@ -85,7 +87,6 @@ async def add_message(db: AsyncConnection | AsyncSession, new: NewMessage) -> Me
     the winner's message (a statement of its own: in autocommit nothing of the
     failed one remains; inside a transaction a savepoint keeps the rest).
     """
-    conn = await connection_of(db)
     metadata = json.dumps(new.metadata, separators=(",", ":")) if new.metadata else "{}"
     params = (
         str(uuid.uuid4()),
@@ -98,39 +99,45 @@ async def add_message(db: AsyncConnection | AsyncSession, new: NewMessage) -> Me
         metadata,
     )
     if new.request_id is None:
-        row = (await conn.exec_driver_sql(ADD_MESSAGE, params)).first()
+        row = await fetch_one(db, ADD_MESSAGE, *params)
     else:
-        autocommit = conn.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
         try:
-            if autocommit:
-                row = (await conn.exec_driver_sql(ADD_MESSAGE_ONCE, (*params, new.request_id))).first()
+            if isinstance(db, asyncpg.Connection) or _autocommit(db):
+                row = await fetch_one(db, ADD_MESSAGE_ONCE, *params, new.request_id)
             else:
+                conn = db if isinstance(db, AsyncConnection) else await db.connection()
                 async with conn.begin_nested():
-                    row = (await conn.exec_driver_sql(ADD_MESSAGE_ONCE, (*params, new.request_id))).first()
-        except IntegrityError as error:
-            if sqlstate(error) != UNIQUE_VIOLATION or REQUEST_ID_INDEX not in str(error.orig):
+                    row = await fetch_one(conn, ADD_MESSAGE_ONCE, *params, new.request_id)
+        except (IntegrityError, asyncpg.UniqueViolationError) as error:
+            code = getattr(error, "sqlstate", None) or sqlstate(error)
+            if code != UNIQUE_VIOLATION or REQUEST_ID_INDEX not in str(getattr(error, "orig", error)):
                 raise
-            if autocommit:
-                await conn.rollback()  # nothing to undo in the database; resets the connection's state
-            row = (await conn.exec_driver_sql(BY_REQUEST_ID, (new.session_id, new.request_id))).first()
+            if isinstance(db, AsyncConnection) and _autocommit(db):
+                await db.rollback()  # nothing to undo in the database; resets the connection's state
+            row = await fetch_one(db, BY_REQUEST_ID, new.session_id, new.request_id)
             assert row is not None
     if row is None:
-        session = await get_session(conn, new.session_id)
+        session = await get_session(db, new.session_id)
         lifecycle.check_accepts_messages(session.status)
         raise AssertionError(f"session {new.session_id} is active but took no message")
     return message_from_row(row)
 
 
+def _autocommit(db: AsyncConnection | AsyncSession) -> bool:
+    return isinstance(db, AsyncConnection) and (
+        db.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
+    )
+
+
 async def list_messages(
-    db: AsyncConnection | AsyncSession, session_id: str, page_size: int, position: int | None, descending: bool = False
+    db: Executor, session_id: str, page_size: int, position: int | None, descending: bool = False
 ) -> tuple[list[Message], int | None, int]:
     """One page, the sequence the next page continues from (None on the last), and the message count."""
-    conn = await connection_of(db)
     if descending:
         statement, start = PAGE_DESCENDING, LAST_SEQUENCE if position is None else position
     else:
         statement, start = PAGE_ASCENDING, position or 0
-    rows = (await conn.exec_driver_sql(statement, (session_id, start, page_size + 1))).all()
+    rows = await fetch(db, statement, session_id, start, page_size + 1)
     if not rows:
         raise NotFound("session", session_id)
     total = rows[0][0]
@@ -141,13 +148,11 @@ async def list_messages(
 
 
 async def messages_page(
-    db: AsyncConnection | AsyncSession, session_id: str, position: int | None, limit: int, *, descending: bool = False
+    db: Executor, session_id: str, position: int | None, limit: int, *, descending: bool = False
 ) -> list[Message]:
     """Up to `limit` messages after `position` in sequence order, or before it newest first."""
-    conn = await connection_of(db)
     if descending:
         statement, start = STREAM_PAGE_DESCENDING, LAST_SEQUENCE if position is None else position
     else:
         statement, start = STREAM_PAGE, position or 0
-    rows = (await conn.exec_driver_sql(statement, (session_id, start, limit))).all()
-    return [message_from_row(row) for row in rows]
+    return [message_from_row(row) for row in await fetch(db, statement, session_id, start, limit)]

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
@@ -22,7 +22,7 @@ from ..domain.records import (
     SessionKey,
     SessionSummary,
 )
-from .tables import SESSION_COLUMNS, SESSION_WIDTH, SessionRow, connection_of, session_from_row
+from .tables import SESSION_COLUMNS, SESSION_WIDTH, Executor, SessionRow, fetch, fetch_one, session_from_row
 
 PATCHABLE_FIELDS = frozenset({"title", "status", "conversation_data", "metadata"})
 
@@ -58,10 +58,9 @@ GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
 GET_SESSION_FOR_UPDATE = GET_SESSION + " FOR UPDATE"
 
 
-async def get_session(db: AsyncConnection | AsyncSession, session_id: str, *, for_update: bool = False) -> Session:
-    """One statement (run_single can run it alone); FOR UPDATE only means something inside a transaction."""
-    conn = await connection_of(db)
-    row = (await conn.exec_driver_sql(GET_SESSION_FOR_UPDATE if for_update else GET_SESSION, (session_id,))).first()
+async def get_session(db: Executor, session_id: str, *, for_update: bool = False) -> Session:
+    """One statement (run_driver can run it alone); FOR UPDATE only means something inside a transaction."""
+    row = await fetch_one(db, GET_SESSION_FOR_UPDATE if for_update else GET_SESSION, session_id)
     if row is None:
         raise NotFound("session", session_id)
     return session_from_row(row)
@@ -141,7 +140,7 @@ LIST_SESSIONS = {(by_status, keyset): _list_sessions_sql(by_status, keyset) for 
 
 
 async def list_sessions(
-    db: AsyncConnection | AsyncSession,
+    db: Executor,
     user_id: str,
     status: SessionStatus | None,
     page_size: int,
@@ -152,16 +151,15 @@ async def list_sessions(
     Keyset pagination on the (user_id, [status,] create_time DESC, id DESC) indexes: a deep page
     costs what the first does. The total is a count over the user's index entries.
     """
-    conn = await connection_of(db)
     params: list[object] = [user_id, page_size + 1]
     if status is not None:
         params.append(status.value)
     if after is not None:
         params += [after.create_time, after.session_id]
     statement = LIST_SESSIONS[(status is not None, after is not None)]
-    rows = (await conn.exec_driver_sql(statement, tuple(params))).all()
+    rows = await fetch(db, statement, *params)
     total = rows[0][0]
-    sessions = [session_from_row(row[1:]) for row in rows if row[1] is not None]
+    sessions = [session_from_row(row, 1) for row in rows if row[1] is not None]
     page = sessions[:page_size]
     next_key = SessionKey(page[-1].create_time, page[-1].session_id) if len(sessions) > page_size else None
     return page, next_key, total
@@ -179,9 +177,8 @@ LEFT JOIN LATERAL (
 """
 
 
-async def session_summary(db: AsyncConnection | AsyncSession, session_id: str) -> SessionSummary:
-    conn = await connection_of(db)
-    rows = (await conn.exec_driver_sql(SESSION_SUMMARY, (session_id,))).all()
+async def session_summary(db: Executor, session_id: str) -> SessionSummary:
+    rows = await fetch(db, SESSION_SUMMARY, session_id)
     if not rows:
         raise NotFound("session", session_id)
     counts: dict[Role, int] = {}

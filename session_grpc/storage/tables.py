@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import asyncpg
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -204,22 +205,37 @@ _ROLES = {role.value: role for role in records.Role}
 _MESSAGE_TYPES = {kind.value: kind for kind in records.MessageType}
 
 
-def session_from_row(row: Sequence[Any]) -> records.Session:
-    """A Session from SESSION_COLUMNS, in order."""
+def session_from_row(row: Sequence[Any], offset: int = 0) -> records.Session:
+    """A Session from SESSION_COLUMNS, in order, starting at `offset`."""
+    o = offset
     return records.Session(
-        str(row[0]), row[1], _STATUSES[row[2]], row[3], row[4], row[5], row[6], row[7], row[8],
-        row[9], row[10], row[11], row[12], row[13],
+        str(row[o]), row[o + 1], _STATUSES[row[o + 2]], row[o + 3], row[o + 4], row[o + 5], row[o + 6],
+        row[o + 7], row[o + 8], row[o + 9], row[o + 10], row[o + 11], row[o + 12], row[o + 13],
     )
 
 
 def message_from_row(row: Sequence[Any], offset: int = 0) -> records.Message:
     """A Message from MESSAGE_COLUMNS, in order, starting at `offset`."""
-    r = row[offset : offset + 11] if offset else row
+    o = offset
     return records.Message(
-        str(r[0]), str(r[1]), r[2], r[3], _ROLES[r[4]], _MESSAGE_TYPES[r[5]], r[6], r[7], r[8], r[9], r[10]
+        str(row[o]), str(row[o + 1]), row[o + 2], row[o + 3], _ROLES[row[o + 4]], _MESSAGE_TYPES[row[o + 5]],
+        row[o + 6], row[o + 7], row[o + 8], row[o + 9], row[o + 10],
     )
 
 
-async def connection_of(db: AsyncSession | AsyncConnection) -> AsyncConnection:
-    """The Core connection under a session (inside its transaction), or the connection itself."""
-    return db if isinstance(db, AsyncConnection) else await db.connection()
+Executor = AsyncSession | AsyncConnection | asyncpg.Connection
+"""What a hot-path storage function runs on: the driver's connection (Database.run_driver), a
+Core connection, or an ORM session inside a Database.run transaction."""
+
+
+async def fetch(db: Executor, statement: str, *params: Any) -> Sequence[Sequence[Any]]:
+    """The rows of one statement, on whichever of the three `db` is."""
+    if isinstance(db, asyncpg.Connection):
+        return await db.fetch(statement, *params)
+    conn = db if isinstance(db, AsyncConnection) else await db.connection()
+    return (await conn.exec_driver_sql(statement, params)).all()
+
+
+async def fetch_one(db: Executor, statement: str, *params: Any) -> Sequence[Any] | None:
+    rows = await fetch(db, statement, *params)
+    return rows[0] if rows else None
