@@ -229,6 +229,29 @@ class Bench:
             reps.append(stats)
         return self.record(workload, target, variant, reps, cpus, unit=unit)
 
+    async def closed_interleaved(
+        self,
+        workload: str,
+        variant: str,
+        targets: list[tuple[str, int | None, Callable[[], Awaitable[list[loadgen.Operation]]]]],
+    ) -> None:
+        """Like closed(), for several servers, one repetition of each in turn: a change in the
+        machine's load during the run then touches every server alike, which keeps the ratios
+        between them honest on a shared box."""
+        reps: dict[str, list[loadgen.RunStats]] = {name: [] for name, _, _ in targets}
+        cpus: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in targets}
+        for _ in range(self.config.reps):
+            for name, pid, make_ops in targets:
+                ops = await make_ops()
+                meter = self.meter(pid)
+                stats = await loadgen.closed_loop(
+                    ops, self.config.duration, self.config.warmup, on_measure_start=meter.start
+                )
+                cpus[name].append(meter.stop())
+                reps[name].append(stats)
+        for name, _, _ in targets:
+            self.record(workload, name, variant, reps[name], cpus[name])
+
     async def timed(
         self,
         workload: str,
@@ -266,14 +289,13 @@ async def new_sessions(stub: session_pb2_grpc.SessionServiceStub, count: int, us
 
 async def point_workloads(
     bench: Bench,
-    target: str,
-    port: int,
-    pid: int,
+    servers: list[tuple[str, int, int]],
     real: grpc.aio.Channel,
     concurrencies: tuple[int, ...] | None = None,
     connections: int = 1,
 ) -> None:
-    """add_message at each concurrency and get_session hot reads, against one server.
+    """add_message at each concurrency and get_session hot reads, against each (name, port, pid)
+    server, their repetitions interleaved.
 
     With several connections the callers are spread over that many channels (each its own
     TCP connection), which --workers needs: the kernel balances connections, not calls.
@@ -281,37 +303,51 @@ async def point_workloads(
     cfg = bench.config
     concurrencies = concurrencies or cfg.concurrencies
     creator = session_pb2_grpc.SessionServiceStub(real)  # sessions are made through session-grpc
-    channels = [
-        grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(connections)
-    ]
+    channels = {
+        name: [
+            grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(connections)
+        ]
+        for name, port, _ in servers
+    }
     try:
-        messages = [session_pb2_grpc.MessageServiceStub(c) for c in channels]
-        sessions_stubs = [session_pb2_grpc.SessionServiceStub(c) for c in channels]
+        messages = {name: [session_pb2_grpc.MessageServiceStub(c) for c in chans] for name, chans in channels.items()}
+        readers = {name: [session_pb2_grpc.SessionServiceStub(c) for c in chans] for name, chans in channels.items()}
         for concurrency in concurrencies:
 
-            async def make_ops(concurrency: int = concurrency) -> list[loadgen.Operation]:
-                ids = await new_sessions(creator, concurrency)
-                return [
-                    lambda r=request_for(s), m=messages[i % connections]: m.AddMessage(r) for i, s in enumerate(ids)
-                ]
+            def adder(name: str, concurrency: int = concurrency):  # type: ignore[no-untyped-def]
+                async def make_ops() -> list[loadgen.Operation]:
+                    ids = await new_sessions(creator, concurrency)
+                    stubs = messages[name]
+                    return [
+                        lambda r=request_for(s), m=stubs[i % connections]: m.AddMessage(r) for i, s in enumerate(ids)
+                    ]
 
-            await bench.closed("add_message", target, f"c={concurrency}", pid, make_ops)
+                return make_ops
+
+            await bench.closed_interleaved(
+                "add_message", f"c={concurrency}", [(name, pid, adder(name)) for name, _, pid in servers]
+            )
         hot = await new_sessions(creator, max(concurrencies))
         for concurrency in sorted({1, max(concurrencies)}) if len(concurrencies) > 1 else concurrencies:
 
-            async def make_reads(concurrency: int = concurrency) -> list[loadgen.Operation]:
-                return [
-                    lambda r=pb.GetSessionRequest(session_id=hot[i]), st=sessions_stubs[i % connections]: (
-                        st.GetSession(r)
-                    )
-                    for i in range(concurrency)
-                ]
+            def reader(name: str, concurrency: int = concurrency):  # type: ignore[no-untyped-def]
+                async def make_reads() -> list[loadgen.Operation]:
+                    stubs = readers[name]
+                    return [
+                        lambda r=pb.GetSessionRequest(session_id=hot[i]), st=stubs[i % connections]: st.GetSession(r)
+                        for i in range(concurrency)
+                    ]
 
-            await bench.closed("get_session", target, f"c={concurrency}", pid, make_reads)
+                return make_reads
+
+            await bench.closed_interleaved(
+                "get_session", f"c={concurrency}", [(name, pid, reader(name)) for name, _, pid in servers]
+            )
     finally:
-        for channel in channels:
-            await channel.close()
+        for chans in channels.values():
+            for channel in chans:
+                await channel.close()
 
 
 async def open_loop_add(bench: Bench, target: str, port: int, pid: int, real: grpc.aio.Channel, rate: float) -> None:
@@ -578,8 +614,8 @@ async def run(cfg: Config) -> dict[str, Any]:
             await wait_ready(noop, health=False)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{real.port}") as channel:
                 if want("point"):
-                    for target, proc in (("session-grpc", real), ("reference", reference), ("no-op", noop)):
-                        await point_workloads(bench, target, proc.port, proc.pid, channel)
+                    servers = [("session-grpc", real), ("reference", reference), ("no-op", noop)]
+                    await point_workloads(bench, [(n, p.port, p.pid) for n, p in servers], channel)
                 if want("open"):
                     c32 = [
                         r["throughput"]["median"]
@@ -614,16 +650,20 @@ async def run(cfg: Config) -> dict[str, Any]:
             if want("workers") and len(cfg.workers) > 1:
                 if supports_workers():
                     real.stop()
+                    started = []
                     for workers in cfg.workers:
                         args = ["-m", "session_grpc", "serve"] + (["--workers", str(workers)] if workers > 1 else [])
                         proc = start_process(f"session-grpc-w{workers}", args, server_env(urls["session"]))
                         procs.append(proc)
+                        started.append((f"session-grpc {workers}w", proc))
+                    for _, proc in started:
                         await wait_ready(proc, health=True)
-                        async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
-                            await point_workloads(
-                                bench, f"session-grpc {workers}w", proc.port, proc.pid, channel,
-                                concurrencies=(max(cfg.concurrencies),), connections=4,
-                            )
+                    async with grpc.aio.insecure_channel(f"127.0.0.1:{started[0][1].port}") as channel:
+                        await point_workloads(
+                            bench, [(n, p.port, p.pid) for n, p in started], channel,
+                            concurrencies=(max(cfg.concurrencies),), connections=4,
+                        )
+                    for _, proc in started:
                         proc.stop()
                 else:
                     bench.notes.append("workers comparison skipped: `session-grpc serve` has no --workers")
