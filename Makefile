@@ -24,6 +24,7 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/buf lint
 	$(BIN)/python scripts/gen_protos.py --check
+	BUF=$(BIN)/buf scripts/buf-breaking
 
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py

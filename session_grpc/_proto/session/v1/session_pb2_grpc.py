@@ -89,14 +89,16 @@ class SessionServiceServicer:
 
     def CreateSession(self, request, context):
         """Creates an ACTIVE session. INVALID_ARGUMENT for an empty user_id or bad
-        fields. With request_id, a retry returns the first result.
+        fields. With request_id, a retry returns the first result. When an account
+        service is configured: FAILED_PRECONDITION (USER_NOT_FOUND) for an unknown
+        or deleted user, PERMISSION_DENIED (USER_SUSPENDED) for a suspended one.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSession(self, request, context):
-        """NOT_FOUND when there is no such session.
+        """The session with its live totals. NOT_FOUND when there is no such session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,7 +106,10 @@ class SessionServiceServicer:
 
     def UpdateSession(self, request, context):
         """Updates title, status, conversation_data and metadata as update_mask says.
-        FAILED_PRECONDITION for a forbidden status move, ABORTED for a stale etag.
+        FAILED_PRECONDITION (INVALID_STATUS_TRANSITION) for a forbidden status
+        move, ABORTED (ETAG_MISMATCH) for a stale etag, INVALID_ARGUMENT for an
+        unknown mask path, NOT_FOUND without the session. Changing any masked field
+        changes the etag.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -112,14 +117,16 @@ class SessionServiceServicer:
 
     def EndSession(self, request, context):
         """Moves the session to ENDED and sets end_time. An ENDED or ARCHIVED
-        session is returned unchanged.
+        session is returned unchanged; FAILED_PRECONDITION is never returned.
+        NOT_FOUND without the session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteSession(self, request, context):
-        """Removes the session, its messages and its memory for good.
+        """Removes the session, its messages and its memory for good; the totals of
+        GetServiceStats drop accordingly. NOT_FOUND without the session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,20 +134,24 @@ class SessionServiceServicer:
 
     def ListSessions(self, request, context):
         """A user's sessions, newest first, paged with opaque keyset tokens.
+        INVALID_ARGUMENT for an empty user_id, a page_size out of range or a page
+        token that was changed or made for another query.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetSessionSummary(self, request, context):
-        """Exact totals of one session.
+        """Exact totals of one session (counts by role, tokens, cost, first and last
+        message time). NOT_FOUND without the session.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetServiceStats(self, request, context):
-        """Totals over all sessions.
+        """Totals over all sessions. In token mode only for the sessions.admin scope
+        (PERMISSION_DENIED, reason ADMIN_REQUIRED, otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +160,8 @@ class SessionServiceServicer:
     def ExpireSessions(self, request, context):
         """Moves ACTIVE sessions idle for longer than idle_for to EXPIRED. The server
         also runs this itself on an interval (SESSION_EXPIRY_INTERVAL).
+        INVALID_ARGUMENT for a missing or non-positive idle_for. In token mode only
+        for the sessions.admin scope (PERMISSION_DENIED, ADMIN_REQUIRED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -492,7 +505,9 @@ class MessageServiceServicer:
     def AddMessage(self, request, context):
         """Appends a message: in one transaction it takes the next sequence number
         and adds to the session's counters. FAILED_PRECONDITION when the session
-        is not ACTIVE. With request_id, a retry returns the first result.
+        is not ACTIVE (reason SESSION_NOT_ACTIVE), NOT_FOUND without the session,
+        INVALID_ARGUMENT for bad fields. With request_id, a retry returns the first
+        result, even after the session has ended.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -500,7 +515,9 @@ class MessageServiceServicer:
 
     def ListMessages(self, request, context):
         """Messages in sequence order (or newest first with order_by "sequence desc"),
-        paged with opaque keyset tokens.
+        paged with opaque keyset tokens. NOT_FOUND without the session;
+        INVALID_ARGUMENT for an unknown order_by, a page_size out of range or a
+        changed or foreign page token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -508,7 +525,8 @@ class MessageServiceServicer:
 
     def StreamMessages(self, request, context):
         """Every message after after_sequence, in sequence order, read from the
-        database page by page; the stream ends at the last stored message.
+        database page by page; the stream ends at the last stored message (it does
+        not wait for new ones). NOT_FOUND without the session, before any message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -663,28 +681,33 @@ class MemoryServiceServicer:
     """
 
     def CreateMemory(self, request, context):
-        """ALREADY_EXISTS when the session has one; NOT_FOUND without the session.
+        """Creates the session's memory. ALREADY_EXISTS when the session has one;
+        NOT_FOUND without the session; INVALID_ARGUMENT past the size limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetMemory(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The session's memory. NOT_FOUND when the session or its memory does not exist.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpdateMemory(self, request, context):
         """Updates conversation_summary, facts, preferences, metadata as update_mask
-        says. ABORTED for a stale etag; with allow_missing, creates it.
+        says. ABORTED (ETAG_MISMATCH) for a stale etag; NOT_FOUND without the
+        memory unless allow_missing, which creates it; INVALID_ARGUMENT for an
+        unknown mask path or past the size limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteMemory(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Deletes the session's memory (the session stays). NOT_FOUND when there is none.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
