@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check migrate lock clean bench bench-quick chaos
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick chaos
 
 install: $(STAMP)
 
@@ -25,9 +25,18 @@ lint: $(STAMP)
 	$(BIN)/buf lint
 	$(BIN)/python scripts/gen_protos.py --check
 	BUF=$(BIN)/buf scripts/buf-breaking
+	@if command -v protoc-gen-go-grpc >/dev/null; then scripts/gen_go --check; \
+	else echo 'Go stub check skipped: protoc-gen-go-grpc is not installed (see README, Go)'; fi
 
 proto: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
+
+# Go stubs into clients/go/ (protoc, protoc-gen-go, protoc-gen-go-grpc; see README, Go).
+go:
+	scripts/gen_go
+
+go-check:
+	scripts/gen_go --check
 
 proto-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
