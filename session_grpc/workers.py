@@ -55,7 +55,12 @@ def _supervise(settings: Settings, workers: int) -> int:
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_worker, args=(settings,), name=f"session-grpc-worker-{index}", daemon=False)
+        # Metrics are per process: worker i serves them on SESSION_METRICS_PORT + i.
+        context.Process(
+            target=_worker, args=(replace(settings, metrics_port=settings.metrics_port + index)
+                                  if settings.metrics_port else settings,),
+            name=f"session-grpc-worker-{index}", daemon=False,
+        )
         for index in range(workers)
     ]
     try:

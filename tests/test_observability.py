@@ -208,3 +208,31 @@ async def test_account_cache_and_fail_open_counters_show_on_the_metrics_endpoint
     assert samples[("session_grpc_account_fail_open_total", ())] == 2
     assert samples[("session_grpc_account_cache_hits_total", ())] == 0
     assert samples[("session_grpc_account_lookups_total", ())] == 2
+
+
+async def test_with_workers_each_process_serves_its_metrics_on_a_port_of_its_own(database_url):
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    port, metrics = free_port(), free_port()
+    while metrics + 1 == port:
+        metrics = free_port()
+    env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(port), "SESSION_HOST": "127.0.0.1",
+           "SESSION_METRICS_PORT": str(metrics), "SESSION_EXPIRY_INTERVAL": "0", "SESSION_SHUTDOWN_GRACE": "2s"}
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("session-grpc")), "serve", "--workers", "2", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output = b""
+    try:
+        while output.count(b"serving session.v1") < 2:
+            output += await asyncio.wait_for(process.stdout.readline(), timeout=60)
+        first, second = await scrape(metrics), await scrape(metrics + 1)
+        assert ("session_grpc_db_pool_size", ()) in first and ("session_grpc_db_pool_size", ()) in second
+    finally:
+        process.send_signal(signal.SIGTERM)
+        rest, _ = await asyncio.wait_for(process.communicate(), timeout=30)
+        output += rest
+    assert process.returncode == 0, output.decode()
