@@ -18,6 +18,7 @@ import pytest
 
 from session_client import InvalidArgument, NotFound, RetryPolicy, SessionClient, Unavailable, pb
 
+from .test_observability import handled, scrape
 from .test_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,8 +141,12 @@ async def test_a_broken_stream_resumes_after_the_last_message(service):
                 seen.append(message.sequence)
                 if len(seen) == 7:
                     await first.stop(grace=0)
-                    second = build_server(test_settings(service.settings.database_url, port=port))
+                    second = build_server(test_settings(service.settings.database_url, port=port, metrics_port=free_port()))
                     await second.start()
+            assert second is not None
+            # The rest really came from the second server, over a reopened stream.
+            samples = await scrape(second.metrics_port)
+            assert handled(samples, "MessageService", "StreamMessages", "OK") == 1
         finally:
             if second is not None:
                 await second.stop(grace=0)
