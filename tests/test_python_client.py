@@ -11,13 +11,19 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
 
-from session_client import InvalidArgument, NotFound, RetryPolicy, SessionClient, Unavailable, pb
+from session_client import (
+    InvalidArgument, NotFound, PermissionDenied, RetryPolicy, SessionClient, TlsOptions, Unauthenticated, Unavailable, pb,
+)
 
+from session_grpc.server import build_server
+
+from .conftest import test_settings
 from .test_observability import handled, scrape
 from .test_server import free_port
 
@@ -122,10 +128,6 @@ async def test_invalid_argument_exposes_the_field_violations(service):
 
 async def test_a_broken_stream_resumes_after_the_last_message(service):
     """Stop the server mid-stream, start a new one on the same port: the stream goes on where it was."""
-    from session_grpc.server import build_server
-
-    from .conftest import test_settings
-
     first = build_server(test_settings(service.settings.database_url, port=free_port()))
     port = first.port
     await first.start()
@@ -153,12 +155,60 @@ async def test_a_broken_stream_resumes_after_the_last_message(service):
     assert seen == list(range(1, 31))
 
 
-async def test_a_plaintext_token_needs_an_explicit_opt_in():
+@pytest.fixture
+async def dev_auth() -> AsyncIterator[int]:
+    """The development account and auth services (tokens alice-token, bob-token, ...)."""
+    from session_grpc.devservices import DevAccountService, DevAuthService, load_accounts, load_tokens, start
+
+    accounts = ROOT / "devservices" / "accounts.json"
+    server, port = await start(DevAccountService(load_accounts(accounts)), auth=DevAuthService(load_tokens(accounts)))
+    yield port
+    await server.stop(0)
+
+
+async def test_a_plaintext_token_needs_an_explicit_opt_in_and_then_authenticates(database_url, dev_auth):
+    from session_grpc.auth import AuthSettings
+
     with pytest.raises(ValueError):
-        SessionClient("127.0.0.1:1", token="secret")
-    client = SessionClient("127.0.0.1:1", token="secret", insecure_token=True)
-    assert ("authorization", "Bearer secret") in client._call_metadata()
-    await client.close()
+        SessionClient("127.0.0.1:1", token="alice-token")
+    settings = test_settings(database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{dev_auth}"))
+    server = build_server(settings)
+    await server.start()
+    try:
+        async with SessionClient(f"127.0.0.1:{server.port}", token="alice-token", insecure_token=True) as alice:
+            assert (await alice.create_session("alice")).user_id == "alice"
+            with pytest.raises(PermissionDenied):
+                await alice.create_session("bob")
+        async with SessionClient(f"127.0.0.1:{server.port}") as anonymous:
+            with pytest.raises(Unauthenticated):
+                await anonymous.create_session("alice")
+    finally:
+        await server.stop(grace=0)
+
+
+async def test_mutual_tls_with_call_credentials_acts_as_the_tokens_user(database_url, dev_auth, tmp_path):
+    from session_grpc.auth import AuthSettings
+
+    from .certs import make_pki
+
+    ca, server_pem, client_pem = make_pki(tmp_path)
+    settings = test_settings(
+        database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{dev_auth}"),
+        tls_cert=server_pem.cert, tls_key=server_pem.key, tls_client_ca=ca.cert,
+    )
+    server = build_server(settings)
+    await server.start()
+    tls = TlsOptions(root_certificates=ca.cert, private_key=client_pem.key, certificate_chain=client_pem.cert)
+    try:
+        async with SessionClient(f"localhost:{server.port}", tls=tls, token=lambda: "bob-token") as bob:
+            session = await bob.create_session("bob", title="over mTLS")
+            assert (await bob.get_session(session.session_id)).title == "over mTLS"
+        async with SessionClient(f"localhost:{server.port}", tls=TlsOptions(root_certificates=ca.cert),
+                                 token="bob-token", retry=RetryPolicy.disabled()) as no_client_cert:
+            with pytest.raises(Unavailable):
+                await no_client_cert.get_session(session.session_id)
+    finally:
+        await server.stop(grace=0)
 
 
 def test_float_costs_are_refused():
