@@ -50,10 +50,10 @@ class Settings:
     """SESSION_EMBEDDED_DATA_DIR: where the embedded PostgreSQL keeps its data."""
     migrate_on_start: bool = False
     """SESSION_MIGRATE_ON_START: apply Alembic migrations before serving (make run does)."""
-    db_pool_size: int = 10
-    """SESSION_DB_POOL_SIZE: connections kept open to PostgreSQL."""
-    db_max_overflow: int = 10
-    """SESSION_DB_MAX_OVERFLOW: extra connections allowed under bursts."""
+    db_pool_size: int = 20
+    """SESSION_DB_POOL_SIZE: connections kept open to PostgreSQL (per worker process)."""
+    db_max_overflow: int = 0
+    """SESSION_DB_MAX_OVERFLOW: extra connections opened in bursts and closed after each use."""
     db_pool_timeout: float = 5.0
     """SESSION_DB_POOL_TIMEOUT: seconds to wait for a free connection before UNAVAILABLE."""
     expiry_interval: float = 300.0
@@ -117,8 +117,8 @@ class Settings:
                 database_url=env.get("DATABASE_URL") or None,
                 embedded_data_dir=Path(env.get("SESSION_EMBEDDED_DATA_DIR", ".pgdata")),
                 migrate_on_start=_bool(env.get("SESSION_MIGRATE_ON_START", "false"), "SESSION_MIGRATE_ON_START"),
-                db_pool_size=int(env.get("SESSION_DB_POOL_SIZE", "10")),
-                db_max_overflow=int(env.get("SESSION_DB_MAX_OVERFLOW", "10")),
+                db_pool_size=int(env.get("SESSION_DB_POOL_SIZE", "20")),
+                db_max_overflow=int(env.get("SESSION_DB_MAX_OVERFLOW", "0")),
                 db_pool_timeout=parse_duration(env.get("SESSION_DB_POOL_TIMEOUT", "5s"), "SESSION_DB_POOL_TIMEOUT"),
                 expiry_interval=parse_duration(env.get("SESSION_EXPIRY_INTERVAL", "5m"), "SESSION_EXPIRY_INTERVAL"),
                 expiry_idle=parse_duration(env.get("SESSION_EXPIRY_IDLE", "24h"), "SESSION_EXPIRY_IDLE"),
