@@ -160,12 +160,11 @@ class _Call:
     def __init__(self, interceptor: ObservabilityInterceptor, method: str) -> None:
         self.interceptor = interceptor
         self.method = method
-        self.service, self.name = _split(method)
         self.started = time.perf_counter()
-        interceptor.metrics.in_flight.labels(self.service, self.name).inc()
+        self.in_flight, self.latency = interceptor.children(method)
+        self.in_flight.inc()
 
     def finish(self, context: grpc.aio.ServicerContext, request: Any, error: BaseException | None) -> None:
-        metrics = self.interceptor.metrics
         elapsed = time.perf_counter() - self.started
         code = context.code() if hasattr(context, "code") else None
         if not isinstance(code, grpc.StatusCode):
@@ -175,9 +174,9 @@ class _Call:
                 code = grpc.StatusCode.CANCELLED
             else:
                 code = grpc.StatusCode.UNKNOWN
-        metrics.in_flight.labels(self.service, self.name).dec()
-        metrics.handled.labels(self.service, self.name, code.name).inc()
-        metrics.latency.labels(self.service, self.name).observe(elapsed)
+        self.in_flight.dec()
+        self.interceptor.handled(self.method, code).inc()
+        self.latency.observe(elapsed)
         self.interceptor.log_call(self, code, elapsed, context, request)
 
 
@@ -187,6 +186,24 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, metrics: Metrics, *, access_log_enabled: bool) -> None:
         self.metrics = metrics
         self.access_log_enabled = access_log_enabled
+        # Labelled children looked up once per method (and code), not on every call.
+        self._children: dict[str, tuple[Any, Any]] = {}
+        self._handled: dict[tuple[str, grpc.StatusCode], Any] = {}
+
+    def children(self, method: str) -> tuple[Any, Any]:
+        found = self._children.get(method)
+        if found is None:
+            service, name = _split(method)
+            found = (self.metrics.in_flight.labels(service, name), self.metrics.latency.labels(service, name))
+            self._children[method] = found
+        return found
+
+    def handled(self, method: str, code: grpc.StatusCode) -> Any:
+        found = self._handled.get((method, code))
+        if found is None:
+            found = self.metrics.handled.labels(*_split(method), code.name)
+            self._handled[(method, code)] = found
+        return found
 
     def log_call(
         self, call: _Call, code: grpc.StatusCode, elapsed: float, context: grpc.aio.ServicerContext, request: Any
