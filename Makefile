@@ -22,6 +22,7 @@ test: $(STAMP)
 	$(BIN)/pytest
 
 lint: $(STAMP)
+	$(BIN)/ruff check .
 	$(BIN)/buf lint
 	$(BIN)/python scripts/gen_protos.py --check
 	BUF=$(BIN)/buf scripts/buf-breaking
