@@ -131,6 +131,15 @@ async def row_locked(sql, session_id: str) -> AsyncIterator[None]:  # type: igno
         await transaction.rollback()
 
 
+async def until_no_statement_waits_for_a_lock(sql, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + timeout
+    while await sql.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ):
+        assert asyncio.get_running_loop().time() < deadline, "the server never cancelled its statement"
+        await asyncio.sleep(0.05)
+
+
 async def test_client_deadline_bounds_the_database_work_and_leaves_nothing_written(sessions, messages, sql):
     session = await new_session(sessions)
     async with row_locked(sql, session.session_id):
@@ -143,8 +152,9 @@ async def test_client_deadline_bounds_the_database_work_and_leaves_nothing_writt
         assert failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
         assert asyncio.get_running_loop().time() - started < 1.5
         # The server's copy of the deadline runs a little behind the client's (it travels with the
-        # request); hold the lock until it has surely passed, then nothing may have been written.
-        await asyncio.sleep(0.5)
+        # request): hold the lock until the server has given up its blocked statement, then
+        # nothing may have been written.
+        await until_no_statement_waits_for_a_lock(sql)
     await asyncio.sleep(0.2)
     assert await sql.fetchval("SELECT count(*) FROM messages") == 0
     assert await sql.fetchval("SELECT message_count FROM sessions WHERE id = $1", session.session_id) == 0
