@@ -28,7 +28,7 @@ from session_grpc import migrations
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.embedded import EmbeddedCluster
-from session_grpc.server import SessionServer, build_server
+from session_grpc.server import SessionServer, build_server, running
 from session_grpc.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,13 +170,10 @@ async def fresh_database(server_url: str) -> str:
 
 @asynccontextmanager
 async def in_process_server(url: str) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:
-    server = build_server(Settings(port=0, host="127.0.0.1", database_url=url, expiry_interval=0))
-    await server.start()
-    try:
+    settings = Settings(port=0, host="127.0.0.1", database_url=url, expiry_interval=0)
+    async with running(settings, grace=1) as server:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             yield server, channel
-    finally:
-        await server.stop(grace=1)
 
 
 async def _open_sessions(channel: grpc.aio.Channel, count: int) -> list[str]:

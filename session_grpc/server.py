@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
@@ -132,6 +133,17 @@ class SessionServer:
                 await job()
             except Exception:  # noqa: BLE001 - a background job must outlive one failure
                 log.warning("background job %s failed", job.__name__, exc_info=True)
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, grace: float = 0.0) -> AsyncIterator[SessionServer]:
+    """A built and started server for the duration of the block (tests, tools, embedding)."""
+    server = build_server(settings)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(grace=grace)
 
 
 def build_server(settings: Settings) -> SessionServer:

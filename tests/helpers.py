@@ -6,11 +6,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import socket
+import time
+
 import grpc
+from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
-from session_grpc.server import SessionServer, build_server
+from session_grpc.server import SessionServer, running
 from session_grpc.settings import Settings
 
 
@@ -70,10 +74,28 @@ async def add(messages, session_id: str, content: str = "hello", **fields) -> pb
 @asynccontextmanager
 async def serving(settings: Settings) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:
     """A second server of a test's own (other settings than the shared one), with a channel to it."""
-    server = build_server(settings)
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield server, channel
-    finally:
-        await server.stop(grace=0)
+    async with running(settings) as server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield server, channel
+
+
+async def set_status(sessions, session_id: str, status: int) -> pb.Session:  # type: ignore[no-untyped-def]
+    response = await sessions.UpdateSession(
+        pb.UpdateSessionRequest(
+            session=pb.Session(session_id=session_id, status=status),
+            update_mask=field_mask_pb2.FieldMask(paths=["status"]),
+        )
+    )
+    return response.session
+
+
+def wait_for_port(port: int, timeout: float = 30.0) -> None:
+    """Until something accepts connections on 127.0.0.1:`port` (a server process starting)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

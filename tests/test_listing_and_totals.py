@@ -9,26 +9,16 @@ from decimal import Decimal
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.server import build_server
 
 from .conftest import test_settings
-from .helpers import add, expect_failure, new_session
+from .helpers import add, expect_failure, new_session, set_status
 
 OLD = "UPDATE sessions SET last_activity_time = now() - interval '2 hours' WHERE id = $1"
-
-
-async def set_status(sessions, session_id: str, status: int) -> pb.Session:  # type: ignore[no-untyped-def]
-    response = await sessions.UpdateSession(
-        pb.UpdateSessionRequest(
-            session=pb.Session(session_id=session_id, status=status),
-            update_mask=field_mask_pb2.FieldMask(paths=["status"]),
-        )
-    )
-    return response.session
 
 
 async def get(sessions, session_id: str) -> pb.Session:  # type: ignore[no-untyped-def]

@@ -8,11 +8,11 @@ from decimal import Decimal
 
 import grpc
 import pytest
-from google.protobuf import field_mask_pb2, struct_pb2
+from google.protobuf import struct_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 
-from .helpers import add, expect_failure, new_session
+from .helpers import add, expect_failure, new_session, set_status
 
 
 def struct(**values) -> struct_pb2.Struct:  # type: ignore[no-untyped-def]
@@ -23,16 +23,6 @@ def struct(**values) -> struct_pb2.Struct:  # type: ignore[no-untyped-def]
 
 async def get(sessions, session_id: str) -> pb.Session:  # type: ignore[no-untyped-def]
     return (await sessions.GetSession(pb.GetSessionRequest(session_id=session_id))).session
-
-
-async def set_status(sessions, session_id: str, status: int) -> pb.Session:  # type: ignore[no-untyped-def]
-    response = await sessions.UpdateSession(
-        pb.UpdateSessionRequest(
-            session=pb.Session(session_id=session_id, status=status),
-            update_mask=field_mask_pb2.FieldMask(paths=["status"]),
-        )
-    )
-    return response.session
 
 
 async def add_many(messages, session_id: str, count: int, chunk: int = 50, **fields) -> list[pb.Message]:  # type: ignore[no-untyped-def]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -16,22 +14,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
-from session_grpc.server import SessionServer, build_server
 
 from .conftest import test_settings
-from .helpers import add, expect_failure, new_session
+from .helpers import add, expect_failure, new_session, serving, wait_for_port
 from .test_server import free_port
 
 
-@contextlib.asynccontextmanager
-async def running(database_url: str, **overrides: object) -> AsyncIterator[tuple[SessionServer, grpc.aio.Channel]]:
-    server = build_server(test_settings(database_url, **overrides))
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            yield server, channel
-    finally:
-        await server.stop(grace=0)
+def running(database_url: str, **overrides: object):  # type: ignore[no-untyped-def]
+    return serving(test_settings(database_url, **overrides))
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -161,10 +151,8 @@ def test_tracing_is_off_without_otel_variables(monkeypatch):
 def test_otel_variables_turn_on_a_span_per_call(database_url):
     import os
     import signal
-    import socket
     import subprocess
     import sys
-    import time
 
     port = free_port()
     env = {
@@ -176,13 +164,7 @@ def test_otel_variables_turn_on_a_span_per_call(database_url):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port)
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             rpc.SessionServiceStub(channel).CreateSession(pb.CreateSessionRequest(user_id="traced"), timeout=10)
         process.send_signal(signal.SIGTERM)

@@ -23,7 +23,7 @@ from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.server import build_server
 
 from .conftest import test_settings
-from .helpers import expect_failure, new_session
+from .helpers import expect_failure, new_session, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {
@@ -155,13 +155,7 @@ def test_serve_process_runs_the_walkthrough_and_exits_zero_on_sigterm(database_u
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port)
         walk = subprocess.run(
             [sys.executable, "clients/walkthrough.py", f"127.0.0.1:{port}"],
             cwd=ROOT, capture_output=True, text=True, timeout=60,

@@ -10,7 +10,7 @@ from google.protobuf import field_mask_pb2, struct_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 
-from .helpers import add, expect_failure, new_session
+from .helpers import add, expect_failure, new_session, set_status
 
 
 def struct(**values) -> struct_pb2.Struct:  # type: ignore[no-untyped-def]
@@ -185,15 +185,6 @@ PATH_TO = {
 }
 
 
-async def set_status(sessions, session_id: str, status: int):  # type: ignore[no-untyped-def]
-    return await sessions.UpdateSession(
-        pb.UpdateSessionRequest(
-            session=pb.Session(session_id=session_id, status=status),
-            update_mask=field_mask_pb2.FieldMask(paths=["status"]),
-        )
-    )
-
-
 @pytest.mark.parametrize("source", ALL_STATUSES, ids=S.Name)
 @pytest.mark.parametrize("target", ALL_STATUSES, ids=S.Name)
 async def test_status_moves_follow_the_lifecycle_table(sessions, source, target):
@@ -201,7 +192,7 @@ async def test_status_moves_follow_the_lifecycle_table(sessions, source, target)
     for step in PATH_TO[source]:
         await set_status(sessions, session.session_id, step)
     if source == target or (source, target) in ALLOWED:
-        moved = (await set_status(sessions, session.session_id, target)).session
+        moved = await set_status(sessions, session.session_id, target)
         assert moved.status == target
         assert moved.HasField("end_time") == (target == S.SESSION_STATUS_ENDED or source == S.SESSION_STATUS_ENDED)
     else:
@@ -228,7 +219,7 @@ async def test_end_session_sets_ended_and_end_time(sessions):
 @pytest.mark.parametrize("status", [S.SESSION_STATUS_ENDED, S.SESSION_STATUS_ARCHIVED], ids=S.Name)
 async def test_end_session_already_ended_or_archived_returns_it_unchanged(sessions, status):
     session = await new_session(sessions, "alice")
-    before = (await set_status(sessions, session.session_id, status)).session
+    before = await set_status(sessions, session.session_id, status)
     after = (await sessions.EndSession(pb.EndSessionRequest(session_id=session.session_id))).session
     assert after == before
 
