@@ -24,6 +24,7 @@ T = TypeVar("T")
 TRANSIENT_SQLSTATES = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 QUERY_CANCELED = "57014"  # statement_timeout, or a cancel request
 MAX_TRANSIENT_ATTEMPTS = 3
+CANCEL_WAIT = 1.0  # seconds to let a CancelRequest reach PostgreSQL before dropping the connection
 PING_AFTER_IDLE = 1.0
 """Seconds a pooled connection may sit unused before it is checked (one ping) on its next checkout."""
 
@@ -92,6 +93,22 @@ def translate(error: Exception) -> DomainError | None:
     return None
 
 
+async def _cancel_statement(conn: AsyncConnection) -> None:
+    """After a deadline cancelled a statement: make sure PostgreSQL cancelled it too, then drop
+    the connection.
+
+    In autocommit a statement still waiting (for a row lock, say) commits as soon as it can run,
+    so merely closing our end is not enough: the server only notices once it has committed.
+    asyncpg sends a CancelRequest for a cancelled query in a background task, but closing the
+    connection cancels that task; so wait for it (briefly) before invalidating the connection.
+    """
+    raw = await asyncio.shield(conn.get_raw_connection())
+    pending = [task for task in getattr(raw.driver_connection, "_cancellations", ()) if not task.done()]
+    if pending:
+        await asyncio.shield(asyncio.wait(pending, timeout=CANCEL_WAIT))
+    await conn.invalidate()
+
+
 async def _as_sqlalchemy_error(conn: AsyncConnection, adapted: Any, error: Exception) -> Exception:
     """The exception SQLAlchemy would have raised for a driver error on this connection."""
     if isinstance(error, exc.SQLAlchemyError) or not _is_driver_error(error):
@@ -146,7 +163,7 @@ class Database:
         one round trip instead of three (BEGIN, statement, COMMIT). Retries,
         error translation and the deadline are those of run().
         """
-        return await self._bounded(self._autocommit.connect, work, args, kwargs)
+        return await self._bounded(self._autocommit_connection, work, args, kwargs)
 
     async def run_driver(self, work: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
         """`await work(asyncpg_connection, *args)` for the per-call hot paths: like run_single
@@ -160,6 +177,15 @@ class Database:
         return await self._bounded(self._driver, work, args, kwargs)
 
     @contextlib.asynccontextmanager
+    async def _autocommit_connection(self):  # type: ignore[no-untyped-def]
+        async with self._autocommit.connect() as conn:
+            try:
+                yield conn
+            except asyncio.CancelledError:
+                await _cancel_statement(conn)
+                raise
+
+    @contextlib.asynccontextmanager
     async def _driver(self):  # type: ignore[no-untyped-def]
         async with self._autocommit.connect() as conn:
             adapted = await conn.get_raw_connection()
@@ -170,8 +196,8 @@ class Database:
                 if translated is error:
                     raise
                 raise translated from error
-            except BaseException:
-                await conn.invalidate()  # cancelled mid-statement: its state is unknown
+            except asyncio.CancelledError:
+                await _cancel_statement(conn)
                 raise
 
     async def _bounded(self, unit, work, args, kwargs):  # type: ignore[no-untyped-def]
