@@ -2,8 +2,7 @@
 
 The per-call paths (append, list a page, stream a page) are single SQL
 statements, so the Database runs them in autocommit on the driver's connection
-(`run_driver`): one round trip each. They also work on a Core connection or
-inside a transaction of `Database.run`.
+(`run_driver`): one round trip each.
 """
 
 from __future__ import annotations
@@ -12,17 +11,13 @@ import json
 import uuid
 
 import asyncpg
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from ..domain import lifecycle
 from ..domain.errors import NotFound
 from ..domain.records import Message, NewMessage
-from .database import sqlstate
 from .sessions import get_session
 from .tables import MESSAGE_COLUMNS, Executor, fetch, fetch_one, message_from_row
 
-UNIQUE_VIOLATION = "23505"
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
 LAST_SEQUENCE = 2**63 - 1
 
@@ -73,19 +68,15 @@ WHERE s.id = $1
 PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
 PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
 STREAM_PAGE = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
-STREAM_PAGE_DESCENDING = (
-    f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND sequence < $2 ORDER BY sequence DESC LIMIT $3"
-)
 
 
-async def add_message(db: Executor, new: NewMessage) -> Message:
-    """Append a message and add it to the session's counters, in one statement.
+async def add_message(db: asyncpg.Connection, new: NewMessage) -> Message:
+    """Append a message and add it to the session's counters, in one autocommit statement.
 
     With a request_id, a repeat returns the first result, even when the session
     has ended since. Two concurrent first calls with one request_id: the loser's
     insert hits the unique index after the winner commits, and it answers with
-    the winner's message (a statement of its own: in autocommit nothing of the
-    failed one remains; inside a transaction a savepoint keeps the rest).
+    the winner's message (a statement of its own; nothing of the failed one remains).
     """
     metadata = json.dumps(new.metadata, separators=(",", ":")) if new.metadata else "{}"
     params = (
@@ -102,18 +93,10 @@ async def add_message(db: Executor, new: NewMessage) -> Message:
         row = await fetch_one(db, ADD_MESSAGE, *params)
     else:
         try:
-            if isinstance(db, asyncpg.Connection) or _autocommit(db):
-                row = await fetch_one(db, ADD_MESSAGE_ONCE, *params, new.request_id)
-            else:
-                conn = db if isinstance(db, AsyncConnection) else await db.connection()
-                async with conn.begin_nested():
-                    row = await fetch_one(conn, ADD_MESSAGE_ONCE, *params, new.request_id)
-        except (IntegrityError, asyncpg.UniqueViolationError) as error:
-            code = getattr(error, "sqlstate", None) or sqlstate(error)
-            if code != UNIQUE_VIOLATION or REQUEST_ID_INDEX not in str(getattr(error, "orig", error)):
+            row = await fetch_one(db, ADD_MESSAGE_ONCE, *params, new.request_id)
+        except asyncpg.UniqueViolationError as error:
+            if error.constraint_name != REQUEST_ID_INDEX:
                 raise
-            if isinstance(db, AsyncConnection) and _autocommit(db):
-                await db.rollback()  # nothing to undo in the database; resets the connection's state
             row = await fetch_one(db, BY_REQUEST_ID, new.session_id, new.request_id)
             assert row is not None
     if row is None:
@@ -121,12 +104,6 @@ async def add_message(db: Executor, new: NewMessage) -> Message:
         lifecycle.check_accepts_messages(session.status)
         raise AssertionError(f"session {new.session_id} is active but took no message")
     return message_from_row(row)
-
-
-def _autocommit(db: AsyncConnection | AsyncSession) -> bool:
-    return isinstance(db, AsyncConnection) and (
-        db.sync_connection.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
-    )
 
 
 async def list_messages(
@@ -147,12 +124,6 @@ async def list_messages(
     return page, next_position, total
 
 
-async def messages_page(
-    db: Executor, session_id: str, position: int | None, limit: int, *, descending: bool = False
-) -> list[Message]:
-    """Up to `limit` messages after `position` in sequence order, or before it newest first."""
-    if descending:
-        statement, start = STREAM_PAGE_DESCENDING, LAST_SEQUENCE if position is None else position
-    else:
-        statement, start = STREAM_PAGE, position or 0
-    return [message_from_row(row) for row in await fetch(db, statement, session_id, start, limit)]
+async def messages_page(db: Executor, session_id: str, after_sequence: int, limit: int) -> list[Message]:
+    """Up to `limit` messages after `after_sequence`, in sequence order (one page of a stream)."""
+    return [message_from_row(row) for row in await fetch(db, STREAM_PAGE, session_id, after_sequence, limit)]
