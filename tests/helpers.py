@@ -99,3 +99,12 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+async def statements_waiting_for_a_lock(sql) -> int:  # type: ignore[no-untyped-def]
+    """How many statements of this database wait for a lock now. pg_stat_activity is read once
+    per transaction, so the snapshot is cleared first (the caller may hold a lock in one)."""
+    await sql.execute("SELECT pg_stat_clear_snapshot()")
+    return await sql.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )

@@ -20,7 +20,7 @@ from session_grpc.domain.limits import Limits
 from session_grpc.server import build_server
 
 from .conftest import test_settings
-from .helpers import add, expect_failure, new_session, serving
+from .helpers import add, expect_failure, new_session, serving, statements_waiting_for_a_lock
 
 SMALL = Limits(
     content_bytes=1000, struct_bytes=200, struct_depth=4, title_length=10, summary_length=50,
@@ -133,9 +133,7 @@ async def row_locked(sql, session_id: str) -> AsyncIterator[None]:  # type: igno
 
 async def until_no_statement_waits_for_a_lock(sql, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
     deadline = asyncio.get_running_loop().time() + timeout
-    while await sql.fetchval(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-    ):
+    while await statements_waiting_for_a_lock(sql):
         assert asyncio.get_running_loop().time() < deadline, "the server never cancelled its statement"
         await asyncio.sleep(0.05)
 
