@@ -37,5 +37,5 @@ class Guard:
         principal = auth.current()
         if principal.admin:
             return
-        if await self.db.run_single(session_owner, session_id) != principal.user_id:
+        if await self.db.run_driver(session_owner, session_id) != principal.user_id:
             raise NotFound("session", session_id)

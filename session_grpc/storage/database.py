@@ -154,36 +154,17 @@ class Database:
         """
         return await self._bounded(self._in_transaction, work, args, kwargs)
 
-    async def run_single(
-        self, work: Callable[Concatenate[AsyncConnection, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
-        """`await work(connection, *args)` for work that is a single SQL statement.
-
-        The statement runs in autocommit, so it is its own transaction and costs
-        one round trip instead of three (BEGIN, statement, COMMIT). Retries,
-        error translation and the deadline are those of run().
-        """
-        return await self._bounded(self._autocommit_connection, work, args, kwargs)
-
     async def run_driver(self, work: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
-        """`await work(asyncpg_connection, *args)` for the per-call hot paths: like run_single
-        (one statement in autocommit, same retries, translation and deadline), on the driver's
-        own connection, which skips SQLAlchemy's execution layer (about 0.1 ms of CPU per call).
+        """`await work(asyncpg_connection, *args)` for work that is a single SQL statement: it runs
+        in autocommit (its own transaction, one round trip instead of BEGIN, statement, COMMIT),
+        on the driver's own connection, which skips SQLAlchemy's execution layer (about 0.1 ms
+        of CPU per call). Retries, error translation and the deadline are those of run().
 
         Driver errors are translated the way SQLAlchemy translates them, so translate() and the
         retry rules see the same exceptions; a connection that failed or whose work was
         cancelled (a deadline) is invalidated rather than returned to the pool.
         """
         return await self._bounded(self._driver, work, args, kwargs)
-
-    @contextlib.asynccontextmanager
-    async def _autocommit_connection(self):  # type: ignore[no-untyped-def]
-        async with self._autocommit.connect() as conn:
-            try:
-                yield conn
-            except asyncio.CancelledError:
-                await _cancel_statement(conn)
-                raise
 
     @contextlib.asynccontextmanager
     async def _driver(self):  # type: ignore[no-untyped-def]

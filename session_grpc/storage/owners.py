@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from .tables import Executor, fetch_one
 
-from .tables import SessionRow
+SESSION_OWNER = "SELECT user_id FROM sessions WHERE id = $1"
 
 
-async def session_owner(db: AsyncConnection, session_id: str) -> str | None:
-    return await db.scalar(select(SessionRow.user_id).where(SessionRow.id == session_id))
+async def session_owner(db: Executor, session_id: str) -> str | None:
+    row = await fetch_one(db, SESSION_OWNER, session_id)
+    return None if row is None else row[0]
