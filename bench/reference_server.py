@@ -26,31 +26,12 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
+from session_grpc.storage import messages, sessions
 
-# Same statement as session_grpc.storage.messages.ADD_MESSAGE (one round trip under the row lock).
-ADD_MESSAGE = """
-WITH bumped AS (
-    UPDATE sessions
-    SET message_count = message_count + 1,
-        total_tokens = total_tokens + $3,
-        total_cost = total_cost + $4,
-        last_activity_time = greatest(last_activity_time, clock_timestamp()),
-        update_time = greatest(update_time, clock_timestamp())
-    WHERE id = $2 AND status = 'active'
-    RETURNING id, user_id, message_count, last_activity_time
-)
-INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
-                      tokens_used, cost, metadata, request_id, create_time)
-SELECT $1, id, user_id, message_count, $5, $6, $7, $3, $4, $8::jsonb, NULL, last_activity_time FROM bumped
-RETURNING id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost,
-          metadata::text, create_time
-"""
-
-GET_SESSION = """
-SELECT id, user_id, status, title, conversation_data::text, metadata::text, message_count, total_tokens,
-       total_cost, create_time, update_time, last_activity_time, end_time, version
-FROM sessions WHERE id = $1
-"""
+# The very statements session-grpc runs (one round trip each, autocommit); on a plain asyncpg
+# pool the jsonb columns come back as text, which _struct parses.
+ADD_MESSAGE = messages.ADD_MESSAGE
+GET_SESSION = sessions.GET_SESSION
 
 ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_SYSTEM: "system", pb.ROLE_TOOL: "tool"}
 ROLE_NUMBERS = {v: k for k, v in ROLES.items()}
