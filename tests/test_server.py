@@ -23,7 +23,7 @@ from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.server import build_server
 
 from .conftest import test_settings
-from .helpers import expect_failure, new_session, wait_for_port
+from .helpers import expect_failure, new_session, serving, wait_for_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICES = {
@@ -169,3 +169,12 @@ def test_serve_process_runs_the_walkthrough_and_exits_zero_on_sigterm(database_u
     finally:
         if process.poll() is None:
             process.kill()
+
+
+async def test_start_up_says_when_authentication_and_account_checks_are_off(database_url, caplog):
+    caplog.set_level("INFO", logger="session_grpc.server")
+    async with serving(test_settings(database_url)):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("AUTHENTICATION IS OFF" in w and "loopback only" in w for w in warnings), warnings
+    assert sum("account validation is OFF" in w for w in warnings) == 1, warnings
