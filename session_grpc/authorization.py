@@ -16,6 +16,14 @@ from .storage.database import Database
 from .storage.owners import session_owner
 
 
+def owner_scope() -> str | None:
+    """The user whose sessions the current call may touch, or None when it may touch any (an admin,
+    or the operator of mode none). Storage statements filter by it (`... AND user_id = $owner`), so a
+    session of another user is missing to the caller (NOT_FOUND) without a separate ownership query."""
+    principal = auth.current()
+    return None if principal.admin else principal.user_id
+
+
 class Guard:
     def __init__(self, db: Database) -> None:
         self.db = db
