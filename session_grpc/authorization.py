@@ -19,9 +19,12 @@ from .storage.owners import session_owner
 def owner_scope() -> str | None:
     """The user whose sessions the current call may touch, or None when it may touch any (an admin,
     or the operator of mode none). Storage statements filter by it (`... AND user_id = $owner`), so a
-    session of another user is missing to the caller (NOT_FOUND) without a separate ownership query."""
+    session of another user is missing to the caller (NOT_FOUND) without a separate ownership query.
+
+    A service principal without the admin scope owns no session: it gets "", which no session's
+    user_id equals (user ids are never empty)."""
     principal = auth.current()
-    return None if principal.admin else principal.user_id
+    return None if principal.admin else (principal.user_id or "")
 
 
 class Guard:
