@@ -24,7 +24,7 @@ from .storage import sessions
 from .storage.database import Database, create_engine
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .auth import Authenticate, TokenVerifier
-from .authorization import Guard
+from .authorization import Authorize, Guard
 from .boundary import Boundary
 from .deadlines import StartDeadline
 from .draining import Drain
@@ -156,7 +156,7 @@ def build_server(settings: Settings) -> SessionServer:
     observability = Observability(db.engine, access_log_enabled=settings.access_log)
     verifier = TokenVerifier(settings.auth) if settings.auth_mode == "token" and settings.auth else None
     authenticate = [Authenticate(verifier)] if verifier is not None else []
-    boundary = Boundary([observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline()])
+    boundary = Boundary([observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline(), Authorize()])
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), boundary],
         options=channel_options(settings),
