@@ -23,10 +23,10 @@ from session_client import (
 )
 
 from session_grpc.server import build_server
+from session_grpc.testing import free_port
 
 from .conftest import test_settings
 from .test_observability import handled, scrape
-from .test_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "clients" / "python"

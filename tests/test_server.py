@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.server import build_server
+from session_grpc.testing import free_port
 
 from .conftest import test_settings
 from .helpers import expect_failure, new_session, serving, wait_for_port
@@ -35,12 +35,6 @@ SERVICES = {
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_health_is_serving_when_the_database_answers(channel):
