@@ -10,10 +10,9 @@
 from __future__ import annotations
 
 from . import auth
-from .domain.errors import NotFound, PermissionDenied
+from .domain.errors import PermissionDenied
 from .domain.validation import excerpt
 from .storage.database import Database
-from .storage.owners import session_owner
 
 
 def owner_scope() -> str | None:
@@ -41,12 +40,3 @@ class Guard:
     def admin(self) -> None:
         if not auth.current().admin:
             raise PermissionDenied(f"this call needs the {auth.ADMIN_SCOPE} scope", reason="ADMIN_REQUIRED")
-
-    async def owns(self, session_id: str) -> None:
-        """NOT_FOUND unless the session exists and belongs to the calling user (admins: no check,
-        the call itself finds out whether the session exists)."""
-        principal = auth.current()
-        if principal.admin:
-            return
-        if await self.db.run_driver(session_owner, session_id) != principal.user_id:
-            raise NotFound("session", session_id)
