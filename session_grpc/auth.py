@@ -10,12 +10,10 @@ Modes (SESSION_AUTH_MODE):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -23,12 +21,12 @@ from typing import Any
 import grpc
 
 from ._proto.auth.v1 import auth_pb2, auth_pb2_grpc
-from .handlers import AroundInterceptor
+from .boundary import Call, Step
+from .domain.errors import Unauthenticated, Unavailable
 
 log = logging.getLogger(__name__)
 
 ADMIN_SCOPE = "sessions.admin"
-GUARDED_PREFIX = "/session.v1."
 
 
 @dataclass(frozen=True)
@@ -61,10 +59,6 @@ class AuthSettings:
     """SESSION_AUTH_CACHE_TTL: longest a verified token is trusted (never past its expire_time)."""
     cache_size: int = 10_000
     """SESSION_AUTH_CACHE_SIZE: tokens remembered."""
-
-
-class Unauthenticated(Exception):
-    pass
 
 
 class AuthUnavailable(Exception):
@@ -120,30 +114,20 @@ def bearer_token(metadata: Any) -> str | None:
     return None
 
 
-class AuthInterceptor(AroundInterceptor):
-    """Authenticates every session.v1 call and runs it as its principal; health and reflection
-    stay open (load balancers and grpcurl need them)."""
+class Authenticate(Step):
+    """The boundary step that authenticates every session.v1 call and runs it as its principal;
+    health and reflection stay open (load balancers and grpcurl need them)."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self.verifier = verifier
 
-    def applies(self, method: str) -> bool:
-        return method.startswith(GUARDED_PREFIX)
-
-    @contextlib.asynccontextmanager
-    async def around(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        token = bearer_token(context.invocation_metadata())
+    async def enter(self, call: Call) -> None:
+        token = bearer_token(call.context.invocation_metadata())
         if token is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "send 'authorization: Bearer <token>'")
+            raise Unauthenticated("send 'authorization: Bearer <token>'")
         try:
             principal = await self.verifier.verify(token)
-        except Unauthenticated as error:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
         except AuthUnavailable as error:
             log.warning("auth service unavailable: %s", error)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the auth service is unavailable; retry")
-        marker = _current.set(principal)
-        try:
-            yield
-        finally:
-            _current.reset(marker)
+            raise Unavailable("the auth service is unavailable; retry", reason="AUTH_SERVICE_UNAVAILABLE") from None
+        _current.set(principal)
