@@ -5,16 +5,14 @@ import grpc
 from .. import convert
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
-from ..authorization import Guard
 from ..domain.limits import Limits
 from ..storage import memories
 from ..storage.database import Database
 
 
 class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, db: Database, limits: Limits, guard: Guard) -> None:
+    def __init__(self, db: Database, limits: Limits) -> None:
         self.db = db
-        self.guard = guard
         self.limits = limits
 
     async def CreateMemory(self, request: pb.CreateMemoryRequest, context: grpc.aio.ServicerContext):

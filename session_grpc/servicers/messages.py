@@ -7,7 +7,6 @@ import grpc
 from .. import convert
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
-from ..authorization import Guard
 from ..domain.limits import Limits
 from ..page_tokens import PageTokens
 from ..storage import messages
@@ -15,9 +14,8 @@ from ..storage.database import Database
 
 
 class MessageServicer(session_pb2_grpc.MessageServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, guard: Guard) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
         self.db = db
-        self.guard = guard
         self.tokens = tokens
         self.limits = limits
 

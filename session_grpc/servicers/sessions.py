@@ -4,7 +4,6 @@ import grpc
 
 from .. import convert
 from ..accounts import AccountCheck
-from ..authorization import Guard
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
@@ -16,17 +15,15 @@ from ..storage.database import Database
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(
-        self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck, guard: Guard
+        self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck
     ) -> None:
         self.db = db
-        self.guard = guard
         self.tokens = tokens
         self.limits = limits
         self.accounts = accounts
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
         new = convert.new_session(request, self.limits)
-        self.guard.acts_for(new.user_id)
         await self.accounts.check(new.user_id)
         session = await self.db.run(sessions.create_session, new)
         return pb.CreateSessionResponse(session=convert.session_to_proto(session))
@@ -50,7 +47,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = convert.sessions_query(request, self.tokens, self.limits)
-        self.guard.acts_for(query.user_id)
         page, next_key, total = await self.db.run_driver(
             sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
         )
@@ -69,11 +65,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.GetSessionSummaryResponse(summary=convert.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):
-        self.guard.admin()
         stats = await self.db.run(sessions.service_stats)
         return pb.GetServiceStatsResponse(stats=convert.stats_to_proto(stats))
 
     async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):
-        self.guard.admin()
         count = await self.db.run(sessions.expire_sessions, convert.idle_for(request))
         return pb.ExpireSessionsResponse(expired_count=count)
