@@ -9,22 +9,25 @@ on the driver's own connection (the hot paths' fixed SQL, BEGIN and COMMIT).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from sqlalchemy import event
 
-from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc.policy import Kind
 from session_grpc.server import SessionServer
 
+from . import rpcs
 from .conftest import test_settings
 from .helpers import serving
-from .test_auth import Stubs, bobs_session, dev, session_calls, token_server  # noqa: F401 - dev is a fixture
+from .test_auth import dev, fresh_target, token_server  # noqa: F401 - dev is a fixture
 
 # Statements per call that a single SQL statement cannot do today (a read under a row lock, then
 # a write, in one transaction): BEGIN, the statements, COMMIT. Every other session-scoped call is
 # one statement; StreamMessages one per page (a page here).
-TRANSACTIONS = {"UpdateSession": 4, "EndSession": 4, "CreateMemory": 4, "UpdateMemory": 4}
+TRANSACTIONS = {
+    rpcs.SESSIONS + "UpdateSession": 4,
+    rpcs.SESSIONS + "EndSession": 4,
+    rpcs.MEMORIES + "UpdateMemory": 5,  # allow_missing on a session without one: lock, find the session, insert
+}
 
 
 class StatementCounter:
@@ -47,34 +50,23 @@ class StatementCounter:
     def _logged(self, record) -> None:  # type: ignore[no-untyped-def]
         self.statements.append(record.query)
 
-    @contextmanager
-    def counting(self) -> Iterator[list[str]]:
-        self.statements.clear()
-        seen: list[str] = []
-        yield seen
-        seen.extend(self.statements)
 
-
-async def statements_per_call(server: SessionServer, stubs: Stubs, sid: str) -> dict[str, list[str]]:
+async def statements_per_call(server: SessionServer, channel, token: str | None) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """The statements of each session-scoped RPC, each called on a fresh session of bob's."""
     counter = StatementCounter(server)
-    counts = {}
-    for name, call in session_calls(stubs, sid).items():
-        if name in ("EndSession", "DeleteSession"):
-            continue  # run last, below: they end the session the others need
-        with counter.counting() as seen:
-            await call()
-            await asyncio.sleep(0.01)  # the driver reports statements from the event loop
-        counts[name] = seen
-    for name in ("EndSession", "DeleteSession"):
-        with counter.counting() as seen:
-            await session_calls(stubs, sid)[name]()
-            await asyncio.sleep(0.01)
-        counts[name] = seen
-    return counts
+    seen = {}
+    for method in rpcs.methods(Kind.OWNS_SESSION):
+        request = rpcs.request(method, await fresh_target(channel, method))
+        await asyncio.sleep(0.01)  # the driver reports statements from the event loop
+        counter.statements.clear()
+        await rpcs.call(channel, method, request, token)
+        await asyncio.sleep(0.01)
+        seen[method] = list(counter.statements)
+    return seen
 
 
-def _numbers(counts: dict[str, list[str]]) -> dict[str, int]:
-    return {name: len(statements) for name, statements in counts.items()}
+def _numbers(seen: dict[str, list[str]]) -> dict[str, int]:
+    return {method: len(statements) for method, statements in seen.items()}
 
 
 async def test_token_mode_runs_the_statements_mode_none_runs_one_for_each_single_statement_call(
@@ -82,12 +74,8 @@ async def test_token_mode_runs_the_statements_mode_none_runs_one_for_each_single
 ):
     _, _, port = dev
     async with token_server(database_url, port) as (server, channel):
-        bob = Stubs(channel, "bob-token")
-        token_mode = await statements_per_call(server, bob, await bobs_session(channel))
+        token_mode = await statements_per_call(server, channel, "bob-token")
     async with serving(test_settings(database_url)) as (server, channel):
-        anyone = Stubs(channel, None)
-        sid = (await anyone.sessions.CreateSession(pb.CreateSessionRequest(user_id="bob"))).session.session_id
-        mode_none = await statements_per_call(server, anyone, sid)
+        mode_none = await statements_per_call(server, channel, None)
     assert _numbers(token_mode) == _numbers(mode_none), token_mode
-    expected = {name: TRANSACTIONS.get(name, 1) for name in token_mode}
-    assert _numbers(token_mode) == expected, token_mode
+    assert _numbers(token_mode) == {method: TRANSACTIONS.get(method, 1) for method in token_mode}, token_mode

@@ -17,7 +17,7 @@ class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
 
     async def CreateMemory(self, request: pb.CreateMemoryRequest, context: grpc.aio.ServicerContext):
         new = convert.new_memory(request, self.limits)
-        memory = await self.db.run(memories.create_memory, new)
+        memory = await self.db.run_driver(memories.create_memory, new)
         return pb.CreateMemoryResponse(memory=convert.memory_to_proto(memory))
 
     async def GetMemory(self, request: pb.GetMemoryRequest, context: grpc.aio.ServicerContext):

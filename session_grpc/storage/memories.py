@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
 from sqlalchemy import func, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ..domain.errors import Aborted, AlreadyExists, NotFound
@@ -14,24 +15,35 @@ from .tables import MEMORY_COLUMNS, Executor, MemoryRow, fetch_one, memory_from_
 PATCHABLE_FIELDS = frozenset({"conversation_summary", "facts", "preferences", "metadata"})
 
 
-async def create_memory(db: AsyncSession, new: NewMemory) -> Memory:
-    session = await get_session(db, SessionRef(new.session_id, new.owner))
-    row = await db.scalar(
-        insert(MemoryRow)
-        .values(
-            session_id=session.session_id,
-            user_id=session.user_id,
-            conversation_summary=new.conversation_summary,
-            facts=new.facts,
-            preferences=new.preferences,
-            metadata_=new.metadata,
-        )
-        .on_conflict_do_nothing(index_elements=[MemoryRow.session_id])
-        .returning(MemoryRow)
+# The session (owned by the caller) and the memory inserted for it, in one statement: the first
+# column says whether the session was found, the rest are NULL when it already had a memory.
+CREATE_MEMORY = f"""
+WITH s AS (SELECT id, user_id FROM sessions WHERE id = $1 AND {owned(2)}),
+inserted AS (
+    INSERT INTO memories (session_id, user_id, conversation_summary, facts, preferences, metadata)
+    SELECT id, user_id, $3, $4, $5::jsonb, $6::jsonb FROM s
+    ON CONFLICT (session_id) DO NOTHING
+    RETURNING {MEMORY_COLUMNS}
+)
+SELECT EXISTS (SELECT 1 FROM s), inserted.* FROM (VALUES (1)) one LEFT JOIN inserted ON true
+"""
+
+
+async def create_memory(db: Executor, new: NewMemory) -> Memory:
+    row = await fetch_one(
+        db, CREATE_MEMORY, new.session_id, new.owner, new.conversation_summary, new.facts,
+        _json(new.preferences), _json(new.metadata),
     )
-    if row is None:
+    assert row is not None
+    if not row[0]:
+        raise NotFound("session", new.session_id)
+    if row[1] is None:
         raise AlreadyExists("memory", new.session_id)
-    return row.to_domain()
+    return memory_from_row(row, 1)
+
+
+def _json(value: dict[str, object]) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 # The session (owned by the caller) and its memory, if any, in one statement: no row means no
