@@ -108,6 +108,8 @@ class SessionServer:
         # Only health watches and reflection streams can be open now; they need no long goodbye.
         await self.server.stop(min(left, 1.0))
         await self.accounts.close()
+        if self.verifier is not None:
+            await self.verifier.close()
         if self.observability is not None:
             self.observability.stop_http()
         await self.db.close()
