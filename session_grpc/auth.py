@@ -10,12 +10,10 @@ Modes (SESSION_AUTH_MODE):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -23,13 +21,13 @@ from typing import Any
 import grpc
 
 from ._proto.auth.v1 import auth_pb2, auth_pb2_grpc
-from .handlers import AroundInterceptor
+from .boundary import Call, Step
+from .domain.errors import Unauthenticated, Unavailable
 from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
 ADMIN_SCOPE = "sessions.admin"
-GUARDED_PREFIX = "/session.v1."
 
 
 @dataclass(frozen=True)
@@ -66,10 +64,6 @@ class AuthSettings:
     """SESSION_AUTH_NEGATIVE_TTL: how long a rejected token is remembered as rejected."""
 
 
-class Unauthenticated(Exception):
-    pass
-
-
 class AuthUnavailable(Exception):
     pass
 
@@ -98,7 +92,7 @@ class TokenVerifier:
         if cached is not None and cached[1] > time.time():
             self._cache.move_to_end(key)
             if isinstance(cached[0], Unauthenticated):
-                raise Unauthenticated(*cached[0].args)
+                raise Unauthenticated(cached[0].message, reason=cached[0].reason)
             return cached[0]
         return await self._in_flight.run(key, lambda: self._verify_and_cache(key, token))
 
@@ -156,27 +150,17 @@ def bearer_token(metadata: Any) -> str:
     raise Unauthenticated("send 'authorization: Bearer <token>'")
 
 
-class AuthInterceptor(AroundInterceptor):
-    """Authenticates every session.v1 call and runs it as its principal; health and reflection
-    stay open (load balancers and grpcurl need them)."""
+class Authenticate(Step):
+    """The boundary step that authenticates every session.v1 call and runs it as its principal;
+    health and reflection stay open (load balancers and grpcurl need them)."""
 
     def __init__(self, verifier: TokenVerifier) -> None:
         self.verifier = verifier
 
-    def applies(self, method: str) -> bool:
-        return method.startswith(GUARDED_PREFIX)
-
-    @contextlib.asynccontextmanager
-    async def around(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    async def enter(self, call: Call) -> None:
         try:
-            principal = await self.verifier.verify(bearer_token(context.invocation_metadata()))
-        except Unauthenticated as error:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(error))
+            principal = await self.verifier.verify(bearer_token(call.context.invocation_metadata()))
         except AuthUnavailable as error:
             log.warning("auth service unavailable: %s", error)
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "the auth service is unavailable; retry")
-        marker = _current.set(principal)
-        try:
-            yield
-        finally:
-            _current.reset(marker)
+            raise Unavailable("the auth service is unavailable; retry", reason="AUTH_SERVICE_UNAVAILABLE") from None
+        _current.set(principal)

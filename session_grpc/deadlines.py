@@ -1,6 +1,6 @@
 """How long the current call may still spend, for the database work it triggers.
 
-The RPC boundary (status.maps_errors) records the client's deadline here; the
+The RPC boundary (the StartDeadline step) records the client's deadline here; the
 transaction runner reads it, so servicers and storage functions never pass it
 around. Calls without a deadline get the server's default bound.
 """
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
+
+from .boundary import Call, Step
 
 _call_deadline: ContextVar[float | None] = ContextVar("call_deadline", default=None)
 
@@ -24,3 +26,10 @@ def remaining(default: float) -> float:
     if deadline is None:
         return default
     return min(default, deadline - time.monotonic())
+
+
+class StartDeadline(Step):
+    """The boundary step that records each session.v1 call's deadline."""
+
+    async def enter(self, call: Call) -> None:
+        start_call(call.context.time_remaining())

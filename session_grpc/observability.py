@@ -1,6 +1,6 @@
 """Metrics, per-call logs and optional tracing, kept out of the servicers.
 
-`ObservabilityInterceptor` sees every call: it counts it by service, method and
+`Observe` (a step of the RPC boundary, session_grpc.boundary) sees every call: it counts it by service, method and
 status code, times it, tracks calls in flight, counts the messages, tokens and
 cost that AddMessage added, and writes the per-call JSON log line. The database
 pool is read at scrape time by `PoolCollector`, the account-service client's
@@ -11,12 +11,11 @@ owns the registry and the metrics HTTP server (SESSION_METRICS_PORT).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -25,6 +24,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .boundary import Call, Step
 
 access_log = logging.getLogger("session_grpc.access")
 log = logging.getLogger(__name__)
@@ -110,13 +111,13 @@ class AccountCollector(Collector):
 
 
 class Observability:
-    """The registry, its HTTP endpoint and the interceptor that feeds it."""
+    """The registry, its HTTP endpoint and the boundary step that feeds it."""
 
     def __init__(self, engine: AsyncEngine, *, access_log_enabled: bool) -> None:
         self.registry = CollectorRegistry()
         self.metrics = Metrics(self.registry)
         self.registry.register(PoolCollector(engine))
-        self.interceptor = ObservabilityInterceptor(self.metrics, access_log_enabled=access_log_enabled)
+        self.step = Observe(self.metrics, access_log_enabled=access_log_enabled)
         self._http: Any = None
 
     def watch_accounts(self, checker: Any) -> None:
@@ -154,34 +155,9 @@ def _request_id(request: Any, context: grpc.aio.ServicerContext) -> str:
     return ""
 
 
-class _Call:
-    """One call being observed: started on arrival, finished with its status."""
-
-    def __init__(self, interceptor: ObservabilityInterceptor, method: str) -> None:
-        self.interceptor = interceptor
-        self.method = method
-        self.started = time.perf_counter()
-        self.in_flight, self.latency = interceptor.children(method)
-        self.in_flight.inc()
-
-    def finish(self, context: grpc.aio.ServicerContext, request: Any, error: BaseException | None) -> None:
-        elapsed = time.perf_counter() - self.started
-        code = context.code() if hasattr(context, "code") else None
-        if not isinstance(code, grpc.StatusCode):
-            if error is None:
-                code = grpc.StatusCode.OK
-            elif isinstance(error, (GeneratorExit, asyncio.CancelledError)):
-                code = grpc.StatusCode.CANCELLED
-            else:
-                code = grpc.StatusCode.UNKNOWN
-        self.in_flight.dec()
-        self.interceptor.handled(self.method, code).inc()
-        self.latency.observe(elapsed)
-        self.interceptor.log_call(self, code, elapsed, context, request)
-
-
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Counts, times and logs every call; must be the first (outermost) interceptor."""
+class Observe(Step):
+    """The boundary step that counts, times and logs every call (health and reflection too); it
+    must be the first step, so that it sees the calls the others refuse."""
 
     def __init__(self, metrics: Metrics, *, access_log_enabled: bool) -> None:
         self.metrics = metrics
@@ -189,6 +165,9 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
         # Labelled children looked up once per method (and code), not on every call.
         self._children: dict[str, tuple[Any, Any]] = {}
         self._handled: dict[tuple[str, grpc.StatusCode], Any] = {}
+
+    def applies(self, method: str) -> bool:
+        return True
 
     def children(self, method: str) -> tuple[Any, Any]:
         found = self._children.get(method)
@@ -205,13 +184,33 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             self._handled[(method, code)] = found
         return found
 
-    def log_call(
-        self, call: _Call, code: grpc.StatusCode, elapsed: float, context: grpc.aio.ServicerContext, request: Any
-    ) -> None:
+    async def enter(self, call: Call) -> float:
+        self.children(call.method)[0].inc()
+        return time.perf_counter()
+
+    def exit(self, call: Call, started: float, error: BaseException | None) -> None:
+        elapsed = time.perf_counter() - started
+        context = call.context
+        code = context.code() if hasattr(context, "code") else None
+        if not isinstance(code, grpc.StatusCode):
+            if error is None:
+                code = grpc.StatusCode.OK
+            elif isinstance(error, (GeneratorExit, asyncio.CancelledError)):
+                code = grpc.StatusCode.CANCELLED
+            else:
+                code = grpc.StatusCode.UNKNOWN
+        in_flight, latency = self.children(call.method)
+        in_flight.dec()
+        self.handled(call.method, code).inc()
+        latency.observe(elapsed)
+        self.log_call(call, code, elapsed)
+
+    def log_call(self, call: Call, code: grpc.StatusCode, elapsed: float) -> None:
         fault = code in SERVER_FAULTS
         level = logging.ERROR if fault else logging.INFO
         if not (fault or self.access_log_enabled) or not access_log.isEnabledFor(level):
             return
+        context = call.context
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z",
             "level": logging.getLevelName(level),
@@ -220,13 +219,17 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             "status": code.name,
             "duration_ms": round(elapsed * 1000, 3),
             "peer": context.peer(),
-            "request_id": _request_id(request, context),
+            "request_id": _request_id(call.request, context),
         }
         if code is not grpc.StatusCode.OK:
             line["message"] = context.details() or ""
         access_log.log(level, json.dumps(line, separators=(",", ":")))
 
-    def count_added(self, response: Any) -> None:
+    def watch_responses(self, method: str) -> bool:
+        return method == ADD_MESSAGE
+
+    def response(self, call: Call, response: Any) -> None:
+        """AddMessage's message: count it, its tokens and its cost."""
         message = getattr(response, "message", None)
         if message is None:
             return
@@ -236,67 +239,6 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             self.metrics.cost.inc(float(Decimal(message.cost or "0")))
         except (InvalidOperation, ValueError):
             pass
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._streaming(method, handler.unary_stream))
-        if handler.stream_unary is not None:
-            return handler._replace(stream_unary=self._unary(method, handler.stream_unary, streaming_request=True))
-        if handler.stream_stream is not None:
-            return handler._replace(stream_stream=self._streaming(method, handler.stream_stream, streaming_request=True))
-        return handler
-
-    def _unary(
-        self, method: str, behavior: Callable[..., Awaitable[Any]], *, streaming_request: bool = False
-    ) -> Callable[..., Awaitable[Any]]:
-        counts_messages = method == ADD_MESSAGE
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            call = _Call(self, method)
-            error: BaseException | None = None
-            try:
-                response = await behavior(request, context)
-                if counts_messages and response is not None:
-                    self.count_added(response)
-                return response
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                call.finish(context, None if streaming_request else request, error)
-
-        return observed
-
-    def _streaming(
-        self, method: str, behavior: Callable[..., Any], *, streaming_request: bool = False
-    ) -> Callable[..., Any]:
-        if not inspect.isasyncgenfunction(behavior):
-            # A coroutine that writes through the context (health Watch, reflection).
-            return self._unary(method, behavior, streaming_request=streaming_request)
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            call = _Call(self, method)
-            error: BaseException | None = None
-            try:
-                async for item in behavior(request, context):
-                    yield item
-            except BaseException as caught:
-                error = caught
-                raise
-            finally:
-                call.finish(context, None if streaming_request else request, error)
-
-        return observed
 
 
 def configure_logging() -> None:

@@ -24,10 +24,12 @@ from .settings import Settings, SettingsError
 from .storage import sessions
 from .storage.database import Database, create_engine
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
-from .auth import AuthInterceptor, TokenVerifier
+from .auth import Authenticate, TokenVerifier
 from .authorization import Guard
-from .draining import DrainInterceptor
-from .wire import MalformedRequestInterceptor
+from .boundary import Boundary
+from .deadlines import StartDeadline
+from .draining import Drain
+from .wire import RefuseMalformed
 from .observability import Observability, configure_logging, tracing_interceptors
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ class SessionServer:
     server: grpc.aio.Server
     db: Database
     health: health.aio.HealthServicer
-    drain: DrainInterceptor
+    drain: Drain
     accounts: AccountCheck
     verifier: TokenVerifier | None
     port: int
@@ -153,14 +155,13 @@ def build_server(settings: Settings) -> SessionServer:
     db = Database(create_engine(settings), settings.default_deadline)
     tokens = PageTokens(settings.page_token_secret)
     limits = settings.limits
-    drain = DrainInterceptor()
+    drain = Drain()
     observability = Observability(db.engine, access_log_enabled=settings.access_log)
     verifier = TokenVerifier(settings.auth) if settings.auth_mode == "token" and settings.auth else None
-    authenticate = [AuthInterceptor(verifier)] if verifier is not None else []
+    authenticate = [Authenticate(verifier)] if verifier is not None else []
+    boundary = Boundary([observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline()])
     server = grpc.aio.server(
-        interceptors=[
-            observability.interceptor, *tracing_interceptors(), drain, *authenticate, MalformedRequestInterceptor()
-        ],
+        interceptors=[*tracing_interceptors(), boundary],
         options=channel_options(settings),
     )
     accounts: AccountCheck = AccountChecker(settings.account) if settings.account else NoAccountCheck()

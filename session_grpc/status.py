@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
-import logging
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from . import deadlines
 from .domain.errors import (
     Aborted,
     AlreadyExists,
@@ -23,10 +18,10 @@ from .domain.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
     Unavailable,
 )
-
-log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "session-grpc"
 
@@ -36,6 +31,8 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Aborted: grpc.StatusCode.ABORTED,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
@@ -80,6 +77,12 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
         details.append(error_details_pb2.BadRequest(field_violations=violations))
     else:
         details.append(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+    if isinstance(error, ResourceExhausted):
+        details.append(
+            error_details_pb2.QuotaFailure(
+                violations=[error_details_pb2.QuotaFailure.Violation(subject=error.subject, description=error.description)]
+            )
+        )
     if isinstance(error, (NotFound, AlreadyExists)):
         details.append(
             error_details_pb2.ResourceInfo(resource_type=error.resource_type, resource_name=error.resource_name)
@@ -94,57 +97,11 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
     )
 
 
-async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> None:
-    await context.abort_with_status(rpc_status.to_status(to_rpc_status(error)))
+def report(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    """End the call with the status `error` stands for: code, message and google.rpc details.
 
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-async def _report(error: Exception, context: grpc.aio.ServicerContext, method: Callable[..., Any]) -> None:
-    """Abort the call with the status `error` stands for; anything unplanned is a logged INTERNAL."""
-    if isinstance(error, grpc.aio.AbortError):
-        raise error
-    if isinstance(error, DomainError):
-        await abort_with(context, error)
-    log.error("unexpected error in %s", method.__qualname__, exc_info=error)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
-
-
-def _unary(method: F) -> F:
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        deadlines.start_call(context.time_remaining())
-        try:
-            return await method(self, request, context)
-        except Exception as error:
-            await _report(error, context, method)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _streaming(method: F) -> F:
-    @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        deadlines.start_call(context.time_remaining())
-        try:
-            async for item in method(self, request, context):
-                yield item
-        except Exception as error:
-            await _report(error, context, method)
-
-    return wrapper  # type: ignore[return-value]
-
-
-C = TypeVar("C", bound=type)
-
-
-def maps_errors(cls: C) -> C:
-    """Class decorator for servicers, the RPC boundary: every RPC method records the call's
-    deadline for the database work (session_grpc.deadlines) and reports DomainErrors through
-    STATUS_CODES."""
-    for name, member in list(vars(cls).items()):
-        if name[:1].isupper() and callable(member):
-            wrap = _streaming if inspect.isasyncgenfunction(member) else _unary
-            setattr(cls, name, wrap(member))
-    return cls
+    Set on the context, not raised with context.abort(): see session_grpc.boundary for why."""
+    reported = rpc_status.to_status(to_rpc_status(error))
+    context.set_code(reported.code)
+    context.set_details(reported.details)
+    context.set_trailing_metadata(reported.trailing_metadata)

@@ -1,19 +1,17 @@
 """Requests that do not even parse (corrupt wire bytes, strings that are not UTF-8) are INVALID_ARGUMENT.
 
-Left alone, grpcio answers those with UNKNOWN from inside its own
-deserialization. This interceptor swaps in a deserializer that keeps the
-parse error, and a check that reports it before the method runs.
+Left alone, grpcio answers those with UNKNOWN from inside its own deserialization. This
+boundary step swaps in a deserializer that keeps the parse error, and reports it before the
+method runs (after authentication: an unauthenticated caller learns nothing about parsing).
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
-import grpc
-
-from .handlers import AroundInterceptor, wrap_handler
+from .boundary import Call, Step
+from .domain.errors import InvalidArgument
 
 
 class MalformedRequest:
@@ -31,16 +29,13 @@ def _safe(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return parse
 
 
-class MalformedRequestInterceptor(AroundInterceptor):
-    @contextlib.asynccontextmanager
-    async def around(self, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
-        if isinstance(request, MalformedRequest):
-            await context.abort(
-                grpc.StatusCode.INVALID_ARGUMENT, f"the request message could not be parsed: {request.error}"
-            )
-        yield
+class RefuseMalformed(Step):
+    def applies(self, method: str) -> bool:
+        return True  # health checks too
 
-    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        if handler.request_deserializer is None:
-            return handler
-        return wrap_handler(handler, self.around, request_deserializer=_safe(handler.request_deserializer))
+    def deserializer(self, deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+        return _safe(deserialize)
+
+    async def enter(self, call: Call) -> None:
+        if isinstance(call.request, MalformedRequest):
+            raise InvalidArgument.single("(request)", f"the request message could not be parsed: {call.request.error}")

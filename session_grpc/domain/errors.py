@@ -5,7 +5,9 @@
     ├── NotFound             the resource does not exist (or is not the caller's)
     ├── AlreadyExists        a resource that may exist once already does
     ├── FailedPrecondition   the resource is in the wrong state for the call
+    ├── Unauthenticated      no valid credentials (token mode)
     ├── PermissionDenied     the caller may not do this (a suspended user, say)
+    ├── ResourceExhausted    the caller is over a quota (calls in flight); retry after a backoff
     ├── Aborted              a concurrency conflict: stale etag, repeated serialization failure
     ├── DeadlineExceeded     the call's time ran out; its transaction was rolled back
     └── Unavailable          the database cannot be reached; safe to retry
@@ -83,3 +85,18 @@ class DeadlineExceeded(DomainError):
 
 class PermissionDenied(DomainError):
     reason = "PERMISSION_DENIED"
+
+
+class Unauthenticated(DomainError):
+    reason = "UNAUTHENTICATED"
+
+
+class ResourceExhausted(DomainError):
+    """Over a quota: `subject` names what is limited (google.rpc.QuotaFailure), `description` how."""
+
+    reason = "RESOURCE_EXHAUSTED"
+
+    def __init__(self, message: str, *, reason: str, subject: str, description: str) -> None:
+        super().__init__(message, reason=reason)
+        self.subject = subject
+        self.description = description

@@ -7,12 +7,10 @@ from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..authorization import Guard
 from ..domain.limits import Limits
-from ..status import maps_errors
 from ..storage import memories
 from ..storage.database import Database
 
 
-@maps_errors
 class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
     def __init__(self, db: Database, limits: Limits, guard: Guard) -> None:
         self.db = db

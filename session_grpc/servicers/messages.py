@@ -10,12 +10,10 @@ from .._proto.session.v1 import session_pb2_grpc
 from ..authorization import Guard
 from ..domain.limits import Limits
 from ..page_tokens import PageTokens
-from ..status import maps_errors
 from ..storage import messages, sessions
 from ..storage.database import Database
 
 
-@maps_errors
 class MessageServicer(session_pb2_grpc.MessageServiceServicer):
     def __init__(self, db: Database, tokens: PageTokens, limits: Limits, guard: Guard) -> None:
         self.db = db

@@ -10,12 +10,10 @@ from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
 from ..domain.records import SessionKey
 from ..page_tokens import PageTokens
-from ..status import maps_errors
 from ..storage import sessions
 from ..storage.database import Database
 
 
-@maps_errors
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(
         self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck, guard: Guard
