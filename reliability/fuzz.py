@@ -18,7 +18,7 @@ import hypothesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from session_grpc._proto.session.v1 import session_pb2
+from session_grpc.policy import service_methods
 
 ALLOWED = {
     grpc.StatusCode.OK,
@@ -90,11 +90,7 @@ class Fuzzer:
         self.channel = grpc.insecure_channel(address, options=[("grpc.max_send_message_length", -1)])
         self.known_ids = known_ids
         self.report = FuzzReport()
-        self.methods: list[tuple[str, d.MethodDescriptor]] = [
-            (f"/{service.full_name}/{method.name}", method)
-            for service in session_pb2.DESCRIPTOR.services_by_name.values()
-            for method in service.methods
-        ]
+        self.methods: list[tuple[str, d.MethodDescriptor]] = sorted(service_methods().items())
 
     def close(self) -> None:
         self.channel.close()

@@ -1,19 +1,30 @@
-"""What the calling principal may do (session_grpc.auth says who it is).
+"""What the calling principal may do (session_grpc.auth says who it is), enforced once, at the
+boundary, by the policy table (session_grpc.policy):
 
-- A user acts only on sessions whose user_id is theirs. Another user's session looks exactly
-  like a missing one (NOT_FOUND), so ids cannot be probed.
-- Naming another user in CreateSession or ListSessions is PERMISSION_DENIED.
+- A user acts only on sessions whose user_id is theirs. Storage statements filter by
+  `owner_scope()`, so another user's session looks exactly like a missing one (NOT_FOUND) and
+  ids cannot be probed.
+- Naming another user in CreateSession or ListSessions is PERMISSION_DENIED (OTHER_USER); left
+  empty, that user_id is the caller's own.
 - GetServiceStats and ExpireSessions need the admin scope (sessions.admin).
 - An admin (and the operator of mode none) may do everything.
+- A method with no policy is refused for everyone (NO_POLICY), the operator included.
 """
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from . import auth
+from .boundary import Call, Step
 from .domain.errors import NotFound, PermissionDenied
 from .domain.validation import excerpt
+from .policy import POLICIES, Kind, Policy
 from .storage.database import Database
 from .storage.owners import session_owner
+
+log = logging.getLogger(__name__)
 
 
 def owner_scope() -> str | None:
@@ -27,20 +38,51 @@ def owner_scope() -> str | None:
     return None if principal.admin else (principal.user_id or "")
 
 
+def _field(request: Any, path: str) -> tuple[Any, str]:
+    """The message holding the field at dotted `path`, and the field's name in it."""
+    *parents, name = path.split(".")
+    for parent in parents:
+        request = getattr(request, parent)
+    return request, name
+
+
+class Authorize(Step):
+    """The boundary step that applies the policy table; it costs no query (ownership of a session
+    is the storage statements' filter)."""
+
+    def __init__(self, policies: dict[str, Policy] | None = None) -> None:
+        self.policies = POLICIES if policies is None else policies
+
+    async def enter(self, call: Call) -> None:
+        policy = self.policies.get(call.method)
+        if policy is None:
+            log.error("%s has no authorization policy (session_grpc/policy.py); refused", call.method)
+            raise PermissionDenied(f"{call.method} has no authorization policy", reason="NO_POLICY")
+        kind = policy.kind
+        if kind is Kind.PUBLIC:
+            return
+        principal = auth.current()
+        if kind is Kind.ADMIN:
+            if not principal.admin:
+                raise PermissionDenied(f"this call needs the {auth.ADMIN_SCOPE} scope", reason="ADMIN_REQUIRED")
+        elif kind is Kind.ACTS_FOR:
+            holder, name = _field(call.request, policy.field)
+            user_id = getattr(holder, name)
+            if not user_id and principal.user_id:
+                setattr(holder, name, principal.user_id)  # the caller's own
+            elif not principal.admin and user_id != principal.user_id:
+                raise PermissionDenied(
+                    f"{principal.describe()} may not act for user {excerpt(user_id)}", reason="OTHER_USER"
+                )
+        elif not principal.admin and not principal.user_id:
+            # OWNS_SESSION for a service principal without the admin scope: it owns no session.
+            holder, name = _field(call.request, policy.field)
+            raise NotFound("session", getattr(holder, name))
+
+
 class Guard:
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    def acts_for(self, user_id: str) -> None:
-        principal = auth.current()
-        if not principal.admin and principal.user_id != user_id:
-            raise PermissionDenied(
-                f"{principal.describe()} may not act for user {excerpt(user_id)}", reason="OTHER_USER"
-            )
-
-    def admin(self) -> None:
-        if not auth.current().admin:
-            raise PermissionDenied(f"this call needs the {auth.ADMIN_SCOPE} scope", reason="ADMIN_REQUIRED")
 
     async def owns(self, session_id: str) -> None:
         """NOT_FOUND unless the session exists and belongs to the calling user (admins: no check,

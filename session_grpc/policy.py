@@ -1,0 +1,104 @@
+"""Who may call each RPC: the policy table, keyed by full method name.
+
+The boundary's `Authorize` step (session_grpc.authorization) enforces it once for every
+session.v1 call, before the servicer runs; servicers do no authorization. A method missing
+from the table is refused for everyone (tests/test_policy.py checks that the table names
+exactly the RPCs of the proto descriptors, so a new RPC without a policy fails the suite).
+
+The kinds:
+    owns_session(field)  the request names a session in `field`; a user may touch only their own.
+                         Storage filters by the owner (authorization.owner_scope()), so another
+                         user's session is missing (NOT_FOUND) without a query of its own.
+    acts_for(field)      the request names a user in `field`; a user may name only themselves.
+                         Left empty, the field becomes the caller (a user lists their own sessions).
+    admin()              needs the sessions.admin scope.
+    public()             anyone (authenticated in token mode).
+
+`writes` marks the RPCs that change something: in token mode the caller's account standing
+is checked on those (a suspended user can still read).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from enum import Enum
+
+from google.protobuf import descriptor as d
+
+PACKAGE = "session.v1"
+
+
+class Kind(Enum):
+    OWNS_SESSION = "owns the session named by the field"
+    ACTS_FOR = "acts for the user named by the field"
+    ADMIN = "admin"
+    PUBLIC = "public"
+
+
+@dataclass(frozen=True)
+class Policy:
+    kind: Kind
+    field: str = ""
+    """Dotted path of the request field naming the session or the user ("memory.session_id")."""
+    writes: bool = False
+
+
+def owns_session(field: str, *, writes: bool = False) -> Policy:
+    return Policy(Kind.OWNS_SESSION, field, writes)
+
+
+def acts_for(field: str, *, writes: bool = False) -> Policy:
+    return Policy(Kind.ACTS_FOR, field, writes)
+
+
+def admin(*, writes: bool = False) -> Policy:
+    return Policy(Kind.ADMIN, "", writes)
+
+
+def public(*, writes: bool = False) -> Policy:
+    return Policy(Kind.PUBLIC, "", writes)
+
+
+_SESSIONS = f"/{PACKAGE}.SessionService/"
+_MESSAGES = f"/{PACKAGE}.MessageService/"
+_MEMORIES = f"/{PACKAGE}.MemoryService/"
+
+POLICIES: dict[str, Policy] = {
+    _SESSIONS + "CreateSession": acts_for("user_id", writes=True),
+    _SESSIONS + "GetSession": owns_session("session_id"),
+    _SESSIONS + "UpdateSession": owns_session("session.session_id", writes=True),
+    _SESSIONS + "EndSession": owns_session("session_id", writes=True),
+    _SESSIONS + "DeleteSession": owns_session("session_id", writes=True),
+    _SESSIONS + "ListSessions": acts_for("user_id"),
+    _SESSIONS + "GetSessionSummary": owns_session("session_id"),
+    _SESSIONS + "GetServiceStats": admin(),
+    _SESSIONS + "ExpireSessions": admin(writes=True),
+    _MESSAGES + "AddMessage": owns_session("session_id", writes=True),
+    _MESSAGES + "ListMessages": owns_session("session_id"),
+    _MESSAGES + "StreamMessages": owns_session("session_id"),
+    _MEMORIES + "CreateMemory": owns_session("session_id", writes=True),
+    _MEMORIES + "GetMemory": owns_session("session_id"),
+    _MEMORIES + "UpdateMemory": owns_session("memory.session_id", writes=True),
+    _MEMORIES + "DeleteMemory": owns_session("session_id", writes=True),
+}
+
+
+def service_methods() -> dict[str, d.MethodDescriptor]:
+    """Every RPC of every session.v1 service in the generated descriptors, by full method name
+    ("/session.v1.SessionService/GetSession"): what the policy table must cover."""
+    from . import _proto
+
+    package = importlib.import_module(f"{_proto.__name__}.{PACKAGE}")
+    methods: dict[str, d.MethodDescriptor] = {}
+    for module in pkgutil.iter_modules(package.__path__):
+        if not module.name.endswith("_pb2"):
+            continue
+        descriptor = importlib.import_module(f"{package.__name__}.{module.name}").DESCRIPTOR
+        if descriptor.package != PACKAGE:
+            continue
+        for service in descriptor.services_by_name.values():
+            for method in service.methods:
+                methods[f"/{service.full_name}/{method.name}"] = method
+    return methods

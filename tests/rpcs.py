@@ -1,0 +1,63 @@
+"""Calls to every RPC, built from the policy table and the proto descriptors rather than listed by
+hand: a new RPC is in every authorization test as soon as it has a policy (and the policy test
+makes sure it has one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, message_factory
+
+from session_grpc.policy import POLICIES, Kind, service_methods
+
+SESSIONS = "/session.v1.SessionService/"
+MEMORIES = "/session.v1.MemoryService/"
+
+EXTRAS: dict[str, dict[str, Any]] = {
+    SESSIONS + "UpdateSession": {"session": {"title": "x"}},
+    SESSIONS + "ExpireSessions": {"idle_for": "86400s"},
+    "/session.v1.MessageService/AddMessage": {"role": "ROLE_USER", "content": "hi"},
+    MEMORIES + "UpdateMemory": {"memory": {"conversation_summary": "s"}, "allow_missing": True},
+}
+"""What an RPC needs besides the field its policy names to succeed on a fresh session."""
+
+NEEDS_MEMORY = {MEMORIES + "GetMemory", MEMORIES + "DeleteMemory"}
+"""RPCs that succeed only on a session that has a memory."""
+
+_METHODS = service_methods()
+
+
+def methods(kind: Kind | None = None, *, writes: bool | None = None) -> list[str]:
+    """Full method names from the policy table, of one kind and/or by whether they write."""
+    return [
+        method for method, policy in POLICIES.items()
+        if (kind is None or policy.kind is kind) and (writes is None or policy.writes is writes)
+    ]
+
+
+def request(method: str, value: str = "") -> Any:
+    """A request for `method` with its policy's field (the session or the user) set to `value`."""
+    message = json_format.ParseDict(EXTRAS.get(method, {}), message_factory.GetMessageClass(_METHODS[method].input_type)())
+    path = POLICIES[method].field
+    if path and value:
+        *parents, name = path.split(".")
+        holder = message
+        for parent in parents:
+            holder = getattr(holder, parent)
+        setattr(holder, name, value)
+    return message
+
+
+async def call(channel: grpc.aio.Channel, method: str, message: Any, token: str | None = None) -> Any:
+    """Call `method` over `channel` (a stream is read to its end), as the holder of `token`."""
+    descriptor = _METHODS[method]
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    response = message_factory.GetMessageClass(descriptor.output_type).FromString
+    serialize = type(message).SerializeToString
+    if descriptor.server_streaming:
+        stream = channel.unary_stream(method, request_serializer=serialize, response_deserializer=response)
+        return [item async for item in stream(message, metadata=metadata)]
+    return await channel.unary_unary(method, request_serializer=serialize, response_deserializer=response)(
+        message, metadata=metadata
+    )
