@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -73,21 +74,36 @@ class Metrics:
 
 
 class PoolCollector(Collector):
-    """Database pool use, read from the SQLAlchemy pool at scrape time."""
+    """Database pool use, read from the SQLAlchemy pool at scrape time, as counts of connections.
+
+    SQLAlchemy's own `overflow()` starts at minus the pool size and counts up as connections open,
+    which reads as nonsense on a dashboard; every gauge here is a number of connections, never
+    negative: in use + idle = open <= max.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         pool: Any = self.engine.pool
-        for name, doc, read in (
-            ("session_grpc_db_pool_checked_out", "Database connections in use by calls.", "checkedout"),
-            ("session_grpc_db_pool_size", "Connections the pool keeps (SESSION_DB_POOL_SIZE).", "size"),
-            ("session_grpc_db_pool_idle", "Open connections waiting in the pool.", "checkedin"),
-            ("session_grpc_db_pool_overflow", "Connections beyond the pool size right now (negative: unopened).", "overflow"),
+        if not all(hasattr(pool, read) for read in ("checkedout", "checkedin", "size")):
+            return  # a pool without counts (NullPool): nothing to show
+        in_use, idle, size = pool.checkedout(), pool.checkedin(), pool.size()
+        # QueuePool keeps max_overflow only as this attribute; -1 means no limit.
+        max_overflow = getattr(pool, "_max_overflow", 0)
+        for name, doc, value in (
+            ("session_grpc_db_pool_in_use", "Database connections in use by calls now.", in_use),
+            ("session_grpc_db_pool_idle", "Open database connections waiting in the pool now.", idle),
+            ("session_grpc_db_pool_open", "Open database connections now (in use + idle).", in_use + idle),
+            ("session_grpc_db_pool_size", "Connections the pool keeps open once opened (SESSION_DB_POOL_SIZE).", size),
+            (
+                "session_grpc_db_pool_max",
+                "Most connections the pool opens (SESSION_DB_POOL_SIZE + SESSION_DB_MAX_OVERFLOW); "
+                "calls beyond it wait up to SESSION_DB_POOL_TIMEOUT.",
+                math.inf if max_overflow < 0 else size + max_overflow,
+            ),
         ):
-            if hasattr(pool, read):
-                yield GaugeMetricFamily(name, doc, value=float(getattr(pool, read)()))
+            yield GaugeMetricFamily(name, doc, value=float(value))
 
 
 class AccountCollector(Collector):

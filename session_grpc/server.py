@@ -12,9 +12,8 @@ from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
-from . import embedded, migrations
+from . import embedded, migrations, reflection
 from ._proto.session.v1 import session_pb2, session_pb2_grpc
 from .page_tokens import PageTokens
 from .servicers.memories import MemoryServicer
@@ -175,10 +174,7 @@ def build_server(settings: Settings) -> SessionServer:
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits, guard), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
+    reflection.enable((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
     address = f"{settings.host}:{settings.port}"
     credentials = server_credentials(settings)
     port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)

@@ -74,30 +74,54 @@ async def test_metrics_endpoint_shows_requests_latency_messages_tokens_and_cost_
     assert after[in_flight] == 0
 
 
-async def test_in_flight_calls_and_checked_out_connections_show_while_calls_wait(database_url, sql):
-    async with running(database_url, metrics_port=free_port()) as (server, channel):
+POOL = ("in_use", "idle", "open", "size", "max")
+
+
+def pool(samples) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    return {name: samples[(f"session_grpc_db_pool_{name}", ())] for name in POOL}
+
+
+async def test_pool_metrics_on_an_idle_server_count_connections_and_none_is_negative(database_url):
+    async with running(database_url, metrics_port=free_port(), db_pool_size=5, db_max_overflow=0) as (server, _):
+        samples = await scrape(server.metrics_port)
+    idle = pool(samples)
+    # The start-up health check opened one connection and gave it back.
+    assert idle == {"in_use": 0, "idle": 1, "open": 1, "size": 5, "max": 5}
+    assert all(value >= 0 for (name, _), value in samples.items() if name.startswith("session_grpc_db_pool_"))
+
+
+async def test_pool_metrics_on_a_busy_server_show_calls_holding_connections_beyond_the_pool_size(database_url, sql):
+    """Four calls wait on a row lock, each holding a connection: two from the pool, two overflow."""
+    settings = {"metrics_port": free_port(), "db_pool_size": 2, "db_max_overflow": 2}
+    async with running(database_url, **settings) as (server, channel):
         session = await new_session(rpc.SessionServiceStub(channel), "alice")
         lock = sql.transaction()
         await lock.start()
         await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session.session_id)
         messages = rpc.MessageServiceStub(channel)
-        calls = [asyncio.ensure_future(add(messages, session.session_id, f"m{i}")) for i in range(3)]
+        calls = [asyncio.ensure_future(add(messages, session.session_id, f"m{i}")) for i in range(4)]
+        key = ("session_grpc_server_in_flight", (("grpc_method", "AddMessage"), ("grpc_service", "session.v1.MessageService")))
         try:
-            for _ in range(50):
+            for _ in range(100):
                 during = await scrape(server.metrics_port)
-                key = ("session_grpc_server_in_flight",
-                       (("grpc_method", "AddMessage"), ("grpc_service", "session.v1.MessageService")))
-                if during.get(key) == 3 and during[("session_grpc_db_pool_checked_out", ())] >= 3:
+                if during.get(key) == 4 and pool(during)["in_use"] == 4:
                     break
                 await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"in flight {during.get(key)}, checked out {during[('session_grpc_db_pool_checked_out', ())]}")
         finally:
             await lock.commit()
         await asyncio.gather(*calls)
         after = await scrape(server.metrics_port)
-        assert after[key] == 0
-        assert after[("session_grpc_db_pool_checked_out", ())] == 0
+    assert during[key] == 4
+    assert pool(during) == {"in_use": 4, "idle": 0, "open": 4, "size": 2, "max": 4}
+    assert after[key] == 0
+    # The overflow connections were closed after use; the pool's own two stay open, idle.
+    assert pool(after) == {"in_use": 0, "idle": 2, "open": 2, "size": 2, "max": 4}
+
+
+async def test_account_metrics_are_absent_without_an_account_service(database_url):
+    async with running(database_url, metrics_port=free_port()) as (server, _):
+        samples = await scrape(server.metrics_port)
+    assert not [name for name, _ in samples if name.startswith("session_grpc_account_")]
 
 
 async def test_metrics_are_off_without_a_metrics_port(service):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -31,6 +32,7 @@ SERVICES = {
     "session.v1.MessageService",
     "session.v1.MemoryService",
     "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 }
 
@@ -68,9 +70,10 @@ def buf() -> str:
     return found
 
 
-async def test_buf_curl_lists_services_and_creates_a_session_through_reflection(service):
+@pytest.mark.parametrize("protocol", ["grpc-v1", "grpc-v1alpha"])
+async def test_buf_curl_lists_services_and_creates_a_session_through_either_reflection_version(service, protocol):
     url = f"http://127.0.0.1:{service.port}"
-    base = [buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge"]
+    base = [buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", protocol]
     listed = await asyncio.to_thread(
         subprocess.run, [*base, "--list-services", url], capture_output=True, text=True, timeout=60
     )
@@ -85,6 +88,26 @@ async def test_buf_curl_lists_services_and_creates_a_session_through_reflection(
     )
     assert created.returncode == 0, created.stderr
     assert '"title": "via buf curl"' in created.stdout
+
+
+async def test_reflection_v1_describes_itself_under_the_v1_file(channel):
+    """A v1 client asks with v1 names; the answer is the v1 file, whose types are in package grpc.reflection.v1."""
+    info = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+
+    async def one_request():
+        yield reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.reflection.v1.ServerReflection")
+
+    async for response in info(one_request()):
+        (serialized,) = response.file_descriptor_response.file_descriptor_proto
+        file = descriptor_pb2.FileDescriptorProto.FromString(serialized)
+        assert (file.name, file.package) == ("grpc/reflection/v1/reflection.proto", "grpc.reflection.v1")
+        assert file.service[0].method[0].input_type == ".grpc.reflection.v1.ServerReflectionRequest"
+        return
+    raise AssertionError("no reflection response")
 
 
 async def test_database_outage_is_unavailable_and_health_not_serving():
