@@ -2,6 +2,9 @@
 UNAVAILABLE, behind a TTL cache with single flight, failing open (by setting) when the account
 service is down.
 
+Concurrent checks of one uncached user share one lookup, run as its own task (singleflight.py):
+a caller cancelled while waiting never decides the others' answer, and the answer is cached anyway.
+
 Answers and what CreateSession makes of them:
     ACTIVE                    -> proceed (cached for positive_ttl)
     NOT_FOUND or DELETED      -> FAILED_PRECONDITION, reason USER_NOT_FOUND (cached for negative_ttl)
@@ -12,7 +15,6 @@ Answers and what CreateSession makes of them:
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 import time
@@ -25,6 +27,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from ._proto.account.v1 import account_pb2, account_pb2_grpc
 from .domain.errors import FailedPrecondition, PermissionDenied, Unavailable
+from .singleflight import SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,8 @@ class AccountSettings:
 @dataclass
 class AccountCounters:
     lookups: int = 0
+    answered: int = 0
+    """Lookups the account service answered (ACTIVE, unknown, deleted or suspended)."""
     cache_hits: int = 0
     cache_misses: int = 0
     fail_open: int = 0
@@ -118,11 +123,12 @@ class AccountChecker:
         self.settings = settings
         self.counters = AccountCounters()
         self._cache = _Cache(settings.cache_size)
-        self._in_flight: dict[str, asyncio.Future[Standing]] = {}
+        self._in_flight: SingleFlight[str, Standing] = SingleFlight()
         self._channel = grpc.aio.insecure_channel(settings.address)
         self._stub = account_pb2_grpc.AccountServiceStub(self._channel)
 
     async def close(self) -> None:
+        await self._in_flight.close()
         await self._channel.close()
 
     async def check(self, user_id: str) -> None:
@@ -148,25 +154,22 @@ class AccountChecker:
             raise PermissionDenied(f"user {user_id!r} is suspended", reason="USER_SUSPENDED")
 
     async def _shared_lookup(self, user_id: str) -> Standing:
-        """One RPC per user at a time: concurrent checks of the same uncached user wait for it."""
-        pending = self._in_flight.get(user_id)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Standing] = asyncio.get_running_loop().create_future()
-        self._in_flight[user_id] = future
+        """One RPC per user at a time, run as its own task: concurrent checks of the same uncached
+        user wait for it, and a waiter's cancellation (the first one's included) never becomes the
+        others' answer or keeps the answer out of the cache."""
+        return await self._in_flight.run(user_id, lambda: self._lookup_and_cache(user_id))
+
+    async def _lookup_and_cache(self, user_id: str) -> Standing:
         try:
             standing = await self._lookup(user_id)
-        except BaseException as error:
-            future.set_exception(error if isinstance(error, AccountOutage) else AccountOutage(repr(error)))
-            future.exception()  # retrieved: waiters get it, nobody else needs to
+        except AccountOutage:
             raise
-        else:
-            future.set_result(standing)
-            ttl = self.settings.positive_ttl if standing is Standing.ACTIVE else self.settings.negative_ttl
-            self._cache.put(user_id, standing, ttl)
-            return standing
-        finally:
-            del self._in_flight[user_id]
+        except Exception as error:  # noqa: BLE001 - any failure of the lookup is an outage
+            raise AccountOutage(repr(error)) from None
+        self.counters.answered += 1
+        ttl = self.settings.positive_ttl if standing is Standing.ACTIVE else self.settings.negative_ttl
+        self._cache.put(user_id, standing, ttl)
+        return standing
 
     async def _lookup(self, user_id: str) -> Standing:
         deadline = time.monotonic() + self.settings.deadline

@@ -9,6 +9,9 @@ boundary, by the policy table (session_grpc.policy):
 - GetServiceStats and ExpireSessions need the admin scope (sessions.admin).
 - An admin (and the operator of mode none) may do everything.
 - A method with no policy is refused for everyone (NO_POLICY), the operator included.
+- In token mode, a user whose account is suspended (or deleted) may still read but not write:
+  every RPC the table marks as a write checks the caller's standing with the account service
+  (through the same cache as CreateSession's check of the user it names).
 """
 
 from __future__ import annotations
@@ -17,12 +20,11 @@ import logging
 from typing import Any
 
 from . import auth
+from .accounts import AccountCheck
 from .boundary import Call, Step
 from .domain.errors import NotFound, PermissionDenied
 from .domain.validation import excerpt
 from .policy import POLICIES, Kind, Policy
-from .storage.database import Database
-from .storage.owners import session_owner
 
 log = logging.getLogger(__name__)
 
@@ -80,15 +82,21 @@ class Authorize(Step):
             raise NotFound("session", getattr(holder, name))
 
 
-class Guard:
-    def __init__(self, db: Database) -> None:
-        self.db = db
+class CheckStanding(Step):
+    """The boundary step that checks the calling user's account standing on every write (token
+    mode): USER_SUSPENDED (PERMISSION_DENIED) or USER_NOT_FOUND (FAILED_PRECONDITION) refuse it.
+    A principal without a user_id (an admin service) has no account to check."""
 
-    async def owns(self, session_id: str) -> None:
-        """NOT_FOUND unless the session exists and belongs to the calling user (admins: no check,
-        the call itself finds out whether the session exists)."""
-        principal = auth.current()
-        if principal.admin:
-            return
-        if await self.db.run_driver(session_owner, session_id) != principal.user_id:
-            raise NotFound("session", session_id)
+    def __init__(self, accounts: AccountCheck, policies: dict[str, Policy] | None = None) -> None:
+        self.accounts = accounts
+        self.policies = POLICIES if policies is None else policies
+
+    def applies(self, method: str) -> bool:
+        policy = self.policies.get(method)
+        return policy is not None and policy.writes
+
+    async def enter(self, call: Call) -> None:
+        user_id = auth.current().user_id
+        if user_id:
+            await self.accounts.check(user_id)
+

@@ -94,14 +94,18 @@ def load_tokens(path: Path) -> dict[str, DevToken]:
 
 
 class DevAuthService(auth_pb2_grpc.AuthServiceServicer):
-    """Answers VerifyToken from a dict; `calls` counts the verifications it served."""
+    """Answers VerifyToken from a dict; `calls` counts the verifications it served, `delay` makes
+    it slow (fault tests)."""
 
     def __init__(self, tokens: dict[str, DevToken]) -> None:
         self.tokens = tokens
         self.calls = 0
+        self.delay = 0.0
 
     async def VerifyToken(self, request: auth_pb2.VerifyTokenRequest, context: grpc.aio.ServicerContext):
         self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
         token = self.tokens.get(request.token)
         if token is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")

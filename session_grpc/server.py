@@ -24,7 +24,7 @@ from .storage import sessions
 from .storage.database import Database, create_engine
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .auth import Authenticate, TokenVerifier
-from .authorization import Authorize, Guard
+from .authorization import Authorize, CheckStanding
 from .boundary import Boundary
 from .deadlines import StartDeadline
 from .draining import Drain
@@ -109,6 +109,8 @@ class SessionServer:
         # Only health watches and reflection streams can be open now; they need no long goodbye.
         await self.server.stop(min(left, 1.0))
         await self.accounts.close()
+        if self.verifier is not None:
+            await self.verifier.close()
         if self.observability is not None:
             self.observability.stop_http()
         await self.db.close()
@@ -156,19 +158,21 @@ def build_server(settings: Settings) -> SessionServer:
     observability = Observability(db.engine, access_log_enabled=settings.access_log)
     verifier = TokenVerifier(settings.auth) if settings.auth_mode == "token" and settings.auth else None
     authenticate = [Authenticate(verifier)] if verifier is not None else []
-    boundary = Boundary([observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline(), Authorize()])
+    accounts: AccountCheck = AccountChecker(settings.account) if settings.account else NoAccountCheck()
+    standing = [CheckStanding(accounts)] if verifier is not None and settings.account else []
+    boundary = Boundary(
+        [observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline(), Authorize(), *standing]
+    )
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), boundary],
         options=channel_options(settings),
     )
-    accounts: AccountCheck = AccountChecker(settings.account) if settings.account else NoAccountCheck()
     observability.watch_accounts(accounts)
-    guard = Guard(db)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(db, tokens, limits, accounts, guard), server
+        SessionServicer(db, tokens, limits, accounts), server
     )
-    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits, guard), server)
-    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits, guard), server)
+    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
+    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .accounts import AccountSettings
 from .auth import AuthSettings
@@ -126,46 +127,88 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The settings named in `environ` (default os.environ); each unset or empty variable
+        takes its field's default above, where every default is written (once)."""
         env = os.environ if environ is None else environ
         try:
+            mode = _read(env, "SESSION_AUTH_MODE", cls.auth_mode, _auth_mode)
             return cls(
-                port=int(env.get("PORT", "8203")),
-                host=env.get("SESSION_HOST") or ("localhost" if _auth_mode(env) == "none" else "0.0.0.0"),
-                database_url=env.get("DATABASE_URL") or None,
-                embedded_data_dir=Path(env.get("SESSION_EMBEDDED_DATA_DIR", ".pgdata")),
-                migrate_on_start=_bool(env.get("SESSION_MIGRATE_ON_START", "false"), "SESSION_MIGRATE_ON_START"),
-                db_pool_size=int(env.get("SESSION_DB_POOL_SIZE", "20")),
-                db_max_overflow=int(env.get("SESSION_DB_MAX_OVERFLOW", "0")),
-                db_pool_timeout=parse_duration(env.get("SESSION_DB_POOL_TIMEOUT", "5s"), "SESSION_DB_POOL_TIMEOUT"),
-                expiry_interval=parse_duration(env.get("SESSION_EXPIRY_INTERVAL", "5m"), "SESSION_EXPIRY_INTERVAL"),
-                expiry_idle=parse_duration(env.get("SESSION_EXPIRY_IDLE", "24h"), "SESSION_EXPIRY_IDLE"),
-                health_interval=parse_duration(env.get("SESSION_HEALTH_INTERVAL", "5s"), "SESSION_HEALTH_INTERVAL"),
-                shutdown_grace=parse_duration(env.get("SESSION_SHUTDOWN_GRACE", "10s"), "SESSION_SHUTDOWN_GRACE"),
-                page_token_secret=env.get("SESSION_PAGE_TOKEN_SECRET", cls.page_token_secret),
-                log_level=env.get("SESSION_LOG_LEVEL", "INFO").upper(),
-                metrics_port=int(env.get("SESSION_METRICS_PORT") or "0"),
-                access_log=_bool(env.get("SESSION_ACCESS_LOG", "false"), "SESSION_ACCESS_LOG"),
-                db_connect_timeout=_duration(env, "SESSION_DB_CONNECT_TIMEOUT", "1s"),
-                default_deadline=_duration(env, "SESSION_DEFAULT_DEADLINE", "30s"),
-                keepalive_time=_duration(env, "SESSION_KEEPALIVE_TIME", "60s"),
-                keepalive_timeout=_duration(env, "SESSION_KEEPALIVE_TIMEOUT", "20s"),
-                max_connection_age=_duration(env, "SESSION_MAX_CONNECTION_AGE", "0"),
-                max_connection_age_grace=_duration(env, "SESSION_MAX_CONNECTION_AGE_GRACE", "30s"),
-                max_connection_idle=_duration(env, "SESSION_MAX_CONNECTION_IDLE", "0"),
+                port=_read(env, "PORT", cls.port, _int),
+                host=_read(env, "SESSION_HOST", cls.host if mode == "none" else ALL_INTERFACES, _text),
+                database_url=_read(env, "DATABASE_URL", cls.database_url, _text),
+                embedded_data_dir=_read(env, "SESSION_EMBEDDED_DATA_DIR", cls.embedded_data_dir, _as_path),
+                migrate_on_start=_read(env, "SESSION_MIGRATE_ON_START", cls.migrate_on_start, _bool),
+                db_pool_size=_read(env, "SESSION_DB_POOL_SIZE", cls.db_pool_size, _int),
+                db_max_overflow=_read(env, "SESSION_DB_MAX_OVERFLOW", cls.db_max_overflow, _int),
+                db_pool_timeout=_read(env, "SESSION_DB_POOL_TIMEOUT", cls.db_pool_timeout, parse_duration),
+                expiry_interval=_read(env, "SESSION_EXPIRY_INTERVAL", cls.expiry_interval, parse_duration),
+                expiry_idle=_read(env, "SESSION_EXPIRY_IDLE", cls.expiry_idle, parse_duration),
+                health_interval=_read(env, "SESSION_HEALTH_INTERVAL", cls.health_interval, parse_duration),
+                shutdown_grace=_read(env, "SESSION_SHUTDOWN_GRACE", cls.shutdown_grace, parse_duration),
+                page_token_secret=_read(env, "SESSION_PAGE_TOKEN_SECRET", cls.page_token_secret, _text),
+                log_level=_read(env, "SESSION_LOG_LEVEL", cls.log_level, _log_level),
+                metrics_port=_read(env, "SESSION_METRICS_PORT", cls.metrics_port, _int),
+                access_log=_read(env, "SESSION_ACCESS_LOG", cls.access_log, _bool),
+                db_connect_timeout=_read(env, "SESSION_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, parse_duration),
+                default_deadline=_read(env, "SESSION_DEFAULT_DEADLINE", cls.default_deadline, parse_duration),
+                keepalive_time=_read(env, "SESSION_KEEPALIVE_TIME", cls.keepalive_time, parse_duration),
+                keepalive_timeout=_read(env, "SESSION_KEEPALIVE_TIMEOUT", cls.keepalive_timeout, parse_duration),
+                max_connection_age=_read(env, "SESSION_MAX_CONNECTION_AGE", cls.max_connection_age, parse_duration),
+                max_connection_age_grace=_read(
+                    env, "SESSION_MAX_CONNECTION_AGE_GRACE", cls.max_connection_age_grace, parse_duration
+                ),
+                max_connection_idle=_read(env, "SESSION_MAX_CONNECTION_IDLE", cls.max_connection_idle, parse_duration),
                 limits=_limits(env),
                 account=_account(env),
-                auth_mode=_auth_mode(env),
-                auth=_auth(env),
-                tls_cert=_path(env, "SESSION_TLS_CERT"),
-                tls_key=_path(env, "SESSION_TLS_KEY"),
-                tls_client_ca=_path(env, "SESSION_TLS_CLIENT_CA"),
+                auth_mode=mode,
+                auth=_auth(env, mode),
+                tls_cert=_read(env, "SESSION_TLS_CERT", cls.tls_cert, _file),
+                tls_key=_read(env, "SESSION_TLS_KEY", cls.tls_key, _file),
+                tls_client_ca=_read(env, "SESSION_TLS_CLIENT_CA", cls.tls_client_ca, _file),
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
 
 
-def _duration(env: Mapping[str, str], name: str, default: str) -> float:
-    return parse_duration(env.get(name, default), name)
+ALL_INTERFACES = "0.0.0.0"
+"""SESSION_HOST's default in token mode (mode none stays on loopback)."""
+
+T = TypeVar("T")
+
+
+def _read(env: Mapping[str, str], name: str, default: T, parse: Callable[[str, str], T]) -> T:
+    """`name` from the environment through `parse`; `default` when unset or empty."""
+    text = env.get(name, "").strip()
+    return parse(text, name) if text else default
+
+
+def _int(text: str, name: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise SettingsError(f"{name}: {text!r} is not a whole number") from None
+
+
+def _text(text: str, name: str) -> str:
+    return text
+
+
+def _as_path(text: str, name: str) -> Path:
+    return Path(text)
+
+
+def _file(text: str, name: str) -> Path:
+    path = Path(text)
+    if not path.is_file():
+        raise SettingsError(f"{name}: {text} is not a readable file")
+    return path
+
+
+def _log_level(text: str, name: str) -> str:
+    level = text.upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise SettingsError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {text!r}")
+    return level
 
 
 LIMIT_VARIABLES = {
@@ -183,64 +226,57 @@ LIMIT_VARIABLES = {
 def _limits(env: Mapping[str, str]) -> Limits:
     values = {}
     for name, variable in LIMIT_VARIABLES.items():
-        if variable in env:
-            values[name] = int(env[variable])
-            if values[name] < 1:
+        value = _read(env, variable, None, _int)
+        if value is not None:
+            if value < 1:
                 raise SettingsError(f"{variable} must be at least 1")
+            values[name] = value
     return Limits(**values)
 
 
 def _account(env: Mapping[str, str]) -> AccountSettings | None:
-    address = env.get("SESSION_ACCOUNT_ADDRESS", "").strip()
-    if not address:
+    address = _read(env, "SESSION_ACCOUNT_ADDRESS", None, _text)
+    if address is None:
         return None
+    d = AccountSettings
     return AccountSettings(
         address=address,
-        deadline=_duration(env, "SESSION_ACCOUNT_DEADLINE", "300ms"),
-        retries=int(env.get("SESSION_ACCOUNT_RETRIES", "2")),
-        positive_ttl=_duration(env, "SESSION_ACCOUNT_CACHE_TTL", "5m"),
-        negative_ttl=_duration(env, "SESSION_ACCOUNT_NEGATIVE_TTL", "30s"),
-        cache_size=int(env.get("SESSION_ACCOUNT_CACHE_SIZE", "10000")),
-        fail_open=_bool(env.get("SESSION_ACCOUNT_FAIL_OPEN", "true"), "SESSION_ACCOUNT_FAIL_OPEN"),
+        deadline=_read(env, "SESSION_ACCOUNT_DEADLINE", d.deadline, parse_duration),
+        retries=_read(env, "SESSION_ACCOUNT_RETRIES", d.retries, _int),
+        positive_ttl=_read(env, "SESSION_ACCOUNT_CACHE_TTL", d.positive_ttl, parse_duration),
+        negative_ttl=_read(env, "SESSION_ACCOUNT_NEGATIVE_TTL", d.negative_ttl, parse_duration),
+        cache_size=_read(env, "SESSION_ACCOUNT_CACHE_SIZE", d.cache_size, _int),
+        fail_open=_read(env, "SESSION_ACCOUNT_FAIL_OPEN", d.fail_open, _bool),
     )
 
 
-def _auth_mode(env: Mapping[str, str]) -> str:
-    mode = env.get("SESSION_AUTH_MODE", "none").strip().lower()
+def _auth_mode(text: str, name: str) -> str:
+    mode = text.lower()
     if mode not in ("none", "token"):
-        raise SettingsError(f"SESSION_AUTH_MODE must be none or token, got {mode!r}")
-    if mode == "token" and not env.get("SESSION_AUTH_ADDRESS", "").strip():
-        raise SettingsError("SESSION_AUTH_MODE=token needs SESSION_AUTH_ADDRESS (the auth service)")
+        raise SettingsError(f"{name} must be none or token, got {mode!r}")
     return mode
 
 
-def _auth(env: Mapping[str, str]) -> AuthSettings | None:
-    address = env.get("SESSION_AUTH_ADDRESS", "").strip()
-    if not address:
+def _auth(env: Mapping[str, str], mode: str) -> AuthSettings | None:
+    address = _read(env, "SESSION_AUTH_ADDRESS", None, _text)
+    if address is None:
+        if mode == "token":
+            raise SettingsError("SESSION_AUTH_MODE=token needs SESSION_AUTH_ADDRESS (the auth service)")
         return None
+    d = AuthSettings
     return AuthSettings(
         address=address,
-        deadline=_duration(env, "SESSION_AUTH_DEADLINE", "500ms"),
-        cache_ttl=_duration(env, "SESSION_AUTH_CACHE_TTL", "60s"),
-        cache_size=int(env.get("SESSION_AUTH_CACHE_SIZE", "10000")),
+        deadline=_read(env, "SESSION_AUTH_DEADLINE", d.deadline, parse_duration),
+        cache_ttl=_read(env, "SESSION_AUTH_CACHE_TTL", d.cache_ttl, parse_duration),
+        cache_size=_read(env, "SESSION_AUTH_CACHE_SIZE", d.cache_size, _int),
+        negative_ttl=_read(env, "SESSION_AUTH_NEGATIVE_TTL", d.negative_ttl, parse_duration),
     )
-
-
-def _path(env: Mapping[str, str], name: str) -> Path | None:
-    value = env.get(name, "").strip()
-    if not value:
-        return None
-    path = Path(value)
-    if not path.is_file():
-        raise SettingsError(f"{name}: {value} is not a readable file")
-    return path
 
 
 def _bool(text: str, name: str) -> bool:
     value = text.strip().lower()
     if value in {"1", "true", "yes", "on"}:
         return True
-    if value in {"0", "false", "no", "off", ""}:
+    if value in {"0", "false", "no", "off"}:
         return False
     raise SettingsError(f"{name}: {text!r} is not true or false")
-

@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.accounts import AccountSettings
 from session_grpc.devservices import DevAccountService, load_accounts, start
@@ -162,3 +163,49 @@ async def test_cache_is_bounded_and_evicts_the_least_recently_used(database_url,
 
 async def test_without_an_account_address_every_user_is_accepted(sessions):
     assert (await new_session(sessions, "anyone-at-all")).user_id == "anyone-at-all"
+
+
+async def _wait_for_lookups(service: DevAccountService, count: int) -> None:
+    """Until the account service has received `count` lookups (the shared one has started)."""
+    while service.calls < count:
+        await asyncio.sleep(0.005)
+
+
+@pytest.mark.parametrize(
+    "user_id,code,reason",
+    [
+        ("mallory", grpc.StatusCode.PERMISSION_DENIED, "USER_SUSPENDED"),
+        ("nobody", grpc.StatusCode.FAILED_PRECONDITION, "USER_NOT_FOUND"),
+    ],
+)
+async def test_a_cancelled_first_caller_never_decides_the_answer_of_those_sharing_its_lookup(
+    database_url, accounts, sql, user_id, code, reason
+):
+    service, _, port = accounts
+    service.delay = 0.5
+    async with session_service(database_url, port, deadline=5.0) as (_, sessions):
+        leader = asyncio.ensure_future(sessions.CreateSession(pb.CreateSessionRequest(user_id=user_id), timeout=0.2))
+        await _wait_for_lookups(service, 1)
+        waiters = [asyncio.ensure_future(expect_failure(new_session(sessions, user_id))) for _ in range(3)]
+        leader_failure = await expect_failure(leader)
+        answers = await asyncio.gather(*waiters)
+    assert leader_failure.code == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert service.calls == 1, "the waiters shared the leader's lookup"
+    assert [(a.code, a.reason) for a in answers] == [(code, reason)] * 3
+    assert await sql.fetchval("SELECT count(*) FROM sessions") == 0
+
+
+async def test_a_lookup_whose_only_caller_was_cancelled_still_caches_the_real_answer(database_url, accounts, sql):
+    service, _, port = accounts
+    service.delay = 0.5
+    async with session_service(database_url, port, deadline=5.0) as (server, sessions):
+        first = await expect_failure(
+            sessions.CreateSession(pb.CreateSessionRequest(user_id="mallory"), timeout=0.2)
+        )
+        assert first.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        while server.accounts.counters.answered < 1:  # the lookup runs on without its caller
+            await asyncio.sleep(0.01)
+        second = await expect_failure(new_session(sessions, "mallory"))
+    assert (second.code, second.reason) == (grpc.StatusCode.PERMISSION_DENIED, "USER_SUSPENDED")
+    assert service.calls == 1, "the second call was answered from the cache"
+    assert await sql.fetchval("SELECT count(*) FROM sessions") == 0

@@ -4,8 +4,10 @@ authorization matrix (RPCs from the policy table, tests/rpcs.py), all over real 
 from __future__ import annotations
 
 import asyncio
+import os
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -16,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.auth import AuthSettings
-from session_grpc.devservices import DevAccountService, DevAuthService, load_accounts, load_tokens, start
+from session_grpc.devservices import DevAccountService, DevAuthService, DevToken, load_accounts, load_tokens, start
 from session_grpc.policy import POLICIES, Kind
 from session_grpc.server import SessionServer, build_server
 
@@ -189,12 +191,32 @@ async def test_verified_tokens_are_cached_until_the_cache_ttl(database_url, dev)
         assert auth.calls == 2
 
 
-async def test_a_cached_token_is_not_trusted_past_its_own_expiry(database_url, dev):
+@pytest.fixture(params=["UTC", "Asia/Tokyo", "America/Los_Angeles"])
+def host_time_zone(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The server process runs in this local time zone (token expiry must not depend on it)."""
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = request.param
+    time.tzset()
+    try:
+        yield request.param
+    finally:
+        if previous is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = previous
+        time.tzset()
+
+
+async def test_a_valid_token_is_accepted_whatever_the_hosts_time_zone(database_url, dev, host_time_zone):
     auth, _, port = dev
-    from session_grpc.devservices import DevToken
+    auth.tokens["hour-token"] = DevToken(user_id="alice", scopes=(), expire_time=time.time() + 3600)
+    async with token_server(database_url, port) as (_, channel):
+        alice = Stubs(channel, "hour-token")
+        await alice.sessions.CreateSession(pb.CreateSessionRequest(user_id="alice"), metadata=alice.metadata)
 
-    import time
 
+async def test_a_cached_token_is_not_trusted_past_its_own_expiry(database_url, dev, host_time_zone):
+    auth, _, port = dev
     auth.tokens["short-token"] = DevToken(user_id="", scopes=("sessions.admin",), expire_time=time.time() + 0.5)
     async with token_server(database_url, port, cache_ttl=60) as (_, channel):
         short = Stubs(channel, "short-token")
@@ -205,6 +227,65 @@ async def test_a_cached_token_is_not_trusted_past_its_own_expiry(database_url, d
         )
         assert failure.code == grpc.StatusCode.UNAUTHENTICATED
         assert auth.calls == 2
+
+
+async def test_two_authorization_headers_are_unauthenticated(database_url, dev):
+    auth, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        stub = rpc.SessionServiceStub(channel)
+        for second in ("Bearer alice-token", "Bearer admin-token", "Basic YWxpY2U="):
+            failure = await expect_failure(
+                stub.GetServiceStats(
+                    pb.GetServiceStatsRequest(),
+                    metadata=(("authorization", "Bearer admin-token"), ("authorization", second)),
+                )
+            )
+            assert failure.code == grpc.StatusCode.UNAUTHENTICATED, second
+    assert auth.calls == 0, "refused before asking the auth service"
+
+
+async def test_rejected_tokens_are_remembered_for_the_negative_ttl(database_url, dev):
+    auth, _, port = dev
+    async with token_server(database_url, port, negative_ttl=0.5) as (_, channel):
+        garbage = Stubs(channel, "not-a-token")
+        for _ in range(5):
+            failure = await expect_failure(
+                garbage.sessions.ListSessions(pb.ListSessionsRequest(), metadata=garbage.metadata)
+            )
+            assert failure.code == grpc.StatusCode.UNAUTHENTICATED
+        assert auth.calls == 1
+        auth.tokens["not-a-token"] = DevToken(user_id="", scopes=("sessions.admin",), expire_time=time.time() + 60)
+        await asyncio.sleep(0.6)
+        await garbage.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=garbage.metadata)
+        assert auth.calls == 2
+
+
+@pytest.mark.parametrize("token,code", [("not-a-token", grpc.StatusCode.UNAUTHENTICATED), ("admin-token", None)])
+async def test_concurrent_calls_with_one_uncached_token_share_one_verification(database_url, dev, token, code):
+    auth, _, port = dev
+    auth.delay = 0.1
+    async with token_server(database_url, port) as (_, channel):
+        caller = Stubs(channel, token)
+        calls = [caller.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=caller.metadata) for _ in range(50)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    assert auth.calls == 1
+    assert [r.code() if isinstance(r, grpc.aio.AioRpcError) else None for r in results] == [code] * 50
+
+
+async def test_a_cancelled_first_caller_never_decides_the_verification_of_the_others(database_url, dev):
+    auth, _, port = dev
+    auth.delay = 0.5
+    async with token_server(database_url, port, deadline=5.0) as (_, channel):
+        admin = Stubs(channel, "admin-token")
+        leader = asyncio.ensure_future(
+            admin.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=admin.metadata, timeout=0.2)
+        )
+        while auth.calls < 1:
+            await asyncio.sleep(0.005)
+        waiters = [admin.sessions.GetServiceStats(pb.GetServiceStatsRequest(), metadata=admin.metadata) for _ in range(3)]
+        assert (await expect_failure(leader)).code == grpc.StatusCode.DEADLINE_EXCEEDED
+        await asyncio.gather(*waiters)  # all verified by the one lookup the leader started
+    assert auth.calls == 1
 
 
 # ---- TLS -------------------------------------------------------------------------------------
