@@ -1,4 +1,7 @@
-"""The one home of every proto <-> domain conversion, request validation included."""
+"""The one home of every proto <-> domain conversion, request validation included.
+
+Every record of a session-scoped request carries the owner the call may touch
+(authorization.owner_scope()), so no storage statement can be written without it."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from .domain.errors import InvalidArgument
 from .domain.money import format_decimal, parse_cost
 from .domain.limits import DEFAULT_LIMITS, Limits
 from .domain.validation import MAX_ETAG_LENGTH, MAX_TOKENS_PER_MESSAGE, Violations, excerpt
+from .authorization import owner_scope
 from .page_tokens import PageTokens
 
 DEFAULT_SESSIONS_PAGE_SIZE = 50
@@ -217,12 +221,12 @@ def fit_page(items: list[Any], to_proto: Callable[[Any], Any], budget: int = RES
 # ---- requests, proto -> domain (validated) -----------------------------------------------------
 
 
-def session_id(value: str, field: str = "session_id") -> str:
+def session_ref(value: str, field: str = "session_id") -> records.SessionRef:
     check = Violations()
     parsed = check.uuid(field, value)
     check.raise_if_any()
     assert parsed is not None
-    return parsed
+    return records.SessionRef(parsed, owner_scope())
 
 
 def new_session(request: pb.CreateSessionRequest, limits: Limits = DEFAULT_LIMITS) -> records.NewSession:
@@ -250,6 +254,7 @@ def session_patch(request: pb.UpdateSessionRequest, limits: Limits = DEFAULT_LIM
             check.add("session.status", "must be one of ACTIVE, COMPLETED, ENDED, ARCHIVED, EXPIRED")
     result = records.SessionPatch(
         session_id=sid or "",
+        owner=owner_scope(),
         fields=paths,
         title=check.text("session.title", given.title, max_length=limits.title_length),
         status=status,
@@ -301,6 +306,7 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
         check.add("cost", 'must be a non-negative decimal string like "0.00015" (at most 12.18 digits)')
     result = records.NewMessage(
         session_id=sid or "",
+        owner=owner_scope(),
         role=role or records.Role.USER,
         message_type=message_type or records.MessageType.CHAT,
         content=check.content("content", request.content),
@@ -324,6 +330,7 @@ def _memory_fields(check: Violations, given: pb.CreateMemoryRequest | pb.Memory,
     sid = check.uuid(f"{prefix}session_id", given.session_id)
     return records.NewMemory(
         session_id=sid or "",
+        owner=owner_scope(),
         conversation_summary=check.text(
             f"{prefix}conversation_summary", given.conversation_summary, max_length=check.limits.summary_length
         ),
@@ -405,7 +412,7 @@ def messages_query(
         if len(decoded) != 1 or not isinstance(decoded[0], int):
             raise InvalidArgument.single("page_token", "is not a page token this service issued")
         position = decoded[0]
-    return MessagesQuery(sid, page_size, position, scope, descending)
+    return MessagesQuery(records.SessionRef(sid, owner_scope()), page_size, position, scope, descending)
 
 
 def messages_page_token(query: MessagesQuery, last_sequence: int | None, tokens: PageTokens) -> str:
@@ -420,7 +427,9 @@ def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIM
     page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
     check.raise_if_any()
     assert sid is not None
-    return MessagesQuery(sid, page_size, request.after_sequence, {"session_id": sid}, descending=False)
+    return MessagesQuery(
+        records.SessionRef(sid, owner_scope()), page_size, request.after_sequence, {"session_id": sid}, descending=False
+    )
 
 
 @dataclass(frozen=True)
@@ -434,7 +443,7 @@ class SessionsQuery:
 
 @dataclass(frozen=True)
 class MessagesQuery:
-    session_id: str
+    session: records.SessionRef
     page_size: int
     position: int | None
     """The sequence to continue after (or before, when descending); None starts at the first page."""

@@ -24,7 +24,7 @@ from .storage import sessions
 from .storage.database import Database, create_engine
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .auth import Authenticate, TokenVerifier
-from .authorization import Authorize, CheckStanding, Guard
+from .authorization import Authorize, CheckStanding
 from .boundary import Boundary
 from .deadlines import StartDeadline
 from .draining import Drain
@@ -171,12 +171,11 @@ def build_server(settings: Settings) -> SessionServer:
         options=channel_options(settings),
     )
     observability.watch_accounts(accounts)
-    guard = Guard(db)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(db, tokens, limits, accounts, guard), server
+        SessionServicer(db, tokens, limits, accounts), server
     )
-    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits, guard), server)
-    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits, guard), server)
+    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
+    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)

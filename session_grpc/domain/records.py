@@ -88,6 +88,20 @@ class Memory:
         return etag_of(self.create_time, self.version)
 
 
+Owner = str | None
+"""The user whose session a call may touch: None for any (an admin), "" for none. Every record of
+a session-scoped call carries it, and storage puts it into the statement (`AND user_id = owner`),
+so another user's session is as missing as one that does not exist."""
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """A session a call names, and whose it must be to be found."""
+
+    session_id: str
+    owner: Owner
+
+
 @dataclass(frozen=True)
 class NewSession:
     user_id: str
@@ -102,6 +116,7 @@ class SessionPatch:
     """The fields an UpdateSession changes: only those named in `fields` are applied."""
 
     session_id: str
+    owner: Owner
     fields: frozenset[str]
     title: str = ""
     status: SessionStatus | None = None
@@ -113,6 +128,7 @@ class SessionPatch:
 @dataclass(frozen=True)
 class NewMessage:
     session_id: str
+    owner: Owner
     role: Role
     message_type: MessageType
     content: str
@@ -125,6 +141,7 @@ class NewMessage:
 @dataclass(frozen=True)
 class NewMemory:
     session_id: str
+    owner: Owner
     conversation_summary: str = ""
     facts: list[str] = field(default_factory=list)
     preferences: JsonObject = field(default_factory=dict)
