@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import embedded, migrations, reflection
 from ._proto.session.v1 import session_pb2, session_pb2_grpc
-from .page_tokens import PageTokens
+from .paging import PageTokens
 from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
 from .servicers.sessions import SessionServicer
