@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
-from session_grpc.server import build_server
+from session_grpc.server import AddressInUse, build_server
 
 from .conftest import test_settings
 from .helpers import expect_failure, new_session, serving, wait_for_port
@@ -201,3 +201,28 @@ async def test_start_up_says_when_authentication_and_account_checks_are_off(data
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("AUTHENTICATION IS OFF" in w and "loopback only" in w for w in warnings), warnings
     assert sum("account validation is OFF" in w for w in warnings) == 1, warnings
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_second_server_on_a_taken_port_is_refused_with_a_clear_error(database_url, host):
+    async with serving(test_settings(database_url, host=host)) as (first, _):
+        with pytest.raises(AddressInUse, match="in use"):
+            build_server(test_settings(database_url, host=host, port=first.port))
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+async def test_serve_on_a_taken_port_exits_non_zero_and_says_why(database_url, workers):
+    async with serving(test_settings(database_url)) as (first, _):
+        env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(first.port), "SESSION_HOST": "127.0.0.1"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "session_grpc", "serve", *workers, env=env, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+        except TimeoutError:
+            process.kill()
+            output = (await process.communicate())[0].decode()
+            raise AssertionError(f"the second server kept running on a taken port:\n{output}") from None
+    assert process.returncode != 0, output
+    assert f"127.0.0.1:{first.port}" in output and "in use" in output, output
