@@ -62,7 +62,7 @@ class SessionServer:
         await self.check_health()
         await self.server.start()
         if self.observability is not None and self.settings.metrics_port:
-            self.metrics_port = self.observability.start_http(self.settings.host, self.settings.metrics_port)
+            self.metrics_port = self.observability.start_http(self.settings.metrics_host, self.settings.metrics_port)
         self._tasks.append(asyncio.create_task(self._every(self.settings.health_interval, self.check_health)))
         if self.settings.expiry_interval > 0:
             self._tasks.append(asyncio.create_task(self._every(self.settings.expiry_interval, self.expire_idle)))
@@ -93,6 +93,12 @@ class SessionServer:
             "transport: %s",
             "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext",
         )
+        if settings.auth_mode == "token" and settings.tls_cert is None:
+            log.warning(
+                "PLAINTEXT (SESSION_ALLOW_PLAINTEXT=true): bearer tokens cross the network in the clear on %s:%d; "
+                "only behind a proxy that terminates TLS, or on a laptop",
+                settings.host, self.port,
+            )
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING first; new calls refused with UNAVAILABLE; in-flight calls get up to
