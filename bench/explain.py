@@ -50,15 +50,15 @@ async def main() -> None:
                               sessions.LIST_SESSIONS[(False, False)], "big-user", 51),
                 await explain(conn, "ListSessions, page after 9,000 sessions (keyset)",
                               sessions.LIST_SESSIONS[(False, True)], "big-user", 51, deep[0], deep[1]),
-                await explain(conn, "GetSession", sessions.GET_SESSION, long_session),
+                await explain(conn, "GetSession (owner-scoped, as in token mode)", sessions.GET_SESSION, long_session, "long-user"),
                 await explain(conn, "ListMessages latest 20, order_by \"sequence desc\" (session with 50,000 messages)",
-                              messages.PAGE_DESCENDING, long_session, 2**63 - 1, 21),
+                              messages.PAGE_DESCENDING, long_session, 2**63 - 1, 21, "long-user"),
                 await explain(conn, "ListMessages page in the middle (after sequence 25,000)",
-                              messages.PAGE_ASCENDING, long_session, 25_000, 101),
+                              messages.PAGE_ASCENDING, long_session, 25_000, 101, "long-user"),
                 await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGE, str(uuid.uuid4()), long_session,
-                              12, Decimal("0.00015"), "user", "chat", "hello", "{}"),
+                              12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user"),
                 await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",
-                              sessions.SESSION_SUMMARY, long_session),
+                              sessions.SESSION_SUMMARY, long_session, "long-user"),
             ]
         finally:
             await conn.close()

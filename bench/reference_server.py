@@ -75,6 +75,7 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
                 "chat",
                 request.content,
                 metadata,
+                None,  # the owner: any (the reference trusts every request)
             )
         return pb.AddMessageResponse(
             message=pb.Message(
@@ -94,7 +95,7 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
 
     async def GetSession(self, request, context):  # type: ignore[no-untyped-def]
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(GET_SESSION, request.session_id)
+            row = await conn.fetchrow(GET_SESSION, request.session_id, None)
         session = pb.Session(
             session_id=str(row[0]),
             user_id=row[1],

@@ -25,8 +25,6 @@ from .boundary import Call, Step
 from .domain.errors import NotFound, PermissionDenied
 from .domain.validation import excerpt
 from .policy import POLICIES, Kind, Policy
-from .storage.database import Database
-from .storage.owners import session_owner
 
 log = logging.getLogger(__name__)
 
@@ -102,16 +100,3 @@ class CheckStanding(Step):
         if user_id:
             await self.accounts.check(user_id)
 
-
-class Guard:
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    async def owns(self, session_id: str) -> None:
-        """NOT_FOUND unless the session exists and belongs to the calling user (admins: no check,
-        the call itself finds out whether the session exists)."""
-        principal = auth.current()
-        if principal.admin:
-            return
-        if await self.db.run_driver(session_owner, session_id) != principal.user_id:
-            raise NotFound("session", session_id)

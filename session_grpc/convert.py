@@ -1,4 +1,7 @@
-"""The one home of every proto <-> domain conversion, request validation included."""
+"""The one home of every proto <-> domain conversion, request validation included.
+
+Every record of a session-scoped request carries the owner the call may touch
+(authorization.owner_scope()), so no storage statement can be written without it."""
 
 from __future__ import annotations
 
@@ -6,8 +9,6 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
@@ -17,7 +18,9 @@ from .domain.errors import InvalidArgument
 from .domain.money import format_decimal, parse_cost
 from .domain.limits import DEFAULT_LIMITS, Limits
 from .domain.validation import MAX_ETAG_LENGTH, MAX_TOKENS_PER_MESSAGE, Violations, excerpt
-from .page_tokens import PageTokens
+from .authorization import owner_scope
+from . import paging
+from .paging import PageTokens
 
 DEFAULT_SESSIONS_PAGE_SIZE = 50
 DEFAULT_MESSAGES_PAGE_SIZE = 100
@@ -197,32 +200,15 @@ def stats_to_proto(stats: records.ServiceStats) -> pb.ServiceStats:
     )
 
 
-RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
-"""A list page stops short of page_size rather than pass gRPC's default 4 MiB client receive limit."""
-
-
-def fit_page(items: list[Any], to_proto: Callable[[Any], Any], budget: int = RESPONSE_BYTES) -> list[Any]:
-    """The leading items, as protos, that fit in `budget` serialized bytes (always at least one)."""
-    protos: list[Any] = []
-    size = 0
-    for item in items:
-        message = to_proto(item)
-        size += message.ByteSize() + 16
-        if protos and size > budget:
-            break
-        protos.append(message)
-    return protos
-
-
 # ---- requests, proto -> domain (validated) -----------------------------------------------------
 
 
-def session_id(value: str, field: str = "session_id") -> str:
+def session_ref(value: str, field: str = "session_id") -> records.SessionRef:
     check = Violations()
     parsed = check.uuid(field, value)
     check.raise_if_any()
     assert parsed is not None
-    return parsed
+    return records.SessionRef(parsed, owner_scope())
 
 
 def new_session(request: pb.CreateSessionRequest, limits: Limits = DEFAULT_LIMITS) -> records.NewSession:
@@ -250,6 +236,7 @@ def session_patch(request: pb.UpdateSessionRequest, limits: Limits = DEFAULT_LIM
             check.add("session.status", "must be one of ACTIVE, COMPLETED, ENDED, ARCHIVED, EXPIRED")
     result = records.SessionPatch(
         session_id=sid or "",
+        owner=owner_scope(),
         fields=paths,
         title=check.text("session.title", given.title, max_length=limits.title_length),
         status=status,
@@ -301,6 +288,7 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
         check.add("cost", 'must be a non-negative decimal string like "0.00015" (at most 12.18 digits)')
     result = records.NewMessage(
         session_id=sid or "",
+        owner=owner_scope(),
         role=role or records.Role.USER,
         message_type=message_type or records.MessageType.CHAT,
         content=check.content("content", request.content),
@@ -324,6 +312,7 @@ def _memory_fields(check: Violations, given: pb.CreateMemoryRequest | pb.Memory,
     sid = check.uuid(f"{prefix}session_id", given.session_id)
     return records.NewMemory(
         session_id=sid or "",
+        owner=owner_scope(),
         conversation_summary=check.text(
             f"{prefix}conversation_summary", given.conversation_summary, max_length=check.limits.summary_length
         ),
@@ -359,7 +348,7 @@ def idle_for(request: pb.ExpireSessionsRequest) -> timedelta:
 
 def sessions_query(
     request: pb.ListSessionsRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
-) -> SessionsQuery:
+) -> records.SessionsQuery:
     check = Violations(limits)
     user_id = check.user_id("user_id", request.user_id)
     status = None
@@ -370,25 +359,13 @@ def sessions_query(
     page_size = check.page_size("page_size", request.page_size, DEFAULT_SESSIONS_PAGE_SIZE)
     check.raise_if_any()
     scope = {"user_id": user_id, "status": request.status}
-    after = None
-    if request.page_token:
-        position = tokens.decode(request.page_token, "sessions", scope)
-        try:
-            after = records.SessionKey(datetime.fromisoformat(position[0]), position[1])
-        except (IndexError, TypeError, ValueError):
-            raise InvalidArgument.single("page_token", "is not a page token this service issued") from None
-    return SessionsQuery(user_id, status, page_size, after, scope)
-
-
-def sessions_page_token(query: SessionsQuery, next_key: records.SessionKey | None, tokens: PageTokens) -> str:
-    if next_key is None:
-        return ""
-    return tokens.encode("sessions", query.scope, [next_key.create_time.isoformat(), next_key.session_id])
+    after = tokens.after(paging.SESSIONS, request.page_token, scope)
+    return records.SessionsQuery(user_id, status, page_size, after, scope)
 
 
 def messages_query(
     request: pb.ListMessagesRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
-) -> MessagesQuery:
+) -> records.MessagesQuery:
     check = Violations(limits)
     sid = check.uuid("session_id", request.session_id)
     page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
@@ -399,20 +376,11 @@ def messages_query(
     assert sid is not None
     descending = MESSAGE_ORDERS[order]
     scope = {"session_id": sid, "descending": descending}
-    position = None
-    if request.page_token:
-        decoded = tokens.decode(request.page_token, "messages", scope)
-        if len(decoded) != 1 or not isinstance(decoded[0], int):
-            raise InvalidArgument.single("page_token", "is not a page token this service issued")
-        position = decoded[0]
-    return MessagesQuery(sid, page_size, position, scope, descending)
+    position = tokens.after(paging.MESSAGES, request.page_token, scope)
+    return records.MessagesQuery(records.SessionRef(sid, owner_scope()), page_size, position, scope, descending)
 
 
-def messages_page_token(query: MessagesQuery, last_sequence: int | None, tokens: PageTokens) -> str:
-    return "" if last_sequence is None else tokens.encode("messages", query.scope, [last_sequence])
-
-
-def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIMITS) -> MessagesQuery:
+def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIMITS) -> records.MessagesQuery:
     check = Violations(limits)
     sid = check.uuid("session_id", request.session_id)
     if request.after_sequence < 0:
@@ -420,23 +388,6 @@ def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIM
     page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
     check.raise_if_any()
     assert sid is not None
-    return MessagesQuery(sid, page_size, request.after_sequence, {"session_id": sid}, descending=False)
-
-
-@dataclass(frozen=True)
-class SessionsQuery:
-    user_id: str
-    status: records.SessionStatus | None
-    page_size: int
-    after: records.SessionKey | None
-    scope: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class MessagesQuery:
-    session_id: str
-    page_size: int
-    position: int | None
-    """The sequence to continue after (or before, when descending); None starts at the first page."""
-    scope: dict[str, Any]
-    descending: bool
+    return records.MessagesQuery(
+        records.SessionRef(sid, owner_scope()), page_size, request.after_sequence, {"session_id": sid}
+    )

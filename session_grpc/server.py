@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import embedded, migrations, reflection
 from ._proto.session.v1 import session_pb2, session_pb2_grpc
-from .page_tokens import PageTokens
+from .paging import PageTokens
 from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
 from .servicers.sessions import SessionServicer
@@ -25,7 +25,7 @@ from .storage.database import Database, create_engine
 from .binding import AddressInUse, ensure_free, in_use_message
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .auth import Authenticate, TokenVerifier
-from .authorization import Authorize, CheckStanding, Guard
+from .authorization import Authorize, CheckStanding
 from .boundary import Boundary
 from .deadlines import StartDeadline
 from .draining import Drain
@@ -176,12 +176,11 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
         options=channel_options(settings, share_port),
     )
     observability.watch_accounts(accounts)
-    guard = Guard(db)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(db, tokens, limits, accounts, guard), server
+        SessionServicer(db, tokens, limits, accounts), server
     )
-    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits, guard), server)
-    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits, guard), server)
+    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
+    session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)

@@ -6,8 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+T = TypeVar("T")
 JsonObject = dict[str, Any]
 
 
@@ -88,6 +89,20 @@ class Memory:
         return etag_of(self.create_time, self.version)
 
 
+Owner = str | None
+"""The user whose session a call may touch: None for any (an admin), "" for none. Every record of
+a session-scoped call carries it, and storage puts it into the statement (`AND user_id = owner`),
+so another user's session is as missing as one that does not exist."""
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """A session a call names, and whose it must be to be found."""
+
+    session_id: str
+    owner: Owner
+
+
 @dataclass(frozen=True)
 class NewSession:
     user_id: str
@@ -102,6 +117,7 @@ class SessionPatch:
     """The fields an UpdateSession changes: only those named in `fields` are applied."""
 
     session_id: str
+    owner: Owner
     fields: frozenset[str]
     title: str = ""
     status: SessionStatus | None = None
@@ -113,6 +129,7 @@ class SessionPatch:
 @dataclass(frozen=True)
 class NewMessage:
     session_id: str
+    owner: Owner
     role: Role
     message_type: MessageType
     content: str
@@ -125,6 +142,7 @@ class NewMessage:
 @dataclass(frozen=True)
 class NewMemory:
     session_id: str
+    owner: Owner
     conversation_summary: str = ""
     facts: list[str] = field(default_factory=list)
     preferences: JsonObject = field(default_factory=dict)
@@ -170,6 +188,41 @@ class SessionKey:
 
     create_time: datetime
     session_id: str
+
+
+@dataclass(frozen=True)
+class SessionsQuery:
+    """One page of a user's sessions, newest first."""
+
+    user_id: str
+    status: SessionStatus | None
+    page_size: int
+    after: SessionKey | None
+    """The key to continue after; None starts at the newest."""
+    scope: dict[str, Any]
+    """What a page token of this query is bound to (its filters)."""
+
+
+@dataclass(frozen=True)
+class MessagesQuery:
+    """One page of a session's messages in sequence order (or newest first)."""
+
+    session: SessionRef
+    page_size: int
+    position: int | None
+    """The sequence to continue after (or before, when descending); None starts at the first page."""
+    scope: dict[str, Any]
+    """What a page token of this query is bound to (its session and order)."""
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """Up to page_size items, whether more follow them, and the total the listing counts."""
+
+    items: list[T]
+    more: bool
+    total: int
 
 
 def etag_of(create_time: datetime, version: int) -> str:

@@ -5,38 +5,30 @@ import grpc
 from .. import convert
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
-from ..authorization import Guard
 from ..domain.limits import Limits
 from ..storage import memories
 from ..storage.database import Database
 
 
 class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
-    def __init__(self, db: Database, limits: Limits, guard: Guard) -> None:
+    def __init__(self, db: Database, limits: Limits) -> None:
         self.db = db
-        self.guard = guard
         self.limits = limits
 
     async def CreateMemory(self, request: pb.CreateMemoryRequest, context: grpc.aio.ServicerContext):
         new = convert.new_memory(request, self.limits)
-        await self.guard.owns(new.session_id)
-        memory = await self.db.run(memories.create_memory, new)
+        memory = await self.db.run_driver(memories.create_memory, new)
         return pb.CreateMemoryResponse(memory=convert.memory_to_proto(memory))
 
     async def GetMemory(self, request: pb.GetMemoryRequest, context: grpc.aio.ServicerContext):
-        session_id = convert.session_id(request.session_id)
-        await self.guard.owns(session_id)
-        memory = await self.db.run(memories.get_memory, session_id)
+        memory = await self.db.run_driver(memories.get_memory, convert.session_ref(request.session_id))
         return pb.GetMemoryResponse(memory=convert.memory_to_proto(memory))
 
     async def UpdateMemory(self, request: pb.UpdateMemoryRequest, context: grpc.aio.ServicerContext):
         patch = convert.memory_patch(request, self.limits)
-        await self.guard.owns(patch.memory.session_id)
         memory = await self.db.run(memories.update_memory, patch)
         return pb.UpdateMemoryResponse(memory=convert.memory_to_proto(memory))
 
     async def DeleteMemory(self, request: pb.DeleteMemoryRequest, context: grpc.aio.ServicerContext):
-        session_id = convert.session_id(request.session_id)
-        await self.guard.owns(session_id)
-        await self.db.run(memories.delete_memory, session_id)
+        await self.db.run_driver(memories.delete_memory, convert.session_ref(request.session_id))
         return pb.DeleteMemoryResponse()

@@ -4,22 +4,20 @@ import grpc
 
 from .. import convert
 from ..accounts import AccountCheck
-from ..authorization import Guard
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
-from ..domain.records import SessionKey
-from ..page_tokens import PageTokens
+from .. import paging
+from ..paging import PageTokens
 from ..storage import sessions
 from ..storage.database import Database
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     def __init__(
-        self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck, guard: Guard
+        self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck
     ) -> None:
         self.db = db
-        self.guard = guard
         self.tokens = tokens
         self.limits = limits
         self.accounts = accounts
@@ -31,48 +29,30 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.CreateSessionResponse(session=convert.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
-        session_id = convert.session_id(request.session_id)
-        await self.guard.owns(session_id)
-        session = await self.db.run_driver(sessions.get_session, session_id)
+        session = await self.db.run_driver(sessions.get_session, convert.session_ref(request.session_id))
         return pb.GetSessionResponse(session=convert.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
         patch = convert.session_patch(request, self.limits)
-        await self.guard.owns(patch.session_id)
         session = await self.db.run(sessions.update_session, patch)
         return pb.UpdateSessionResponse(session=convert.session_to_proto(session))
 
     async def EndSession(self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext):
-        session_id = convert.session_id(request.session_id)
-        await self.guard.owns(session_id)
-        session = await self.db.run(sessions.end_session, session_id)
+        session = await self.db.run(sessions.end_session, convert.session_ref(request.session_id))
         return pb.EndSessionResponse(session=convert.session_to_proto(session))
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext):
-        session_id = convert.session_id(request.session_id)
-        await self.guard.owns(session_id)
-        await self.db.run(sessions.delete_session, session_id)
+        await self.db.run_driver(sessions.delete_session, convert.session_ref(request.session_id))
         return pb.DeleteSessionResponse()
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = convert.sessions_query(request, self.tokens, self.limits)
-        page, next_key, total = await self.db.run_driver(
-            sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
-        )
-        protos = convert.fit_page(page, convert.session_to_proto)
-        if len(protos) < len(page):
-            last = page[len(protos) - 1]
-            next_key = SessionKey(last.create_time, last.session_id)
-        return pb.ListSessionsResponse(
-            sessions=protos,
-            next_page_token=convert.sessions_page_token(query, next_key, self.tokens),
-            total_size=total,
-        )
+        page = await self.db.run_driver(sessions.list_sessions, query)
+        found, token = self.tokens.fit(paging.SESSIONS, query.scope, page, convert.session_to_proto)
+        return pb.ListSessionsResponse(sessions=found, next_page_token=token, total_size=page.total)
 
     async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):
-        session_id = convert.session_id(request.session_id)
-        await self.guard.owns(session_id)
-        summary = await self.db.run_driver(sessions.session_summary, session_id)
+        summary = await self.db.run_driver(sessions.session_summary, convert.session_ref(request.session_id))
         return pb.GetSessionSummaryResponse(summary=convert.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):

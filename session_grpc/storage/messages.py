@@ -14,9 +14,9 @@ import asyncpg
 
 from ..domain import lifecycle
 from ..domain.errors import NotFound
-from ..domain.records import Message, NewMessage
+from ..domain.records import Message, MessagesQuery, NewMessage, Page, SessionRef
 from .sessions import get_session
-from .tables import MESSAGE_COLUMNS, Executor, fetch, fetch_one, message_from_row
+from .tables import MESSAGE_COLUMNS, Executor, fetch, fetch_one, message_from_row, owned
 
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
 LAST_SEQUENCE = 2**63 - 1
@@ -27,14 +27,14 @@ LAST_SEQUENCE = 2**63 - 1
 # now(): now() is the transaction's start, taken before this row's lock was queued
 # for, so a later sequence could get an earlier time. The message's create_time is
 # the session's new last_activity_time, so both follow sequence order.
-_BUMP = """
+_BUMP = f"""
     UPDATE sessions
     SET message_count = message_count + 1,
         total_tokens = total_tokens + $3,
         total_cost = total_cost + $4,
         last_activity_time = greatest(last_activity_time, clock_timestamp()),
         update_time = greatest(update_time, clock_timestamp())
-    WHERE id = $2 AND status = 'active' {guard}
+    WHERE id = $2 AND status = 'active' AND {owned(9)} {{guard}}
     RETURNING id, user_id, message_count, last_activity_time
 """
 _INSERT = f"""
@@ -49,9 +49,9 @@ ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='')}) {_INSERT.format(reques
 # when there is one, nothing is bumped or inserted and that message is the answer.
 ADD_MESSAGE_ONCE = f"""
 WITH earlier AS (
-    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $9
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $10 AND {owned(9)}
 ), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
-inserted AS ({_INSERT.format(request_id='$9')})
+inserted AS ({_INSERT.format(request_id='$10')})
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
 BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
@@ -63,11 +63,10 @@ LEFT JOIN LATERAL (
     SELECT {MESSAGE_COLUMNS} FROM messages
     WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
 ) m ON true
-WHERE s.id = $1
+WHERE s.id = $1 AND {owned(4, "s.user_id")}
 """
 PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
 PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
-STREAM_PAGE = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND sequence > $2 ORDER BY sequence LIMIT $3"
 
 
 async def add_message(db: asyncpg.Connection, new: NewMessage) -> Message:
@@ -88,6 +87,7 @@ async def add_message(db: asyncpg.Connection, new: NewMessage) -> Message:
         new.message_type.value,
         new.content,
         metadata,
+        new.owner,
     )
     if new.request_id is None:
         row = await fetch_one(db, ADD_MESSAGE, *params)
@@ -100,30 +100,22 @@ async def add_message(db: asyncpg.Connection, new: NewMessage) -> Message:
             row = await fetch_one(db, BY_REQUEST_ID, new.session_id, new.request_id)
             assert row is not None
     if row is None:
-        session = await get_session(db, new.session_id)
+        session = await get_session(db, SessionRef(new.session_id, new.owner))
         lifecycle.check_accepts_messages(session.status)
         raise AssertionError(f"session {new.session_id} is active but took no message")
     return message_from_row(row)
 
 
-async def list_messages(
-    db: Executor, session_id: str, page_size: int, position: int | None, descending: bool = False
-) -> tuple[list[Message], int | None, int]:
-    """One page, the sequence the next page continues from (None on the last), and the message count."""
-    if descending:
-        statement, start = PAGE_DESCENDING, LAST_SEQUENCE if position is None else position
+async def list_messages(db: Executor, query: MessagesQuery) -> Page[Message]:
+    """One page of a session's messages and its message count; no row at all: the session is
+    missing (or not the owner's)."""
+    if query.descending:
+        statement, start = PAGE_DESCENDING, LAST_SEQUENCE if query.position is None else query.position
     else:
-        statement, start = PAGE_ASCENDING, position or 0
-    rows = await fetch(db, statement, session_id, start, page_size + 1)
+        statement, start = PAGE_ASCENDING, query.position or 0
+    session = query.session
+    rows = await fetch(db, statement, session.session_id, start, query.page_size + 1, session.owner)
     if not rows:
-        raise NotFound("session", session_id)
-    total = rows[0][0]
+        raise NotFound("session", session.session_id)
     messages = [message_from_row(row, 1) for row in rows if row[1] is not None]
-    page = messages[:page_size]
-    next_position = page[-1].sequence if len(messages) > page_size else None
-    return page, next_position, total
-
-
-async def messages_page(db: Executor, session_id: str, after_sequence: int, limit: int) -> list[Message]:
-    """Up to `limit` messages after `after_sequence`, in sequence order (one page of a stream)."""
-    return [message_from_row(row) for row in await fetch(db, STREAM_PAGE, session_id, after_sequence, limit)]
+    return Page(messages[: query.page_size], len(messages) > query.page_size, rows[0][0])

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,17 +14,26 @@ from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
 from ..domain.records import (
     NewSession,
+    Page,
     Role,
     ServiceStats,
     Session,
     SessionPatch,
+    SessionRef,
     SessionStatus,
-    SessionKey,
+    SessionsQuery,
     SessionSummary,
 )
-from .tables import SESSION_COLUMNS, SESSION_WIDTH, Executor, SessionRow, fetch, fetch_one, session_from_row
-
-PATCHABLE_FIELDS = frozenset({"title", "status", "conversation_data", "metadata"})
+from .tables import (
+    SESSION_COLUMNS,
+    SESSION_WIDTH,
+    Executor,
+    SessionRow,
+    fetch,
+    fetch_one,
+    owned,
+    session_from_row,
+)
 
 
 async def create_session(db: AsyncSession, new: NewSession) -> Session:
@@ -54,20 +63,20 @@ async def create_session(db: AsyncSession, new: NewSession) -> Session:
     return row.to_domain()
 
 
-GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
+GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND {owned(2)}"
 GET_SESSION_FOR_UPDATE = GET_SESSION + " FOR UPDATE"
 
 
-async def get_session(db: Executor, session_id: str, *, for_update: bool = False) -> Session:
+async def get_session(db: Executor, ref: SessionRef, *, for_update: bool = False) -> Session:
     """One statement (run_driver can run it alone); FOR UPDATE only means something inside a transaction."""
-    row = await fetch_one(db, GET_SESSION_FOR_UPDATE if for_update else GET_SESSION, session_id)
+    row = await fetch_one(db, GET_SESSION_FOR_UPDATE if for_update else GET_SESSION, ref.session_id, ref.owner)
     if row is None:
-        raise NotFound("session", session_id)
+        raise NotFound("session", ref.session_id)
     return session_from_row(row)
 
 
 async def update_session(db: AsyncSession, patch: SessionPatch) -> Session:
-    current = await get_session(db, patch.session_id, for_update=True)
+    current = await get_session(db, SessionRef(patch.session_id, patch.owner), for_update=True)
     if patch.etag and patch.etag != current.etag:
         raise Aborted(
             f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH"
@@ -87,12 +96,12 @@ async def update_session(db: AsyncSession, patch: SessionPatch) -> Session:
     return await _apply(db, current.session_id, values)
 
 
-async def end_session(db: AsyncSession, session_id: str) -> Session:
-    current = await get_session(db, session_id, for_update=True)
+async def end_session(db: AsyncSession, ref: SessionRef) -> Session:
+    current = await get_session(db, ref, for_update=True)
     if current.status in (SessionStatus.ENDED, SessionStatus.ARCHIVED):
         return current
     lifecycle.check_move(current.status, SessionStatus.ENDED)
-    return await _apply(db, session_id, _status_values(SessionStatus.ENDED))
+    return await _apply(db, ref.session_id, _status_values(SessionStatus.ENDED))
 
 
 def _status_values(status: SessionStatus) -> dict[str, object]:
@@ -114,11 +123,13 @@ async def _apply(db: AsyncSession, session_id: str, values: dict[str, object]) -
     return row.to_domain()
 
 
-async def delete_session(db: AsyncSession, session_id: str) -> None:
-    """Remove the session; its messages and memory go with it (ON DELETE CASCADE)."""
-    deleted = await db.scalar(delete(SessionRow).where(SessionRow.id == session_id).returning(SessionRow.id))
-    if deleted is None:
-        raise NotFound("session", session_id)
+DELETE_SESSION = f"DELETE FROM sessions WHERE id = $1 AND {owned(2)} RETURNING id"
+
+
+async def delete_session(db: Executor, ref: SessionRef) -> None:
+    """Remove the session; its messages and memory go with it (ON DELETE CASCADE). One statement."""
+    if await fetch_one(db, DELETE_SESSION, ref.session_id, ref.owner) is None:
+        raise NotFound("session", ref.session_id)
 
 
 def _list_sessions_sql(by_status: bool, keyset: bool) -> str:
@@ -139,37 +150,28 @@ LIST_SESSIONS = {(by_status, keyset): _list_sessions_sql(by_status, keyset) for 
                  for keyset in (False, True)}
 
 
-async def list_sessions(
-    db: Executor,
-    user_id: str,
-    status: SessionStatus | None,
-    page_size: int,
-    after: SessionKey | None,
-) -> tuple[list[Session], SessionKey | None, int]:
-    """One page of a user's sessions, newest first, the key to continue from, and the total.
+async def list_sessions(db: Executor, query: SessionsQuery) -> Page[Session]:
+    """One page of a user's sessions, newest first, and the total.
 
     Keyset pagination on the (user_id, [status,] create_time DESC, id DESC) indexes: a deep page
     costs what the first does. The total is a count over the user's index entries.
     """
-    params: list[object] = [user_id, page_size + 1]
-    if status is not None:
-        params.append(status.value)
-    if after is not None:
-        params += [after.create_time, after.session_id]
-    statement = LIST_SESSIONS[(status is not None, after is not None)]
+    params: list[object] = [query.user_id, query.page_size + 1]
+    if query.status is not None:
+        params.append(query.status.value)
+    if query.after is not None:
+        params += [query.after.create_time, query.after.session_id]
+    statement = LIST_SESSIONS[(query.status is not None, query.after is not None)]
     rows = await fetch(db, statement, *params)
-    total = rows[0][0]
     sessions = [session_from_row(row, 1) for row in rows if row[1] is not None]
-    page = sessions[:page_size]
-    next_key = SessionKey(page[-1].create_time, page[-1].session_id) if len(sessions) > page_size else None
-    return page, next_key, total
+    return Page(sessions[: query.page_size], len(sessions) > query.page_size, rows[0][0])
 
 
 # The session, whether it has a memory, and one row per role with messages (or one row of NULLs),
 # in one statement: a summary is part of every chat turn.
 SESSION_SUMMARY = f"""
 SELECT s.*, EXISTS (SELECT 1 FROM memories WHERE session_id = s.id), r.role, r.n, r.first, r.last
-FROM (SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1) s
+FROM (SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND {owned(2)}) s
 LEFT JOIN LATERAL (
     SELECT role, count(*) AS n, min(create_time) AS first, max(create_time) AS last
     FROM messages WHERE session_id = s.id GROUP BY role
@@ -177,10 +179,10 @@ LEFT JOIN LATERAL (
 """
 
 
-async def session_summary(db: Executor, session_id: str) -> SessionSummary:
-    rows = await fetch(db, SESSION_SUMMARY, session_id)
+async def session_summary(db: Executor, ref: SessionRef) -> SessionSummary:
+    rows = await fetch(db, SESSION_SUMMARY, ref.session_id, ref.owner)
     if not rows:
-        raise NotFound("session", session_id)
+        raise NotFound("session", ref.session_id)
     counts: dict[Role, int] = {}
     first: datetime | None = None
     last: datetime | None = None

@@ -198,7 +198,17 @@ SESSION_COLUMNS = (
 MESSAGE_COLUMNS = (
     "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time"
 )
+MEMORY_COLUMNS = (
+    "session_id, user_id, conversation_summary, facts, preferences, metadata, create_time, update_time, version"
+)
 SESSION_WIDTH = 14
+
+
+def owned(param: int, column: str = "user_id") -> str:
+    """The predicate that keeps a statement to the sessions of the call's owner, `$param`
+    (records.Owner: NULL for any). It always stands beside a key lookup (`id = $1`), so the
+    plan is the key's: the owner is a filter on the one row found, not a second query."""
+    return f"(${param}::text IS NULL OR {column} = ${param})"
 
 _STATUSES = {status.value: status for status in records.SessionStatus}
 _ROLES = {role.value: role for role in records.Role}
@@ -220,6 +230,15 @@ def message_from_row(row: Sequence[Any], offset: int = 0) -> records.Message:
     return records.Message(
         str(row[o]), str(row[o + 1]), row[o + 2], row[o + 3], _ROLES[row[o + 4]], _MESSAGE_TYPES[row[o + 5]],
         row[o + 6], row[o + 7], row[o + 8], row[o + 9], row[o + 10],
+    )
+
+
+def memory_from_row(row: Sequence[Any], offset: int = 0) -> records.Memory:
+    """A Memory from MEMORY_COLUMNS, in order, starting at `offset`."""
+    o = offset
+    return records.Memory(
+        str(row[o]), row[o + 1], row[o + 2], list(row[o + 3]), row[o + 4], row[o + 5], row[o + 6], row[o + 7],
+        row[o + 8],
     )
 
 

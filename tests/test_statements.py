@@ -1,0 +1,81 @@
+"""What each session-scoped call costs the database, counted statement by statement.
+
+The owner of a session is part of every session-scoped statement (`... AND user_id = $owner`),
+so token mode runs exactly the statements mode none runs: no ownership SELECT in front of each
+call. The counter sees every statement the server sends, through SQLAlchemy (ORM and Core) and
+on the driver's own connection (the hot paths' fixed SQL, BEGIN and COMMIT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import event
+
+from session_grpc.policy import Kind
+from session_grpc.server import SessionServer
+
+from . import rpcs
+from .conftest import test_settings
+from .helpers import serving
+from .test_auth import dev, fresh_target, token_server  # noqa: F401 - dev is a fixture
+
+# Statements per call that a single SQL statement cannot do today (a read under a row lock, then
+# a write, in one transaction): BEGIN, the statements, COMMIT. Every other session-scoped call is
+# one statement; StreamMessages one per page (a page here).
+TRANSACTIONS = {
+    rpcs.SESSIONS + "UpdateSession": 4,
+    rpcs.SESSIONS + "EndSession": 4,
+    rpcs.MEMORIES + "UpdateMemory": 5,  # allow_missing on a session without one: lock, find the session, insert
+}
+
+
+class StatementCounter:
+    """The SQL statements one server sends to PostgreSQL, in order."""
+
+    def __init__(self, server: SessionServer) -> None:
+        self.statements: list[str] = []
+        engine = server.db.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", self._executed)
+        event.listen(engine.pool, "checkout", self._checked_out)
+
+    def _executed(self, conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+        self.statements.append(statement)
+
+    def _checked_out(self, dbapi_connection, record, proxy) -> None:  # type: ignore[no-untyped-def]
+        # Statements sent on the driver's connection itself (prepared statements SQLAlchemy runs
+        # are not logged here, so nothing is counted twice). A set: adding again is a no-op.
+        dbapi_connection.driver_connection.add_query_logger(self._logged)
+
+    def _logged(self, record) -> None:  # type: ignore[no-untyped-def]
+        self.statements.append(record.query)
+
+
+async def statements_per_call(server: SessionServer, channel, token: str | None) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+    """The statements of each session-scoped RPC, each called on a fresh session of bob's."""
+    counter = StatementCounter(server)
+    seen = {}
+    for method in rpcs.methods(Kind.OWNS_SESSION):
+        request = rpcs.request(method, await fresh_target(channel, method))
+        await asyncio.sleep(0.01)  # the driver reports statements from the event loop
+        counter.statements.clear()
+        await rpcs.call(channel, method, request, token)
+        await asyncio.sleep(0.01)
+        seen[method] = list(counter.statements)
+    return seen
+
+
+def _numbers(seen: dict[str, list[str]]) -> dict[str, int]:
+    return {method: len(statements) for method, statements in seen.items()}
+
+
+async def test_token_mode_runs_the_statements_mode_none_runs_one_for_each_single_statement_call(
+    database_url, dev  # noqa: F811 - the fixture imported above
+):
+    _, _, port = dev
+    async with token_server(database_url, port) as (server, channel):
+        token_mode = await statements_per_call(server, channel, "bob-token")
+    async with serving(test_settings(database_url)) as (server, channel):
+        mode_none = await statements_per_call(server, channel, None)
+    assert _numbers(token_mode) == _numbers(mode_none), token_mode
+    assert _numbers(token_mode) == {method: TRANSACTIONS.get(method, 1) for method in token_mode}, token_mode
