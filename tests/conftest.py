@@ -52,6 +52,9 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "health_interval": 1.0,
         "shutdown_grace": 2.0,
     }
+    if overrides.get("auth_mode") == "token":
+        # Token mode refuses plaintext and the public page-token secret unless told (settings.py).
+        base.update(allow_plaintext=True, page_token_secret="page-token-secret-of-the-tests")
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 

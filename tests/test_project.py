@@ -123,7 +123,10 @@ def test_account_settings_come_from_the_environment():
 def test_mode_none_listens_on_loopback_unless_an_address_is_set():
     assert Settings.from_env({}).host == "localhost"
     assert Settings.from_env({"SESSION_HOST": "0.0.0.0"}).host == "0.0.0.0"
-    token = {"SESSION_AUTH_MODE": "token", "SESSION_AUTH_ADDRESS": "auth:9000"}
+    token = {
+        "SESSION_AUTH_MODE": "token", "SESSION_AUTH_ADDRESS": "auth:9000",
+        "SESSION_PAGE_TOKEN_SECRET": "a-secret-of-this-deployment", "SESSION_ALLOW_PLAINTEXT": "true",
+    }
     assert Settings.from_env(token).host == "0.0.0.0"
     assert Settings.from_env(token).auth.address == "auth:9000"
 
