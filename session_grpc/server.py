@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import grpc
@@ -19,7 +19,7 @@ from .paging import PageTokens
 from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
 from .servicers.sessions import SessionServicer
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, format_duration
 from .storage import sessions
 from .storage.database import Database, create_engine
 from .binding import AddressInUse, ensure_free, in_use_message
@@ -134,7 +134,7 @@ class SessionServer:
         idle = timedelta(seconds=self.settings.expiry_idle)
         count = await self.db.run(sessions.expire_sessions, idle)
         if count:
-            log.info("expired %d sessions idle for more than %s", count, idle)
+            log.info("expired %d sessions idle for more than %s", count, format_duration(self.settings.expiry_idle))
 
     @staticmethod
     async def _every(seconds: float, job) -> None:  # type: ignore[no-untyped-def]
@@ -272,10 +272,7 @@ def serve(settings: Settings, share_port: bool = False) -> None:
     )
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     configure_logging()
-    with contextlib.ExitStack() as stack:
-        if settings.database_url is None:
-            url = stack.enter_context(embedded.postgres(settings.embedded_data_dir))
-            settings = replace(settings, database_url=url)
+    with embedded.database(settings) as settings:
         try:
             asyncio.run(_serve(settings, share_port))
         except AddressInUse as error:

@@ -29,6 +29,23 @@ def parse_duration(text: str, name: str = "duration") -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def format_duration(seconds: float) -> str:
+    """A duration written the way the settings are typed: "24h", "90m", "30s", "250ms".
+
+    The largest unit in which it is a whole number, hours at most (like Go's durations), so the
+    default idle time prints as "24h" and never as "1 day, 0:00:00".
+    """
+    if seconds == 0:
+        return "0s"
+    milliseconds = round(seconds * 1000)
+    if abs(seconds * 1000 - milliseconds) > 1e-6:
+        return f"{seconds:g}s"
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if milliseconds % size == 0:
+            return f"{milliseconds // size}{unit}"
+    return f"{milliseconds}ms"
+
+
 def asyncpg_url(url: str) -> str:
     """Accept the usual postgresql:// (or postgres://) URL and name the asyncpg driver."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):

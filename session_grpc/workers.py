@@ -21,7 +21,6 @@ Each worker keeps SESSION_DB_POOL_SIZE (+ overflow) connections: N times as many
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -41,9 +40,7 @@ def serve(settings: Settings, workers: int) -> int:
     """Run `workers` server processes until SIGTERM or SIGINT; 0 when they all stopped cleanly."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pgserver").setLevel(logging.WARNING)
-    with contextlib.ExitStack() as stack:
-        if settings.database_url is None:
-            settings = replace(settings, database_url=stack.enter_context(embedded.postgres(settings.embedded_data_dir)))
+    with embedded.database(settings) as settings:
         if settings.migrate_on_start:
             asyncio.run(migrations.upgrade(settings.sqlalchemy_url))
             settings = replace(settings, migrate_on_start=False)

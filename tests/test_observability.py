@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
+from session_grpc.testing import free_port
 
 from .conftest import test_settings
 from .helpers import add, expect_failure, new_session, serving, wait_for_port
-from .test_server import free_port
 
 
 def running(database_url: str, **overrides: object):  # type: ignore[no-untyped-def]

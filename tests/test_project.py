@@ -14,10 +14,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from session_grpc import migrations
+from session_grpc.testing import database_url_for
 from session_grpc.settings import Settings, SettingsError, asyncpg_url, parse_duration
 from session_grpc.storage.tables import Base
 
-from .conftest import _with_database
 from .test_server import buf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ async def test_migrations_downgrade_to_base_and_upgrade_again(server_url):
     name = f"session_grpc_migrate_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
+    url = database_url_for(server_url, name)
     try:
         await migrations.upgrade(url)
         await migrations.downgrade(url, "base")

@@ -24,6 +24,7 @@ from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.auth import AuthSettings
 from session_grpc.server import AddressInUse, build_server
 from session_grpc.settings import Settings, SettingsError
+from session_grpc.testing import free_port
 
 from .certs import make_pki
 from .conftest import test_settings
@@ -38,12 +39,6 @@ SERVICES = {
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_health_is_serving_when_the_database_answers(channel):
