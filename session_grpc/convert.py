@@ -9,8 +9,6 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
@@ -21,7 +19,8 @@ from .domain.money import format_decimal, parse_cost
 from .domain.limits import DEFAULT_LIMITS, Limits
 from .domain.validation import MAX_ETAG_LENGTH, MAX_TOKENS_PER_MESSAGE, Violations, excerpt
 from .authorization import owner_scope
-from .page_tokens import PageTokens
+from . import paging
+from .paging import PageTokens
 
 DEFAULT_SESSIONS_PAGE_SIZE = 50
 DEFAULT_MESSAGES_PAGE_SIZE = 100
@@ -201,23 +200,6 @@ def stats_to_proto(stats: records.ServiceStats) -> pb.ServiceStats:
     )
 
 
-RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
-"""A list page stops short of page_size rather than pass gRPC's default 4 MiB client receive limit."""
-
-
-def fit_page(items: list[Any], to_proto: Callable[[Any], Any], budget: int = RESPONSE_BYTES) -> list[Any]:
-    """The leading items, as protos, that fit in `budget` serialized bytes (always at least one)."""
-    protos: list[Any] = []
-    size = 0
-    for item in items:
-        message = to_proto(item)
-        size += message.ByteSize() + 16
-        if protos and size > budget:
-            break
-        protos.append(message)
-    return protos
-
-
 # ---- requests, proto -> domain (validated) -----------------------------------------------------
 
 
@@ -366,7 +348,7 @@ def idle_for(request: pb.ExpireSessionsRequest) -> timedelta:
 
 def sessions_query(
     request: pb.ListSessionsRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
-) -> SessionsQuery:
+) -> records.SessionsQuery:
     check = Violations(limits)
     user_id = check.user_id("user_id", request.user_id)
     status = None
@@ -377,25 +359,13 @@ def sessions_query(
     page_size = check.page_size("page_size", request.page_size, DEFAULT_SESSIONS_PAGE_SIZE)
     check.raise_if_any()
     scope = {"user_id": user_id, "status": request.status}
-    after = None
-    if request.page_token:
-        position = tokens.decode(request.page_token, "sessions", scope)
-        try:
-            after = records.SessionKey(datetime.fromisoformat(position[0]), position[1])
-        except (IndexError, TypeError, ValueError):
-            raise InvalidArgument.single("page_token", "is not a page token this service issued") from None
-    return SessionsQuery(user_id, status, page_size, after, scope)
-
-
-def sessions_page_token(query: SessionsQuery, next_key: records.SessionKey | None, tokens: PageTokens) -> str:
-    if next_key is None:
-        return ""
-    return tokens.encode("sessions", query.scope, [next_key.create_time.isoformat(), next_key.session_id])
+    after = tokens.after(paging.SESSIONS, request.page_token, scope)
+    return records.SessionsQuery(user_id, status, page_size, after, scope)
 
 
 def messages_query(
     request: pb.ListMessagesRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
-) -> MessagesQuery:
+) -> records.MessagesQuery:
     check = Violations(limits)
     sid = check.uuid("session_id", request.session_id)
     page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
@@ -406,20 +376,11 @@ def messages_query(
     assert sid is not None
     descending = MESSAGE_ORDERS[order]
     scope = {"session_id": sid, "descending": descending}
-    position = None
-    if request.page_token:
-        decoded = tokens.decode(request.page_token, "messages", scope)
-        if len(decoded) != 1 or not isinstance(decoded[0], int):
-            raise InvalidArgument.single("page_token", "is not a page token this service issued")
-        position = decoded[0]
-    return MessagesQuery(records.SessionRef(sid, owner_scope()), page_size, position, scope, descending)
+    position = tokens.after(paging.MESSAGES, request.page_token, scope)
+    return records.MessagesQuery(records.SessionRef(sid, owner_scope()), page_size, position, scope, descending)
 
 
-def messages_page_token(query: MessagesQuery, last_sequence: int | None, tokens: PageTokens) -> str:
-    return "" if last_sequence is None else tokens.encode("messages", query.scope, [last_sequence])
-
-
-def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIMITS) -> MessagesQuery:
+def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIMITS) -> records.MessagesQuery:
     check = Violations(limits)
     sid = check.uuid("session_id", request.session_id)
     if request.after_sequence < 0:
@@ -427,25 +388,6 @@ def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIM
     page_size = check.page_size("page_size", request.page_size, DEFAULT_MESSAGES_PAGE_SIZE)
     check.raise_if_any()
     assert sid is not None
-    return MessagesQuery(
-        records.SessionRef(sid, owner_scope()), page_size, request.after_sequence, {"session_id": sid}, descending=False
+    return records.MessagesQuery(
+        records.SessionRef(sid, owner_scope()), page_size, request.after_sequence, {"session_id": sid}
     )
-
-
-@dataclass(frozen=True)
-class SessionsQuery:
-    user_id: str
-    status: records.SessionStatus | None
-    page_size: int
-    after: records.SessionKey | None
-    scope: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class MessagesQuery:
-    session: records.SessionRef
-    page_size: int
-    position: int | None
-    """The sequence to continue after (or before, when descending); None starts at the first page."""
-    scope: dict[str, Any]
-    descending: bool

@@ -15,7 +15,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from . import embedded, migrations, reflection
 from ._proto.session.v1 import session_pb2, session_pb2_grpc
-from .page_tokens import PageTokens
+from .paging import PageTokens
 from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
 from .servicers.sessions import SessionServicer
@@ -28,6 +28,7 @@ from .authorization import Authorize, CheckStanding
 from .boundary import Boundary
 from .deadlines import StartDeadline
 from .draining import Drain
+from .inflight import LimitInFlight
 from .wire import RefuseMalformed
 from .observability import Observability, configure_logging, tracing_interceptors
 
@@ -160,8 +161,10 @@ def build_server(settings: Settings) -> SessionServer:
     authenticate = [Authenticate(verifier)] if verifier is not None else []
     accounts: AccountCheck = AccountChecker(settings.account) if settings.account else NoAccountCheck()
     standing = [CheckStanding(accounts)] if verifier is not None and settings.account else []
+    per_principal = settings.max_calls_per_principal
+    limit = [LimitInFlight(per_principal)] if verifier is not None and per_principal > 0 else []
     boundary = Boundary(
-        [observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline(), Authorize(), *standing]
+        [observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline(), Authorize(), *limit, *standing]
     )
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), boundary],
@@ -208,6 +211,7 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
 
     options = [
         ("grpc.max_receive_message_length", settings.limits.max_request_bytes),
+        ("grpc.max_concurrent_streams", settings.max_concurrent_streams),
         ("grpc.keepalive_time_ms", ms(settings.keepalive_time)),
         ("grpc.keepalive_timeout_ms", ms(settings.keepalive_timeout)),
         ("grpc.keepalive_permit_without_calls", 1),
@@ -218,6 +222,8 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
     if settings.max_connection_age > 0:
         options.append(("grpc.max_connection_age_ms", ms(settings.max_connection_age)))
         options.append(("grpc.max_connection_age_grace_ms", ms(settings.max_connection_age_grace)))
+    if settings.max_connections > 0:
+        options.append(("grpc.max_allowed_incoming_connections", settings.max_connections))
     if settings.max_connection_idle > 0:
         options.append(("grpc.max_connection_idle_ms", ms(settings.max_connection_idle)))
     return options

@@ -87,6 +87,12 @@ class Settings:
     """SESSION_MAX_CONNECTION_AGE_GRACE: time calls on an aged-out connection get to finish."""
     max_connection_idle: float = 0.0
     """SESSION_MAX_CONNECTION_IDLE: close connections with no calls for this long; 0 = never."""
+    max_concurrent_streams: int = 100
+    """SESSION_MAX_CONCURRENT_STREAMS: calls at once on one client connection (HTTP/2); more wait in the client."""
+    max_connections: int = 1000
+    """SESSION_MAX_CONNECTIONS: client connections at once, per process; more are closed on accept; 0 = no limit."""
+    max_calls_per_principal: int = 64
+    """SESSION_MAX_CALLS_PER_PRINCIPAL: calls in flight per principal (token mode); more are RESOURCE_EXHAUSTED."""
     limits: Limits = Limits()
     """SESSION_MAX_*: the request size limits, see session_grpc/domain/limits.py."""
     account: AccountSettings | None = None
@@ -141,6 +147,11 @@ class Settings:
                     env, "SESSION_MAX_CONNECTION_AGE_GRACE", cls.max_connection_age_grace, parse_duration
                 ),
                 max_connection_idle=_read(env, "SESSION_MAX_CONNECTION_IDLE", cls.max_connection_idle, parse_duration),
+                max_concurrent_streams=_read(env, "SESSION_MAX_CONCURRENT_STREAMS", cls.max_concurrent_streams, _positive),
+                max_connections=_read(env, "SESSION_MAX_CONNECTIONS", cls.max_connections, _count),
+                max_calls_per_principal=_read(
+                    env, "SESSION_MAX_CALLS_PER_PRINCIPAL", cls.max_calls_per_principal, _count
+                ),
                 limits=_limits(env),
                 account=_account(env),
                 auth_mode=mode,
@@ -170,6 +181,21 @@ def _int(text: str, name: str) -> int:
         return int(text)
     except ValueError:
         raise SettingsError(f"{name}: {text!r} is not a whole number") from None
+
+
+def _count(text: str, name: str) -> int:
+    """A limit: a whole number, 0 for none."""
+    value = _int(text, name)
+    if value < 0:
+        raise SettingsError(f"{name} must be 0 (no limit) or more")
+    return value
+
+
+def _positive(text: str, name: str) -> int:
+    value = _int(text, name)
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1")
+    return value
 
 
 def _text(text: str, name: str) -> str:

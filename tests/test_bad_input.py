@@ -13,6 +13,8 @@ import pytest
 from google.protobuf import field_mask_pb2, struct_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc.paging import PageTokens
+from session_grpc.settings import Settings
 
 from .helpers import add, expect_failure, new_session
 
@@ -480,3 +482,52 @@ async def test_special_characters_in_user_id_match_only_themselves(sessions, tex
     await new_session(sessions, "someone-else")
     listed = (await sessions.ListSessions(pb.ListSessionsRequest(user_id=text))).sessions
     assert [s.session_id for s in listed] == [mine.session_id]
+
+
+# ---- forged page tokens ----------------------------------------------------------------------
+# Sealed with the test server's own secret, so they pass the MAC: what they carry must still be
+# checked (the default secret is public). Each is INVALID_ARGUMENT, never INTERNAL.
+
+TOKENS = PageTokens(Settings().page_token_secret)
+NESTED = b"[" * 100_000 + b"]" * 100_000
+MESSAGE_POSITIONS = [b"[9223372036854775808]", b"[1000000000000000000000000000000]", b"[-1]", b"[1.5]",
+                     b"[true]", b'["7"]', b"[1, 2]", b"[]", b"{}", b"not json", b"\xff\xfe", NESTED, b"[1e400]"]
+SESSION_POSITIONS = [
+    b'["0001-01-01T00:00:00+00:00", "123e4567-e89b-12d3-a456-426614174000"]',
+    b'["9999-12-31T23:59:59.999999-05:00", "123e4567-e89b-12d3-a456-426614174000"]',
+    b'["2026-01-01T00:00:00", "123e4567-e89b-12d3-a456-426614174000"]',
+    b'["2026-01-01T00:00:00+00:00", "not-a-uuid"]',
+    b'["2026-01-01T00:00:00+00:00", "123E4567-E89B-12D3-A456-426614174000"]',
+    b'["2026-01-01T00:00:00+00:00", 7]',
+    b'[9223372036854775808, "123e4567-e89b-12d3-a456-426614174000"]',
+    b'["yesterday", "123e4567-e89b-12d3-a456-426614174000"]',
+    b'["2026-01-01T00:00:00+00:00"]',
+    b"not json",
+    NESTED,
+]
+
+
+@pytest.mark.parametrize("descending", [False, True])
+@pytest.mark.parametrize("payload", MESSAGE_POSITIONS, ids=lambda p: p[:40].decode(errors="replace"))
+async def test_forged_message_page_token_is_invalid_argument_naming_page_token(messages, session_id, payload, descending):
+    token = TOKENS.seal("messages", {"session_id": session_id, "descending": descending}, payload)
+    order = "sequence desc" if descending else ""
+    await expect_invalid(
+        messages.ListMessages(pb.ListMessagesRequest(session_id=session_id, page_token=token, order_by=order)),
+        "page_token",
+    )
+
+
+@pytest.mark.parametrize("payload", SESSION_POSITIONS, ids=lambda p: p[:40].decode(errors="replace"))
+async def test_forged_session_page_token_is_invalid_argument_naming_page_token(sessions, payload):
+    token = TOKENS.seal("sessions", {"user_id": "user-1", "status": 0}, payload)
+    await expect_invalid(sessions.ListSessions(pb.ListSessionsRequest(user_id="user-1", page_token=token)), "page_token")
+
+
+async def test_a_genuine_position_sealed_the_same_way_pages_on(sessions, messages, session_id):
+    """The forged tokens above differ from genuine ones only in what they carry."""
+    for _ in range(3):
+        await add(messages, session_id)
+    token = TOKENS.seal("messages", {"session_id": session_id, "descending": False}, b"[1]")
+    page = await messages.ListMessages(pb.ListMessagesRequest(session_id=session_id, page_token=token))
+    assert [m.sequence for m in page.messages] == [2, 3]

@@ -3,17 +3,24 @@ and the limit on calls in flight per principal. RPC lists come from the policy t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 
+from google.rpc import error_details_pb2, status_pb2
+
 from session_grpc._proto.account.v1 import account_pb2
+from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.accounts import AccountSettings
 from session_grpc.auth import AuthSettings
 from session_grpc.devservices import DevAccountService, DevAuthService, DevToken, start
 from session_grpc.policy import POLICIES, Kind
+from session_grpc.server import channel_options
+from session_grpc.settings import Settings
 
 from . import rpcs
 from .conftest import test_settings
@@ -22,8 +29,10 @@ from .helpers import expect_failure, serving
 
 @pytest.fixture
 async def dev() -> AsyncIterator[tuple[DevAccountService, DevAuthService, int]]:
-    accounts = DevAccountService({"carol": account_pb2.Account(user_id="carol", status=account_pb2.ACCOUNT_STATUS_ACTIVE)})
-    auth = DevAuthService({"carol-token": DevToken(user_id="carol", scopes=(), expire_time=time.time() + 3600)})
+    active = account_pb2.ACCOUNT_STATUS_ACTIVE
+    accounts = DevAccountService({name: account_pb2.Account(user_id=name, status=active) for name in ("carol", "dave")})
+    expires = time.time() + 3600
+    auth = DevAuthService({f"{name}-token": DevToken(user_id=name, scopes=(), expire_time=expires) for name in ("carol", "dave")})
     server, port = await start(accounts, auth=auth)
     yield accounts, auth, port
     await server.stop(0)
@@ -40,14 +49,17 @@ def token_server(database_url: str, port: int, **overrides: object):  # type: ig
     )
 
 
-async def carols_session(channel: grpc.aio.Channel) -> str:
+async def carols_session(channel: grpc.aio.Channel, user: str = "carol") -> str:
     method = rpcs.SESSIONS + "CreateSession"
-    created = await rpcs.call(channel, method, rpcs.request(method, "carol"), "carol-token")
+    created = await rpcs.call(channel, method, rpcs.request(method, user), f"{user}-token")
     sid = created.session.session_id
-    await rpcs.call(channel, rpcs.MEMORIES + "CreateMemory", rpcs.request(rpcs.MEMORIES + "CreateMemory", sid), "carol-token")
-    add = "/session.v1.MessageService/AddMessage"
-    await rpcs.call(channel, add, rpcs.request(add, sid), "carol-token")
+    await rpcs.call(channel, rpcs.MEMORIES + "CreateMemory", rpcs.request(rpcs.MEMORIES + "CreateMemory", sid), f"{user}-token")
+    await rpcs.call(channel, ADD, rpcs.request(ADD, sid), f"{user}-token")
     return sid
+
+
+ADD = "/session.v1.MessageService/AddMessage"
+GET = "/session.v1.SessionService/GetSession"
 
 
 def target(method: str, sid: str) -> str:
@@ -82,3 +94,127 @@ async def test_a_suspended_or_deleted_user_with_a_valid_token_may_read_but_not_w
     row = await sql.fetchrow("SELECT title, status, message_count FROM sessions WHERE id = $1", sid)
     assert tuple(row) == ("", "active", 1), "nothing changed after the suspension"
     assert await sql.fetchval("SELECT conversation_summary FROM memories WHERE session_id = $1", sid) == ""
+
+
+# ---- calls in flight per principal ---------------------------------------------------------
+
+
+def quota_failure(error: grpc.aio.AioRpcError) -> tuple[str, str]:
+    """(ErrorInfo reason, QuotaFailure subject) of a refused call."""
+    status = status_pb2.Status()
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status.ParseFromString(value)
+    reason = subject = ""
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            subject = quota.violations[0].subject
+    return reason, subject
+
+
+async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+    """Wait for `condition()` (an awaitable) to hold; a bound only so a broken rule cannot hang the suite."""
+    for _ in range(1500):
+        if await condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never happened: {what}")
+
+
+async def test_a_principal_over_its_in_flight_share_is_resource_exhausted_while_others_are_served(
+    database_url, dev, sql
+):
+    _, _, port = dev
+    async with token_server(database_url, port, max_calls_per_principal=4) as (_, channel):
+        carols, daves = await carols_session(channel), await carols_session(channel, "dave")
+        lock = sql.transaction()
+        await lock.start()
+        await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", carols)
+        burst = [asyncio.ensure_future(rpcs.call(channel, ADD, rpcs.request(ADD, carols), "carol-token")) for _ in range(10)]
+
+        async def four_waiting_and_six_refused() -> bool:
+            await sql.execute("SELECT pg_stat_clear_snapshot()")  # read once per transaction otherwise
+            waiting = await sql.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            return waiting == 4 and sum(task.done() for task in burst) == 6
+
+        await until(four_waiting_and_six_refused, "4 of carol's calls running (blocked on the row lock), 6 refused")
+        refused = [task.exception() for task in burst if task.done()]
+        assert all(isinstance(error, grpc.aio.AioRpcError) for error in refused)
+        assert {error.code() for error in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert {quota_failure(error) for error in refused} == {("TOO_MANY_CALLS_IN_FLIGHT", "user:carol")}
+        # Her share counts every call of hers, reads too; another user is served meanwhile.
+        with pytest.raises(grpc.aio.AioRpcError) as read:
+            await rpcs.call(channel, GET, rpcs.request(GET, carols), "carol-token")
+        assert read.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        await rpcs.call(channel, ADD, rpcs.request(ADD, daves), "dave-token")
+        await lock.rollback()
+        assert len(await asyncio.gather(*[task for task in burst if not task.done()])) == 4
+        await rpcs.call(channel, GET, rpcs.request(GET, carols), "carol-token")  # her slots are free again
+    assert await sql.fetchval("SELECT message_count FROM sessions WHERE id = $1", carols) == 1 + 4
+
+
+async def test_connections_past_the_limit_are_refused(database_url):
+    async with serving(test_settings(database_url, max_connections=1)) as (server, first):
+        await rpc.SessionServiceStub(first).GetServiceStats(pb.GetServiceStatsRequest(), timeout=10)
+        # A subchannel pool of its own, or grpc would share the first channel's connection.
+        own = [("grpc.use_local_subchannel_pool", 1)]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=own) as second:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await rpc.SessionServiceStub(second).GetServiceStats(pb.GetServiceStatsRequest(), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+        await rpc.SessionServiceStub(first).GetServiceStats(pb.GetServiceStatsRequest(), timeout=10)
+
+
+def test_concurrency_settings_come_from_the_environment_and_reach_the_transport():
+    settings = Settings.from_env(
+        {"SESSION_MAX_CONCURRENT_STREAMS": "7", "SESSION_MAX_CONNECTIONS": "3", "SESSION_MAX_CALLS_PER_PRINCIPAL": "5"}
+    )
+    assert settings.max_calls_per_principal == 5
+    options = dict(channel_options(settings))
+    assert options["grpc.max_concurrent_streams"] == 7
+    assert options["grpc.max_allowed_incoming_connections"] == 3
+    assert "grpc.max_allowed_incoming_connections" not in dict(channel_options(Settings(max_connections=0)))
+
+
+async def test_the_python_client_retries_a_write_refused_for_too_many_calls_in_flight(database_url, dev, sql):
+    from session_client import RetryPolicy, SessionClient
+
+    _, _, port = dev
+    async with token_server(database_url, port, max_calls_per_principal=1) as (server, channel):
+        sid = await carols_session(channel)
+        lock = sql.transaction()
+        await lock.start()
+        await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", sid)
+        holder = asyncio.ensure_future(rpcs.call(channel, ADD, rpcs.request(ADD, sid), "carol-token"))
+
+        async def holder_running() -> bool:
+            await sql.execute("SELECT pg_stat_clear_snapshot()")
+            return await sql.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ) == 1
+
+        await until(holder_running, "carol's one allowed call running")
+        retry = RetryPolicy(initial_backoff=0.02, max_backoff=0.1, max_attempts=10_000, total_deadline=60)
+        async with SessionClient(
+            f"127.0.0.1:{server.port}", token="carol-token", insecure_token=True, retry=retry, timeout=None
+        ) as carol:
+            ending = asyncio.ensure_future(carol.end_session(sid))  # a write without a request_id
+
+            async def refused() -> bool:
+                labels = {"grpc_service": "session.v1.SessionService", "grpc_method": "EndSession",
+                          "grpc_code": "RESOURCE_EXHAUSTED"}
+                return (server.observability.registry.get_sample_value("session_grpc_server_handled_total", labels) or 0) >= 2
+
+            await until(refused, "EndSession refused (and tried again)")
+            await lock.rollback()
+            await holder
+            ended = await ending
+        assert ended.status == pb.SESSION_STATUS_ENDED

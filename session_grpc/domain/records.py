@@ -6,8 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
+T = TypeVar("T")
 JsonObject = dict[str, Any]
 
 
@@ -187,6 +188,41 @@ class SessionKey:
 
     create_time: datetime
     session_id: str
+
+
+@dataclass(frozen=True)
+class SessionsQuery:
+    """One page of a user's sessions, newest first."""
+
+    user_id: str
+    status: SessionStatus | None
+    page_size: int
+    after: SessionKey | None
+    """The key to continue after; None starts at the newest."""
+    scope: dict[str, Any]
+    """What a page token of this query is bound to (its filters)."""
+
+
+@dataclass(frozen=True)
+class MessagesQuery:
+    """One page of a session's messages in sequence order (or newest first)."""
+
+    session: SessionRef
+    page_size: int
+    position: int | None
+    """The sequence to continue after (or before, when descending); None starts at the first page."""
+    scope: dict[str, Any]
+    """What a page token of this query is bound to (its session and order)."""
+    descending: bool = False
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """Up to page_size items, whether more follow them, and the total the listing counts."""
+
+    items: list[T]
+    more: bool
+    total: int
 
 
 def etag_of(create_time: datetime, version: int) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import grpc
 
@@ -8,7 +9,8 @@ from .. import convert
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
-from ..page_tokens import PageTokens
+from .. import paging
+from ..paging import PageTokens
 from ..storage import messages
 from ..storage.database import Database
 
@@ -26,25 +28,19 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = convert.messages_query(request, self.tokens, self.limits)
-        page, last_sequence, total = await self.db.run_driver(
-            messages.list_messages, query.session, query.page_size, query.position, query.descending
-        )
-        protos = convert.fit_page(page, convert.message_to_proto)
-        if len(protos) < len(page):
-            last_sequence = page[len(protos) - 1].sequence
-        return pb.ListMessagesResponse(
-            messages=protos,
-            next_page_token=convert.messages_page_token(query, last_sequence, self.tokens),
-            total_size=total,
-        )
+        page = await self.db.run_driver(messages.list_messages, query)
+        found, token = self.tokens.fit(paging.MESSAGES, query.scope, page, convert.message_to_proto)
+        return pb.ListMessagesResponse(messages=found, next_page_token=token, total_size=page.total)
 
     async def StreamMessages(
         self, request: pb.StreamMessagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamMessagesResponse]:
         """Pages through the session by sequence, one statement per page (the first finds the session)."""
         query = convert.stream_query(request, self.limits)
-        after: int | None = query.position
-        while after is not None:
-            page, after, _ = await self.db.run_driver(messages.list_messages, query.session, query.page_size, after)
-            for message in page:
+        while True:
+            page = await self.db.run_driver(messages.list_messages, query)
+            for message in page.items:
                 yield pb.StreamMessagesResponse(message=convert.message_to_proto(message))
+            if not page.more:
+                return
+            query = replace(query, position=page.items[-1].sequence)

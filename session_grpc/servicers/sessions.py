@@ -7,8 +7,8 @@ from ..accounts import AccountCheck
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
-from ..domain.records import SessionKey
-from ..page_tokens import PageTokens
+from .. import paging
+from ..paging import PageTokens
 from ..storage import sessions
 from ..storage.database import Database
 
@@ -47,18 +47,9 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = convert.sessions_query(request, self.tokens, self.limits)
-        page, next_key, total = await self.db.run_driver(
-            sessions.list_sessions, query.user_id, query.status, query.page_size, query.after
-        )
-        protos = convert.fit_page(page, convert.session_to_proto)
-        if len(protos) < len(page):
-            last = page[len(protos) - 1]
-            next_key = SessionKey(last.create_time, last.session_id)
-        return pb.ListSessionsResponse(
-            sessions=protos,
-            next_page_token=convert.sessions_page_token(query, next_key, self.tokens),
-            total_size=total,
-        )
+        page = await self.db.run_driver(sessions.list_sessions, query)
+        found, token = self.tokens.fit(paging.SESSIONS, query.scope, page, convert.session_to_proto)
+        return pb.ListSessionsResponse(sessions=found, next_page_token=token, total_size=page.total)
 
     async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):
         summary = await self.db.run_driver(sessions.session_summary, convert.session_ref(request.session_id))

@@ -14,7 +14,7 @@ import asyncpg
 
 from ..domain import lifecycle
 from ..domain.errors import NotFound
-from ..domain.records import Message, NewMessage, SessionRef
+from ..domain.records import Message, MessagesQuery, NewMessage, Page, SessionRef
 from .sessions import get_session
 from .tables import MESSAGE_COLUMNS, Executor, fetch, fetch_one, message_from_row, owned
 
@@ -106,20 +106,16 @@ async def add_message(db: asyncpg.Connection, new: NewMessage) -> Message:
     return message_from_row(row)
 
 
-async def list_messages(
-    db: Executor, session: SessionRef, page_size: int, position: int | None, descending: bool = False
-) -> tuple[list[Message], int | None, int]:
-    """One page, the sequence the next page continues from (None on the last), and the message count.
-    No row at all: the session is missing (or not the owner's)."""
-    if descending:
-        statement, start = PAGE_DESCENDING, LAST_SEQUENCE if position is None else position
+async def list_messages(db: Executor, query: MessagesQuery) -> Page[Message]:
+    """One page of a session's messages and its message count; no row at all: the session is
+    missing (or not the owner's)."""
+    if query.descending:
+        statement, start = PAGE_DESCENDING, LAST_SEQUENCE if query.position is None else query.position
     else:
-        statement, start = PAGE_ASCENDING, position or 0
-    rows = await fetch(db, statement, session.session_id, start, page_size + 1, session.owner)
+        statement, start = PAGE_ASCENDING, query.position or 0
+    session = query.session
+    rows = await fetch(db, statement, session.session_id, start, query.page_size + 1, session.owner)
     if not rows:
         raise NotFound("session", session.session_id)
-    total = rows[0][0]
     messages = [message_from_row(row, 1) for row in rows if row[1] is not None]
-    page = messages[:page_size]
-    next_position = page[-1].sequence if len(messages) > page_size else None
-    return page, next_position, total
+    return Page(messages[: query.page_size], len(messages) > query.page_size, rows[0][0])

@@ -14,13 +14,14 @@ from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
 from ..domain.records import (
     NewSession,
+    Page,
     Role,
     ServiceStats,
     Session,
     SessionPatch,
     SessionRef,
     SessionStatus,
-    SessionKey,
+    SessionsQuery,
     SessionSummary,
 )
 from .tables import (
@@ -149,30 +150,21 @@ LIST_SESSIONS = {(by_status, keyset): _list_sessions_sql(by_status, keyset) for 
                  for keyset in (False, True)}
 
 
-async def list_sessions(
-    db: Executor,
-    user_id: str,
-    status: SessionStatus | None,
-    page_size: int,
-    after: SessionKey | None,
-) -> tuple[list[Session], SessionKey | None, int]:
-    """One page of a user's sessions, newest first, the key to continue from, and the total.
+async def list_sessions(db: Executor, query: SessionsQuery) -> Page[Session]:
+    """One page of a user's sessions, newest first, and the total.
 
     Keyset pagination on the (user_id, [status,] create_time DESC, id DESC) indexes: a deep page
     costs what the first does. The total is a count over the user's index entries.
     """
-    params: list[object] = [user_id, page_size + 1]
-    if status is not None:
-        params.append(status.value)
-    if after is not None:
-        params += [after.create_time, after.session_id]
-    statement = LIST_SESSIONS[(status is not None, after is not None)]
+    params: list[object] = [query.user_id, query.page_size + 1]
+    if query.status is not None:
+        params.append(query.status.value)
+    if query.after is not None:
+        params += [query.after.create_time, query.after.session_id]
+    statement = LIST_SESSIONS[(query.status is not None, query.after is not None)]
     rows = await fetch(db, statement, *params)
-    total = rows[0][0]
     sessions = [session_from_row(row, 1) for row in rows if row[1] is not None]
-    page = sessions[:page_size]
-    next_key = SessionKey(page[-1].create_time, page[-1].session_id) if len(sessions) > page_size else None
-    return page, next_key, total
+    return Page(sessions[: query.page_size], len(sessions) > query.page_size, rows[0][0])
 
 
 # The session, whether it has a memory, and one row per role with messages (or one row of NULLs),

@@ -25,9 +25,28 @@ JsonObject = Mapping[str, Any]
 Cost = Decimal | str | int
 
 
+REFUSED_BEFORE_RUNNING = frozenset({"TOO_MANY_CALLS_IN_FLIGHT"})
+"""RESOURCE_EXHAUSTED reasons for calls the server refused before running them (the caller's
+share of calls in flight was full): any call, a write included, may be repeated after a backoff."""
+
+
 def _is_unavailable(error: BaseException) -> bool:
-    """The retry predicate: UNAVAILABLE, and nothing else, is worth another try."""
+    """UNAVAILABLE: retried for calls that are safe to repeat (reads, writes with a request_id)."""
     return isinstance(error, grpc.aio.AioRpcError) and error.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def _refused_before_running(error: BaseException) -> bool:
+    """RESOURCE_EXHAUSTED with a reason in REFUSED_BEFORE_RUNNING: retried for every call. Other
+    RESOURCE_EXHAUSTED (a request over the size limit) would fail again and is not retried."""
+    return (
+        isinstance(error, grpc.aio.AioRpcError)
+        and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        and from_rpc_error(error).reason in REFUSED_BEFORE_RUNNING
+    )
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return _is_unavailable(error) or _refused_before_running(error)
 
 
 def _struct(value: JsonObject | struct_pb2.Struct | None) -> struct_pb2.Struct | None:
@@ -78,6 +97,8 @@ class SessionClient:
     `SessionError` subclass per status code. Calls that fail with UNAVAILABLE are
     retried under `retry` when they are safe to repeat: reads, and the writes that
     carry a request_id (CreateSession, AddMessage; the client makes one when you give none).
+    Calls refused with RESOURCE_EXHAUSTED reason TOO_MANY_CALLS_IN_FLIGHT never ran and are
+    retried under the same policy, writes included.
 
     target:          "host:port" of the service.
     tls:             None for a plaintext channel; True (system roots) or TlsOptions for TLS.
@@ -85,7 +106,7 @@ class SessionClient:
                      credentials. gRPC only sends call credentials over TLS; to send it over a
                      plaintext channel (a local sidecar, tests) also pass insecure_token=True.
     timeout:         seconds each attempt may take; None for no per-attempt limit.
-    retry:           the RetryPolicy for UNAVAILABLE; RetryPolicy.disabled() turns retries off.
+    retry:           the RetryPolicy for UNAVAILABLE and TOO_MANY_CALLS_IN_FLIGHT; RetryPolicy.disabled() turns retries off.
     channel_options: keepalive, message sizes and other channel arguments.
     metadata:        extra metadata sent with every call.
     channel:         an existing grpc.aio.Channel to use instead (the client will not close it).
@@ -164,7 +185,9 @@ class SessionClient:
         return self._metadata + tuple(headers)
 
     def _retrying(self, retry: bool) -> AsyncRetrying:
-        policy = self.retry if retry else RetryPolicy.disabled()
+        """`retry`: the call is safe to repeat after UNAVAILABLE. Any call is repeated after a
+        refusal before running (REFUSED_BEFORE_RUNNING); RetryPolicy.disabled() turns both off."""
+        policy = self.retry
         stop = stop_after_attempt(max(1, policy.max_attempts))
         if policy.total_deadline is not None:
             stop = stop | stop_before_delay(policy.total_deadline)
@@ -173,7 +196,7 @@ class SessionClient:
             wait=wait_random_exponential(
                 multiplier=policy.initial_backoff, max=policy.max_backoff, exp_base=policy.multiplier
             ),
-            retry=retry_if_exception(_is_unavailable),
+            retry=retry_if_exception(_is_retryable if retry else _refused_before_running),
             reraise=True,
         )
 

@@ -8,11 +8,13 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How calls that fail with UNAVAILABLE are retried (AIP-194: nothing else is retried).
+    """How calls that fail with UNAVAILABLE are retried (AIP-194), and calls the server refused
+    before running them (RESOURCE_EXHAUSTED, reason TOO_MANY_CALLS_IN_FLIGHT).
 
-    Reads are retried freely; CreateSession and AddMessage are retried because the
-    client sends a request_id with them (it makes one when the caller gives none),
-    so the server answers a repeat with the first result. Other writes are never retried.
+    After UNAVAILABLE, reads are retried freely; CreateSession and AddMessage are retried because
+    the client sends a request_id with them (it makes one when the caller gives none), so the
+    server answers a repeat with the first result; other writes are not retried. A call refused
+    for too many calls in flight did nothing, so every call is retried after it.
     """
 
     initial_backoff: float = 0.1
