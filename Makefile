@@ -10,12 +10,17 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
+# pip prints each package as it goes: the first install takes about a minute, and silence looked like a hang.
 $(STAMP): constraints.txt setup.cfg pyproject.toml clients/python/pyproject.toml
+	@echo "==> [1/3] virtualenv $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable '.[dev]' --editable ./clients/python
+	@echo "==> [2/3] session-grpc, its client and dev tools into $(VENV) (about a minute the first time)"
+	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check --constraint constraints.txt --editable '.[dev]' --editable ./clients/python
+	@echo "==> [3/3] installed"
 	touch $(STAMP)
 
 run: $(STAMP)
+	@echo "==> session-grpc serve --migrate (Ctrl-C stops the server, then the embedded PostgreSQL)"
 	$(BIN)/session-grpc serve --migrate
 
 test: $(STAMP)

@@ -10,7 +10,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,12 +25,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from session_grpc import migrations
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.embedded import EmbeddedCluster
 from session_grpc.server import SessionServer, build_server, running
 from session_grpc.settings import Settings
+from session_grpc.testing import create_database, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +192,7 @@ async def verify(url: str, writers: Writers, outcome: Outcome) -> None:
 
 
 async def fresh_database(server_url: str) -> str:
-    return await migrations.create_database(server_url, "session_grpc_chaos")
+    return await create_database(server_url, "session_grpc_chaos")
 
 
 @asynccontextmanager
@@ -352,12 +351,6 @@ async def fuzzing(server_url: str, *, examples: int = 2000, seed: int | None = N
     return outcome
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 async def shutdown_under_load(server_url: str, *, writers: int = 8, before: float = 1.5, grace: float = 5.0) -> Outcome:
     """Steady writes to a real server process; SIGTERM; every call succeeded (and is stored) or
     failed without having run (UNAVAILABLE from the draining server; CANCELLED for the calls grpc
@@ -365,7 +358,7 @@ async def shutdown_under_load(server_url: str, *, writers: int = 8, before: floa
     per connected client); the process exits 0."""
     outcome = Outcome("SIGTERM under load")
     url = await fresh_database(server_url)
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ, "DATABASE_URL": url, "PORT": str(port), "SESSION_HOST": "127.0.0.1",
         "SESSION_SHUTDOWN_GRACE": f"{grace}s", "SESSION_EXPIRY_INTERVAL": "0",

@@ -9,16 +9,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
+import os
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 
-from . import embedded, migrations, workers
-from .server import serve
-from .settings import Settings, SettingsError, parse_duration
+# Set before grpc is first imported (below), which reads it. This process forks only to exec
+# (pg_ctl stopping the embedded PostgreSQL) and starts workers with "spawn", so gRPC's fork
+# handlers have nothing to protect; left on, they log "Other threads are currently calling into
+# gRPC, skipping fork() handlers" at every shutdown.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+from . import embedded, migrations, workers  # noqa: E402
+from .server import serve  # noqa: E402
+from .settings import Settings, SettingsError, format_duration, parse_duration  # noqa: E402
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -87,21 +92,12 @@ def main(argv: list[str] | None = None) -> int:
             return workers.serve(settings, args.workers)
         serve(settings)
         return EXIT_OK
-    with _database_url(settings) as url:
+    with embedded.database(settings) as settings:
         if args.command == "migrate":
-            return asyncio.run(_migrate(url, args.action, args.revision))
+            return asyncio.run(_migrate(settings.sqlalchemy_url, args.action, args.revision))
         if args.command == "expire":
-            return asyncio.run(_expire(replace(settings, database_url=url), idle or settings.expiry_idle))
-        return asyncio.run(_check(replace(settings, database_url=url)))
-
-
-@contextlib.contextmanager
-def _database_url(settings: Settings) -> Iterator[str]:
-    if settings.database_url is not None:
-        yield settings.database_url
-        return
-    with embedded.postgres(settings.embedded_data_dir) as url:
-        yield url
+            return asyncio.run(_expire(settings, idle or settings.expiry_idle))
+        return asyncio.run(_check(settings))
 
 
 async def _migrate(url: str, action: str, revision: str | None) -> int:
@@ -132,7 +128,7 @@ async def _expire(settings: Settings, idle_seconds: float) -> int:
         count = await db.run(sessions.expire_sessions, timedelta(seconds=idle_seconds))
     finally:
         await db.close()
-    print(f"expired {count} sessions idle for more than {timedelta(seconds=idle_seconds)}")
+    print(f"expired {count} sessions idle for more than {format_duration(idle_seconds)}")
     return EXIT_OK
 
 

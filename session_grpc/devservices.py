@@ -3,7 +3,8 @@
     python -m session_grpc.devservices --accounts devservices/accounts.json [--port 8210]
 
 Then run session-grpc with SESSION_ACCOUNT_ADDRESS=localhost:8210 (and, for token mode,
-SESSION_AUTH_MODE=token SESSION_AUTH_ADDRESS=localhost:8210). The file holds
+SESSION_AUTH_MODE=token SESSION_AUTH_ADDRESS=localhost:8210, with SESSION_PAGE_TOKEN_SECRET and
+SESSION_ALLOW_PLAINTEXT=true; see README). The file holds
 {"accounts": [{"user_id": "alice", "status": "active", "display_name": "...", "email": "..."}],
  "tokens": [{"token": "alice-token", "user_id": "alice", "scopes": [], "expires_in": 3600}]}
 with status one of active, suspended, deleted; a token with "expires_in" <= 0 is expired.

@@ -56,38 +56,3 @@ async def current(url: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         await engine.dispose()
     heads = ScriptDirectory.from_config(alembic_config()).get_heads()
     return tuple(sorted(at)), tuple(sorted(heads))
-
-
-def database_url_for(server_url: str, name: str) -> str:
-    """`server_url` with its database replaced by `name` (socket and query parameters kept)."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-async def create_database(server_url: str, prefix: str) -> str:
-    """A new database on the server of `server_url`, migrated to head; its URL."""
-    import uuid
-
-    import asyncpg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = database_url_for(server_url, name)
-    await upgrade(url)
-    return url
-
-
-async def drop_database(server_url: str, url: str) -> None:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await admin.close()

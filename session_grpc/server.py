@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import grpc
@@ -19,9 +19,10 @@ from .paging import PageTokens
 from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
 from .servicers.sessions import SessionServicer
-from .settings import Settings, SettingsError
+from .settings import Settings, SettingsError, format_duration
 from .storage import sessions
 from .storage.database import Database, create_engine
+from .binding import AddressInUse, ensure_free, in_use_message
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .auth import Authenticate, TokenVerifier
 from .authorization import Authorize, CheckStanding
@@ -62,7 +63,7 @@ class SessionServer:
         await self.check_health()
         await self.server.start()
         if self.observability is not None and self.settings.metrics_port:
-            self.metrics_port = self.observability.start_http(self.settings.host, self.settings.metrics_port)
+            self.metrics_port = self.observability.start_http(self.settings.metrics_host, self.settings.metrics_port)
         self._tasks.append(asyncio.create_task(self._every(self.settings.health_interval, self.check_health)))
         if self.settings.expiry_interval > 0:
             self._tasks.append(asyncio.create_task(self._every(self.settings.expiry_interval, self.expire_idle)))
@@ -93,6 +94,12 @@ class SessionServer:
             "transport: %s",
             "mutual TLS" if settings.tls_client_ca else "TLS" if settings.tls_cert else "plaintext",
         )
+        if settings.auth_mode == "token" and settings.tls_cert is None:
+            log.warning(
+                "PLAINTEXT (SESSION_ALLOW_PLAINTEXT=true): bearer tokens cross the network in the clear on %s:%d; "
+                "only behind a proxy that terminates TLS, or on a laptop",
+                settings.host, self.port,
+            )
 
     async def stop(self, grace: float | None = None) -> None:
         """Health NOT_SERVING first; new calls refused with UNAVAILABLE; in-flight calls get up to
@@ -127,7 +134,7 @@ class SessionServer:
         idle = timedelta(seconds=self.settings.expiry_idle)
         count = await self.db.run(sessions.expire_sessions, idle)
         if count:
-            log.info("expired %d sessions idle for more than %s", count, idle)
+            log.info("expired %d sessions idle for more than %s", count, format_duration(self.settings.expiry_idle))
 
     @staticmethod
     async def _every(seconds: float, job) -> None:  # type: ignore[no-untyped-def]
@@ -150,8 +157,9 @@ async def running(settings: Settings, grace: float = 0.0) -> AsyncIterator[Sessi
         await server.stop(grace=grace)
 
 
-def build_server(settings: Settings) -> SessionServer:
-    """Everything wired and bound, not yet started. The database URL must be set."""
+def build_server(settings: Settings, *, share_port: bool = False) -> SessionServer:
+    """Everything wired and bound, not yet started. The database URL must be set. A port in use
+    is AddressInUse; `share_port` (the workers of `serve --workers N`) binds with SO_REUSEPORT."""
     db = Database(create_engine(settings), settings.default_deadline)
     tokens = PageTokens(settings.page_token_secret)
     limits = settings.limits
@@ -168,7 +176,7 @@ def build_server(settings: Settings) -> SessionServer:
     )
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), boundary],
-        options=channel_options(settings),
+        options=channel_options(settings, share_port),
     )
     observability.watch_accounts(accounts)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
@@ -179,13 +187,24 @@ def build_server(settings: Settings) -> SessionServer:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)
-    address = f"{settings.host}:{settings.port}"
-    credentials = server_credentials(settings)
-    port = server.add_insecure_port(address) if credentials is None else server.add_secure_port(address, credentials)
+    port = _bind(server, settings, share_port)
     return SessionServer(
         settings=settings, server=server, db=db, health=health_servicer, drain=drain, accounts=accounts, port=port,
         verifier=verifier, observability=observability,
     )
+
+
+def _bind(server: grpc.aio.Server, settings: Settings, share_port: bool) -> int:
+    if not share_port:
+        ensure_free(settings.host, settings.port)
+    address = f"{settings.host}:{settings.port}"
+    credentials = server_credentials(settings)
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc's "Failed to bind to address": taken since ensure_free looked
+        raise AddressInUse(in_use_message(settings.host, settings.port)) from None
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -202,9 +221,10 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def channel_options(settings: Settings) -> list[tuple[str, int]]:
+def channel_options(settings: Settings, share_port: bool = False) -> list[tuple[str, int]]:
     """Transport settings: the receive limit that admits every request within the size limits,
-    and keepalive / connection-age behaviour that suits running behind a load balancer."""
+    keepalive / connection-age behaviour that suits running behind a load balancer, and
+    SO_REUSEPORT only when the port is shared with sibling workers (binding.py)."""
 
     def ms(seconds: float) -> int:
         return int(seconds * 1000)
@@ -218,6 +238,7 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
         # Clients may ping as often as every 10 s without being told "too many pings".
         ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", int(share_port)),
     ]
     if settings.max_connection_age > 0:
         options.append(("grpc.max_connection_age_ms", ms(settings.max_connection_age)))
@@ -229,10 +250,10 @@ def channel_options(settings: Settings) -> list[tuple[str, int]]:
     return options
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, share_port: bool) -> None:
     if settings.migrate_on_start:
         await migrations.upgrade(settings.sqlalchemy_url)
-    service = build_server(settings)
+    service = build_server(settings, share_port=share_port)
     await service.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -243,15 +264,17 @@ async def _serve(settings: Settings) -> None:
     await service.stop()
 
 
-def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT. Without DATABASE_URL, an embedded PostgreSQL is started first."""
+def serve(settings: Settings, share_port: bool = False) -> None:
+    """Run until SIGTERM or SIGINT. Without DATABASE_URL, an embedded PostgreSQL is started first.
+    A taken port ends the process with status 1 and says so (`share_port`: see build_server)."""
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("pgserver").setLevel(logging.WARNING)
     configure_logging()
-    with contextlib.ExitStack() as stack:
-        if settings.database_url is None:
-            url = stack.enter_context(embedded.postgres(settings.embedded_data_dir))
-            settings = replace(settings, database_url=url)
-        asyncio.run(_serve(settings))
+    with embedded.database(settings) as settings:
+        try:
+            asyncio.run(_serve(settings, share_port))
+        except AddressInUse as error:
+            log.error("%s", error)
+            raise SystemExit(1) from None

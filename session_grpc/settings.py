@@ -29,6 +29,23 @@ def parse_duration(text: str, name: str = "duration") -> float:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
 
+def format_duration(seconds: float) -> str:
+    """A duration written the way the settings are typed: "24h", "90m", "30s", "250ms".
+
+    The largest unit in which it is a whole number, hours at most (like Go's durations), so the
+    default idle time prints as "24h" and never as "1 day, 0:00:00".
+    """
+    if seconds == 0:
+        return "0s"
+    milliseconds = round(seconds * 1000)
+    if abs(seconds * 1000 - milliseconds) > 1e-6:
+        return f"{seconds:g}s"
+    for unit, size in (("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if milliseconds % size == 0:
+            return f"{milliseconds // size}{unit}"
+    return f"{milliseconds}ms"
+
+
 def asyncpg_url(url: str) -> str:
     """Accept the usual postgresql:// (or postgres://) URL and name the asyncpg driver."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
@@ -66,11 +83,14 @@ class Settings:
     shutdown_grace: float = 10.0
     """SESSION_SHUTDOWN_GRACE: seconds in-flight calls get to finish on SIGTERM."""
     page_token_secret: str = "session-grpc-page-token"
-    """SESSION_PAGE_TOKEN_SECRET: HMAC key that seals page tokens; same on every replica."""
+    """SESSION_PAGE_TOKEN_SECRET: HMAC key that seals page tokens; same on every replica. This
+    default is public: enough in mode none (every caller is an admin anyway), refused in token mode."""
     log_level: str = "INFO"
     """SESSION_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
     metrics_port: int = 0
-    """SESSION_METRICS_PORT: Prometheus metrics over HTTP on this port (at SESSION_HOST); 0 = off."""
+    """SESSION_METRICS_PORT: Prometheus metrics over HTTP on this port; 0 = off."""
+    metrics_host: str = "127.0.0.1"
+    """SESSION_METRICS_HOST: address the metrics endpoint binds; loopback unless set (it has no auth)."""
     access_log: bool = False
     """SESSION_ACCESS_LOG: one JSON log line per call at INFO; failed calls are logged regardless."""
     db_connect_timeout: float = 1.0
@@ -107,6 +127,29 @@ class Settings:
     """SESSION_TLS_KEY: PEM private key of that certificate."""
     tls_client_ca: Path | None = None
     """SESSION_TLS_CLIENT_CA: PEM CA bundle; when set, clients must present a certificate it signed (mTLS)."""
+    allow_plaintext: bool = False
+    """SESSION_ALLOW_PLAINTEXT: let token mode serve without TLS (bearer tokens in the clear)."""
+
+    def __post_init__(self) -> None:
+        """Refuse trust settings that would silently expose tokens or let page tokens be forged."""
+        if self.auth_mode not in ("none", "token"):
+            raise SettingsError(f"SESSION_AUTH_MODE must be none or token, got {self.auth_mode!r}")
+        if self.auth_mode != "token":
+            return
+        if self.auth is None:
+            raise SettingsError("SESSION_AUTH_MODE=token needs SESSION_AUTH_ADDRESS (the auth service)")
+        if self.page_token_secret == Settings.page_token_secret or len(self.page_token_secret) < MIN_SECRET_LENGTH:
+            raise SettingsError(
+                f"SESSION_AUTH_MODE=token needs SESSION_PAGE_TOKEN_SECRET: a secret of at least {MIN_SECRET_LENGTH} "
+                "characters, the same on every replica (the built-in default is public, and anyone could forge "
+                "page tokens with it); e.g. `openssl rand -hex 32`"
+            )
+        if self.tls_cert is None and not self.allow_plaintext:
+            raise SettingsError(
+                "SESSION_AUTH_MODE=token without TLS would send bearer tokens in the clear: set SESSION_TLS_CERT "
+                "and SESSION_TLS_KEY, or SESSION_ALLOW_PLAINTEXT=true behind a proxy that terminates TLS "
+                "(or on a laptop)"
+            )
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -137,6 +180,7 @@ class Settings:
                 page_token_secret=_read(env, "SESSION_PAGE_TOKEN_SECRET", cls.page_token_secret, _text),
                 log_level=_read(env, "SESSION_LOG_LEVEL", cls.log_level, _log_level),
                 metrics_port=_read(env, "SESSION_METRICS_PORT", cls.metrics_port, _int),
+                metrics_host=_read(env, "SESSION_METRICS_HOST", cls.metrics_host, _text),
                 access_log=_read(env, "SESSION_ACCESS_LOG", cls.access_log, _bool),
                 db_connect_timeout=_read(env, "SESSION_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, parse_duration),
                 default_deadline=_read(env, "SESSION_DEFAULT_DEADLINE", cls.default_deadline, parse_duration),
@@ -155,14 +199,18 @@ class Settings:
                 limits=_limits(env),
                 account=_account(env),
                 auth_mode=mode,
-                auth=_auth(env, mode),
+                auth=_auth(env),
                 tls_cert=_read(env, "SESSION_TLS_CERT", cls.tls_cert, _file),
                 tls_key=_read(env, "SESSION_TLS_KEY", cls.tls_key, _file),
                 tls_client_ca=_read(env, "SESSION_TLS_CLIENT_CA", cls.tls_client_ca, _file),
+                allow_plaintext=_read(env, "SESSION_ALLOW_PLAINTEXT", cls.allow_plaintext, _bool),
             )
         except ValueError as exc:
             raise SettingsError(str(exc)) from exc
 
+
+MIN_SECRET_LENGTH = 16
+"""Shortest SESSION_PAGE_TOKEN_SECRET token mode accepts."""
 
 ALL_INTERFACES = "0.0.0.0"
 """SESSION_HOST's default in token mode (mode none stays on loopback)."""
@@ -266,11 +314,9 @@ def _auth_mode(text: str, name: str) -> str:
     return mode
 
 
-def _auth(env: Mapping[str, str], mode: str) -> AuthSettings | None:
+def _auth(env: Mapping[str, str]) -> AuthSettings | None:
     address = _read(env, "SESSION_AUTH_ADDRESS", None, _text)
     if address is None:
-        if mode == "token":
-            raise SettingsError("SESSION_AUTH_MODE=token needs SESSION_AUTH_ADDRESS (the auth service)")
         return None
     d = AuthSettings
     return AuthSettings(

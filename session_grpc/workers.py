@@ -3,7 +3,8 @@
 One Python process runs its gRPC handlers on one core. On a machine with more
 cores, N processes, each with its own event loop and database pool, use N of
 them. The kernel spreads new connections over the processes listening on the
-port (SO_REUSEPORT, which grpcio sets on Linux by default); a client connection
+port (SO_REUSEPORT, which only workers set: a single server refuses a taken port, and the parent
+checks the port is free before starting its workers); a client connection
 stays with the process that accepted it, so it takes several client
 connections (several clients, or channels) to use every worker.
 
@@ -20,7 +21,6 @@ Each worker keeps SESSION_DB_POOL_SIZE (+ overflow) connections: N times as many
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import multiprocessing
 import os
@@ -30,6 +30,7 @@ import threading
 from dataclasses import replace
 
 from . import embedded, migrations
+from .binding import AddressInUse, ensure_free
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,17 @@ def serve(settings: Settings, workers: int) -> int:
     """Run `workers` server processes until SIGTERM or SIGINT; 0 when they all stopped cleanly."""
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pgserver").setLevel(logging.WARNING)
-    with contextlib.ExitStack() as stack:
-        if settings.database_url is None:
-            settings = replace(settings, database_url=stack.enter_context(embedded.postgres(settings.embedded_data_dir)))
+    with embedded.database(settings) as settings:
         if settings.migrate_on_start:
             asyncio.run(migrations.upgrade(settings.sqlalchemy_url))
             settings = replace(settings, migrate_on_start=False)
         if settings.port == 0:
             settings = replace(settings, port=_free_port(settings.host))
+        try:
+            ensure_free(settings.host, settings.port)  # the workers share the port with each other only
+        except AddressInUse as error:
+            log.error("%s", error)
+            return 1
         return _supervise(settings, workers)
 
 
@@ -91,7 +95,7 @@ def _supervise(settings: Settings, workers: int) -> int:
 def _worker(settings: Settings) -> None:
     from .server import serve as serve_one  # imported here: in the fresh worker interpreter only
 
-    serve_one(settings)
+    serve_one(settings, share_port=True)
 
 
 def _free_port(host: str) -> int:

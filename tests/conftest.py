@@ -15,14 +15,10 @@ import asyncpg
 import grpc
 import pytest
 
-from session_grpc import embedded, migrations
+from session_grpc import embedded, testing
 from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.server import SessionServer, build_server
 from session_grpc.settings import Settings
-
-
-def _with_database(url: str, name: str) -> str:
-    return migrations.database_url_for(url, name)
 
 
 @pytest.fixture(scope="session")
@@ -38,9 +34,9 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 async def database_url(server_url: str) -> AsyncIterator[str]:
     """A database of this test session's own, migrated to head, dropped at the end."""
-    url = await migrations.create_database(server_url, "session_grpc_test")
+    url = await testing.create_database(server_url, "session_grpc_test")
     yield url
-    await migrations.drop_database(server_url, url)
+    await testing.drop_database(server_url, url)
 
 
 def test_settings(database_url: str, **overrides: object) -> Settings:
@@ -52,6 +48,9 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "health_interval": 1.0,
         "shutdown_grace": 2.0,
     }
+    if overrides.get("auth_mode") == "token":
+        # Token mode refuses plaintext and the public page-token secret unless told (settings.py).
+        base.update(allow_plaintext=True, page_token_secret="page-token-secret-of-the-tests")
     base.update(overrides)
     return Settings(**base)  # type: ignore[arg-type]
 

@@ -239,6 +239,29 @@ async def test_add_message_without_a_known_role_is_invalid_argument_naming_role(
     await assert_no_message_counted(sessions, sql, session_id)
 
 
+async def test_enum_and_cost_errors_name_the_values_the_json_api_accepts(sessions, messages, session_id):
+    """The hints name what a client types in JSON (grpcurl, buf curl): ROLE_USER, not USER."""
+    failure = await expect_invalid(
+        messages.AddMessage(pb.AddMessageRequest(session_id=session_id, content="hi", message_type=42, cost="1e-5")),
+        "role", "message_type", "cost",
+    )
+    assert "ROLE_USER, ROLE_ASSISTANT, ROLE_SYSTEM, ROLE_TOOL" in failure.field_violations["role"]
+    assert "MESSAGE_TYPE_CHAT" in failure.field_violations["message_type"]
+    assert "12 integer and 18 fraction digits" in failure.field_violations["cost"]
+    failure = await expect_invalid(sessions.ListSessions(pb.ListSessionsRequest(user_id="u", status=99)), "status")
+    assert "SESSION_STATUS_ACTIVE" in failure.field_violations["status"]
+    failure = await expect_invalid(
+        sessions.UpdateSession(
+            pb.UpdateSessionRequest(
+                session=pb.Session(session_id=session_id, status=pb.SESSION_STATUS_UNSPECIFIED),
+                update_mask=field_mask_pb2.FieldMask(paths=["status"]),
+            )
+        ),
+        "session.status",
+    )
+    assert "SESSION_STATUS_ENDED" in failure.field_violations["session.status"]
+
+
 @pytest.mark.parametrize("message_type", [42, -3])
 async def test_add_message_unknown_message_type_is_invalid_argument_naming_message_type(
     sessions, messages, sql, session_id, message_type

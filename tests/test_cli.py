@@ -12,10 +12,10 @@ import asyncpg
 import pytest
 
 from session_grpc import migrations
+from session_grpc.testing import database_url_for, free_port
+from session_grpc.settings import format_duration, parse_duration
 
-from .conftest import _with_database
 from .helpers import new_session
-from .test_server import free_port
 
 SCRIPT = Path(sys.executable).with_name("session-grpc")
 
@@ -53,7 +53,7 @@ async def test_migrate_upgrade_current_downgrade_on_a_fresh_database(server_url)
     name = f"session_grpc_cli_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
+    url = database_url_for(server_url, name)
     _, (head,) = await migrations.current(url)
     try:
         code, output = await run_cli("migrate", "current", database_url=url)
@@ -83,10 +83,26 @@ async def test_expire_moves_only_sessions_idle_longer_than_the_threshold(databas
         "UPDATE sessions SET last_activity_time = now() - interval '23 hours' WHERE id = $1", recent.session_id
     )
     code, output = await run_cli("expire", "--idle", "24h", database_url=database_url)
-    assert code == 0 and "expired 1 sessions" in output, output
+    assert code == 0 and "expired 1 sessions idle for more than 24h" in output, output
     statuses = dict(await sql.fetch("SELECT id::text, status FROM sessions"))
     assert statuses[idle.session_id].lower() == "expired"
     assert statuses[recent.session_id].lower() == "active"
+
+
+async def test_expire_says_the_idle_time_as_it_is_typed_also_when_it_is_the_default(database_url, monkeypatch):
+    code, output = await run_cli("expire", database_url=database_url, SESSION_EXPIRY_IDLE="90m")
+    assert code == 0 and "idle for more than 90m" in output, output
+    monkeypatch.delenv("SESSION_EXPIRY_IDLE", raising=False)
+    code, output = await run_cli("expire", database_url=database_url)
+    assert code == 0 and output.strip().endswith("idle for more than 24h"), output
+
+
+@pytest.mark.parametrize(
+    ("typed", "printed"), [("24h", "24h"), ("2d", "48h"), ("90m", "90m"), ("30s", "30s"), ("250ms", "250ms"), ("0", "0s")]
+)
+def test_durations_print_in_the_units_they_are_typed_in_and_read_back_the_same(typed, printed):
+    assert format_duration(parse_duration(typed)) == printed
+    assert parse_duration(printed) == parse_duration(typed)
 
 
 async def test_expire_refuses_a_malformed_duration(database_url):

@@ -14,8 +14,8 @@ from google.protobuf.internal import api_implementation
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
+from session_grpc.testing import free_port
 
-from .test_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("session-grpc")

@@ -14,10 +14,10 @@ from alembic.migration import MigrationContext
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from session_grpc import migrations
+from session_grpc.testing import database_url_for
 from session_grpc.settings import Settings, SettingsError, asyncpg_url, parse_duration
 from session_grpc.storage.tables import Base
 
-from .conftest import _with_database
 from .test_server import buf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +51,7 @@ async def test_migrations_downgrade_to_base_and_upgrade_again(server_url):
     name = f"session_grpc_migrate_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(server_url)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    url = _with_database(server_url, name)
+    url = database_url_for(server_url, name)
     try:
         await migrations.upgrade(url)
         await migrations.downgrade(url, "base")
@@ -123,7 +123,10 @@ def test_account_settings_come_from_the_environment():
 def test_mode_none_listens_on_loopback_unless_an_address_is_set():
     assert Settings.from_env({}).host == "localhost"
     assert Settings.from_env({"SESSION_HOST": "0.0.0.0"}).host == "0.0.0.0"
-    token = {"SESSION_AUTH_MODE": "token", "SESSION_AUTH_ADDRESS": "auth:9000"}
+    token = {
+        "SESSION_AUTH_MODE": "token", "SESSION_AUTH_ADDRESS": "auth:9000",
+        "SESSION_PAGE_TOKEN_SECRET": "a-secret-of-this-deployment", "SESSION_ALLOW_PLAINTEXT": "true",
+    }
     assert Settings.from_env(token).host == "0.0.0.0"
     assert Settings.from_env(token).auth.address == "auth:9000"
 

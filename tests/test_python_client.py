@@ -18,14 +18,15 @@ import grpc
 import pytest
 
 from session_client import (
-    InvalidArgument, NotFound, PermissionDenied, RetryPolicy, SessionClient, TlsOptions, Unauthenticated, Unavailable, pb,
+    FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, RetryPolicy, SessionClient, TlsOptions,
+    Unauthenticated, Unavailable, pb,
 )
 
-from session_grpc.server import build_server
+from session_grpc.server import build_server, running
+from session_grpc.testing import free_port
 
 from .conftest import test_settings
 from .test_observability import handled, scrape
-from .test_server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIENT = ROOT / "clients" / "python"
@@ -172,9 +173,7 @@ async def test_a_plaintext_token_needs_an_explicit_opt_in_and_then_authenticates
     with pytest.raises(ValueError):
         SessionClient("127.0.0.1:1", token="alice-token")
     settings = test_settings(database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{dev_auth}"))
-    server = build_server(settings)
-    await server.start()
-    try:
+    async with running(settings) as server:
         async with SessionClient(f"127.0.0.1:{server.port}", token="alice-token", insecure_token=True) as alice:
             assert (await alice.create_session("alice")).user_id == "alice"
             with pytest.raises(PermissionDenied):
@@ -182,8 +181,6 @@ async def test_a_plaintext_token_needs_an_explicit_opt_in_and_then_authenticates
         async with SessionClient(f"127.0.0.1:{server.port}") as anonymous:
             with pytest.raises(Unauthenticated):
                 await anonymous.create_session("alice")
-    finally:
-        await server.stop(grace=0)
 
 
 async def test_mutual_tls_with_call_credentials_acts_as_the_tokens_user(database_url, dev_auth, tmp_path):
@@ -196,10 +193,8 @@ async def test_mutual_tls_with_call_credentials_acts_as_the_tokens_user(database
         database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{dev_auth}"),
         tls_cert=server_pem.cert, tls_key=server_pem.key, tls_client_ca=ca.cert,
     )
-    server = build_server(settings)
-    await server.start()
     tls = TlsOptions(root_certificates=ca.cert, private_key=client_pem.key, certificate_chain=client_pem.cert)
-    try:
+    async with running(settings) as server:
         async with SessionClient(f"localhost:{server.port}", tls=tls, token=lambda: "bob-token") as bob:
             session = await bob.create_session("bob", title="over mTLS")
             assert (await bob.get_session(session.session_id)).title == "over mTLS"
@@ -207,8 +202,6 @@ async def test_mutual_tls_with_call_credentials_acts_as_the_tokens_user(database
                                  token="bob-token", retry=RetryPolicy.disabled()) as no_client_cert:
             with pytest.raises(Unavailable):
                 await no_client_cert.get_session(session.session_id)
-    finally:
-        await server.stop(grace=0)
 
 
 def test_float_costs_are_refused():
@@ -218,3 +211,34 @@ def test_float_costs_are_refused():
 
     with pytest.raises(TypeError):
         asyncio.run(add())
+
+
+async def test_an_unknown_enum_name_is_invalid_argument_naming_the_accepted_values_before_sending():
+    """role="boss" is the client's InvalidArgument (not protobuf's ValueError), with a BadRequest-style violation."""
+    async with SessionClient("127.0.0.1:1", retry=RetryPolicy.disabled()) as client:
+        with pytest.raises(InvalidArgument) as role:
+            await client.add_message(str(uuid.uuid4()), "boss", "hi")
+        with pytest.raises(InvalidArgument) as status:
+            await client.update_session(str(uuid.uuid4()), status="done")
+        with pytest.raises(InvalidArgument) as message_type:
+            await client.add_message(str(uuid.uuid4()), "user", "hi", message_type="email")
+    assert role.value.violations == {"role": "'boss' is not one of user, assistant, system, tool (or their ROLE_* names)"}
+    assert role.value.attempts == 0 and role.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "active, completed, ended, archived, expired" in status.value.violations["session.status"]
+    assert "chat, system, tool_call, tool_result, notification" in message_type.value.violations["message_type"]
+    assert str(role.value).startswith("INVALID_ARGUMENT: role: 'boss' is not one of")
+
+
+async def test_an_error_message_names_its_code_once_and_a_reason_only_when_it_says_more(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        with pytest.raises(NotFound) as missing:
+            await client.get_session(str(uuid.uuid4()))
+        session = await client.create_session("alice")
+        await client.update_session(session.session_id, status="completed")
+        with pytest.raises(FailedPrecondition) as backwards:
+            await client.update_session(session.session_id, status="active")
+    text = str(missing.value)
+    assert missing.value.reason == "NOT_FOUND"  # the server's generic reason: the same word as the code
+    assert text.startswith("NOT_FOUND: ") and text.count("NOT_FOUND") == 1, text
+    assert str(backwards.value).endswith(" [INVALID_STATUS_TRANSITION]"), str(backwards.value)
+    assert str(backwards.value).count("FAILED_PRECONDITION") == 1

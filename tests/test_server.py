@@ -21,8 +21,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
-from session_grpc.server import build_server
+from session_grpc.auth import AuthSettings
+from session_grpc.server import AddressInUse, build_server
+from session_grpc.settings import Settings, SettingsError
+from session_grpc.testing import free_port
 
+from .certs import make_pki
 from .conftest import test_settings
 from .helpers import expect_failure, new_session, serving, wait_for_port
 
@@ -35,12 +39,6 @@ SERVICES = {
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def test_health_is_serving_when_the_database_answers(channel):
@@ -201,3 +199,110 @@ async def test_start_up_says_when_authentication_and_account_checks_are_off(data
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("AUTHENTICATION IS OFF" in w and "loopback only" in w for w in warnings), warnings
     assert sum("account validation is OFF" in w for w in warnings) == 1, warnings
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_a_second_server_on_a_taken_port_is_refused_with_a_clear_error(database_url, host):
+    async with serving(test_settings(database_url, host=host)) as (first, _):
+        with pytest.raises(AddressInUse, match="in use"):
+            build_server(test_settings(database_url, host=host, port=first.port))
+
+
+@pytest.mark.parametrize("workers", [[], ["--workers", "2"]])
+async def test_serve_on_a_taken_port_exits_non_zero_and_says_why(database_url, workers):
+    async with serving(test_settings(database_url)) as (first, _):
+        env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(first.port), "SESSION_HOST": "127.0.0.1"}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "session_grpc", "serve", *workers, env=env, cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        try:
+            output = (await asyncio.wait_for(process.communicate(), 60))[0].decode()
+        except TimeoutError:
+            process.kill()
+            output = (await process.communicate())[0].decode()
+            raise AssertionError(f"the second server kept running on a taken port:\n{output}") from None
+    assert process.returncode != 0, output
+    assert f"127.0.0.1:{first.port}" in output and "in use" in output, output
+
+
+TOKEN_MODE = {"SESSION_AUTH_MODE": "token", "SESSION_AUTH_ADDRESS": "127.0.0.1:9"}
+SECRET = {"SESSION_PAGE_TOKEN_SECRET": "a-secret-of-this-deployment-only"}
+
+
+def test_token_mode_refuses_to_start_without_a_page_token_secret():
+    with pytest.raises(SettingsError, match="SESSION_PAGE_TOKEN_SECRET"):
+        Settings.from_env({**TOKEN_MODE, "SESSION_ALLOW_PLAINTEXT": "true"})
+    with pytest.raises(SettingsError, match="SESSION_PAGE_TOKEN_SECRET"):
+        Settings.from_env({**TOKEN_MODE, "SESSION_ALLOW_PLAINTEXT": "true", "SESSION_PAGE_TOKEN_SECRET": "short"})
+    settings = Settings.from_env({**TOKEN_MODE, "SESSION_ALLOW_PLAINTEXT": "true", **SECRET})
+    assert settings.page_token_secret == SECRET["SESSION_PAGE_TOKEN_SECRET"]
+
+
+def test_token_mode_without_tls_refuses_to_start_unless_plaintext_is_allowed(tmp_path):
+    with pytest.raises(SettingsError, match="SESSION_ALLOW_PLAINTEXT"):
+        Settings.from_env({**TOKEN_MODE, **SECRET})
+    assert Settings.from_env({**TOKEN_MODE, **SECRET, "SESSION_ALLOW_PLAINTEXT": "true"}).allow_plaintext
+    _, server_pem, _ = make_pki(tmp_path)
+    tls = {"SESSION_TLS_CERT": str(server_pem.cert), "SESSION_TLS_KEY": str(server_pem.key)}
+    assert Settings.from_env({**TOKEN_MODE, **SECRET, **tls}).tls_cert == server_pem.cert
+
+
+def test_serve_in_token_mode_over_plaintext_exits_non_zero_naming_the_opt_in():
+    env = {**os.environ, **TOKEN_MODE, **SECRET, "DATABASE_URL": "postgresql://nobody@127.0.0.1:9/none"}
+    env.pop("SESSION_ALLOW_PLAINTEXT", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "session_grpc", "serve"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode != 0
+    assert "SESSION_ALLOW_PLAINTEXT" in done.stderr and "SESSION_TLS_CERT" in done.stderr, done.stderr
+
+
+async def test_token_mode_allowed_over_plaintext_warns_loudly(database_url, caplog):
+    caplog.set_level("INFO", logger="session_grpc.server")
+    settings = test_settings(
+        database_url, auth_mode="token", auth=AuthSettings(address="127.0.0.1:9"), allow_plaintext=True,
+        page_token_secret=SECRET["SESSION_PAGE_TOKEN_SECRET"],
+    )
+    async with serving(settings):
+        pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("PLAINTEXT" in w and "bearer tokens" in w for w in warnings), warnings
+
+
+def _an_address_of_this_machine_other_than_loopback() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.254", 9))  # picks the outgoing interface; sends nothing
+        except OSError:
+            pytest.skip("this machine has no non-loopback IPv4 address")
+        address = probe.getsockname()[0]
+    if address.startswith("127."):
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    return address
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), 2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("metrics_host,reachable_from_outside", [(None, False), ("0.0.0.0", True)])
+async def test_metrics_listen_on_loopback_unless_the_metrics_host_says_otherwise(
+    database_url, metrics_host, reachable_from_outside
+):
+    outside = _an_address_of_this_machine_other_than_loopback()
+    env = {"SESSION_HOST": "0.0.0.0", "SESSION_METRICS_PORT": str(free_port())}
+    if metrics_host:
+        env["SESSION_METRICS_HOST"] = metrics_host
+    from_env = Settings.from_env(env)
+    settings = test_settings(
+        database_url, host=from_env.host, metrics_port=from_env.metrics_port, metrics_host=from_env.metrics_host
+    )
+    async with serving(settings) as (server, _):
+        assert _accepts("127.0.0.1", server.metrics_port)
+        assert _accepts(outside, server.metrics_port) is reachable_from_outside
+        assert _accepts(outside, server.port), "the gRPC port itself listens on every interface"

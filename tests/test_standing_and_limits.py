@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from session_grpc._proto.account.v1 import account_pb2
 from session_grpc._proto.session.v1 import session_pb2 as pb
@@ -101,10 +102,7 @@ async def test_a_suspended_or_deleted_user_with_a_valid_token_may_read_but_not_w
 
 def quota_failure(error: grpc.aio.AioRpcError) -> tuple[str, str]:
     """(ErrorInfo reason, QuotaFailure subject) of a refused call."""
-    status = status_pb2.Status()
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status.ParseFromString(value)
+    status = rpc_status.from_call(error) or status_pb2.Status()
     reason = subject = ""
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

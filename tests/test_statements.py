@@ -12,13 +12,14 @@ import asyncio
 
 from sqlalchemy import event
 
+from session_grpc.auth import AuthSettings
 from session_grpc.policy import Kind
 from session_grpc.server import SessionServer
 
 from . import rpcs
 from .conftest import test_settings
 from .helpers import serving
-from .test_auth import dev, fresh_target, token_server  # noqa: F401 - dev is a fixture
+from .test_auth import dev, fresh_target  # noqa: F401 - dev is a fixture
 
 # Statements per call that a single SQL statement cannot do today (a read under a row lock, then
 # a write, in one transaction): BEGIN, the statements, COMMIT. Every other session-scoped call is
@@ -48,7 +49,8 @@ class StatementCounter:
         dbapi_connection.driver_connection.add_query_logger(self._logged)
 
     def _logged(self, record) -> None:  # type: ignore[no-untyped-def]
-        self.statements.append(record.query)
+        if record.query != ";":  # the pool's liveness ping of a connection idle for a while
+            self.statements.append(record.query)
 
 
 async def statements_per_call(server: SessionServer, channel, token: str | None) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
@@ -73,9 +75,11 @@ async def test_token_mode_runs_the_statements_mode_none_runs_one_for_each_single
     database_url, dev  # noqa: F811 - the fixture imported above
 ):
     _, _, port = dev
-    async with token_server(database_url, port) as (server, channel):
+    quiet = {"health_interval": 3600.0}  # no health check's SELECT 1 in between
+    auth = AuthSettings(address=f"127.0.0.1:{port}")
+    async with serving(test_settings(database_url, auth_mode="token", auth=auth, **quiet)) as (server, channel):
         token_mode = await statements_per_call(server, channel, "bob-token")
-    async with serving(test_settings(database_url)) as (server, channel):
+    async with serving(test_settings(database_url, **quiet)) as (server, channel):
         mode_none = await statements_per_call(server, channel, None)
     assert _numbers(token_mode) == _numbers(mode_none), token_mode
     assert _numbers(token_mode) == {method: TRANSACTIONS.get(method, 1) for method in token_mode}, token_mode

@@ -15,8 +15,6 @@ ALLOWED_MOVES: dict[SessionStatus, frozenset[SessionStatus]] = {
     S.ARCHIVED: frozenset(),
 }
 
-ENDABLE = frozenset(s for s, targets in ALLOWED_MOVES.items() if S.ENDED in targets)
-
 
 def check_move(current: SessionStatus, target: SessionStatus) -> None:
     """Raise FailedPrecondition unless `current -> target` is allowed; staying put is allowed."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import grpc
 
-from .. import convert
+from .. import requests, resources
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
@@ -16,19 +16,19 @@ class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
         self.limits = limits
 
     async def CreateMemory(self, request: pb.CreateMemoryRequest, context: grpc.aio.ServicerContext):
-        new = convert.new_memory(request, self.limits)
+        new = requests.new_memory(request, self.limits)
         memory = await self.db.run_driver(memories.create_memory, new)
-        return pb.CreateMemoryResponse(memory=convert.memory_to_proto(memory))
+        return pb.CreateMemoryResponse(memory=resources.memory_to_proto(memory))
 
     async def GetMemory(self, request: pb.GetMemoryRequest, context: grpc.aio.ServicerContext):
-        memory = await self.db.run_driver(memories.get_memory, convert.session_ref(request.session_id))
-        return pb.GetMemoryResponse(memory=convert.memory_to_proto(memory))
+        memory = await self.db.run_driver(memories.get_memory, requests.session_ref(request.session_id))
+        return pb.GetMemoryResponse(memory=resources.memory_to_proto(memory))
 
     async def UpdateMemory(self, request: pb.UpdateMemoryRequest, context: grpc.aio.ServicerContext):
-        patch = convert.memory_patch(request, self.limits)
+        patch = requests.memory_patch(request, self.limits)
         memory = await self.db.run(memories.update_memory, patch)
-        return pb.UpdateMemoryResponse(memory=convert.memory_to_proto(memory))
+        return pb.UpdateMemoryResponse(memory=resources.memory_to_proto(memory))
 
     async def DeleteMemory(self, request: pb.DeleteMemoryRequest, context: grpc.aio.ServicerContext):
-        await self.db.run_driver(memories.delete_memory, convert.session_ref(request.session_id))
+        await self.db.run_driver(memories.delete_memory, requests.session_ref(request.session_id))
         return pb.DeleteMemoryResponse()

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import grpc
 
-from .. import convert
+from .. import requests, resources
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
@@ -22,25 +22,25 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         self.limits = limits
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
-        new = convert.new_message(request, self.limits)
+        new = requests.new_message(request, self.limits)
         message = await self.db.run_driver(messages.add_message, new)
-        return pb.AddMessageResponse(message=convert.message_to_proto(message))
+        return pb.AddMessageResponse(message=resources.message_to_proto(message))
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
-        query = convert.messages_query(request, self.tokens, self.limits)
+        query = requests.messages_query(request, self.tokens, self.limits)
         page = await self.db.run_driver(messages.list_messages, query)
-        found, token = self.tokens.fit(paging.MESSAGES, query.scope, page, convert.message_to_proto)
+        found, token = self.tokens.fit(paging.MESSAGES, query.scope, page, resources.message_to_proto)
         return pb.ListMessagesResponse(messages=found, next_page_token=token, total_size=page.total)
 
     async def StreamMessages(
         self, request: pb.StreamMessagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamMessagesResponse]:
         """Pages through the session by sequence, one statement per page (the first finds the session)."""
-        query = convert.stream_query(request, self.limits)
+        query = requests.stream_query(request, self.limits)
         while True:
             page = await self.db.run_driver(messages.list_messages, query)
             for message in page.items:
-                yield pb.StreamMessagesResponse(message=convert.message_to_proto(message))
+                yield pb.StreamMessagesResponse(message=resources.message_to_proto(message))
             if not page.more:
                 return
             query = replace(query, position=page.items[-1].sequence)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import grpc
 
-from .. import convert
+from .. import requests, resources
 from ..accounts import AccountCheck
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
@@ -23,42 +23,42 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         self.accounts = accounts
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
-        new = convert.new_session(request, self.limits)
+        new = requests.new_session(request, self.limits)
         await self.accounts.check(new.user_id)
         session = await self.db.run(sessions.create_session, new)
-        return pb.CreateSessionResponse(session=convert.session_to_proto(session))
+        return pb.CreateSessionResponse(session=resources.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run_driver(sessions.get_session, convert.session_ref(request.session_id))
-        return pb.GetSessionResponse(session=convert.session_to_proto(session))
+        session = await self.db.run_driver(sessions.get_session, requests.session_ref(request.session_id))
+        return pb.GetSessionResponse(session=resources.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
-        patch = convert.session_patch(request, self.limits)
+        patch = requests.session_patch(request, self.limits)
         session = await self.db.run(sessions.update_session, patch)
-        return pb.UpdateSessionResponse(session=convert.session_to_proto(session))
+        return pb.UpdateSessionResponse(session=resources.session_to_proto(session))
 
     async def EndSession(self, request: pb.EndSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.end_session, convert.session_ref(request.session_id))
-        return pb.EndSessionResponse(session=convert.session_to_proto(session))
+        session = await self.db.run(sessions.end_session, requests.session_ref(request.session_id))
+        return pb.EndSessionResponse(session=resources.session_to_proto(session))
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext):
-        await self.db.run_driver(sessions.delete_session, convert.session_ref(request.session_id))
+        await self.db.run_driver(sessions.delete_session, requests.session_ref(request.session_id))
         return pb.DeleteSessionResponse()
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
-        query = convert.sessions_query(request, self.tokens, self.limits)
+        query = requests.sessions_query(request, self.tokens, self.limits)
         page = await self.db.run_driver(sessions.list_sessions, query)
-        found, token = self.tokens.fit(paging.SESSIONS, query.scope, page, convert.session_to_proto)
+        found, token = self.tokens.fit(paging.SESSIONS, query.scope, page, resources.session_to_proto)
         return pb.ListSessionsResponse(sessions=found, next_page_token=token, total_size=page.total)
 
     async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):
-        summary = await self.db.run_driver(sessions.session_summary, convert.session_ref(request.session_id))
-        return pb.GetSessionSummaryResponse(summary=convert.summary_to_proto(summary))
+        summary = await self.db.run_driver(sessions.session_summary, requests.session_ref(request.session_id))
+        return pb.GetSessionSummaryResponse(summary=resources.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):
         stats = await self.db.run(sessions.service_stats)
-        return pb.GetServiceStatsResponse(stats=convert.stats_to_proto(stats))
+        return pb.GetServiceStatsResponse(stats=resources.stats_to_proto(stats))
 
     async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):
-        count = await self.db.run(sessions.expire_sessions, convert.idle_for(request))
+        count = await self.db.run(sessions.expire_sessions, requests.idle_for(request))
         return pb.ExpireSessionsResponse(expired_count=count)

@@ -23,7 +23,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..domain import records
@@ -141,21 +141,6 @@ class MessageRow(Base):
         ),
     )
 
-    def to_domain(self) -> records.Message:
-        return records.Message(
-            message_id=self.id,
-            session_id=self.session_id,
-            user_id=self.user_id,
-            sequence=self.sequence,
-            role=records.Role(self.role),
-            message_type=records.MessageType(self.message_type),
-            content=self.content,
-            tokens_used=self.tokens_used,
-            cost=self.cost,
-            metadata=self.metadata_,
-            create_time=self.create_time,
-        )
-
 
 class MemoryRow(Base):
     __tablename__ = "memories"
@@ -242,17 +227,16 @@ def memory_from_row(row: Sequence[Any], offset: int = 0) -> records.Memory:
     )
 
 
-Executor = AsyncSession | AsyncConnection | asyncpg.Connection
-"""What a hot-path storage function runs on: the driver's connection (Database.run_driver), a
-Core connection, or an ORM session inside a Database.run transaction."""
+Executor = AsyncSession | asyncpg.Connection
+"""What a hot-path storage function runs on: the driver's connection (Database.run_driver) or an
+ORM session inside a Database.run transaction."""
 
 
 async def fetch(db: Executor, statement: str, *params: Any) -> Sequence[Sequence[Any]]:
-    """The rows of one statement, on whichever of the three `db` is."""
+    """The rows of one statement, on whichever of the two `db` is."""
     if isinstance(db, asyncpg.Connection):
         return await db.fetch(statement, *params)
-    conn = db if isinstance(db, AsyncConnection) else await db.connection()
-    return (await conn.exec_driver_sql(statement, params)).all()
+    return (await (await db.connection()).exec_driver_sql(statement, params)).all()
 
 
 async def fetch_one(db: Executor, statement: str, *params: Any) -> Sequence[Any] | None:

@@ -28,6 +28,14 @@ async def main(address: str) -> None:
             print("invalid:", error.violations)
             assert {"content", "tokens_used", "cost"} <= set(error.violations), error.violations
 
+        # A role (status, message type) the client does not know is refused before it is sent.
+        try:
+            await client.add_message(session.session_id, "boss", "hi")
+            raise AssertionError("an unknown role must be refused")
+        except InvalidArgument as error:
+            print("invalid role:", error.violations["role"])
+            assert "user, assistant, system, tool" in error.violations["role"]
+
         # NOT_FOUND says what was missing (google.rpc.ResourceInfo).
         missing = str(uuid.uuid4())
         try:
@@ -59,7 +67,7 @@ async def main(address: str) -> None:
         try:
             await client.delete_session(missing)
         except SessionError as error:
-            print("catch-all:", error.code.name, "-", error)
+            print("catch-all:", error)  # "NOT_FOUND: session ... not found"
             assert isinstance(error, NotFound)
 
 

@@ -15,7 +15,7 @@ from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_random_exponential
 
 from ._config import ChannelOptions, RetryPolicy, TlsOptions
-from ._exceptions import Unavailable, from_rpc_error
+from ._exceptions import Unavailable, from_rpc_error, invalid_argument
 from ._proto.session.v1 import session_pb2 as pb
 from ._proto.session.v1 import session_pb2_grpc as rpc
 
@@ -57,12 +57,21 @@ def _struct(value: JsonObject | struct_pb2.Struct | None) -> struct_pb2.Struct |
     return struct
 
 
-def _enum(wrapper: Any, prefix: str, value: Any) -> int:
-    """Accept the enum value itself, or its name with or without the prefix, any case ("user", "ROLE_USER")."""
+def _enum(wrapper: Any, prefix: str, value: Any, field: str) -> int:
+    """Accept the enum value itself, or its name with or without the prefix, any case ("user", "ROLE_USER").
+
+    Any other name is InvalidArgument for `field` (the request's field path), naming the accepted ones.
+    """
     if isinstance(value, int):
         return value
     name = str(value).upper()
-    return wrapper.Value(name if name.startswith(prefix) else prefix + name)
+    try:
+        return int(wrapper.Value(name if name.startswith(prefix) else prefix + name))
+    except ValueError:
+        accepted = [key[len(prefix):].lower() for key in wrapper.keys() if not key.endswith("_UNSPECIFIED")]
+        raise invalid_argument(
+            field, f"{value!r} is not one of {', '.join(accepted)} (or their {prefix}* names)"
+        ) from None
 
 
 def _cost(value: Cost | None) -> str:
@@ -273,7 +282,7 @@ class SessionClient:
             session.title = title
             paths.append("title")
         if status is not None:
-            session.status = _enum(pb.SessionStatus, "SESSION_STATUS_", status)  # type: ignore[assignment]
+            session.status = _enum(pb.SessionStatus, "SESSION_STATUS_", status, "session.status")  # type: ignore[assignment]
             paths.append("status")
         if conversation_data is not None:
             session.conversation_data.CopyFrom(_struct(conversation_data))
@@ -310,7 +319,7 @@ class SessionClient:
         """
         request = pb.ListSessionsRequest(
             user_id=user_id,
-            status=_enum(pb.SessionStatus, "SESSION_STATUS_", status) if status is not None else 0,  # type: ignore[arg-type]
+            status=_enum(pb.SessionStatus, "SESSION_STATUS_", status, "status") if status is not None else 0,  # type: ignore[arg-type]
             page_size=page_size,
             page_token=page_token,
         )
@@ -377,8 +386,8 @@ class SessionClient:
             raise TypeError("cost must be a Decimal or a decimal string, not a float")
         request = pb.AddMessageRequest(
             session_id=session_id,
-            role=_enum(pb.Role, "ROLE_", role),  # type: ignore[arg-type]
-            message_type=_enum(pb.MessageType, "MESSAGE_TYPE_", message_type) if message_type is not None else 0,  # type: ignore[arg-type]
+            role=_enum(pb.Role, "ROLE_", role, "role"),  # type: ignore[arg-type]
+            message_type=_enum(pb.MessageType, "MESSAGE_TYPE_", message_type, "message_type") if message_type is not None else 0,  # type: ignore[arg-type]
             content=content,
             tokens_used=tokens_used,
             cost=_cost(cost),

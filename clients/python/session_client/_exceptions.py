@@ -61,7 +61,7 @@ class SessionError(Exception):
         self.details = details
         """The raw google.rpc details (Any) the server sent."""
         self.attempts = attempts
-        """How many times the client tried the call before giving up."""
+        """How many times the client tried the call before giving up (0: refused before sending)."""
         self.reason: str | None = None
         """google.rpc.ErrorInfo reason (e.g. "SESSION_NOT_ACTIVE", "ETAG_MISMATCH"), when sent."""
         self.error_metadata: Mapping[str, str] = {}
@@ -85,8 +85,9 @@ class SessionError(Exception):
                 self.resource_type, self.resource_name = resource.resource_type, resource.resource_name
 
     def __str__(self) -> str:
-        extra = f" [{self.reason}]" if self.reason else ""
-        return f"{self.code.name}: {self.message}{extra}"
+        # The reason is shown only when it says more than the code (the server's generic reasons repeat it).
+        extra = f" [{self.reason}]" if self.reason and self.reason != self.code.name else ""
+        return f"{self.code.name}: {self.message}{extra}" if self.message else f"{self.code.name}{extra}"
 
 
 class Cancelled(SessionError):
@@ -190,9 +191,19 @@ def _status_details(error: grpc.RpcError) -> tuple[any_pb2.Any, ...]:
     return ()
 
 
+def invalid_argument(field: str, description: str) -> InvalidArgument:
+    """A request the client refuses before sending it (attempts 0), shaped like the server's refusals:
+    the same google.rpc.BadRequest detail, so `violations` works the same way."""
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(
+        field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=description)]
+    ))
+    return InvalidArgument(f"{field}: {description}", details=(detail,), attempts=0)
+
+
 def from_rpc_error(error: grpc.RpcError, *, attempts: int = 1) -> SessionError:
     """The most specific SessionError for a failed grpc call."""
     code = error.code() if hasattr(error, "code") else grpc.StatusCode.UNKNOWN
-    message = (error.details() if hasattr(error, "details") else None) or str(code.name)
+    message = (error.details() if hasattr(error, "details") else None) or ""
     cls = _BY_CODE.get(code, SessionError)
     return cls(message, details=_status_details(error), attempts=attempts)

@@ -1,53 +1,34 @@
-"""The one home of every proto <-> domain conversion, request validation included.
+"""Requests, proto -> domain: each request validated into the command or query record storage takes.
 
-Every record of a session-scoped request carries the owner the call may touch
-(authorization.owner_scope()), so no storage statement can be written without it."""
+Every problem of a request is reported at once (INVALID_ARGUMENT with a BadRequest naming each
+field). Every record of a session-scoped request carries the owner the call may touch
+(authorization.owner_scope()), so no storage statement can be written without it.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from datetime import timedelta
 from typing import Any
 
+from google.protobuf import field_mask_pb2, struct_pb2
 
-from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
-
+from . import paging
 from ._proto.session.v1 import session_pb2 as pb
+from .authorization import owner_scope
 from .domain import records
 from .domain.errors import InvalidArgument
-from .domain.money import format_decimal, parse_cost
 from .domain.limits import DEFAULT_LIMITS, Limits
+from .domain.money import parse_cost
 from .domain.validation import MAX_ETAG_LENGTH, MAX_TOKENS_PER_MESSAGE, Violations, excerpt
-from .authorization import owner_scope
-from . import paging
 from .paging import PageTokens
+from .resources import MESSAGE_TYPE_TO_PROTO, ROLE_TO_PROTO, STATUS_TO_PROTO
 
 DEFAULT_SESSIONS_PAGE_SIZE = 50
 DEFAULT_MESSAGES_PAGE_SIZE = 100
 MAX_IDLE_SECONDS = 100 * 365 * 86400
 MESSAGE_ORDERS = {"": False, "sequence": False, "sequence asc": False, "sequence desc": True}
 
-# Proto enum numbers <-> domain enums. UNSPECIFIED is absent on purpose.
-STATUS_TO_PROTO = {
-    records.SessionStatus.ACTIVE: pb.SESSION_STATUS_ACTIVE,
-    records.SessionStatus.COMPLETED: pb.SESSION_STATUS_COMPLETED,
-    records.SessionStatus.ENDED: pb.SESSION_STATUS_ENDED,
-    records.SessionStatus.ARCHIVED: pb.SESSION_STATUS_ARCHIVED,
-    records.SessionStatus.EXPIRED: pb.SESSION_STATUS_EXPIRED,
-}
-ROLE_TO_PROTO = {
-    records.Role.USER: pb.ROLE_USER,
-    records.Role.ASSISTANT: pb.ROLE_ASSISTANT,
-    records.Role.SYSTEM: pb.ROLE_SYSTEM,
-    records.Role.TOOL: pb.ROLE_TOOL,
-}
-MESSAGE_TYPE_TO_PROTO = {
-    records.MessageType.CHAT: pb.MESSAGE_TYPE_CHAT,
-    records.MessageType.SYSTEM: pb.MESSAGE_TYPE_SYSTEM,
-    records.MessageType.TOOL_CALL: pb.MESSAGE_TYPE_TOOL_CALL,
-    records.MessageType.TOOL_RESULT: pb.MESSAGE_TYPE_TOOL_RESULT,
-    records.MessageType.NOTIFICATION: pb.MESSAGE_TYPE_NOTIFICATION,
-}
 STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
 ROLE_FROM_PROTO = {v: k for k, v in ROLE_TO_PROTO.items()}
 MESSAGE_TYPE_FROM_PROTO = {v: k for k, v in MESSAGE_TYPE_TO_PROTO.items()}
@@ -56,27 +37,16 @@ SESSION_MASK_FIELDS = frozenset({"title", "status", "conversation_data", "metada
 MEMORY_MASK_FIELDS = frozenset({"conversation_summary", "facts", "preferences", "metadata"})
 
 
-# ---- values ---------------------------------------------------------------------------------
+def _one_of(enum: Any, numbers: Any, *extra: int) -> str:
+    """The hint for a bad enum value: the names a client sends in JSON (`ROLE_USER`, not `USER`)."""
+    return "must be one of " + ", ".join(enum.Name(number) for number in sorted([*numbers, *extra]))
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """Same result as Timestamp.FromDatetime for the aware datetimes the database returns, in a
-    third of the time (it is on every response, up to four times per session)."""
-    if value.tzinfo is None:
-        message = timestamp_pb2.Timestamp()
-        message.FromDatetime(value)
-        return message
-    delta = value - _EPOCH
-    return timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
-
-
-def struct(value: dict[str, Any]) -> struct_pb2.Struct:
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
+STATUS_HINT = _one_of(pb.SessionStatus, STATUS_FROM_PROTO)
+STATUS_FILTER_HINT = _one_of(pb.SessionStatus, STATUS_FROM_PROTO, pb.SESSION_STATUS_UNSPECIFIED)
+ROLE_HINT = _one_of(pb.Role, ROLE_FROM_PROTO)
+MESSAGE_TYPE_HINT = _one_of(pb.MessageType, MESSAGE_TYPE_FROM_PROTO, pb.MESSAGE_TYPE_UNSPECIFIED)
+COST_HINT = 'must be a non-negative decimal string like "0.00015" (at most 12 integer and 18 fraction digits)'
 
 
 def _struct(check: Violations, field: str, message: struct_pb2.Struct) -> dict[str, Any]:
@@ -105,102 +75,6 @@ def _from_value(value: struct_pb2.Value) -> Any:
         return value.bool_value
     return None
 
-
-# ---- resources, domain -> proto ---------------------------------------------------------------
-
-
-def session_to_proto(session: records.Session) -> pb.Session:
-    message = pb.Session(
-        session_id=session.session_id,
-        user_id=session.user_id,
-        status=STATUS_TO_PROTO[session.status],
-        title=session.title,
-        conversation_data=struct(session.conversation_data),
-        metadata=struct(session.metadata),
-        message_count=session.message_count,
-        total_tokens=session.total_tokens,
-        total_cost=format_decimal(session.total_cost),
-        create_time=timestamp(session.create_time),
-        update_time=timestamp(session.update_time),
-        last_activity_time=timestamp(session.last_activity_time),
-        etag=session.etag,
-    )
-    if session.end_time is not None:
-        message.end_time.CopyFrom(timestamp(session.end_time))
-    return message
-
-
-def message_to_proto(message: records.Message) -> pb.Message:
-    return pb.Message(
-        message_id=message.message_id,
-        session_id=message.session_id,
-        user_id=message.user_id,
-        sequence=message.sequence,
-        role=ROLE_TO_PROTO[message.role],
-        message_type=MESSAGE_TYPE_TO_PROTO[message.message_type],
-        content=message.content,
-        tokens_used=message.tokens_used,
-        cost=format_decimal(message.cost),
-        metadata=struct(message.metadata),
-        create_time=timestamp(message.create_time),
-    )
-
-
-def memory_to_proto(memory: records.Memory) -> pb.Memory:
-    return pb.Memory(
-        session_id=memory.session_id,
-        user_id=memory.user_id,
-        conversation_summary=memory.conversation_summary,
-        facts=memory.facts,
-        preferences=struct(memory.preferences),
-        metadata=struct(memory.metadata),
-        create_time=timestamp(memory.create_time),
-        update_time=timestamp(memory.update_time),
-        etag=memory.etag,
-    )
-
-
-def summary_to_proto(summary: records.SessionSummary) -> pb.SessionSummary:
-    session = summary.session
-    message = pb.SessionSummary(
-        session_id=session.session_id,
-        user_id=session.user_id,
-        title=session.title,
-        status=STATUS_TO_PROTO[session.status],
-        message_count=session.message_count,
-        total_tokens=session.total_tokens,
-        total_cost=format_decimal(session.total_cost),
-        message_counts_by_role=[
-            pb.RoleCount(role=ROLE_TO_PROTO[role], message_count=count)
-            for role, count in sorted(summary.message_counts_by_role.items(), key=lambda i: ROLE_TO_PROTO[i[0]])
-        ],
-        has_memory=summary.has_memory,
-        create_time=timestamp(session.create_time),
-        last_activity_time=timestamp(session.last_activity_time),
-    )
-    if summary.first_message_time is not None:
-        message.first_message_time.CopyFrom(timestamp(summary.first_message_time))
-    if summary.last_message_time is not None:
-        message.last_message_time.CopyFrom(timestamp(summary.last_message_time))
-    return message
-
-
-def stats_to_proto(stats: records.ServiceStats) -> pb.ServiceStats:
-    return pb.ServiceStats(
-        total_sessions=stats.total_sessions,
-        sessions_by_status=[
-            pb.StatusCount(status=STATUS_TO_PROTO[status], session_count=count)
-            for status, count in sorted(stats.sessions_by_status.items(), key=lambda i: STATUS_TO_PROTO[i[0]])
-        ],
-        total_messages=stats.total_messages,
-        total_tokens=stats.total_tokens,
-        total_cost=format_decimal(stats.total_cost),
-        distinct_users=stats.distinct_users,
-        average_messages_per_session=stats.average_messages_per_session,
-    )
-
-
-# ---- requests, proto -> domain (validated) -----------------------------------------------------
 
 
 def session_ref(value: str, field: str = "session_id") -> records.SessionRef:
@@ -233,7 +107,7 @@ def session_patch(request: pb.UpdateSessionRequest, limits: Limits = DEFAULT_LIM
     if "status" in paths:
         status = STATUS_FROM_PROTO.get(given.status)
         if status is None:
-            check.add("session.status", "must be one of ACTIVE, COMPLETED, ENDED, ARCHIVED, EXPIRED")
+            check.add("session.status", STATUS_HINT)
     result = records.SessionPatch(
         session_id=sid or "",
         owner=owner_scope(),
@@ -276,16 +150,16 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
     sid = check.uuid("session_id", request.session_id)
     role = ROLE_FROM_PROTO.get(request.role)
     if role is None:
-        check.add("role", "must be one of USER, ASSISTANT, SYSTEM, TOOL")
+        check.add("role", ROLE_HINT)
     if request.message_type == pb.MESSAGE_TYPE_UNSPECIFIED:
         message_type: records.MessageType | None = records.MessageType.CHAT
     else:
         message_type = MESSAGE_TYPE_FROM_PROTO.get(request.message_type)
         if message_type is None:
-            check.add("message_type", "must be one of CHAT, SYSTEM, TOOL_CALL, TOOL_RESULT, NOTIFICATION")
+            check.add("message_type", MESSAGE_TYPE_HINT)
     cost = parse_cost(request.cost)
     if cost is None:
-        check.add("cost", 'must be a non-negative decimal string like "0.00015" (at most 12.18 digits)')
+        check.add("cost", COST_HINT)
     result = records.NewMessage(
         session_id=sid or "",
         owner=owner_scope(),
@@ -355,7 +229,7 @@ def sessions_query(
     if request.status != pb.SESSION_STATUS_UNSPECIFIED:
         status = STATUS_FROM_PROTO.get(request.status)
         if status is None:
-            check.add("status", "must be one of ACTIVE, COMPLETED, ENDED, ARCHIVED, EXPIRED or UNSPECIFIED")
+            check.add("status", STATUS_FILTER_HINT)
     page_size = check.page_size("page_size", request.page_size, DEFAULT_SESSIONS_PAGE_SIZE)
     check.raise_if_any()
     scope = {"user_id": user_id, "status": request.status}
