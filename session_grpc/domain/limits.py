@@ -1,12 +1,26 @@
 """Size limits on what a client may store. Each one is a setting (SESSION_MAX_*) and is enforced
 with INVALID_ARGUMENT naming the field; the transport limit is derived so that every request
-within these limits fits, and anything larger is RESOURCE_EXHAUSTED before it is parsed."""
+within these limits fits, and anything larger is RESOURCE_EXHAUSTED before it is parsed.
+
+Whatever the server accepts it must be able to give back: the largest memory, session and message
+these limits admit (in 4-byte characters) must fit the 4 MiB that stock gRPC clients (Python, Go,
+grpcurl) receive by default, or a client stores a memory it can never read. Limits that break
+this are refused at start-up. (500 facts of 2,000 characters made a 4.26 MB memory; a fact is now
+at most 1,000 characters.)"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 KIB = 1024
+MIB = 1024 * KIB
+
+DEFAULT_CLIENT_RECEIVE_BYTES = 4 * MIB
+"""The receive limit of gRPC clients left at their defaults: every resource must fit in it."""
+
+RESOURCE_OVERHEAD_BYTES = 8 * KIB
+"""Room for everything around the limited fields: ids, user_id (255 characters), timestamps,
+counters, cost, etag, field tags and lengths, the response that wraps the resource."""
 
 
 @dataclass(frozen=True)
@@ -23,18 +37,44 @@ class Limits:
     """A memory's conversation_summary, in characters."""
     facts: int = 500
     """Facts per memory."""
-    fact_length: int = 2000
+    fact_length: int = 1000
     """Characters per fact."""
     page_size: int = 1000
     """Largest page of ListSessions, ListMessages and StreamMessages."""
 
+    def __post_init__(self) -> None:
+        if self.largest_resource_bytes > DEFAULT_CLIENT_RECEIVE_BYTES:
+            raise ValueError(
+                f"these size limits admit a resource of {self.largest_resource_bytes} bytes (memory "
+                f"{self.largest_memory_bytes}, session {self.largest_session_bytes}, message "
+                f"{self.largest_message_bytes}), over the 4 MiB ({DEFAULT_CLIENT_RECEIVE_BYTES} bytes) a default "
+                "gRPC client receives: it could be stored and never read back; lower SESSION_MAX_*"
+            )
+
+    @property
+    def largest_message_bytes(self) -> int:
+        """The largest Message these limits admit, serialized (content is counted in bytes)."""
+        return self.content_bytes + self.struct_bytes + RESOURCE_OVERHEAD_BYTES
+
+    @property
+    def largest_session_bytes(self) -> int:
+        """The largest Session, serialized (UTF-8 takes up to 4 bytes a character)."""
+        return 4 * self.title_length + 2 * self.struct_bytes + RESOURCE_OVERHEAD_BYTES
+
+    @property
+    def largest_memory_bytes(self) -> int:
+        """The largest Memory, serialized: each fact adds a tag and a length of up to 4 bytes."""
+        facts = self.facts * (4 * self.fact_length + 5)
+        return 4 * self.summary_length + facts + 2 * self.struct_bytes + RESOURCE_OVERHEAD_BYTES
+
+    @property
+    def largest_resource_bytes(self) -> int:
+        return max(self.largest_message_bytes, self.largest_session_bytes, self.largest_memory_bytes)
+
     @property
     def max_request_bytes(self) -> int:
-        """The largest request these limits admit (UTF-8 takes up to 4 bytes a character), plus framing."""
-        message = self.content_bytes + self.struct_bytes
-        session = 4 * self.title_length + 2 * self.struct_bytes
-        memory = 4 * self.summary_length + self.facts * (4 * self.fact_length + 8) + 2 * self.struct_bytes
-        return max(message, session, memory) + 64 * KIB
+        """The largest request these limits admit, plus framing (a request carries one resource)."""
+        return self.largest_resource_bytes + 64 * KIB
 
 
 DEFAULT_LIMITS = Limits()

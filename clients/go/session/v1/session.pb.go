@@ -556,7 +556,7 @@ type Memory struct {
 	// (65536) characters.
 	ConversationSummary string `protobuf:"bytes,3,opt,name=conversation_summary,json=conversationSummary,proto3" json:"conversation_summary,omitempty"`
 	// Facts learned in the conversation, in order: at most SESSION_MAX_FACTS (500)
-	// entries of at most SESSION_MAX_FACT_LENGTH (2000) characters each.
+	// entries of at most SESSION_MAX_FACT_LENGTH (1000) characters each.
 	Facts []string `protobuf:"bytes,4,rep,name=facts,proto3" json:"facts,omitempty"`
 	// The user's preferences as seen in this conversation. JSON object; at most SESSION_MAX_STRUCT_BYTES (64 KiB) serialized and nested at most SESSION_MAX_STRUCT_DEPTH (32) deep.
 	Preferences *structpb.Struct `protobuf:"bytes,5,opt,name=preferences,proto3" json:"preferences,omitempty"`
@@ -2449,7 +2449,7 @@ type CreateMemoryRequest struct {
 	// Free-text summary, at most SESSION_MAX_SUMMARY_LENGTH (65536) characters.
 	ConversationSummary string `protobuf:"bytes,2,opt,name=conversation_summary,json=conversationSummary,proto3" json:"conversation_summary,omitempty"`
 	// At most SESSION_MAX_FACTS (500) facts of at most SESSION_MAX_FACT_LENGTH
-	// (2000) characters each.
+	// (1000) characters each.
 	Facts []string `protobuf:"bytes,3,rep,name=facts,proto3" json:"facts,omitempty"`
 	// The user's preferences. JSON object; at most SESSION_MAX_STRUCT_BYTES (64 KiB) serialized and nested at most SESSION_MAX_STRUCT_DEPTH (32) deep.
 	Preferences *structpb.Struct `protobuf:"bytes,4,opt,name=preferences,proto3" json:"preferences,omitempty"`
