@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -137,7 +137,7 @@ class SessionServer:
             log.info("expired %d sessions idle for more than %s", count, format_duration(self.settings.expiry_idle))
 
     @staticmethod
-    async def _every(seconds: float, job) -> None:  # type: ignore[no-untyped-def]
+    async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
