@@ -51,6 +51,8 @@ class Outcome:
     bad_inputs: int = 0
     wrong_codes: int = 0
     exit_code: int | None = None
+    notes: str = ""
+    """Figures of this scenario that have no column (printed under the table)."""
 
     def row(self) -> dict[str, object]:
         return {
@@ -74,8 +76,11 @@ class Outcome:
 class Writers:
     """`count` writers, each appending to its own session with a fresh request_id per message."""
 
-    def __init__(self, channel: grpc.aio.Channel, session_ids: list[str], outcome: Outcome) -> None:
+    def __init__(
+        self, channel: grpc.aio.Channel, session_ids: list[str], outcome: Outcome, timeout: float = 3.0
+    ) -> None:
         self.messages = rpc.MessageServiceStub(channel)
+        self.timeout = timeout
         self.session_ids = session_ids
         self.outcome = outcome
         self.acked: dict[str, tuple[str, int]] = {}
@@ -105,7 +110,7 @@ class Writers:
                         session_id=session_id, role=pb.ROLE_USER, content=f"{session_id[:8]}-{n}",
                         tokens_used=3, cost="0.001", request_id=request_id,
                     ),
-                    timeout=3,
+                    timeout=self.timeout,
                 )
                 self.acked[request_id] = (session_id, response.message.sequence)
                 self.outcome.acknowledged += 1
@@ -127,7 +132,7 @@ class Writers:
                             session_id=session_id, role=pb.ROLE_USER, content="retry", tokens_used=3,
                             cost="0.001", request_id=request_id,
                         ),
-                        timeout=3,
+                        timeout=self.timeout,
                     )
                     self.outcome.retried += 1
                     break
