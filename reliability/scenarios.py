@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
@@ -51,6 +53,7 @@ class Outcome:
     bad_inputs: int = 0
     wrong_codes: int = 0
     exit_code: int | None = None
+    database: str = field(default="", repr=False)
     notes: str = ""
     """Figures of this scenario that have no column (printed under the table)."""
 
@@ -73,19 +76,30 @@ class Outcome:
         }
 
 
+RETRY_BACKOFF = (0.01, 0.5)
+"""First and largest backoff, seconds, of a writer retrying UNAVAILABLE (full jitter: a random
+wait up to the current backoff, which doubles after each try)."""
+
+
 class Writers:
-    """`count` writers, each appending to its own session with a fresh request_id per message."""
+    """`count` writers, each appending to its own session with a fresh request_id per message.
+
+    With retry_unavailable, a writer retries an UNAVAILABLE call with the same request_id at
+    once, after a jittered backoff, as a client library does; every other failure (and the last
+    UNAVAILABLE before stop) is left for retry_unacked. Either way every failed call is followed
+    by exactly one retry (outcome.retried). `timeout` is each call's deadline."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, session_ids: list[str], outcome: Outcome, timeout: float = 3.0
+        self, channel: grpc.aio.Channel, session_ids: list[str], outcome: Outcome, *,
+        retry_unavailable: bool = False, timeout: float = 3.0,
     ) -> None:
         self.messages = rpc.MessageServiceStub(channel)
         self.timeout = timeout
         self.session_ids = session_ids
         self.outcome = outcome
+        self.retry_unavailable = retry_unavailable
         self.acked: dict[str, tuple[str, int]] = {}
         self.unacked: list[tuple[str, str]] = []
-        self.first_ack_after: dict[float, float] = {}
         self.last_ack = 0.0
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,9 +113,14 @@ class Writers:
 
     async def _write(self, session_id: str) -> None:
         n = 0
+        request_id: str | None = None
+        backoff = RETRY_BACKOFF[0]
         while not self._stop.is_set():
-            n += 1
-            request_id = str(uuid.uuid4())
+            if request_id is None:
+                n += 1
+                request_id, backoff = str(uuid.uuid4()), 0.0
+            else:
+                self.outcome.retried += 1
             started = time.monotonic()
             self.outcome.attempted += 1
             try:
@@ -115,11 +134,19 @@ class Writers:
                 self.acked[request_id] = (session_id, response.message.sequence)
                 self.outcome.acknowledged += 1
                 self.last_ack = time.monotonic()
+                request_id = None
             except grpc.aio.AioRpcError as error:
                 self.outcome.failed[error.code().name] += 1
                 self.outcome.slowest_failure = max(self.outcome.slowest_failure, time.monotonic() - started)
+                if self.retry_unavailable and error.code() == grpc.StatusCode.UNAVAILABLE:
+                    await asyncio.sleep(random.uniform(0, backoff) if backoff else 0)
+                    backoff = min(2 * backoff, RETRY_BACKOFF[1]) if backoff else RETRY_BACKOFF[0]
+                    continue
                 self.unacked.append((session_id, request_id))
+                request_id = None
                 await asyncio.sleep(0.05)
+        if request_id is not None:
+            self.unacked.append((session_id, request_id))
 
     async def retry_unacked(self, budget: float = 30.0) -> None:
         """Clients retry what failed, with the same request_id, until it goes through."""
@@ -188,12 +215,79 @@ async def _open_sessions(channel: grpc.aio.Channel, count: int) -> list[str]:
     ]
 
 
+OUTAGES = {
+    "immediate": "database crash",
+    "fast": "database fast shutdown",
+}
+"""pg_ctl stop modes database_outage knows, and the scenario name each gets.
+
+immediate: a crash as far as clients can tell (connections just close). fast: a clean shutdown,
+every backend first sends its client a FATAL 57P01 admin_shutdown, also to idle connections."""
+
+
 async def database_outage(
-    cluster: EmbeddedCluster, *, writers: int = 8, before: float = 1.0, outage: float = 2.0, after: float = 2.0
+    cluster: EmbeddedCluster,
+    *,
+    writers: int = 8,
+    before: float = 1.0,
+    outage: float = 2.0,
+    after: float = 2.0,
+    mode: str = "immediate",
+    cycles: int = 1,
+    between: float = 0.5,
 ) -> Outcome:
-    """Steady writes; PostgreSQL crashes (immediate stop) and comes back; clients retry what failed."""
-    outcome = Outcome("database outage")
+    """Steady writes; PostgreSQL stops (`pg_ctl stop -m <mode>`) and comes back, `cycles` times
+    with `between` seconds of load in between; clients retry what failed."""
+    outcome = Outcome(OUTAGES[mode])
+
+    async def fault(health: health_pb2_grpc.HealthStub) -> None:
+        for cycle in range(cycles):
+            if cycle:
+                await asyncio.sleep(between)
+            await asyncio.to_thread(cluster.stop, mode)
+            outcome.faults += 1
+            down_since = time.monotonic()
+            while time.monotonic() - down_since < outage:
+                status = (await health.Check(health_pb2.HealthCheckRequest())).status
+                outcome.not_serving_seen |= status == health_pb2.HealthCheckResponse.NOT_SERVING
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(cluster.start)
+
+    return await _fault_under_load(cluster, outcome, fault, writers=writers, before=before, after=after)
+
+
+async def terminated_backends(
+    cluster: EmbeddedCluster, *, writers: int = 8, before: float = 1.0, rounds: int = 3, interval: float = 0.5,
+    after: float = 2.0,
+) -> Outcome:
+    """Steady writes; `rounds` times, every `interval` seconds, an operator terminates every backend
+    of the service's database (`pg_terminate_backend`, FATAL 57P01 to each); clients retry what failed."""
+    outcome = Outcome("terminated backends")
+
+    async def fault(health: health_pb2_grpc.HealthStub) -> None:
+        for _ in range(rounds):
+            outcome.faults += await cluster.terminate_backends(outcome.database)
+            status = (await health.Check(health_pb2.HealthCheckRequest())).status
+            outcome.not_serving_seen |= status == health_pb2.HealthCheckResponse.NOT_SERVING
+            await asyncio.sleep(interval)
+
+    return await _fault_under_load(cluster, outcome, fault, writers=writers, before=before, after=after)
+
+
+async def _fault_under_load(
+    cluster: EmbeddedCluster,
+    outcome: Outcome,
+    fault: Callable[[health_pb2_grpc.HealthStub], Awaitable[None]],
+    *,
+    writers: int,
+    before: float,
+    after: float,
+) -> Outcome:
+    """`writers` clients append steadily, retrying UNAVAILABLE with the same request_id; after
+    `before` seconds `fault` runs; `after` seconds after it ends the clients stop and retry what
+    is left; then health must be SERVING again and every write stored exactly once."""
     url = await fresh_database(cluster.url)
+    outcome.database = make_url(url).database or ""
     settings = Settings(
         port=0, host="127.0.0.1", database_url=url, expiry_interval=0, health_interval=0.2,
         db_connect_timeout=1.0, db_pool_timeout=1.0, shutdown_grace=2.0,
@@ -203,17 +297,10 @@ async def database_outage(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
-            load = Writers(channel, await _open_sessions(channel, writers), outcome)
+            load = Writers(channel, await _open_sessions(channel, writers), outcome, retry_unavailable=True)
             load.start()
             await asyncio.sleep(before)
-            cluster.stop("immediate")
-            outcome.faults += 1
-            down_since = time.monotonic()
-            while time.monotonic() - down_since < outage:
-                status = (await health.Check(health_pb2.HealthCheckRequest())).status
-                outcome.not_serving_seen |= status == health_pb2.HealthCheckResponse.NOT_SERVING
-                await asyncio.sleep(0.1)
-            cluster.start()
+            await fault(health)
             back_at = time.monotonic()
             while time.monotonic() - back_at < after:
                 await asyncio.sleep(0.05)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import grpc
 from google.protobuf import timestamp_pb2
-from grpc_reflection.v1alpha import reflection
 
+from . import reflection
 from ._proto.account.v1 import account_pb2, account_pb2_grpc
 from ._proto.auth.v1 import auth_pb2, auth_pb2_grpc
 
@@ -126,7 +126,7 @@ async def start(
     if auth is not None:
         auth_pb2_grpc.add_AuthServiceServicer_to_server(auth, server)
         names.append(auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name)
-    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+    reflection.enable(names, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     await server.start()
     return server, bound

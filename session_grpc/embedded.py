@@ -59,7 +59,14 @@ def postgres(data_dir: Path) -> Iterator[str]:
 
 class EmbeddedCluster:
     """An embedded PostgreSQL that can be stopped and started again at the same address,
-    for fault tests and `make chaos` (what a database restart looks like to the service)."""
+    for fault tests and `make chaos` (what a database restart looks like to the service).
+
+    It listens on a loopback TCP port, and `url` uses it: a service reaches its database over
+    TCP, and a fault looks different there. After a backend sends its FATAL message its
+    connection's end (FIN) follows a few milliseconds later over TCP (up to 8 ms measured; over
+    the Unix socket pgserver uses it is usually there within microseconds), and a client sees
+    that window.
+    """
 
     def __init__(self, data_dir: Path) -> None:
         import pgserver
@@ -68,17 +75,49 @@ class EmbeddedCluster:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)
         info = self._server.get_postmaster_info()
-        self.url = self._server.get_uri()
         self._socket_dir = info.socket_dir
         self._user = self._server.system_user
         self._pg_ctl = str(Path(pgserver.__file__).parent / "pginstall" / "bin" / "pg_ctl")
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.stop("fast")  # pgserver started it on the socket only
+        self.start()
 
     def stop(self, mode: str = "immediate") -> None:
-        """Stop the server; "immediate" is a crash as far as clients can tell."""
+        """Stop the server (`pg_ctl stop -m mode`) and wait until it is down.
+
+        "immediate" is a crash as far as clients can tell: backends quit without a word and
+        their connections just close. "fast" is a clean shutdown: every backend sends its
+        client a FATAL 57P01 (admin_shutdown), idle ones too, then closes the connection.
+        "smart" waits for every client to disconnect first, which a pooled server never does
+        by itself; see stop_smart().
+        """
         self._run("-m", mode, "stop")
 
+    def stop_smart(self) -> None:
+        """Begin a smart shutdown and return: PostgreSQL refuses new connections (57P03,
+        cannot_connect_now) while the open ones keep working until they disconnect."""
+        self._run("-m", "smart", "-W", "stop")
+
+    async def terminate_backends(self, database: str) -> int:
+        """`pg_terminate_backend` every backend connected to `database` (each gets a FATAL 57P01
+        and its connection closes); how many there were."""
+        import asyncpg
+
+        admin = await asyncpg.connect(self.url)
+        try:
+            return await admin.fetchval(
+                """SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity
+                   WHERE datname = $1 AND pid <> pg_backend_pid()""",
+                database,
+            )
+        finally:
+            await admin.close()
+
     def start(self) -> None:
-        self._run("-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self.data_dir / "log"), "start")
+        self._run(
+            "-o", f"-h 127.0.0.1 -p {self.port}", "-o", f"-k {self._socket_dir}", "-l", str(self.data_dir / "log"), "start"
+        )
 
     def close(self) -> None:
         with contextlib.suppress(subprocess.CalledProcessError):
@@ -91,3 +130,11 @@ class EmbeddedCluster:
             # a process with gRPC's threads in it (the child can crash); runuser is exec'd cleanly.
             command = ["runuser", "-u", self._user, "--", *command]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

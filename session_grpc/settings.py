@@ -110,7 +110,7 @@ class Settings:
     """SESSION_MAX_CONNECTION_AGE_GRACE: time calls on an aged-out connection get to finish."""
     max_connection_idle: float = 0.0
     """SESSION_MAX_CONNECTION_IDLE: close connections with no calls for this long; 0 = never."""
-    max_concurrent_streams: int = 100
+    max_concurrent_streams: int = 1000
     """SESSION_MAX_CONCURRENT_STREAMS: calls at once on one client connection (HTTP/2); more wait in the client."""
     max_connections: int = 1000
     """SESSION_MAX_CONNECTIONS: client connections at once, per process; more are closed on accept; 0 = no limit."""

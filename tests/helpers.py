@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 
 import socket
@@ -12,6 +12,7 @@ import time
 import grpc
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc.server import SessionServer, running
@@ -31,10 +32,8 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
     """The code and the google.rpc details of a failed call."""
     violations: dict[str, str] = {}
     reason = resource_type = None
-    status = status_pb2.Status()
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status.ParseFromString(value)
+    # rpc_status also checks that the rich status agrees with the call's code and message.
+    status = rpc_status.from_call(error) or status_pb2.Status()
     for detail in status.details:
         if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
             bad = error_details_pb2.BadRequest()
@@ -76,6 +75,13 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[SessionServer, grpc
     """A second server of a test's own (other settings than the shared one), with a channel to it."""
     async with running(settings) as server, grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         yield server, channel
+
+
+def serving_with(database_url: str, **overrides: object) -> AbstractAsyncContextManager[tuple[SessionServer, grpc.aio.Channel]]:
+    """`serving` with the test settings on `database_url`, changed by `overrides`."""
+    from .conftest import test_settings
+
+    return serving(test_settings(database_url, **overrides))
 
 
 async def set_status(sessions, session_id: str, status: int) -> pb.Session:  # type: ignore[no-untyped-def]

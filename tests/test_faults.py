@@ -1,10 +1,11 @@
-"""Faults, for real: PostgreSQL crashes under load and comes back; the server gets SIGTERM under load."""
+"""Faults, for real: PostgreSQL crashes, shuts down or has its backends terminated under load and comes
+back; the server gets SIGTERM under load."""
 
 from __future__ import annotations
 
 import pytest
 
-from reliability.scenarios import database_outage, shutdown_under_load
+from reliability.scenarios import database_outage, shutdown_under_load, terminated_backends
 from session_grpc.embedded import EmbeddedCluster
 
 
@@ -16,16 +17,43 @@ def cluster(tmp_path_factory):  # type: ignore[no-untyped-def]
     cluster.close()
 
 
+def assert_outage_survived(outcome) -> None:  # type: ignore[no-untyped-def]
+    """Every call that failed during the fault failed UNAVAILABLE (never INTERNAL: a database
+    failure of any shape is the database being unavailable), the clients' retries with their
+    request_ids went through, and nothing acknowledged was lost or doubled."""
+    assert outcome.acknowledged > 0
+    assert outcome.failed, "the fault must have been felt"
+    assert set(outcome.failed) == {"UNAVAILABLE"}, outcome.failed
+    assert outcome.retried == sum(outcome.failed.values())
+    assert (outcome.lost, outcome.duplicates, outcome.counter_mismatches) == (0, 0, 0)
+
+
 async def test_database_crash_under_load_loses_no_acknowledged_write_and_recovers(cluster):
     outcome = await database_outage(cluster, writers=6, before=1.0, outage=2.0, after=2.0)
-    assert outcome.acknowledged > 0
-    assert outcome.failed, "the outage must have been felt"
-    assert set(outcome.failed) == {"UNAVAILABLE"}, outcome.failed
+    assert_outage_survived(outcome)
     assert outcome.slowest_failure < 1.5
     assert outcome.not_serving_seen
     assert outcome.recovery_seconds is not None and outcome.recovery_seconds < 5
-    assert outcome.retried == sum(outcome.failed.values())
-    assert (outcome.lost, outcome.duplicates, outcome.counter_mismatches) == (0, 0, 0)
+
+
+async def test_database_fast_shutdown_under_load_fails_calls_unavailable_never_internal(cluster):
+    # A fast shutdown sends every backend's client a FATAL 57P01 first, idle pooled connections
+    # included, and closes the connection a moment later; a call that takes such a connection in
+    # between must end UNAVAILABLE, and the connection must not go back to the pool. Five short
+    # shutdowns: one gives such a call about every other time on a 2-core machine.
+    outcome = await database_outage(
+        cluster, writers=8, before=0.5, outage=0.3, after=1.0, mode="fast", cycles=5, between=0.4
+    )
+    assert outcome.faults == 5
+    assert_outage_survived(outcome)
+    assert outcome.recovery_seconds is not None
+
+
+async def test_terminating_every_backend_under_load_fails_calls_unavailable_never_internal(cluster):
+    outcome = await terminated_backends(cluster, writers=8, before=1.0, rounds=4, interval=0.3, after=1.0)
+    assert outcome.faults >= 4, "every round must have found backends of the service to terminate"
+    assert_outage_survived(outcome)
+    assert outcome.recovery_seconds is not None
 
 
 async def test_sigterm_under_load_stores_every_acknowledged_write_and_exits_zero(server_url):

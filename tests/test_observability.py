@@ -16,12 +16,7 @@ from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.testing import free_port
 
-from .conftest import test_settings
-from .helpers import add, expect_failure, new_session, serving, wait_for_port
-
-
-def running(database_url: str, **overrides: object):  # type: ignore[no-untyped-def]
-    return serving(test_settings(database_url, **overrides))
+from .helpers import add, expect_failure, new_session, serving_with, wait_for_port
 
 
 async def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -46,7 +41,7 @@ def handled(samples, service: str, method: str, code: str) -> float:
 
 
 async def test_metrics_endpoint_shows_requests_latency_messages_tokens_and_cost_moving(database_url):
-    async with running(database_url, metrics_port=free_port()) as (server, channel):
+    async with serving_with(database_url, metrics_port=free_port()) as (server, channel):
         sessions, messages = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel)
         before = await scrape(server.metrics_port)
         assert handled(before, "MessageService", "AddMessage", "OK") == 0
@@ -82,7 +77,7 @@ def pool(samples) -> dict[str, float]:  # type: ignore[no-untyped-def]
 
 
 async def test_pool_metrics_on_an_idle_server_count_connections_and_none_is_negative(database_url):
-    async with running(database_url, metrics_port=free_port(), db_pool_size=5, db_max_overflow=0) as (server, _):
+    async with serving_with(database_url, metrics_port=free_port(), db_pool_size=5, db_max_overflow=0) as (server, _):
         samples = await scrape(server.metrics_port)
     idle = pool(samples)
     # The start-up health check opened one connection and gave it back.
@@ -93,7 +88,7 @@ async def test_pool_metrics_on_an_idle_server_count_connections_and_none_is_nega
 async def test_pool_metrics_on_a_busy_server_show_calls_holding_connections_beyond_the_pool_size(database_url, sql):
     """Four calls wait on a row lock, each holding a connection: two from the pool, two overflow."""
     settings = {"metrics_port": free_port(), "db_pool_size": 2, "db_max_overflow": 2}
-    async with running(database_url, **settings) as (server, channel):
+    async with serving_with(database_url, **settings) as (server, channel):
         session = await new_session(rpc.SessionServiceStub(channel), "alice")
         lock = sql.transaction()
         await lock.start()
@@ -119,7 +114,7 @@ async def test_pool_metrics_on_a_busy_server_show_calls_holding_connections_beyo
 
 
 async def test_account_metrics_are_absent_without_an_account_service(database_url):
-    async with running(database_url, metrics_port=free_port()) as (server, _):
+    async with serving_with(database_url, metrics_port=free_port()) as (server, _):
         samples = await scrape(server.metrics_port)
     assert not [name for name, _ in samples if name.startswith("session_grpc_account_")]
 
@@ -136,7 +131,7 @@ async def test_access_log_writes_one_json_line_per_call_with_method_status_durat
     database_url, caplog
 ):
     caplog.set_level(logging.INFO, logger="session_grpc.access")
-    async with running(database_url, access_log=True) as (_, channel):
+    async with serving_with(database_url, access_log=True) as (_, channel):
         session = await new_session(rpc.SessionServiceStub(channel), "alice")
         request_id = str(uuid.uuid4())
         await add(rpc.MessageServiceStub(channel), session.session_id, request_id=request_id)
@@ -153,7 +148,7 @@ async def test_access_log_writes_one_json_line_per_call_with_method_status_durat
 async def test_without_the_access_log_only_server_failures_are_logged(caplog):
     caplog.set_level(logging.INFO, logger="session_grpc.access")
     dead = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
-    async with running(dead, db_pool_timeout=1.0) as (_, channel):
+    async with serving_with(dead, db_pool_timeout=1.0) as (_, channel):
         sessions = rpc.SessionServiceStub(channel)
         await expect_failure(sessions.GetSession(pb.GetSessionRequest(session_id=str(uuid.uuid4())), timeout=10))
         await expect_failure(sessions.GetSession(pb.GetSessionRequest(session_id="not a uuid")))
@@ -205,7 +200,7 @@ async def test_account_cache_and_fail_open_counters_show_on_the_metrics_endpoint
     from session_grpc.accounts import AccountSettings
 
     down = AccountSettings(address=f"127.0.0.1:{free_port()}", deadline=0.3, retries=0, fail_open=True)
-    async with running(database_url, metrics_port=free_port(), account=down) as (server, channel):
+    async with serving_with(database_url, metrics_port=free_port(), account=down) as (server, channel):
         sessions = rpc.SessionServiceStub(channel)
         await new_session(sessions, "alice")
         await new_session(sessions, "alice")

@@ -22,7 +22,7 @@ from session_client import (
     Unauthenticated, Unavailable, pb,
 )
 
-from session_grpc.server import build_server
+from session_grpc.server import build_server, running
 from session_grpc.testing import free_port
 
 from .conftest import test_settings
@@ -173,9 +173,7 @@ async def test_a_plaintext_token_needs_an_explicit_opt_in_and_then_authenticates
     with pytest.raises(ValueError):
         SessionClient("127.0.0.1:1", token="alice-token")
     settings = test_settings(database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{dev_auth}"))
-    server = build_server(settings)
-    await server.start()
-    try:
+    async with running(settings) as server:
         async with SessionClient(f"127.0.0.1:{server.port}", token="alice-token", insecure_token=True) as alice:
             assert (await alice.create_session("alice")).user_id == "alice"
             with pytest.raises(PermissionDenied):
@@ -183,8 +181,6 @@ async def test_a_plaintext_token_needs_an_explicit_opt_in_and_then_authenticates
         async with SessionClient(f"127.0.0.1:{server.port}") as anonymous:
             with pytest.raises(Unauthenticated):
                 await anonymous.create_session("alice")
-    finally:
-        await server.stop(grace=0)
 
 
 async def test_mutual_tls_with_call_credentials_acts_as_the_tokens_user(database_url, dev_auth, tmp_path):
@@ -197,10 +193,8 @@ async def test_mutual_tls_with_call_credentials_acts_as_the_tokens_user(database
         database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{dev_auth}"),
         tls_cert=server_pem.cert, tls_key=server_pem.key, tls_client_ca=ca.cert,
     )
-    server = build_server(settings)
-    await server.start()
     tls = TlsOptions(root_certificates=ca.cert, private_key=client_pem.key, certificate_chain=client_pem.cert)
-    try:
+    async with running(settings) as server:
         async with SessionClient(f"localhost:{server.port}", tls=tls, token=lambda: "bob-token") as bob:
             session = await bob.create_session("bob", title="over mTLS")
             assert (await bob.get_session(session.session_id)).title == "over mTLS"
@@ -208,8 +202,6 @@ async def test_mutual_tls_with_call_credentials_acts_as_the_tokens_user(database
                                  token="bob-token", retry=RetryPolicy.disabled()) as no_client_cert:
             with pytest.raises(Unavailable):
                 await no_client_cert.get_session(session.session_id)
-    finally:
-        await server.stop(grace=0)
 
 
 def test_float_costs_are_refused():

@@ -20,16 +20,12 @@ from session_grpc.domain.limits import Limits
 from session_grpc.server import build_server
 
 from .conftest import test_settings
-from .helpers import add, expect_failure, new_session, serving, statements_waiting_for_a_lock
+from .helpers import add, expect_failure, new_session, serving_with, statements_waiting_for_a_lock
 
 SMALL = Limits(
     content_bytes=1000, struct_bytes=200, struct_depth=4, title_length=10, summary_length=50,
     facts=3, fact_length=20, page_size=5,
 )
-
-
-def running(database_url: str, **overrides):  # type: ignore[no-untyped-def]
-    return serving(test_settings(database_url, **overrides))
 
 
 def struct_of_size(size: int) -> struct_pb2.Struct:
@@ -58,7 +54,7 @@ async def test_default_struct_limit_is_64_kib_serialized(sessions):
 
 
 async def test_configured_limits_are_enforced_naming_each_field(database_url):
-    async with running(database_url, limits=SMALL) as (_, channel):
+    async with serving_with(database_url, limits=SMALL) as (_, channel):
         sessions, messages, memories = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel), rpc.MemoryServiceStub(channel)
         failure = await expect_failure(
             new_session(sessions, title="x" * 11, conversation_data=struct_of_size(300), metadata=struct_of_size(10))
@@ -90,7 +86,7 @@ async def test_configured_limits_are_enforced_naming_each_field(database_url):
 
 
 async def test_request_larger_than_the_transport_limit_is_resource_exhausted(database_url):
-    async with running(database_url, limits=SMALL) as (server, channel):
+    async with serving_with(database_url, limits=SMALL) as (server, channel):
         session = await new_session(rpc.SessionServiceStub(channel))
         too_big = "z" * (SMALL.max_request_bytes + 1)
         failure = await expect_failure(add(rpc.MessageServiceStub(channel), session.session_id, too_big))
@@ -161,7 +157,7 @@ async def test_client_deadline_bounds_the_database_work_and_leaves_nothing_writt
 
 
 async def test_server_default_deadline_bounds_calls_without_a_deadline(database_url, sql):
-    async with running(database_url, default_deadline=0.5) as (_, channel):
+    async with serving_with(database_url, default_deadline=0.5) as (_, channel):
         sessions, messages = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel)
         session = await new_session(sessions)
         async with row_locked(sql, session.session_id):
@@ -227,7 +223,7 @@ async def test_calls_arriving_while_draining_are_unavailable(database_url, sql):
 
 
 async def test_connections_past_max_age_are_recycled_without_failing_calls(database_url):
-    async with running(database_url, max_connection_age=0.3, max_connection_age_grace=5.0) as (_, channel):
+    async with serving_with(database_url, max_connection_age=0.3, max_connection_age_grace=5.0) as (_, channel):
         sessions = rpc.SessionServiceStub(channel)
         session = await new_session(sessions)
         deadline = asyncio.get_running_loop().time() + 1.5
@@ -242,7 +238,7 @@ async def test_connections_past_max_age_are_recycled_without_failing_calls(datab
 
 
 async def test_many_clients_on_many_sessions_and_one_hot_session_leave_exact_counters(database_url, sql):
-    async with running(database_url) as (_, channel):
+    async with serving_with(database_url) as (_, channel):
         sessions, messages = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel)
         cold = [await new_session(sessions, f"user-{i}") for i in range(10)]
         hot = await new_session(sessions, "hot")
@@ -268,7 +264,7 @@ async def test_many_clients_on_many_sessions_and_one_hot_session_leave_exact_cou
 
 
 async def test_errors_about_huge_or_many_bad_fields_stay_small_enough_for_client_trailers(database_url):
-    async with running(database_url) as (_, channel):
+    async with serving_with(database_url) as (_, channel):
         sessions, memories = rpc.SessionServiceStub(channel), rpc.MemoryServiceStub(channel)
         session = await new_session(sessions)
         failure = await expect_failure(

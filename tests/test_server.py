@@ -88,6 +88,23 @@ async def test_buf_curl_lists_services_and_creates_a_session_through_either_refl
     assert '"title": "via buf curl"' in created.stdout
 
 
+async def test_the_development_services_serve_reflection_v1_too():
+    from session_grpc.devservices import DevAccountService, DevAuthService, start
+
+    server, port = await start(DevAccountService({}), auth=DevAuthService({}))
+    try:
+        listed = await asyncio.to_thread(
+            subprocess.run,
+            [buf(), "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--reflect-protocol", "grpc-v1",
+             "--list-services", f"http://127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60,
+        )
+    finally:
+        await server.stop(0)
+    assert listed.returncode == 0, listed.stderr
+    assert {"account.v1.AccountService", "auth.v1.AuthService"} <= set(listed.stdout.split())
+
+
 async def test_reflection_v1_describes_itself_under_the_v1_file(channel):
     """A v1 client asks with v1 names; the answer is the v1 file, whose types are in package grpc.reflection.v1."""
     info = channel.stream_stream(

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from session_grpc._proto.account.v1 import account_pb2
 from session_grpc._proto.session.v1 import session_pb2 as pb
@@ -101,10 +102,7 @@ async def test_a_suspended_or_deleted_user_with_a_valid_token_may_read_but_not_w
 
 def quota_failure(error: grpc.aio.AioRpcError) -> tuple[str, str]:
     """(ErrorInfo reason, QuotaFailure subject) of a refused call."""
-    status = status_pb2.Status()
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status.ParseFromString(value)
+    status = rpc_status.from_call(error) or status_pb2.Status()
     reason = subject = ""
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -218,3 +216,35 @@ async def test_the_python_client_retries_a_write_refused_for_too_many_calls_in_f
             await holder
             ended = await ending
         assert ended.status == pb.SESSION_STATUS_ENDED
+
+
+async def test_calls_past_the_stream_limit_of_a_connection_wait_in_the_client_and_none_is_lost(database_url, sql):
+    """With 4 streams per connection and 4 calls blocked in the server, 8 more wait in the client
+    (grpc queues them); once the block clears every call ends OK or, when grpc's client starts a
+    stream just as another ends, UNAVAILABLE (REFUSED_STREAM: it never ran). Never CANCELLED, and
+    the messages stored are exactly the calls that succeeded."""
+    async with serving(test_settings(database_url, max_concurrent_streams=4)) as (server, channel):
+        stub = rpc.SessionServiceStub(channel)
+        messages = rpc.MessageServiceStub(channel)
+        sid = (await stub.CreateSession(pb.CreateSessionRequest(user_id="u"))).session.session_id
+        lock = sql.transaction()
+        await lock.start()
+        await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", sid)
+        burst = [
+            asyncio.ensure_future(messages.AddMessage(pb.AddMessageRequest(session_id=sid, role=pb.ROLE_USER, content="x")))
+            for _ in range(12)
+        ]
+
+        async def four_running() -> bool:
+            await sql.execute("SELECT pg_stat_clear_snapshot()")
+            return await sql.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            ) == 4
+
+        await until(four_running, "4 calls running in the server")
+        assert server.drain.in_flight == 4 and not any(task.done() for task in burst)
+        await lock.rollback()
+        outcomes = await asyncio.gather(*burst, return_exceptions=True)
+    codes = [grpc.StatusCode.OK if isinstance(o, pb.AddMessageResponse) else o.code() for o in outcomes]
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.UNAVAILABLE}, codes
+    assert await sql.fetchval("SELECT message_count FROM sessions WHERE id = $1", sid) == codes.count(grpc.StatusCode.OK)

@@ -43,16 +43,23 @@ def create_engine(settings: Settings) -> AsyncEngine:
         },
     )
     _ping_idle_connections(engine)
+    _invalidate_unusable_connections(engine)
     return engine
 
 
 def _ping_idle_connections(engine: AsyncEngine) -> None:
-    """pool_pre_ping, but only for connections idle longer than PING_AFTER_IDLE.
+    """pool_pre_ping, but only for connections idle longer than PING_AFTER_IDLE; and no
+    connection the driver already knows is closed is handed out at all.
 
     SQLAlchemy's pre-ping costs three round trips on asyncpg (BEGIN, ping, ROLLBACK) on every
     checkout, as much as the work of a call. A connection in steady use has just proved itself;
     one that sat idle (the database may have restarted since) is pinged, and a failed ping makes
     the pool replace it before the call sees it (SQLAlchemy's DisconnectionError protocol).
+
+    Whether asyncpg has seen the connection close costs nothing to ask, so that is asked on
+    every checkout: when PostgreSQL ends its backends (a shutdown, pg_terminate_backend) every
+    pooled connection closes within milliseconds, and without this check each was still handed
+    to one more call (which then failed UNAVAILABLE) before the pool dropped it.
     """
     pool = engine.sync_engine.pool
 
@@ -62,6 +69,8 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
 
     @event.listens_for(pool, "checkout")
     def _check(dbapi_connection, record, proxy) -> None:  # type: ignore[no-untyped-def]
+        if dbapi_connection.driver_connection.is_closed():
+            raise exc.DisconnectionError("pooled connection was closed")
         returned = record.info.get("returned")
         if returned is None or time.monotonic() - returned < PING_AFTER_IDLE:
             return
@@ -69,6 +78,51 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
             dbapi_connection.ping()
         except Exception as error:  # noqa: BLE001 - any failure means a dead connection
             raise exc.DisconnectionError("pooled connection failed its ping") from error
+
+
+def _invalidate_unusable_connections(engine: AsyncEngine) -> None:
+    """On the SQLAlchemy path (Database.run) too, a connection that failed in a way that leaves
+    asyncpg's protocol in an unknown state is dropped, not returned to the pool (see
+    _leaves_connection_unusable). SQLAlchemy only drops connections asyncpg reports closed."""
+
+    @event.listens_for(engine.sync_engine, "handle_error")
+    def _mark(context) -> None:  # type: ignore[no-untyped-def]
+        driver_error = _driver_cause(context.original_exception)
+        if not context.is_disconnect and driver_error is not None and _leaves_connection_unusable(driver_error):
+            context.is_disconnect = True
+
+
+def _leaves_connection_unusable(error: BaseException) -> bool:
+    """Whether an asyncpg connection must be dropped after `error` escaped work on it.
+
+    An error PostgreSQL reported for a statement (a PostgresError below FATAL) arrives only once
+    the server said ReadyForQuery: the protocol is idle again and the connection can be reused.
+    Anything else leaves it in a state nobody knows: an InterfaceError or OSError is a broken
+    or misused connection, and an InternalClientError is asyncpg's protocol state machine
+    refusing to go on. The one seen in practice: when PostgreSQL ends a backend (fast shutdown,
+    pg_terminate_backend, idle_session_timeout) it sends its client a FATAL ErrorResponse and
+    closes the socket a moment later. asyncpg has no state for an ErrorResponse on an idle
+    connection, so the message puts its protocol in "error consume" (state 2) while the
+    connection still looks open; the next statement fails with "cannot switch to state 12;
+    another operation (2) is in progress". Before this rule that error escaped untranslated
+    (INTERNAL) and the connection went back to the pool.
+    """
+    import asyncpg
+
+    if isinstance(error, asyncpg.PostgresError):
+        return (getattr(error, "severity_en", None) or getattr(error, "severity", None) or "") in ("FATAL", "PANIC")
+    return isinstance(error, (asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, ConnectionError))
+
+
+def _driver_cause(error: BaseException | None) -> BaseException | None:
+    """The asyncpg exception behind a (possibly SQLAlchemy-wrapped) error, if there is one."""
+    seen = 0
+    while error is not None and seen < 5:
+        if _is_driver_error(error):
+            return error
+        error = getattr(error, "orig", None) or error.__cause__
+        seen += 1
+    return None
 
 
 def sqlstate(error: BaseException) -> str | None:
@@ -110,14 +164,16 @@ async def _cancel_statement(conn: AsyncConnection) -> None:
 
 
 async def _as_sqlalchemy_error(conn: AsyncConnection, adapted: Any, error: Exception) -> Exception:
-    """The exception SQLAlchemy would have raised for a driver error on this connection."""
+    """The exception SQLAlchemy would have raised for a driver error on this connection; the
+    connection is invalidated when SQLAlchemy sees a disconnect or the error leaves it unusable
+    (then the error says connection_invalidated, which translate() makes UNAVAILABLE)."""
     if isinstance(error, exc.SQLAlchemyError) or not _is_driver_error(error):
         return error
     try:
         adapted._handle_exception(error)  # raises the dialect's DBAPI-style error
     except Exception as translated:  # noqa: BLE001
         dialect = conn.sync_engine.dialect
-        invalid = dialect.is_disconnect(translated, adapted, None)
+        invalid = dialect.is_disconnect(translated, adapted, None) or _leaves_connection_unusable(error)
         if invalid:
             await conn.invalidate()
         return exc.DBAPIError.instance(
@@ -126,10 +182,12 @@ async def _as_sqlalchemy_error(conn: AsyncConnection, adapted: Any, error: Excep
     return error
 
 
-def _is_driver_error(error: Exception) -> bool:
+def _is_driver_error(error: BaseException) -> bool:
     import asyncpg
 
-    return isinstance(error, (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, ConnectionError))
+    return isinstance(
+        error, (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, ConnectionError)
+    )
 
 
 class Database:
