@@ -54,6 +54,10 @@ async def database_partition(
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
+            # More pooled connections than writers, as on any server between bursts: at the cut some
+            # sit idle in the pool, and the health check takes one of those (a silent one).
+            stats = rpc.SessionServiceStub(channel)
+            await asyncio.gather(*(stats.GetServiceStats(pb.GetServiceStatsRequest()) for _ in range(writers + 4)))
             load = Writers(channel, await _open_sessions(channel, writers), outcome, timeout=deadline)
             load.start()
             await asyncio.sleep(before)
