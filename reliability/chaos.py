@@ -34,6 +34,17 @@ async def run(quick: bool) -> list[scenarios.Outcome]:
                 await scenarios.database_outage(
                     cluster, writers=16, before=5 * scale, outage=8 * scale, after=8 * scale
                 ),
+                await scenarios.database_outage(
+                    cluster, writers=16, before=5 * scale, outage=2 * scale, after=5 * scale, mode="fast",
+                    cycles=10, between=2 * scale,
+                ),
+                await scenarios.database_outage(
+                    cluster, writers=16, before=5 * scale, outage=2 * scale, after=5 * scale, mode="smart",
+                    smart_for=5 * scale,
+                ),
+                await scenarios.terminated_backends(
+                    cluster, writers=16, before=5 * scale, rounds=20, interval=0.5, after=5 * scale
+                ),
                 await scenarios.shutdown_under_load(cluster.url, writers=16, before=5 * scale),
                 await shutdown.shutdown_behind_health(cluster.url, clients=16, drain_delay=0, before=5 * scale),
                 await shutdown.shutdown_behind_health(cluster.url, clients=16, drain_delay=2, before=5 * scale),
@@ -76,6 +87,7 @@ def main() -> int:
     if args.markdown:
         args.markdown.write_text(text + footer + "\n")
     broken = sum(o.lost + o.duplicates + o.counter_mismatches + o.wrong_codes + o.failed_but_stored for o in outcomes)
+    broken += sum(o.failed["INTERNAL"] + o.failed["HEALTH_STAYED_SERVING"] + o.failed["HEALTH_NOT_BACK"] for o in outcomes)
     return 1 if broken else 0
 
 

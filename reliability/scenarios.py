@@ -218,11 +218,15 @@ async def _open_sessions(channel: grpc.aio.Channel, count: int) -> list[str]:
 OUTAGES = {
     "immediate": "database crash",
     "fast": "database fast shutdown",
+    "smart": "database smart shutdown",
 }
 """pg_ctl stop modes database_outage knows, and the scenario name each gets.
 
 immediate: a crash as far as clients can tell (connections just close). fast: a clean shutdown,
-every backend first sends its client a FATAL 57P01 admin_shutdown, also to idle connections."""
+every backend first sends its client a FATAL 57P01 admin_shutdown, also to idle connections.
+smart: PostgreSQL refuses new connections (57P03) but waits for the open ones to go, which a
+pooled server never does by itself; after `smart_for` seconds it is escalated to fast, as an
+operator does."""
 
 
 async def database_outage(
@@ -235,6 +239,7 @@ async def database_outage(
     mode: str = "immediate",
     cycles: int = 1,
     between: float = 0.5,
+    smart_for: float = 2.0,
 ) -> Outcome:
     """Steady writes; PostgreSQL stops (`pg_ctl stop -m <mode>`) and comes back, `cycles` times
     with `between` seconds of load in between; clients retry what failed."""
@@ -244,7 +249,10 @@ async def database_outage(
         for cycle in range(cycles):
             if cycle:
                 await asyncio.sleep(between)
-            await asyncio.to_thread(cluster.stop, mode)
+            if mode == "smart":
+                await asyncio.to_thread(cluster.stop_smart)
+                await asyncio.sleep(smart_for)
+            await asyncio.to_thread(cluster.stop, "fast" if mode == "smart" else mode)
             outcome.faults += 1
             down_since = time.monotonic()
             while time.monotonic() - down_since < outage:

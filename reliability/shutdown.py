@@ -143,6 +143,8 @@ async def shutdown_behind_health(
         await fleet.stop()
         await fleet.retry_unacked()
         await verify(url, fleet, outcome)  # type: ignore[arg-type]
+        if drain_delay > check_interval:  # every client has moved before A refuses: no code is right
+            outcome.wrong_codes = sum(outcome.failed.values())
         outcome.notes = (
             f"{clients} clients checking health every {check_interval:g} s; server exit status {outcome.exit_code}"
         )

@@ -108,10 +108,9 @@ class DevAuthService(auth_pb2_grpc.AuthServiceServicer):
         if self.delay:
             await asyncio.sleep(self.delay)
         token = self.tokens.get(request.token)
-        if token is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token")
-        if token.expire_time <= time.time():
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "the token has expired")
+        if token is None or token.expire_time <= time.time():
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "unknown token" if token is None else "the token has expired")
+            return auth_pb2.VerifyTokenResponse()  # not reached: abort() raises
         expire = timestamp_pb2.Timestamp()
         expire.FromNanoseconds(int(token.expire_time * 1e9))
         return auth_pb2.VerifyTokenResponse(user_id=token.user_id, scopes=token.scopes, expire_time=expire)

@@ -69,8 +69,7 @@ class EmbeddedCluster:
     """
 
     def __init__(self, data_dir: Path) -> None:
-        import pgserver
-
+        pgserver = _pgserver()
         self.data_dir = data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._server = pgserver.get_server(self.data_dir, cleanup_mode=None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
@@ -12,6 +13,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from .settings import asyncpg_url
 
 ROOT = Path(__file__).resolve().parents[1]
+Operation = Callable[[Config, str], None]
+"""alembic.command.upgrade or downgrade."""
 
 
 def alembic_config() -> Config:
@@ -28,7 +31,7 @@ async def downgrade(url: str, revision: str) -> None:
     await _run(url, command.downgrade, revision)
 
 
-async def _run(url: str, operation, revision: str) -> None:  # type: ignore[no-untyped-def]
+async def _run(url: str, operation: Operation, revision: str) -> None:
     engine = create_async_engine(asyncpg_url(url))
     try:
         async with engine.begin() as conn:
@@ -37,7 +40,7 @@ async def _run(url: str, operation, revision: str) -> None:  # type: ignore[no-u
         await engine.dispose()
 
 
-def _with_connection(connection: Connection, operation, revision: str) -> None:  # type: ignore[no-untyped-def]
+def _with_connection(connection: Connection, operation: Operation, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     operation(config, revision)

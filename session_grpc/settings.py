@@ -112,6 +112,8 @@ class Settings:
     """SESSION_MAX_CONNECTION_IDLE: close connections with no calls for this long; 0 = never."""
     max_concurrent_streams: int = 1000
     """SESSION_MAX_CONCURRENT_STREAMS: calls at once on one client connection (HTTP/2); more wait in the client."""
+    max_pending_calls: int = 5000
+    """SESSION_MAX_PENDING_CALLS: calls received but not yet taken up, per process; past it gRPC refuses some (CANCELLED)."""
     max_connections: int = 1000
     """SESSION_MAX_CONNECTIONS: client connections at once, per process; more are closed on accept; 0 = no limit."""
     max_calls_per_principal: int = 64
@@ -198,6 +200,7 @@ class Settings:
                 ),
                 max_connection_idle=_read(env, "SESSION_MAX_CONNECTION_IDLE", cls.max_connection_idle, parse_duration),
                 max_concurrent_streams=_read(env, "SESSION_MAX_CONCURRENT_STREAMS", cls.max_concurrent_streams, _positive),
+                max_pending_calls=_read(env, "SESSION_MAX_PENDING_CALLS", cls.max_pending_calls, _positive),
                 max_connections=_read(env, "SESSION_MAX_CONNECTIONS", cls.max_connections, _count),
                 max_calls_per_principal=_read(
                     env, "SESSION_MAX_CALLS_PER_PRINCIPAL", cls.max_calls_per_principal, _count

@@ -62,3 +62,22 @@ def test_removing_a_policy_makes_the_table_test_fail(method, monkeypatch):
     monkeypatch.delitem(POLICIES, method)
     with pytest.raises(AssertionError, match="without an authorization policy"):
         test_the_policy_table_names_exactly_the_rpcs_of_the_session_v1_services()
+
+
+def test_no_servicer_does_authorization():
+    """Authorization is the boundary's (the policy table) and the storage statements' (the owner
+    filter): servicer modules import neither auth nor authorization."""
+    import ast
+    from pathlib import Path
+
+    import session_grpc.servicers as servicers
+
+    for path in Path(servicers.__file__).parent.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                imported.add(node.module or "")
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        assert not {name.rsplit(".", 1)[-1] for name in imported} & {"auth", "authorization"}, path.name

@@ -11,7 +11,7 @@ from decimal import Decimal
 import grpc
 import pytest
 from google.protobuf import struct_pb2
-from sqlalchemy import text
+from session_grpc.storage.units import transaction
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
@@ -173,15 +173,14 @@ async def test_server_default_deadline_bounds_calls_without_a_deadline(database_
 async def serializable_counter_bump(db, sql, session_id: str, conflicts: int, attempts: list[int]):  # type: ignore[no-untyped-def]
     """A SERIALIZABLE read-modify-write that a concurrent commit breaks `conflicts` times."""
 
-    async def work(session):  # type: ignore[no-untyped-def]
+    @transaction
+    async def work(conn):  # type: ignore[no-untyped-def]
         attempts.append(1)
-        await session.execute(text("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"))
-        title = await session.scalar(text("SELECT title FROM sessions WHERE id = :id"), {"id": session_id})
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+        title = await conn.fetchval("SELECT title FROM sessions WHERE id = $1", session_id)
         if len(attempts) <= conflicts:
             await sql.execute("UPDATE sessions SET title = title || '!' WHERE id = $1", session_id)
-        await session.execute(
-            text("UPDATE sessions SET title = :t WHERE id = :id"), {"t": title + "+", "id": session_id}
-        )
+        await conn.execute("UPDATE sessions SET title = $1 WHERE id = $2", title + "+", session_id)
 
     await db.run(work)
 

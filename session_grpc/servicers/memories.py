@@ -17,11 +17,11 @@ class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
 
     async def CreateMemory(self, request: pb.CreateMemoryRequest, context: grpc.aio.ServicerContext):
         new = requests.new_memory(request, self.limits)
-        memory = await self.db.run_driver(memories.create_memory, new)
+        memory = await self.db.run(memories.create_memory, new)
         return pb.CreateMemoryResponse(memory=resources.memory_to_proto(memory))
 
     async def GetMemory(self, request: pb.GetMemoryRequest, context: grpc.aio.ServicerContext):
-        memory = await self.db.run_driver(memories.get_memory, requests.session_ref(request.session_id))
+        memory = await self.db.run(memories.get_memory, requests.session_ref(request.session_id))
         return pb.GetMemoryResponse(memory=resources.memory_to_proto(memory))
 
     async def UpdateMemory(self, request: pb.UpdateMemoryRequest, context: grpc.aio.ServicerContext):
@@ -30,5 +30,5 @@ class MemoryServicer(session_pb2_grpc.MemoryServiceServicer):
         return pb.UpdateMemoryResponse(memory=resources.memory_to_proto(memory))
 
     async def DeleteMemory(self, request: pb.DeleteMemoryRequest, context: grpc.aio.ServicerContext):
-        await self.db.run_driver(memories.delete_memory, requests.session_ref(request.session_id))
+        await self.db.run(memories.delete_memory, requests.session_ref(request.session_id))
         return pb.DeleteMemoryResponse()

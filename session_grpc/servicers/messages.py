@@ -23,12 +23,12 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
         new = requests.new_message(request, self.limits)
-        message = await self.db.run_driver(messages.add_message, new)
+        message = await self.db.run(messages.add_message, new)
         return pb.AddMessageResponse(message=resources.message_to_proto(message))
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = requests.messages_query(request, self.tokens, self.limits)
-        page = await self.db.run_driver(messages.list_messages, query)
+        page = await self.db.run(messages.list_messages, query)
         found, token = self.tokens.fit(paging.MESSAGES, query.scope, page, resources.message_to_proto)
         return pb.ListMessagesResponse(messages=found, next_page_token=token, total_size=page.total)
 
@@ -38,7 +38,7 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         """Pages through the session by sequence, one statement per page (the first finds the session)."""
         query = requests.stream_query(request, self.limits)
         while True:
-            page = await self.db.run_driver(messages.list_messages, query)
+            page = await self.db.run(messages.list_messages, query)
             for message in page.items:
                 yield pb.StreamMessagesResponse(message=resources.message_to_proto(message))
             if not page.more:

@@ -29,7 +29,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.CreateSessionResponse(session=resources.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run_driver(sessions.get_session, requests.session_ref(request.session_id))
+        session = await self.db.run(sessions.get_session, requests.session_ref(request.session_id))
         return pb.GetSessionResponse(session=resources.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
@@ -42,17 +42,17 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.EndSessionResponse(session=resources.session_to_proto(session))
 
     async def DeleteSession(self, request: pb.DeleteSessionRequest, context: grpc.aio.ServicerContext):
-        await self.db.run_driver(sessions.delete_session, requests.session_ref(request.session_id))
+        await self.db.run(sessions.delete_session, requests.session_ref(request.session_id))
         return pb.DeleteSessionResponse()
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = requests.sessions_query(request, self.tokens, self.limits)
-        page = await self.db.run_driver(sessions.list_sessions, query)
+        page = await self.db.run(sessions.list_sessions, query)
         found, token = self.tokens.fit(paging.SESSIONS, query.scope, page, resources.session_to_proto)
         return pb.ListSessionsResponse(sessions=found, next_page_token=token, total_size=page.total)
 
     async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):
-        summary = await self.db.run_driver(sessions.session_summary, requests.session_ref(request.session_id))
+        summary = await self.db.run(sessions.session_summary, requests.session_ref(request.session_id))
         return pb.GetSessionSummaryResponse(summary=resources.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):

@@ -9,12 +9,14 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import asyncpg
 from sqlalchemy import event, exc, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .. import deadlines
 from ..domain.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
 from ..settings import Settings
+from .units import Unit, unit_of
 
 log = logging.getLogger(__name__)
 
@@ -191,38 +193,31 @@ def _is_driver_error(error: BaseException) -> bool:
 
 
 class Database:
-    """Runs storage functions, each in its own transaction."""
+    """Runs storage functions the way each declares (storage/units.py), on the driver's connection."""
 
     def __init__(self, engine: AsyncEngine, default_deadline: float = 30.0) -> None:
         self.engine = engine
         self.default_deadline = default_deadline
-        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def run(
-        self, work: Callable[Concatenate[AsyncSession, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+        self, work: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
     ) -> T:
-        """`await work(session, *args)` in one transaction, committed when it returns.
+        """`await work(connection, *args)` as `work` says it runs: one statement in autocommit
+        (its own transaction, one round trip instead of BEGIN, statement, COMMIT), or a
+        transaction committed when it returns.
 
-        Serialization failures and deadlocks are retried a few times; driver
-        errors become domain errors (UNAVAILABLE, ABORTED) for the caller. The
-        whole of it, retries included, must end within the call's deadline
-        (or the default bound): past that it is cancelled, rolled back, and
-        reported as DEADLINE_EXCEEDED.
+        The connection is asyncpg's own, which skips SQLAlchemy's execution layer (about 0.1 ms
+        of CPU per call). Serialization failures and deadlocks are retried a few times (a
+        transaction whole); driver errors become domain errors (UNAVAILABLE, ABORTED), translated
+        the way SQLAlchemy translates them, so translate() and the retry rules see the same
+        exceptions. The whole of it, retries included, must end within the call's deadline (or
+        the default bound): past that it is cancelled, rolled back, and reported as
+        DEADLINE_EXCEEDED. A connection that failed or whose work was cancelled is invalidated
+        rather than returned to the pool.
         """
-        return await self._bounded(self._in_transaction, work, args, kwargs)
-
-    async def run_driver(self, work: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
-        """`await work(asyncpg_connection, *args)` for work that is a single SQL statement: it runs
-        in autocommit (its own transaction, one round trip instead of BEGIN, statement, COMMIT),
-        on the driver's own connection, which skips SQLAlchemy's execution layer (about 0.1 ms
-        of CPU per call). Retries, error translation and the deadline are those of run().
-
-        Driver errors are translated the way SQLAlchemy translates them, so translate() and the
-        retry rules see the same exceptions; a connection that failed or whose work was
-        cancelled (a deadline) is invalidated rather than returned to the pool.
-        """
-        return await self._bounded(self._driver, work, args, kwargs)
+        unit = self._transaction if unit_of(work) is Unit.TRANSACTION else self._driver
+        return await self._bounded(unit, work, args, kwargs)
 
     @contextlib.asynccontextmanager
     async def _driver(self):  # type: ignore[no-untyped-def]
@@ -239,6 +234,22 @@ class Database:
                 await _cancel_statement(conn)
                 raise
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self):  # type: ignore[no-untyped-def]
+        """BEGIN ... COMMIT on the driver's connection; ROLLBACK when the work raises. A cancelled
+        transaction is not rolled back here: _driver cancels its statement and drops the
+        connection, which ends the transaction in PostgreSQL."""
+        async with self._driver() as conn:
+            await conn.execute("BEGIN")
+            try:
+                yield conn
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+
     async def _bounded(self, unit, work, args, kwargs):  # type: ignore[no-untyped-def]
         budget = deadlines.remaining(self.default_deadline)
         if budget <= 0:
@@ -248,11 +259,6 @@ class Database:
                 return await self._attempts(unit, work, args, kwargs)
         except TimeoutError:
             raise DeadlineExceeded(f"the database work did not finish within {budget:.3f}s") from None
-
-    @contextlib.asynccontextmanager
-    async def _in_transaction(self):  # type: ignore[no-untyped-def]
-        async with self._sessions() as session, session.begin():
-            yield session
 
     async def _attempts(self, unit, work, args, kwargs):  # type: ignore[no-untyped-def]
         for attempt in range(1, MAX_TRANSIENT_ATTEMPTS + 1):

@@ -1,22 +1,22 @@
-"""Queries and transactions on the memory record of a session."""
+"""Queries and transactions on the memory record of a session: fixed SQL on the driver's
+connection, each function marked with how it runs (units.py)."""
 
 from __future__ import annotations
 
-import json
-
-from sqlalchemy import func, update
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
 from ..domain.errors import Aborted, AlreadyExists, NotFound
 from ..domain.records import Memory, MemoryPatch, NewMemory, SessionRef
-from .sessions import get_session
-from .tables import MEMORY_COLUMNS, Executor, MemoryRow, fetch_one, memory_from_row, owned
+from . import rows
+from .rows import MEMORY_COLUMNS, fetch_one, owned
+from .sessions import GET_SESSION
+from .units import statement, transaction
 
 PATCHABLE_FIELDS = frozenset({"conversation_summary", "facts", "preferences", "metadata"})
 
 
-# The session (owned by the caller) and the memory inserted for it, in one statement: the first
-# column says whether the session was found, the rest are NULL when it already had a memory.
+# The session (owned by the caller) and the memory inserted for it, in one statement: `found`
+# says whether the session was found, the memory's columns are NULL when it already had one.
 CREATE_MEMORY = f"""
 WITH s AS (SELECT id, user_id FROM sessions WHERE id = $1 AND {owned(2)}),
 inserted AS (
@@ -25,91 +25,100 @@ inserted AS (
     ON CONFLICT (session_id) DO NOTHING
     RETURNING {MEMORY_COLUMNS}
 )
-SELECT EXISTS (SELECT 1 FROM s), inserted.* FROM (VALUES (1)) one LEFT JOIN inserted ON true
+SELECT EXISTS (SELECT 1 FROM s) AS found, inserted.* FROM (VALUES (1)) one LEFT JOIN inserted ON true
 """
 
 
-async def create_memory(db: Executor, new: NewMemory) -> Memory:
+@statement
+async def create_memory(conn: asyncpg.Connection, new: NewMemory) -> Memory:
     row = await fetch_one(
-        db, CREATE_MEMORY, new.session_id, new.owner, new.conversation_summary, new.facts,
-        _json(new.preferences), _json(new.metadata),
+        conn, CREATE_MEMORY, new.session_id, new.owner, new.conversation_summary, new.facts,
+        rows.jsonb(new.preferences), rows.jsonb(new.metadata),
     )
     assert row is not None
-    if not row[0]:
+    if not row["found"]:
         raise NotFound("session", new.session_id)
-    if row[1] is None:
+    if row["session_id"] is None:
         raise AlreadyExists("memory", new.session_id)
-    return memory_from_row(row, 1)
-
-
-def _json(value: dict[str, object]) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    return rows.memory(row)
 
 
 # The session (owned by the caller) and its memory, if any, in one statement: no row means no
 # session, a row of NULL memory columns a session without a memory.
 GET_MEMORY = f"""
-SELECT s.id, m.* FROM sessions s
+SELECT s.id AS found, m.* FROM sessions s
 LEFT JOIN LATERAL (SELECT {MEMORY_COLUMNS} FROM memories WHERE session_id = s.id) m ON true
 WHERE s.id = $1 AND {owned(2, "s.user_id")}
 """
 DELETE_MEMORY = f"""
 WITH s AS (SELECT id FROM sessions WHERE id = $1 AND {owned(2)}),
 deleted AS (DELETE FROM memories WHERE session_id = (SELECT id FROM s) RETURNING session_id)
-SELECT EXISTS (SELECT 1 FROM s), EXISTS (SELECT 1 FROM deleted)
+SELECT EXISTS (SELECT 1 FROM s) AS found, EXISTS (SELECT 1 FROM deleted) AS deleted
 """
 
 
-async def get_memory(db: Executor, ref: SessionRef) -> Memory:
-    """The memory of a session, in one statement; NOT_FOUND names the session when that is what is missing."""
-    row = await fetch_one(db, GET_MEMORY, ref.session_id, ref.owner)
+@statement
+async def get_memory(conn: asyncpg.Connection, ref: SessionRef) -> Memory:
+    """NOT_FOUND names the session when that is what is missing."""
+    row = await fetch_one(conn, GET_MEMORY, ref.session_id, ref.owner)
     if row is None:
         raise NotFound("session", ref.session_id)
-    if row[1] is None:
+    if row["session_id"] is None:
         raise NotFound("memory", ref.session_id)
-    return memory_from_row(row, 1)
+    return rows.memory(row)
 
 
 LOCKED_MEMORY = f"SELECT {MEMORY_COLUMNS} FROM memories WHERE session_id = $1 AND {owned(2)} FOR UPDATE"
+APPLY_PATCH = f"""
+UPDATE memories SET
+    conversation_summary = CASE WHEN $2 THEN $3 ELSE conversation_summary END,
+    facts = CASE WHEN $4 THEN $5::text[] ELSE facts END,
+    preferences = CASE WHEN $6 THEN $7::jsonb ELSE preferences END,
+    metadata = CASE WHEN $8 THEN $9::jsonb ELSE metadata END,
+    version = version + 1,
+    update_time = now()
+WHERE session_id = $1
+RETURNING {MEMORY_COLUMNS}
+"""
 
 
-async def _locked_memory(db: AsyncSession, ref: SessionRef) -> Memory:
+async def _locked_memory(conn: asyncpg.Connection, ref: SessionRef) -> Memory:
     """The memory, its row locked for the rest of the transaction."""
-    row = await fetch_one(db, LOCKED_MEMORY, ref.session_id, ref.owner)
+    row = await fetch_one(conn, LOCKED_MEMORY, ref.session_id, ref.owner)
     if row is None:
-        await get_session(db, ref)  # NOT_FOUND names the session when that is what is missing
+        if await fetch_one(conn, GET_SESSION, ref.session_id, ref.owner) is None:
+            raise NotFound("session", ref.session_id)  # named when that is what is missing
         raise NotFound("memory", ref.session_id)
-    return memory_from_row(row)
+    return rows.memory(row)
 
 
-async def update_memory(db: AsyncSession, patch: MemoryPatch) -> Memory:
-    session_id = patch.memory.session_id
-    ref = SessionRef(session_id, patch.memory.owner)
+@transaction
+async def update_memory(conn: asyncpg.Connection, patch: MemoryPatch) -> Memory:
+    given = patch.memory
+    ref = SessionRef(given.session_id, given.owner)
     try:
-        current = await _locked_memory(db, ref)
+        current = await _locked_memory(conn, ref)
     except NotFound as missing:
         if not (patch.allow_missing and missing.resource_type == "memory"):
             raise
         try:
-            return await create_memory(db, _only(patch))
+            return await create_memory(conn, _only(patch))
         except AlreadyExists:  # a concurrent call created it first: update that one
-            current = await _locked_memory(db, ref)
+            current = await _locked_memory(conn, ref)
     if patch.etag and patch.etag != current.etag:
         raise Aborted(f"etag {patch.etag} is stale; the memory is now at {current.etag}", reason="ETAG_MISMATCH")
-    values: dict[str, object] = {}
-    for name in PATCHABLE_FIELDS & patch.fields:
-        values["metadata_" if name == "metadata" else name] = getattr(patch.memory, name)
-    if not values:
+    fields = PATCHABLE_FIELDS & patch.fields
+    if not fields:
         return current
-    row = await db.scalar(
-        update(MemoryRow)
-        .where(MemoryRow.session_id == session_id)
-        .values(**values, version=MemoryRow.version + 1, update_time=func.now())
-        .returning(MemoryRow)
-        .execution_options(synchronize_session=False)
+    row = await fetch_one(
+        conn, APPLY_PATCH, given.session_id,
+        "conversation_summary" in fields, given.conversation_summary,
+        "facts" in fields, given.facts,
+        "preferences" in fields, rows.jsonb(given.preferences),
+        "metadata" in fields, rows.jsonb(given.metadata),
     )
     assert row is not None
-    return row.to_domain()
+    return rows.memory(row)
 
 
 def _only(patch: MemoryPatch) -> NewMemory:
@@ -122,12 +131,12 @@ def _only(patch: MemoryPatch) -> NewMemory:
     )
 
 
-async def delete_memory(db: Executor, ref: SessionRef) -> None:
-    """One statement; NOT_FOUND names the session when that is what is missing."""
-    row = await fetch_one(db, DELETE_MEMORY, ref.session_id, ref.owner)
+@statement
+async def delete_memory(conn: asyncpg.Connection, ref: SessionRef) -> None:
+    """NOT_FOUND names the session when that is what is missing."""
+    row = await fetch_one(conn, DELETE_MEMORY, ref.session_id, ref.owner)
     assert row is not None
-    session_found, memory_deleted = row
-    if not session_found:
+    if not row["found"]:
         raise NotFound("session", ref.session_id)
-    if not memory_deleted:
+    if not row["deleted"]:
         raise NotFound("memory", ref.session_id)

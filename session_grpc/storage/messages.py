@@ -1,13 +1,7 @@
-"""Queries and transactions on messages.
-
-The per-call paths (append, list a page, stream a page) are single SQL
-statements, so the Database runs them in autocommit on the driver's connection
-(`run_driver`): one round trip each.
-"""
+"""Queries on messages: each one SQL statement in autocommit (units.statement), one round trip."""
 
 from __future__ import annotations
 
-import json
 import uuid
 
 import asyncpg
@@ -15,8 +9,10 @@ import asyncpg
 from ..domain import lifecycle
 from ..domain.errors import NotFound
 from ..domain.records import Message, MessagesQuery, NewMessage, Page, SessionRef
+from . import rows
+from .rows import MESSAGE_COLUMNS, fetch, fetch_one, owned
 from .sessions import get_session
-from .tables import MESSAGE_COLUMNS, Executor, fetch, fetch_one, message_from_row, owned
+from .units import statement
 
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
 LAST_SEQUENCE = 2**63 - 1
@@ -69,7 +65,8 @@ PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
 PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
 
 
-async def add_message(db: asyncpg.Connection, new: NewMessage) -> Message:
+@statement
+async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
     """Append a message and add it to the session's counters, in one autocommit statement.
 
     With a request_id, a repeat returns the first result, even when the session
@@ -77,7 +74,6 @@ async def add_message(db: asyncpg.Connection, new: NewMessage) -> Message:
     insert hits the unique index after the winner commits, and it answers with
     the winner's message (a statement of its own; nothing of the failed one remains).
     """
-    metadata = json.dumps(new.metadata, separators=(",", ":")) if new.metadata else "{}"
     params = (
         str(uuid.uuid4()),
         new.session_id,
@@ -86,36 +82,37 @@ async def add_message(db: asyncpg.Connection, new: NewMessage) -> Message:
         new.role.value,
         new.message_type.value,
         new.content,
-        metadata,
+        rows.jsonb(new.metadata),
         new.owner,
     )
     if new.request_id is None:
-        row = await fetch_one(db, ADD_MESSAGE, *params)
+        row = await fetch_one(conn, ADD_MESSAGE, *params)
     else:
         try:
-            row = await fetch_one(db, ADD_MESSAGE_ONCE, *params, new.request_id)
+            row = await fetch_one(conn, ADD_MESSAGE_ONCE, *params, new.request_id)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name != REQUEST_ID_INDEX:
                 raise
-            row = await fetch_one(db, BY_REQUEST_ID, new.session_id, new.request_id)
+            row = await fetch_one(conn, BY_REQUEST_ID, new.session_id, new.request_id)
             assert row is not None
     if row is None:
-        session = await get_session(db, SessionRef(new.session_id, new.owner))
+        session = await get_session(conn, SessionRef(new.session_id, new.owner))
         lifecycle.check_accepts_messages(session.status)
         raise AssertionError(f"session {new.session_id} is active but took no message")
-    return message_from_row(row)
+    return rows.message(row)
 
 
-async def list_messages(db: Executor, query: MessagesQuery) -> Page[Message]:
+@statement
+async def list_messages(conn: asyncpg.Connection, query: MessagesQuery) -> Page[Message]:
     """One page of a session's messages and its message count; no row at all: the session is
     missing (or not the owner's)."""
     if query.descending:
-        statement, start = PAGE_DESCENDING, LAST_SEQUENCE if query.position is None else query.position
+        sql, start = PAGE_DESCENDING, LAST_SEQUENCE if query.position is None else query.position
     else:
-        statement, start = PAGE_ASCENDING, query.position or 0
+        sql, start = PAGE_ASCENDING, query.position or 0
     session = query.session
-    rows = await fetch(db, statement, session.session_id, start, query.page_size + 1, session.owner)
-    if not rows:
+    found = await fetch(conn, sql, session.session_id, start, query.page_size + 1, session.owner)
+    if not found:
         raise NotFound("session", session.session_id)
-    messages = [message_from_row(row, 1) for row in rows if row[1] is not None]
-    return Page(messages[: query.page_size], len(messages) > query.page_size, rows[0][0])
+    messages = [rows.message(row) for row in found if row["id"] is not None]
+    return Page(messages[: query.page_size], len(messages) > query.page_size, found[0]["message_count"])

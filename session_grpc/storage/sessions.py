@@ -1,4 +1,5 @@
-"""Queries and transactions on sessions. Each function runs inside the caller's transaction."""
+"""Queries and transactions on sessions: fixed SQL on the driver's connection, each function
+marked with how it runs (units.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+import asyncpg
 
 from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
@@ -24,111 +23,119 @@ from ..domain.records import (
     SessionsQuery,
     SessionSummary,
 )
-from .tables import (
-    SESSION_COLUMNS,
-    SESSION_WIDTH,
-    Executor,
-    SessionRow,
-    fetch,
-    fetch_one,
-    owned,
-    session_from_row,
+from . import rows
+from .rows import SESSION_COLUMNS, fetch, fetch_one, owned
+from .units import statement, transaction
+
+# With a request_id, a repeat finds the first session instead of inserting (per user).
+CREATE_SESSION = f"""
+WITH inserted AS (
+    INSERT INTO sessions (id, user_id, status, title, conversation_data, metadata, request_id)
+    VALUES ($1, $2, 'active', $3, $4::jsonb, $5::jsonb, $6)
+    ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
+    RETURNING {SESSION_COLUMNS}
 )
+SELECT * FROM inserted
+UNION ALL
+SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $2 AND request_id = $6 AND NOT EXISTS (SELECT 1 FROM inserted)
+"""
+BY_REQUEST_ID = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND request_id = $2"
 
 
-async def create_session(db: AsyncSession, new: NewSession) -> Session:
+@statement
+async def create_session(conn: asyncpg.Connection, new: NewSession) -> Session:
     """Insert an ACTIVE session; with a request_id, a repeat returns the first one."""
-    row = await db.scalar(
-        insert(SessionRow)
-        .values(
-            id=str(uuid.uuid4()),
-            user_id=new.user_id,
-            status=SessionStatus.ACTIVE.value,
-            title=new.title,
-            conversation_data=new.conversation_data,
-            metadata_=new.metadata,
-            request_id=new.request_id,
-        )
-        .on_conflict_do_nothing(
-            index_elements=[SessionRow.user_id, SessionRow.request_id],
-            index_where=SessionRow.request_id.is_not(None),
-        )
-        .returning(SessionRow)
+    row = await fetch_one(
+        conn, CREATE_SESSION, str(uuid.uuid4()), new.user_id, new.title, rows.jsonb(new.conversation_data),
+        rows.jsonb(new.metadata), new.request_id,
     )
-    if row is None:  # the request_id was seen before
-        row = await db.scalar(
-            select(SessionRow).where(SessionRow.user_id == new.user_id, SessionRow.request_id == new.request_id)
-        )
+    if row is None:
+        # A concurrent first call with this request_id committed after this statement's snapshot
+        # was taken (the insert waited for it, then did nothing): a new statement sees it.
+        row = await fetch_one(conn, BY_REQUEST_ID, new.user_id, new.request_id)
         assert row is not None
-    return row.to_domain()
+    return rows.session(row)
 
 
 GET_SESSION = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND {owned(2)}"
 GET_SESSION_FOR_UPDATE = GET_SESSION + " FOR UPDATE"
 
 
-async def get_session(db: Executor, ref: SessionRef, *, for_update: bool = False) -> Session:
-    """One statement (run_driver can run it alone); FOR UPDATE only means something inside a transaction."""
-    row = await fetch_one(db, GET_SESSION_FOR_UPDATE if for_update else GET_SESSION, ref.session_id, ref.owner)
+@statement
+async def get_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
+    row = await fetch_one(conn, GET_SESSION, ref.session_id, ref.owner)
     if row is None:
         raise NotFound("session", ref.session_id)
-    return session_from_row(row)
+    return rows.session(row)
 
 
-async def update_session(db: AsyncSession, patch: SessionPatch) -> Session:
-    current = await get_session(db, SessionRef(patch.session_id, patch.owner), for_update=True)
+async def _locked_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
+    """The session, its row locked for the rest of the transaction."""
+    row = await fetch_one(conn, GET_SESSION_FOR_UPDATE, ref.session_id, ref.owner)
+    if row is None:
+        raise NotFound("session", ref.session_id)
+    return rows.session(row)
+
+
+# The fields a patch names get their new value ($n flags which); a status move to ENDED sets end_time.
+APPLY_PATCH = f"""
+UPDATE sessions SET
+    title = CASE WHEN $2 THEN $3 ELSE title END,
+    conversation_data = CASE WHEN $4 THEN $5::jsonb ELSE conversation_data END,
+    metadata = CASE WHEN $6 THEN $7::jsonb ELSE metadata END,
+    status = coalesce($8, status),
+    end_time = CASE WHEN $8 = 'ended' THEN now() ELSE end_time END,
+    version = version + 1,
+    update_time = now()
+WHERE id = $1
+RETURNING {SESSION_COLUMNS}
+"""
+
+
+@transaction
+async def update_session(conn: asyncpg.Connection, patch: SessionPatch) -> Session:
+    current = await _locked_session(conn, SessionRef(patch.session_id, patch.owner))
     if patch.etag and patch.etag != current.etag:
         raise Aborted(
             f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH"
         )
-    values: dict[str, object] = {}
-    if "title" in patch.fields:
-        values["title"] = patch.title
-    if "conversation_data" in patch.fields:
-        values["conversation_data"] = patch.conversation_data
-    if "metadata" in patch.fields:
-        values["metadata_"] = patch.metadata
-    if "status" in patch.fields and patch.status is not None and patch.status != current.status:
-        lifecycle.check_move(current.status, patch.status)
-        values.update(_status_values(patch.status))
-    if not values:
+    fields = patch.fields
+    status = patch.status if "status" in fields and patch.status not in (None, current.status) else None
+    if status is not None:
+        lifecycle.check_move(current.status, status)
+    if not (fields & {"title", "conversation_data", "metadata"}) and status is None:
         return current
-    return await _apply(db, current.session_id, values)
+    return await _apply(
+        conn, current.session_id,
+        "title" in fields, patch.title,
+        "conversation_data" in fields, rows.jsonb(patch.conversation_data),
+        "metadata" in fields, rows.jsonb(patch.metadata),
+        None if status is None else status.value,
+    )
 
 
-async def end_session(db: AsyncSession, ref: SessionRef) -> Session:
-    current = await get_session(db, ref, for_update=True)
+@transaction
+async def end_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
+    current = await _locked_session(conn, ref)
     if current.status in (SessionStatus.ENDED, SessionStatus.ARCHIVED):
         return current
     lifecycle.check_move(current.status, SessionStatus.ENDED)
-    return await _apply(db, ref.session_id, _status_values(SessionStatus.ENDED))
+    return await _apply(conn, ref.session_id, False, "", False, "{}", False, "{}", SessionStatus.ENDED.value)
 
 
-def _status_values(status: SessionStatus) -> dict[str, object]:
-    values: dict[str, object] = {"status": status.value}
-    if status is SessionStatus.ENDED:
-        values["end_time"] = func.now()
-    return values
-
-
-async def _apply(db: AsyncSession, session_id: str, values: dict[str, object]) -> Session:
-    row = await db.scalar(
-        update(SessionRow)
-        .where(SessionRow.id == session_id)
-        .values(**values, version=SessionRow.version + 1, update_time=func.now())
-        .returning(SessionRow)
-        .execution_options(synchronize_session=False)
-    )
+async def _apply(conn: asyncpg.Connection, session_id: str, *values: object) -> Session:
+    row = await fetch_one(conn, APPLY_PATCH, session_id, *values)
     assert row is not None
-    return row.to_domain()
+    return rows.session(row)
 
 
 DELETE_SESSION = f"DELETE FROM sessions WHERE id = $1 AND {owned(2)} RETURNING id"
 
 
-async def delete_session(db: Executor, ref: SessionRef) -> None:
-    """Remove the session; its messages and memory go with it (ON DELETE CASCADE). One statement."""
-    if await fetch_one(db, DELETE_SESSION, ref.session_id, ref.owner) is None:
+@statement
+async def delete_session(conn: asyncpg.Connection, ref: SessionRef) -> None:
+    """Remove the session; its messages and memory go with it (ON DELETE CASCADE)."""
+    if await fetch_one(conn, DELETE_SESSION, ref.session_id, ref.owner) is None:
         raise NotFound("session", ref.session_id)
 
 
@@ -150,7 +157,8 @@ LIST_SESSIONS = {(by_status, keyset): _list_sessions_sql(by_status, keyset) for 
                  for keyset in (False, True)}
 
 
-async def list_sessions(db: Executor, query: SessionsQuery) -> Page[Session]:
+@statement
+async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[Session]:
     """One page of a user's sessions, newest first, and the total.
 
     Keyset pagination on the (user_id, [status,] create_time DESC, id DESC) indexes: a deep page
@@ -161,16 +169,16 @@ async def list_sessions(db: Executor, query: SessionsQuery) -> Page[Session]:
         params.append(query.status.value)
     if query.after is not None:
         params += [query.after.create_time, query.after.session_id]
-    statement = LIST_SESSIONS[(query.status is not None, query.after is not None)]
-    rows = await fetch(db, statement, *params)
-    sessions = [session_from_row(row, 1) for row in rows if row[1] is not None]
-    return Page(sessions[: query.page_size], len(sessions) > query.page_size, rows[0][0])
+    found = await fetch(conn, LIST_SESSIONS[(query.status is not None, query.after is not None)], *params)
+    sessions = [rows.session(row) for row in found if row["id"] is not None]
+    return Page(sessions[: query.page_size], len(sessions) > query.page_size, found[0]["total"])
 
 
 # The session, whether it has a memory, and one row per role with messages (or one row of NULLs),
 # in one statement: a summary is part of every chat turn.
 SESSION_SUMMARY = f"""
-SELECT s.*, EXISTS (SELECT 1 FROM memories WHERE session_id = s.id), r.role, r.n, r.first, r.last
+SELECT s.*, EXISTS (SELECT 1 FROM memories WHERE session_id = s.id) AS has_memory,
+       r.role, r.n, r.first, r.last
 FROM (SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND {owned(2)}) s
 LEFT JOIN LATERAL (
     SELECT role, count(*) AS n, min(create_time) AS first, max(create_time) AS last
@@ -179,73 +187,59 @@ LEFT JOIN LATERAL (
 """
 
 
-async def session_summary(db: Executor, ref: SessionRef) -> SessionSummary:
-    rows = await fetch(db, SESSION_SUMMARY, ref.session_id, ref.owner)
-    if not rows:
+@statement
+async def session_summary(conn: asyncpg.Connection, ref: SessionRef) -> SessionSummary:
+    found = await fetch(conn, SESSION_SUMMARY, ref.session_id, ref.owner)
+    if not found:
         raise NotFound("session", ref.session_id)
     counts: dict[Role, int] = {}
     first: datetime | None = None
     last: datetime | None = None
-    width = SESSION_WIDTH
-    for row in rows:
-        role, count, role_first, role_last = row[width + 1 : width + 5]
-        if role is None:
+    for row in found:
+        if row["role"] is None:
             continue
-        counts[Role(role)] = count
-        first = role_first if first is None else min(first, role_first)
-        last = role_last if last is None else max(last, role_last)
+        counts[Role(row["role"])] = row["n"]
+        first = row["first"] if first is None else min(first, row["first"])
+        last = row["last"] if last is None else max(last, row["last"])
     return SessionSummary(
-        session=session_from_row(rows[0]),
+        session=rows.session(found[0]),
         message_counts_by_role=counts,
-        has_memory=bool(rows[0][width]),
+        has_memory=found[0]["has_memory"],
         first_message_time=first,
         last_message_time=last,
     )
 
 
-async def service_stats(db: AsyncSession) -> ServiceStats:
-    by_status = await db.execute(
-        select(
-            SessionRow.status,
-            func.count(),
-            func.coalesce(func.sum(SessionRow.message_count), 0),
-            func.coalesce(func.sum(SessionRow.total_tokens), 0),
-            func.coalesce(func.sum(SessionRow.total_cost), 0),
-        ).group_by(SessionRow.status)
-    )
-    sessions_by_status: dict[SessionStatus, int] = {}
-    messages = tokens = 0
-    cost = Decimal(0)
-    for status, count, status_messages, status_tokens, status_cost in by_status:
-        sessions_by_status[SessionStatus(status)] = count
-        messages += status_messages
-        tokens += status_tokens
-        cost += status_cost
-    users = await db.scalar(select(func.count(func.distinct(SessionRow.user_id)))) or 0
+SERVICE_STATS = """
+SELECT status, count(*) AS sessions, coalesce(sum(message_count), 0) AS messages,
+       coalesce(sum(total_tokens), 0) AS tokens, coalesce(sum(total_cost), 0) AS cost,
+       (SELECT count(DISTINCT user_id) FROM sessions) AS users
+FROM sessions GROUP BY status
+"""
+
+
+@statement
+async def service_stats(conn: asyncpg.Connection) -> ServiceStats:
+    found = await fetch(conn, SERVICE_STATS)
+    sessions_by_status = {SessionStatus(row["status"]): row["sessions"] for row in found}
     return ServiceStats(
         total_sessions=sum(sessions_by_status.values()),
         sessions_by_status=sessions_by_status,
-        total_messages=int(messages),
-        total_tokens=int(tokens),
-        total_cost=cost,
-        distinct_users=users,
+        total_messages=int(sum(row["messages"] for row in found)),
+        total_tokens=int(sum(row["tokens"] for row in found)),
+        total_cost=sum((row["cost"] for row in found), Decimal(0)),
+        distinct_users=found[0]["users"] if found else 0,
     )
 
 
-async def expire_sessions(db: AsyncSession, idle_for: timedelta) -> int:
+EXPIRE_SESSIONS = """
+UPDATE sessions SET status = 'expired', version = version + 1, update_time = now()
+WHERE status = 'active' AND last_activity_time < now() - $1::interval
+"""
+
+
+@statement
+async def expire_sessions(conn: asyncpg.Connection, idle_for: timedelta) -> int:
     """Move ACTIVE sessions idle for longer than `idle_for` to EXPIRED; how many moved."""
-    expired = await db.scalars(
-        update(SessionRow)
-        .where(
-            SessionRow.status == SessionStatus.ACTIVE.value,
-            SessionRow.last_activity_time < func.now() - idle_for,
-        )
-        .values(
-            status=SessionStatus.EXPIRED.value,
-            version=SessionRow.version + 1,
-            update_time=func.now(),
-        )
-        .returning(SessionRow.id)
-        .execution_options(synchronize_session=False)
-    )
-    return len(list(expired))
+    status = await conn.execute(EXPIRE_SESSIONS, idle_for)
+    return int(status.split()[-1])

@@ -1,4 +1,5 @@
-"""The schema as SQLAlchemy models. Alembic owns the real schema; these mirror it for queries.
+"""The schema as SQLAlchemy models. Alembic owns the real schema; these mirror it (tests compare
+the two). The queries are fixed SQL over the columns in rows.py.
 
 No foreign key points at a users table: users live in the account service.
 """
@@ -6,12 +7,10 @@ No foreign key points at a users table: users live in the account service.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-import asyncpg
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -23,7 +22,6 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..domain import records
@@ -92,23 +90,6 @@ class SessionRow(Base):
         ),
     )
 
-    def to_domain(self) -> records.Session:
-        return records.Session(
-            session_id=self.id,
-            user_id=self.user_id,
-            status=records.SessionStatus(self.status),
-            title=self.title,
-            conversation_data=self.conversation_data,
-            metadata=self.metadata_,
-            message_count=self.message_count,
-            total_tokens=self.total_tokens,
-            total_cost=self.total_cost,
-            create_time=self.create_time,
-            update_time=self.update_time,
-            last_activity_time=self.last_activity_time,
-            end_time=self.end_time,
-            version=self.version,
-        )
 
 
 class MessageRow(Base):
@@ -156,89 +137,3 @@ class MemoryRow(Base):
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
     update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
     version: Mapped[int] = mapped_column(BigInteger, server_default="1")
-
-    def to_domain(self) -> records.Memory:
-        return records.Memory(
-            session_id=self.session_id,
-            user_id=self.user_id,
-            conversation_summary=self.conversation_summary,
-            facts=list(self.facts),
-            preferences=self.preferences,
-            metadata=self.metadata_,
-            create_time=self.create_time,
-            update_time=self.update_time,
-            version=self.version,
-        )
-
-
-# ---- the hot paths: plain SQL on the driver, rows straight to records --------------------------------
-# Building and compiling an ORM statement per call costs more than the database work of a
-# small call, so the per-call queries are fixed SQL strings (asyncpg prepares each once per
-# connection) over the columns below, read by position.
-
-SESSION_COLUMNS = (
-    "id, user_id, status, title, conversation_data, metadata, message_count, total_tokens, total_cost, "
-    "create_time, update_time, last_activity_time, end_time, version"
-)
-MESSAGE_COLUMNS = (
-    "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time"
-)
-MEMORY_COLUMNS = (
-    "session_id, user_id, conversation_summary, facts, preferences, metadata, create_time, update_time, version"
-)
-SESSION_WIDTH = 14
-
-
-def owned(param: int, column: str = "user_id") -> str:
-    """The predicate that keeps a statement to the sessions of the call's owner, `$param`
-    (records.Owner: NULL for any). It always stands beside a key lookup (`id = $1`), so the
-    plan is the key's: the owner is a filter on the one row found, not a second query."""
-    return f"(${param}::text IS NULL OR {column} = ${param})"
-
-_STATUSES = {status.value: status for status in records.SessionStatus}
-_ROLES = {role.value: role for role in records.Role}
-_MESSAGE_TYPES = {kind.value: kind for kind in records.MessageType}
-
-
-def session_from_row(row: Sequence[Any], offset: int = 0) -> records.Session:
-    """A Session from SESSION_COLUMNS, in order, starting at `offset`."""
-    o = offset
-    return records.Session(
-        str(row[o]), row[o + 1], _STATUSES[row[o + 2]], row[o + 3], row[o + 4], row[o + 5], row[o + 6],
-        row[o + 7], row[o + 8], row[o + 9], row[o + 10], row[o + 11], row[o + 12], row[o + 13],
-    )
-
-
-def message_from_row(row: Sequence[Any], offset: int = 0) -> records.Message:
-    """A Message from MESSAGE_COLUMNS, in order, starting at `offset`."""
-    o = offset
-    return records.Message(
-        str(row[o]), str(row[o + 1]), row[o + 2], row[o + 3], _ROLES[row[o + 4]], _MESSAGE_TYPES[row[o + 5]],
-        row[o + 6], row[o + 7], row[o + 8], row[o + 9], row[o + 10],
-    )
-
-
-def memory_from_row(row: Sequence[Any], offset: int = 0) -> records.Memory:
-    """A Memory from MEMORY_COLUMNS, in order, starting at `offset`."""
-    o = offset
-    return records.Memory(
-        str(row[o]), row[o + 1], row[o + 2], list(row[o + 3]), row[o + 4], row[o + 5], row[o + 6], row[o + 7],
-        row[o + 8],
-    )
-
-
-Executor = AsyncSession | asyncpg.Connection
-"""What a hot-path storage function runs on: the driver's connection (Database.run_driver) or an
-ORM session inside a Database.run transaction."""
-
-
-async def fetch(db: Executor, statement: str, *params: Any) -> Sequence[Sequence[Any]]:
-    """The rows of one statement, on whichever of the two `db` is."""
-    if isinstance(db, asyncpg.Connection):
-        return await db.fetch(statement, *params)
-    return (await (await db.connection()).exec_driver_sql(statement, params)).all()
-
-
-async def fetch_one(db: Executor, statement: str, *params: Any) -> Sequence[Any] | None:
-    rows = await fetch(db, statement, *params)
-    return rows[0] if rows else None

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf import duration_pb2, field_mask_pb2, struct_pb2
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_before_delay, wait_random_exponential
+from tenacity.stop import stop_base
 
 from ._config import ChannelOptions, RetryPolicy, TlsOptions
 from ._exceptions import Unavailable, from_rpc_error, invalid_argument
@@ -50,17 +51,22 @@ def _is_retryable(error: BaseException) -> bool:
 
 
 def _struct(value: JsonObject | struct_pb2.Struct | None) -> struct_pb2.Struct | None:
-    if value is None or isinstance(value, struct_pb2.Struct):
+    return None if value is None else _struct_of(value)
+
+
+def _struct_of(value: JsonObject | struct_pb2.Struct) -> struct_pb2.Struct:
+    if isinstance(value, struct_pb2.Struct):
         return value
     struct = struct_pb2.Struct()
     struct.update(dict(value))
     return struct
 
 
-def _enum(wrapper: Any, prefix: str, value: Any, field: str) -> int:
+def _enum(wrapper: Any, prefix: str, value: int | str, field: str) -> Any:
     """Accept the enum value itself, or its name with or without the prefix, any case ("user", "ROLE_USER").
 
     Any other name is InvalidArgument for `field` (the request's field path), naming the accepted ones.
+    The number is returned as Any: protoc's stubs type enum fields as the enum's class, an int at run time.
     """
     if isinstance(value, int):
         return value
@@ -156,10 +162,7 @@ class SessionClient:
             if token is not None and not insecure_token:
                 raise ValueError("a bearer token over a plaintext channel needs insecure_token=True (or use tls=...)")
             self._channel = grpc.aio.insecure_channel(target, options=channel_options.as_grpc_options())
-        if token is not None and not tls:
-            self._plain_token = _BearerToken(token)
-        else:
-            self._plain_token = None
+        self._plain_token: _BearerToken | None = _BearerToken(token) if token is not None and not tls else None
         self._sessions = rpc.SessionServiceStub(self._channel)
         self._messages = rpc.MessageServiceStub(self._channel)
         self._memories = rpc.MemoryServiceStub(self._channel)
@@ -190,14 +193,14 @@ class SessionClient:
         if self._plain_token is None:
             return self._metadata
         headers: list[tuple[str, str]] = []
-        self._plain_token(None, lambda items, error: headers.extend(items))  # type: ignore[arg-type]
+        self._plain_token(None, lambda items, error: headers.extend(items))
         return self._metadata + tuple(headers)
 
     def _retrying(self, retry: bool) -> AsyncRetrying:
         """`retry`: the call is safe to repeat after UNAVAILABLE. Any call is repeated after a
         refusal before running (REFUSED_BEFORE_RUNNING); RetryPolicy.disabled() turns both off."""
         policy = self.retry
-        stop = stop_after_attempt(max(1, policy.max_attempts))
+        stop: stop_base = stop_after_attempt(max(1, policy.max_attempts))
         if policy.total_deadline is not None:
             stop = stop | stop_before_delay(policy.total_deadline)
         return AsyncRetrying(
@@ -265,7 +268,7 @@ class SessionClient:
         session_id: str,
         *,
         title: str | None = None,
-        status: pb.SessionStatus.ValueType | str | None = None,
+        status: int | str | None = None,
         conversation_data: JsonObject | None = None,
         metadata: JsonObject | None = None,
         etag: str = "",
@@ -282,13 +285,13 @@ class SessionClient:
             session.title = title
             paths.append("title")
         if status is not None:
-            session.status = _enum(pb.SessionStatus, "SESSION_STATUS_", status, "session.status")  # type: ignore[assignment]
+            session.status = _enum(pb.SessionStatus, "SESSION_STATUS_", status, "session.status")
             paths.append("status")
         if conversation_data is not None:
-            session.conversation_data.CopyFrom(_struct(conversation_data))
+            session.conversation_data.CopyFrom(_struct_of(conversation_data))
             paths.append("conversation_data")
         if metadata is not None:
-            session.metadata.CopyFrom(_struct(metadata))
+            session.metadata.CopyFrom(_struct_of(metadata))
             paths.append("metadata")
         if not paths:
             raise ValueError("update_session needs at least one field to change")
@@ -308,7 +311,7 @@ class SessionClient:
         self,
         user_id: str,
         *,
-        status: pb.SessionStatus.ValueType | str | None = None,
+        status: int | str | None = None,
         page_size: int = 0,
         page_token: str = "",
     ) -> pb.ListSessionsResponse:
@@ -319,14 +322,14 @@ class SessionClient:
         """
         request = pb.ListSessionsRequest(
             user_id=user_id,
-            status=_enum(pb.SessionStatus, "SESSION_STATUS_", status, "status") if status is not None else 0,  # type: ignore[arg-type]
+            status=_enum(pb.SessionStatus, "SESSION_STATUS_", status, "status") if status is not None else None,
             page_size=page_size,
             page_token=page_token,
         )
         return await self._unary(self._sessions.ListSessions, request, retry=True)
 
     async def list_sessions(
-        self, user_id: str, *, status: pb.SessionStatus.ValueType | str | None = None, page_size: int = 0
+        self, user_id: str, *, status: int | str | None = None, page_size: int = 0
     ) -> AsyncIterator[pb.Session]:
         """Every session of the user, newest first, fetched page by page as you iterate."""
         token = ""
@@ -362,10 +365,10 @@ class SessionClient:
     async def add_message(
         self,
         session_id: str,
-        role: pb.Role.ValueType | str,
+        role: int | str,
         content: str,
         *,
-        message_type: pb.MessageType.ValueType | str | None = None,
+        message_type: int | str | None = None,
         tokens_used: int = 0,
         cost: Cost | None = None,
         metadata: JsonObject | None = None,
@@ -386,8 +389,8 @@ class SessionClient:
             raise TypeError("cost must be a Decimal or a decimal string, not a float")
         request = pb.AddMessageRequest(
             session_id=session_id,
-            role=_enum(pb.Role, "ROLE_", role, "role"),  # type: ignore[arg-type]
-            message_type=_enum(pb.MessageType, "MESSAGE_TYPE_", message_type, "message_type") if message_type is not None else 0,  # type: ignore[arg-type]
+            role=_enum(pb.Role, "ROLE_", role, "role"),
+            message_type=_enum(pb.MessageType, "MESSAGE_TYPE_", message_type, "message_type") if message_type is not None else None,
             content=content,
             tokens_used=tokens_used,
             cost=_cost(cost),
@@ -453,7 +456,7 @@ class SessionClient:
         try:
             while True:
                 try:
-                    response = await self._retrying(True)(next_response)
+                    response: Any = await self._retrying(True)(next_response)
                 except grpc.aio.AioRpcError as error:
                     raise from_rpc_error(error) from None
                 if response is grpc.aio.EOF:
@@ -512,10 +515,10 @@ class SessionClient:
             memory.facts.extend(facts)
             paths.append("facts")
         if preferences is not None:
-            memory.preferences.CopyFrom(_struct(preferences))
+            memory.preferences.CopyFrom(_struct_of(preferences))
             paths.append("preferences")
         if metadata is not None:
-            memory.metadata.CopyFrom(_struct(metadata))
+            memory.metadata.CopyFrom(_struct_of(metadata))
             paths.append("metadata")
         if not paths:
             raise ValueError("update_memory needs at least one field to change")

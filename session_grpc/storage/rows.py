@@ -1,0 +1,80 @@
+"""The columns the storage statements select, and one mapper per record from a row of them.
+
+Every statement is fixed SQL on the driver's connection: building and compiling an ORM statement
+per call costs more than the database work of a small call, and asyncpg prepares each fixed
+statement once per connection. Rows are read by column name, so a statement may select more
+(a count, a flag) beside a record's columns without offsets to keep in step.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import asyncpg
+
+from ..domain import records
+
+SESSION_COLUMNS = (
+    "id, user_id, status, title, conversation_data, metadata, message_count, total_tokens, total_cost, "
+    "create_time, update_time, last_activity_time, end_time, version"
+)
+MESSAGE_COLUMNS = (
+    "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time"
+)
+MEMORY_COLUMNS = (
+    "session_id, user_id, conversation_summary, facts, preferences, metadata, create_time, update_time, version"
+)
+
+Row = Mapping[str, Any]
+
+_STATUSES = {status.value: status for status in records.SessionStatus}
+_ROLES = {role.value: role for role in records.Role}
+_MESSAGE_TYPES = {kind.value: kind for kind in records.MessageType}
+
+
+def owned(param: int, column: str = "user_id") -> str:
+    """The predicate that keeps a statement to the sessions of the call's owner, `$param`
+    (records.Owner: NULL for any). It always stands beside a key lookup (`id = $1`), so the
+    plan is the key's: the owner is a filter on the one row found, not a second query."""
+    return f"(${param}::text IS NULL OR {column} = ${param})"
+
+
+def session(row: Row) -> records.Session:
+    """A Session from a row with SESSION_COLUMNS."""
+    return records.Session(
+        str(row["id"]), row["user_id"], _STATUSES[row["status"]], row["title"], row["conversation_data"],
+        row["metadata"], row["message_count"], row["total_tokens"], row["total_cost"], row["create_time"],
+        row["update_time"], row["last_activity_time"], row["end_time"], row["version"],
+    )
+
+
+def message(row: Row) -> records.Message:
+    """A Message from a row with MESSAGE_COLUMNS."""
+    return records.Message(
+        str(row["id"]), str(row["session_id"]), row["user_id"], row["sequence"], _ROLES[row["role"]],
+        _MESSAGE_TYPES[row["message_type"]], row["content"], row["tokens_used"], row["cost"], row["metadata"],
+        row["create_time"],
+    )
+
+
+def memory(row: Row) -> records.Memory:
+    """A Memory from a row with MEMORY_COLUMNS."""
+    return records.Memory(
+        str(row["session_id"]), row["user_id"], row["conversation_summary"], list(row["facts"]),
+        row["preferences"], row["metadata"], row["create_time"], row["update_time"], row["version"],
+    )
+
+
+def jsonb(value: dict[str, Any]) -> str:
+    """A JSON object as a jsonb parameter (the pool's connections encode jsonb from text)."""
+    return json.dumps(value, separators=(",", ":")) if value else "{}"
+
+
+async def fetch(conn: asyncpg.Connection, statement: str, *params: Any) -> Sequence[Row]:
+    return await conn.fetch(statement, *params)
+
+
+async def fetch_one(conn: asyncpg.Connection, statement: str, *params: Any) -> Row | None:
+    return await conn.fetchrow(statement, *params)
