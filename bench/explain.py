@@ -15,6 +15,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from session_grpc import paging
 from session_grpc.storage import messages, sessions
 
 from . import seed
@@ -47,14 +48,14 @@ async def main() -> None:
             )
             out = [
                 await explain(conn, "ListSessions, first page (user with 10,000 sessions)",
-                              sessions.LIST_SESSIONS[(False, False)], "big-user", 51),
+                              sessions.LIST_SESSIONS[(False, False)], "big-user", 51, paging.RESPONSE_BYTES),
                 await explain(conn, "ListSessions, page after 9,000 sessions (keyset)",
-                              sessions.LIST_SESSIONS[(False, True)], "big-user", 51, deep[0], deep[1]),
+                              sessions.LIST_SESSIONS[(False, True)], "big-user", 51, paging.RESPONSE_BYTES, deep[0], deep[1]),
                 await explain(conn, "GetSession (owner-scoped, as in token mode)", sessions.GET_SESSION, long_session, "long-user"),
                 await explain(conn, "ListMessages latest 20, order_by \"sequence desc\" (session with 50,000 messages)",
-                              messages.PAGE_DESCENDING, long_session, 2**63 - 1, 21, "long-user"),
+                              messages.PAGE_DESCENDING, long_session, 2**63 - 1, 21, "long-user", paging.RESPONSE_BYTES),
                 await explain(conn, "ListMessages page in the middle (after sequence 25,000)",
-                              messages.PAGE_ASCENDING, long_session, 25_000, 101, "long-user"),
+                              messages.PAGE_ASCENDING, long_session, 25_000, 101, "long-user", paging.RESPONSE_BYTES),
                 await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGE, str(uuid.uuid4()), long_session,
                               12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user"),
                 await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",

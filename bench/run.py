@@ -37,7 +37,7 @@ from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.testing import free_port
 
-from . import loadgen, procstat, report, seed
+from . import loadgen, memory, procstat, report, seed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -155,6 +155,7 @@ class Bench:
     postmaster: int
     results: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    memory: dict[str, Any] = field(default_factory=dict)
 
     def meter(self, server_pid: int | None) -> procstat.CpuMeter:
         groups = [
@@ -639,6 +640,8 @@ async def run(cfg: Config) -> dict[str, Any]:
                         {f"{cfg.big_messages} msgs": str(uuid.uuid4())}, target="no-op", count=cfg.big_messages,
                     )
                     await channel_noop.close()
+                if want("memory"):
+                    bench.memory = await memory.big_pages(real.pid, real.port, urls["session"])
             for proc in (reference, noop):
                 proc.stop()
             if want("workers") and len(cfg.workers) > 1:
@@ -677,6 +680,7 @@ async def run(cfg: Config) -> dict[str, Any]:
                    for k, v in vars(cfg).items()},
         "wall_seconds": time.monotonic() - began,
         "results": bench.results,
+        "memory": bench.memory,
         "notes": bench.notes,
     }
     result["comparisons"] = report.comparisons(bench.results, cfg)
@@ -706,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--reps", type=int)
     parser.add_argument("--duration", type=float, help="seconds measured per repetition (closed loop)")
-    parser.add_argument("--only", default="", help="comma list among point,open,chat,big,workers,peer")
+    parser.add_argument("--only", default="", help="comma list among point,open,chat,big,memory,workers,peer")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {"peer": not args.no_peer, "chart": not args.no_chart, "out": args.out}

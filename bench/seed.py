@@ -32,8 +32,10 @@ async def big_user(conn: asyncpg.Connection, user_id: str, count: int) -> None:
     )
 
 
-async def long_session(conn: asyncpg.Connection, user_id: str, count: int) -> str:
-    """One session holding `count` messages, alternating user and assistant; returns its id."""
+async def long_session(conn: asyncpg.Connection, user_id: str, count: int, content_bytes: int = 0) -> str:
+    """One session holding `count` messages, alternating user and assistant; returns its id.
+    With `content_bytes`, each message's content is that long (the memory workload's session of
+    the largest messages the limits admit)."""
     session_id = str(uuid.uuid4())
     async with conn.transaction():
         await conn.execute(
@@ -47,7 +49,8 @@ async def long_session(conn: asyncpg.Connection, user_id: str, count: int) -> st
                                   tokens_used, cost, metadata, create_time)
             SELECT gen_random_uuid(), $1, $2, g,
                    CASE WHEN g % 2 = 1 THEN 'user' ELSE 'assistant' END, 'chat',
-                   CASE WHEN g % 2 = 1 THEN $3 ELSE $4 END,
+                   CASE WHEN $6::int > 0 THEN left(repeat(md5(g::text), $6::int / 32 + 1), $6::int)
+                        WHEN g % 2 = 1 THEN $3 ELSE $4 END,
                    CASE WHEN g % 2 = 1 THEN 12 ELSE 48 END,
                    CASE WHEN g % 2 = 1 THEN 0.00015 ELSE 0.0006 END,
                    '{}'::jsonb, now() - make_interval(secs => ($5::int - g) / 1000.0)
@@ -58,6 +61,7 @@ async def long_session(conn: asyncpg.Connection, user_id: str, count: int) -> st
             USER_CONTENT,
             ASSISTANT_CONTENT,
             count,
+            content_bytes,
         )
         await conn.execute(
             """
@@ -77,3 +81,4 @@ async def analyze(conn: asyncpg.Connection) -> None:
     counts over an index skip the table (index-only scans)."""
     for table in ("sessions", "messages"):
         await conn.execute(f"VACUUM ANALYZE {table}")
+

@@ -234,7 +234,7 @@ def sessions_query(
     check.raise_if_any()
     scope = {"user_id": user_id, "status": request.status}
     after = tokens.after(paging.SESSIONS, request.page_token, scope)
-    return records.SessionsQuery(user_id, status, page_size, after, scope)
+    return records.SessionsQuery(user_id, status, page_size, after, scope, paging.RESPONSE_BYTES)
 
 
 def messages_query(
@@ -251,7 +251,9 @@ def messages_query(
     descending = MESSAGE_ORDERS[order]
     scope = {"session_id": sid, "descending": descending}
     position = tokens.after(paging.MESSAGES, request.page_token, scope)
-    return records.MessagesQuery(records.SessionRef(sid, owner_scope()), page_size, position, scope, descending)
+    return records.MessagesQuery(
+        records.SessionRef(sid, owner_scope()), page_size, position, scope, paging.RESPONSE_BYTES, descending
+    )
 
 
 def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIMITS) -> records.MessagesQuery:
@@ -263,5 +265,6 @@ def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIM
     check.raise_if_any()
     assert sid is not None
     return records.MessagesQuery(
-        records.SessionRef(sid, owner_scope()), page_size, request.after_sequence, {"session_id": sid}
+        records.SessionRef(sid, owner_scope()), page_size, request.after_sequence, {"session_id": sid},
+        paging.STREAM_BATCH_BYTES,
     )

@@ -9,9 +9,12 @@ from decimal import Decimal
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, struct_pb2
 
+from session_grpc import paging
 from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc.domain.records import SessionsQuery
+from session_grpc.storage import sessions as storage_sessions
 from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.server import build_server
 
@@ -413,3 +416,18 @@ async def test_server_expiry_loop_expires_idle_sessions_by_itself(database_url, 
     finally:
         await server.stop(grace=0)
     assert (await get(sessions, recent.session_id)).status == pb.SESSION_STATUS_ACTIVE
+
+
+async def test_list_sessions_of_large_sessions_stops_short_of_4_mib_and_reads_only_its_budget(service, sessions):
+    """40 sessions with 120 KB of JSON each (5 MB): a page of 1000 stops short of 4 MiB, its token
+    continues, and storage reads no more than the page budget (plus one session)."""
+    blob = struct_pb2.Struct()
+    blob.update({"blob": "y" * 60_000})
+    await asyncio.gather(*(new_session(sessions, "wide", conversation_data=blob, metadata=blob) for _ in range(40)))
+    pages = await list_pages(sessions, user_id="wide", page_size=1000)
+    assert len(pages) >= 2 and all(page.ByteSize() < 4 * 1024 * 1024 for page in pages)
+    listed = [s.session_id for page in pages for s in page.sessions]
+    assert len(listed) == len(set(listed)) == 40
+    query = SessionsQuery("wide", None, 1000, None, {}, paging.RESPONSE_BYTES)
+    page = await service.db.run(storage_sessions.list_sessions, query)
+    assert len(page.items) <= paging.RESPONSE_BYTES // 120_000 + 1 and page.more and page.total == 40

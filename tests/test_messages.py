@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from dataclasses import replace
 from decimal import Decimal
 
 import grpc
 import pytest
 from google.protobuf import struct_pb2
 
+from session_grpc import paging
 from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc.domain.records import MessagesQuery, SessionRef
+from session_grpc.storage import messages as storage_messages
 
 from .helpers import add, expect_failure, new_session, set_status, statements_waiting_for_a_lock
 
@@ -572,3 +576,54 @@ async def test_page_token_of_one_order_is_invalid_with_the_other(sessions, messa
     )
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in failure.field_violations
+
+
+# ---- large messages: pages and streams bounded in bytes ------------------------------------------
+
+LARGE = 200 * 1024
+
+
+async def add_large(messages, session_id: str, count: int) -> None:  # type: ignore[no-untyped-def]
+    for start in range(0, count, 10):
+        await asyncio.gather(
+            *(add(messages, session_id, f"{i:04d}" + "x" * (LARGE - 4)) for i in range(start, min(start + 10, count)))
+        )
+
+
+async def test_list_messages_of_large_messages_stops_short_of_4_mib_and_its_token_continues(sessions, messages):
+    session = await new_session(sessions)
+    await add_large(messages, session.session_id, 40)  # 8 MB: two default receive limits
+    for order in ("", "sequence desc"):
+        seen, token, pages = [], "", 0
+        while True:
+            page = await messages.ListMessages(
+                pb.ListMessagesRequest(session_id=session.session_id, page_size=1000, page_token=token, order_by=order)
+            )
+            assert page.ByteSize() < 4 * 1024 * 1024 and page.total_size == 40
+            seen += [m.sequence for m in page.messages]
+            pages, token = pages + 1, page.next_page_token
+            if not token:
+                break
+        assert seen == sorted(range(1, 41), reverse=bool(order)) and pages >= 2
+
+
+async def test_a_page_reads_no_more_than_its_byte_budget_from_the_database(service, sessions, messages):
+    """ListMessages(page_size=1000) on a session of large messages: storage fetches the page
+    budget's worth (plus one message), not page_size rows, so one small request cannot make the
+    server hold hundreds of MB."""
+    session = await new_session(sessions)
+    await add_large(messages, session.session_id, 40)
+    query = MessagesQuery(SessionRef(session.session_id, None), 1000, None, {}, paging.RESPONSE_BYTES)
+    page = await service.db.run(storage_messages.list_messages, query)
+    assert paging.RESPONSE_BYTES <= sum(len(m.content) for m in page.items) < paging.RESPONSE_BYTES + LARGE
+    assert page.more and page.total == 40
+    batch = await service.db.run(storage_messages.list_messages, replace(query, byte_budget=paging.STREAM_BATCH_BYTES))
+    assert len(batch.items) == paging.STREAM_BATCH_BYTES // LARGE + 1 and batch.more
+
+
+async def test_stream_messages_of_large_messages_streams_each_once_in_order(sessions, messages):
+    session = await new_session(sessions)
+    await add_large(messages, session.session_id, 30)
+    streamed = await stream(messages, session_id=session.session_id, page_size=1000)
+    assert [m.sequence for m in streamed] == list(range(1, 31))
+    assert sorted(m.content[:4] for m in streamed) == [f"{i:04d}" for i in range(30)]

@@ -201,6 +201,8 @@ class SessionsQuery:
     """The key to continue after; None starts at the newest."""
     scope: dict[str, Any]
     """What a page token of this query is bound to (its filters)."""
+    byte_budget: int
+    """Sessions that start past this many bytes (title and JSON fields) wait for the next page."""
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,8 @@ class MessagesQuery:
     """The sequence to continue after (or before, when descending); None starts at the first page."""
     scope: dict[str, Any]
     """What a page token of this query is bound to (its session and order)."""
+    byte_budget: int
+    """Messages that start past this many bytes (content and metadata) wait for the next page."""
     descending: bool = False
 
 

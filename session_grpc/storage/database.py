@@ -83,9 +83,11 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
 
 
 def _invalidate_unusable_connections(engine: AsyncEngine) -> None:
-    """On the SQLAlchemy path (Database.run) too, a connection that failed in a way that leaves
-    asyncpg's protocol in an unknown state is dropped, not returned to the pool (see
-    _leaves_connection_unusable). SQLAlchemy only drops connections asyncpg reports closed."""
+    """Where SQLAlchemy executes statements itself (Database.ping, the health check), a connection
+    that failed in a way that leaves asyncpg's protocol in an unknown state is dropped too, not
+    returned to the pool (see _leaves_connection_unusable); SQLAlchemy by itself only drops
+    connections asyncpg reports closed. Database.run's own path does the same in
+    _as_sqlalchemy_error."""
 
     @event.listens_for(engine.sync_engine, "handle_error")
     def _mark(context) -> None:  # type: ignore[no-untyped-def]

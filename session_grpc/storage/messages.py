@@ -53,13 +53,26 @@ SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
 
 # One page and the session's message count in one statement; no row at all means no session.
+# The page is bounded in bytes as well as rows: of the first $3 messages only those that start
+# within $5 bytes (content and metadata, as the client will get them) are returned, so a page of
+# 1,000 messages of 256 KiB never reaches the server whole. `size` is read from the stored
+# values' headers (no detoasting of content); `fetched` says how many the row limit found, so the
+# caller knows there is more when the budget cut the page short.
 _PAGE = f"""
 SELECT s.message_count, m.* FROM sessions s
 LEFT JOIN LATERAL (
-    SELECT {MESSAGE_COLUMNS} FROM messages
-    WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
+    SELECT * FROM (
+        SELECT *, sum(size) OVER (ORDER BY sequence {{order}}) - size AS before, count(*) OVER () AS fetched
+        FROM (
+            SELECT {MESSAGE_COLUMNS}, octet_length(content) + octet_length(metadata::text) AS size
+            FROM messages
+            WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
+        ) page
+    ) sized
+    WHERE before < $5
 ) m ON true
 WHERE s.id = $1 AND {owned(4, "s.user_id")}
+ORDER BY m.sequence {{order}}
 """
 PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
 PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
@@ -104,15 +117,15 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
 
 @statement
 async def list_messages(conn: asyncpg.Connection, query: MessagesQuery) -> Page[Message]:
-    """One page of a session's messages and its message count; no row at all: the session is
-    missing (or not the owner's)."""
+    """One page of a session's messages (at most page_size, and no more than byte_budget but one)
+    and the session's message count; no row at all: the session is missing (or not the owner's)."""
     if query.descending:
         sql, start = PAGE_DESCENDING, LAST_SEQUENCE if query.position is None else query.position
     else:
         sql, start = PAGE_ASCENDING, query.position or 0
     session = query.session
-    found = await fetch(conn, sql, session.session_id, start, query.page_size + 1, session.owner)
+    found = await fetch(conn, sql, session.session_id, start, query.page_size + 1, session.owner, query.byte_budget)
     if not found:
         raise NotFound("session", session.session_id)
-    messages = [rows.message(row) for row in found if row["id"] is not None]
-    return Page(messages[: query.page_size], len(messages) > query.page_size, found[0]["message_count"])
+    messages = [rows.message(row) for row in found[: query.page_size] if row["id"] is not None]
+    return Page(messages, (found[0]["fetched"] or 0) > len(messages), found[0]["message_count"])

@@ -140,16 +140,27 @@ async def delete_session(conn: asyncpg.Connection, ref: SessionRef) -> None:
 
 
 def _list_sessions_sql(by_status: bool, keyset: bool) -> str:
-    """The page and the total in one statement; a total of 0 still gives one row (of NULL columns)."""
-    status = " AND status = $3" if by_status else ""
-    n = 4 if by_status else 3
+    """The page and the total in one statement; a total of 0 still gives one row (of NULL columns).
+    Bounded in bytes like a page of messages (messages.py): of the first $2 sessions only those
+    that start within $3 bytes (title, conversation data and metadata) are returned."""
+    status = " AND status = $4" if by_status else ""
+    n = 5 if by_status else 4
     after = f" AND (create_time, id) < (${n}::timestamptz, ${n + 1}::uuid)" if keyset else ""
     return f"""
 SELECT t.total, s.* FROM (SELECT count(*) AS total FROM sessions WHERE user_id = $1{status}) t
 LEFT JOIN LATERAL (
-    SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1{status}{after}
-    ORDER BY create_time DESC, id DESC LIMIT $2
+    SELECT * FROM (
+        SELECT *, sum(size) OVER (ORDER BY create_time DESC, id DESC) - size AS before, count(*) OVER () AS fetched
+        FROM (
+            SELECT {SESSION_COLUMNS},
+                   octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text) AS size
+            FROM sessions WHERE user_id = $1{status}{after}
+            ORDER BY create_time DESC, id DESC LIMIT $2
+        ) page
+    ) sized
+    WHERE before < $3
 ) s ON true
+ORDER BY s.create_time DESC, s.id DESC
 """
 
 
@@ -159,19 +170,20 @@ LIST_SESSIONS = {(by_status, keyset): _list_sessions_sql(by_status, keyset) for 
 
 @statement
 async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[Session]:
-    """One page of a user's sessions, newest first, and the total.
+    """One page of a user's sessions, newest first (at most page_size, and no more than
+    byte_budget but one), and the total.
 
     Keyset pagination on the (user_id, [status,] create_time DESC, id DESC) indexes: a deep page
     costs what the first does. The total is a count over the user's index entries.
     """
-    params: list[object] = [query.user_id, query.page_size + 1]
+    params: list[object] = [query.user_id, query.page_size + 1, query.byte_budget]
     if query.status is not None:
         params.append(query.status.value)
     if query.after is not None:
         params += [query.after.create_time, query.after.session_id]
     found = await fetch(conn, LIST_SESSIONS[(query.status is not None, query.after is not None)], *params)
-    sessions = [rows.session(row) for row in found if row["id"] is not None]
-    return Page(sessions[: query.page_size], len(sessions) > query.page_size, found[0]["total"])
+    sessions = [rows.session(row) for row in found[: query.page_size] if row["id"] is not None]
+    return Page(sessions, (found[0]["fetched"] or 0) > len(sessions), found[0]["total"])
 
 
 # The session, whether it has a memory, and one row per role with messages (or one row of NULLs),
