@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from session_grpc.embedded import EmbeddedCluster
+from session_grpc.testing import EmbeddedCluster
 
 from . import partition, scenarios, shutdown
 

@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
-from session_grpc.embedded import EmbeddedCluster
+from session_grpc.testing import EmbeddedCluster
 from session_grpc.server import SessionServer, build_server, running
 from session_grpc.settings import Settings
 from session_grpc.testing import create_database, free_port
