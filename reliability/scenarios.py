@@ -27,7 +27,7 @@ from sqlalchemy.engine import make_url
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
-from session_grpc.embedded import EmbeddedCluster
+from session_grpc.testing import EmbeddedCluster
 from session_grpc.server import SessionServer, build_server, running
 from session_grpc.settings import Settings
 from session_grpc.testing import create_database, free_port
@@ -54,6 +54,8 @@ class Outcome:
     wrong_codes: int = 0
     exit_code: int | None = None
     database: str = field(default="", repr=False)
+    notes: str = ""
+    """Figures of this scenario that have no column (printed under the table)."""
 
     def row(self) -> dict[str, object]:
         return {
@@ -85,12 +87,14 @@ class Writers:
     With retry_unavailable, a writer retries an UNAVAILABLE call with the same request_id at
     once, after a jittered backoff, as a client library does; every other failure (and the last
     UNAVAILABLE before stop) is left for retry_unacked. Either way every failed call is followed
-    by exactly one retry (outcome.retried)."""
+    by exactly one retry (outcome.retried). `timeout` is each call's deadline."""
 
     def __init__(
-        self, channel: grpc.aio.Channel, session_ids: list[str], outcome: Outcome, *, retry_unavailable: bool = False
+        self, channel: grpc.aio.Channel, session_ids: list[str], outcome: Outcome, *,
+        retry_unavailable: bool = False, timeout: float = 3.0,
     ) -> None:
         self.messages = rpc.MessageServiceStub(channel)
+        self.timeout = timeout
         self.session_ids = session_ids
         self.outcome = outcome
         self.retry_unavailable = retry_unavailable
@@ -125,7 +129,7 @@ class Writers:
                         session_id=session_id, role=pb.ROLE_USER, content=f"{session_id[:8]}-{n}",
                         tokens_used=3, cost="0.001", request_id=request_id,
                     ),
-                    timeout=3,
+                    timeout=self.timeout,
                 )
                 self.acked[request_id] = (session_id, response.message.sequence)
                 self.outcome.acknowledged += 1
@@ -155,7 +159,7 @@ class Writers:
                             session_id=session_id, role=pb.ROLE_USER, content="retry", tokens_used=3,
                             cost="0.001", request_id=request_id,
                         ),
-                        timeout=3,
+                        timeout=self.timeout,
                     )
                     self.outcome.retried += 1
                     break

@@ -58,6 +58,7 @@ class SessionServer:
     metrics_port: int | None = None
     """The bound metrics port once started, when SESSION_METRICS_PORT is set."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _abandoned: set[asyncio.Future[bool]] = field(default_factory=set)
 
     async def start(self) -> None:
         await self.check_health()
@@ -102,15 +103,24 @@ class SessionServer:
             )
 
     async def stop(self, grace: float | None = None) -> None:
-        """Health NOT_SERVING first; new calls refused with UNAVAILABLE; in-flight calls get up to
-        `grace` seconds to finish; then the server and the pool close."""
+        """Health NOT_SERVING first; calls still served for SESSION_SHUTDOWN_DRAIN_DELAY, so load
+        balancers and clients that watch health move away before anything is refused (grpc core
+        fails calls it holds unstarted with CANCELLED when the listener closes, grpc/grpc#41785);
+        then new calls refused with UNAVAILABLE, in-flight calls get up to `grace` seconds to
+        finish, and the server and the pool close."""
         grace = self.settings.shutdown_grace if grace is None else grace
-        started = asyncio.get_running_loop().time()
         await self.health.enter_graceful_shutdown()
-        self.drain.start_draining()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.settings.shutdown_drain_delay > 0:
+            log.info(
+                "health NOT_SERVING; still serving for %.1fs (SESSION_SHUTDOWN_DRAIN_DELAY) while clients move away",
+                self.settings.shutdown_drain_delay,
+            )
+            await asyncio.sleep(self.settings.shutdown_drain_delay)
+        started = asyncio.get_running_loop().time()
+        self.drain.start_draining()
         if not await self.drain.wait_idle(grace):
             log.warning("%d calls still running after %.1fs; cancelling them", self.drain.in_flight, grace)
         left = max(0.0, grace - (asyncio.get_running_loop().time() - started))
@@ -125,7 +135,20 @@ class SessionServer:
         log.info("stopped")
 
     async def check_health(self) -> None:
-        serving = await self.db.ping()
+        """SERVING while the database answers a query within the health interval (at least 1 s):
+        a database that stops answering without closing its sockets (a network partition) would
+        otherwise hold the ping, and health at SERVING, for as long as the partition lasts."""
+        bound = max(1.0, self.settings.health_interval)
+        ping = asyncio.ensure_future(self.db.ping())
+        done, _ = await asyncio.wait({ping}, timeout=bound)
+        if ping in done:
+            serving = ping.result()
+        else:  # cancelled, not awaited: closing a connection to a silent database can take long too
+            ping.cancel()
+            self._abandoned.add(ping)
+            ping.add_done_callback(self._abandoned.discard)
+            log.warning("database health check got no answer within %.1fs", bound)
+            serving = False
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)

@@ -82,6 +82,9 @@ class Settings:
     """SESSION_HEALTH_INTERVAL: how often health checks the database."""
     shutdown_grace: float = 10.0
     """SESSION_SHUTDOWN_GRACE: seconds in-flight calls get to finish on SIGTERM."""
+    shutdown_drain_delay: float = 0.0
+    """SESSION_SHUTDOWN_DRAIN_DELAY: on SIGTERM, time health says NOT_SERVING while calls are still
+    served, so load balancers and clients move away before the server refuses and closes; 0 = none."""
     page_token_secret: str = "session-grpc-page-token"
     """SESSION_PAGE_TOKEN_SECRET: HMAC key that seals page tokens; same on every replica. This
     default is public: enough in mode none (every caller is an admin anyway), refused in token mode."""
@@ -179,6 +182,9 @@ class Settings:
                 expiry_idle=_read(env, "SESSION_EXPIRY_IDLE", cls.expiry_idle, parse_duration),
                 health_interval=_read(env, "SESSION_HEALTH_INTERVAL", cls.health_interval, parse_duration),
                 shutdown_grace=_read(env, "SESSION_SHUTDOWN_GRACE", cls.shutdown_grace, parse_duration),
+                shutdown_drain_delay=_read(
+                    env, "SESSION_SHUTDOWN_DRAIN_DELAY", cls.shutdown_drain_delay, parse_duration
+                ),
                 page_token_secret=_read(env, "SESSION_PAGE_TOKEN_SECRET", cls.page_token_secret, _text),
                 log_level=_read(env, "SESSION_LOG_LEVEL", cls.log_level, _log_level),
                 metrics_port=_read(env, "SESSION_METRICS_PORT", cls.metrics_port, _int),

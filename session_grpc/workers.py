@@ -81,7 +81,7 @@ def _supervise(settings: Settings, workers: int) -> int:
             if process.is_alive() and process.pid is not None:
                 os.kill(process.pid, signal.SIGTERM)
         for process in processes:
-            process.join(settings.shutdown_grace + 5)
+            process.join(settings.shutdown_drain_delay + settings.shutdown_grace + 5)
             if process.is_alive():
                 process.kill()
                 process.join()

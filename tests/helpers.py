@@ -26,12 +26,14 @@ class RpcFailure:
     field_violations: dict[str, str]
     reason: str | None
     resource_type: str | None
+    quota_subject: str | None = None
+    """The first google.rpc.QuotaFailure violation's subject (e.g. "user:carol"), when sent."""
 
 
 def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
     """The code and the google.rpc details of a failed call."""
     violations: dict[str, str] = {}
-    reason = resource_type = None
+    reason = resource_type = quota_subject = None
     # rpc_status also checks that the rich status agrees with the call's code and message.
     status = rpc_status.from_call(error) or status_pb2.Status()
     for detail in status.details:
@@ -47,7 +49,11 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
             resource = error_details_pb2.ResourceInfo()
             detail.Unpack(resource)
             resource_type = resource.resource_type
-    return RpcFailure(error.code(), error.details() or "", violations, reason, resource_type)
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            quota_subject = quota.violations[0].subject
+    return RpcFailure(error.code(), error.details() or "", violations, reason, resource_type, quota_subject)
 
 
 async def expect_failure(call) -> RpcFailure:  # type: ignore[no-untyped-def]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from reliability.scenarios import database_outage, shutdown_under_load, terminated_backends
-from session_grpc.embedded import EmbeddedCluster
+from session_grpc.testing import EmbeddedCluster
 
 
 @pytest.fixture(scope="module")

@@ -323,3 +323,19 @@ async def test_metrics_listen_on_loopback_unless_the_metrics_host_says_otherwise
         assert _accepts("127.0.0.1", server.metrics_port)
         assert _accepts(outside, server.metrics_port) is reachable_from_outside
         assert _accepts(outside, server.port), "the gRPC port itself listens on every interface"
+
+
+async def test_with_a_drain_delay_health_says_not_serving_while_calls_are_still_served(database_url):
+    settings = test_settings(database_url, shutdown_drain_delay=3.0)
+    server = build_server(settings)
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        sessions = session_pb2_grpc.SessionServiceStub(channel)
+        stopping = asyncio.create_task(server.stop(grace=1))
+        while (await health.Check(health_pb2.HealthCheckRequest())).status != health_pb2.HealthCheckResponse.NOT_SERVING:
+            await asyncio.sleep(0.01)
+        served = await new_session(sessions, "late-but-welcome")  # not UNAVAILABLE: still inside the delay
+        assert not stopping.done()
+        await stopping
+    assert served.user_id == "late-but-welcome"

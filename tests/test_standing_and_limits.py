@@ -10,8 +10,6 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from session_grpc._proto.account.v1 import account_pb2
 from session_grpc._proto.session.v1 import session_pb2 as pb
@@ -25,7 +23,7 @@ from session_grpc.settings import Settings
 
 from . import rpcs
 from .conftest import test_settings
-from .helpers import expect_failure, serving
+from .helpers import expect_failure, failure, serving
 
 
 @pytest.fixture
@@ -100,22 +98,6 @@ async def test_a_suspended_or_deleted_user_with_a_valid_token_may_read_but_not_w
 # ---- calls in flight per principal ---------------------------------------------------------
 
 
-def quota_failure(error: grpc.aio.AioRpcError) -> tuple[str, str]:
-    """(ErrorInfo reason, QuotaFailure subject) of a refused call."""
-    status = rpc_status.from_call(error) or status_pb2.Status()
-    reason = subject = ""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason
-        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
-            quota = error_details_pb2.QuotaFailure()
-            detail.Unpack(quota)
-            subject = quota.violations[0].subject
-    return reason, subject
-
-
 async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
     """Wait for `condition()` (an awaitable) to hold; a bound only so a broken rule cannot hang the suite."""
     for _ in range(1500):
@@ -147,7 +129,7 @@ async def test_a_principal_over_its_in_flight_share_is_resource_exhausted_while_
         refused = [task.exception() for task in burst if task.done()]
         assert all(isinstance(error, grpc.aio.AioRpcError) for error in refused)
         assert {error.code() for error in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
-        assert {quota_failure(error) for error in refused} == {("TOO_MANY_CALLS_IN_FLIGHT", "user:carol")}
+        assert {(f.reason, f.quota_subject) for f in map(failure, refused)} == {("TOO_MANY_CALLS_IN_FLIGHT", "user:carol")}
         # Her share counts every call of hers, reads too; another user is served meanwhile.
         with pytest.raises(grpc.aio.AioRpcError) as read:
             await rpcs.call(channel, GET, rpcs.request(GET, carols), "carol-token")
