@@ -54,25 +54,21 @@ BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 A
 
 # One page and the session's message count in one statement; no row at all means no session.
 # The page is bounded in bytes as well as rows: of the first $3 messages only those that start
-# within $5 bytes (content and metadata, as the client will get them) are returned, so a page of
-# 1,000 messages of 256 KiB never reaches the server whole. `size` is read from the stored
-# values' headers (no detoasting of content); `fetched` says how many the row limit found, so the
-# caller knows there is more when the budget cut the page short.
+# within $5 bytes (content and metadata, as the client gets them; content's length is read from
+# its stored header, not detoasted) are returned, so a page of 1,000 messages of 256 KiB never
+# reaches the server whole. The running sum sits beside the LIMIT, so the scan stops there.
+_SIZE = "octet_length(content) + octet_length(metadata::text)"
 _PAGE = f"""
 SELECT s.message_count, m.* FROM sessions s
 LEFT JOIN LATERAL (
     SELECT * FROM (
-        SELECT *, sum(size) OVER (ORDER BY sequence {{order}}) - size AS before, count(*) OVER () AS fetched
-        FROM (
-            SELECT {MESSAGE_COLUMNS}, octet_length(content) + octet_length(metadata::text) AS size
-            FROM messages
-            WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
-        ) page
-    ) sized
-    WHERE before < $5
+        SELECT {MESSAGE_COLUMNS}, {_SIZE} AS size, sum({_SIZE}) OVER (ORDER BY sequence {{order}}) AS upto
+        FROM messages
+        WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
+    ) page
+    WHERE upto - size < $5
 ) m ON true
 WHERE s.id = $1 AND {owned(4, "s.user_id")}
-ORDER BY m.sequence {{order}}
 """
 PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
 PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
@@ -124,8 +120,11 @@ async def list_messages(conn: asyncpg.Connection, query: MessagesQuery) -> Page[
     else:
         sql, start = PAGE_ASCENDING, query.position or 0
     session = query.session
-    found = await fetch(conn, sql, session.session_id, start, query.page_size + 1, session.owner, query.byte_budget)
+    found = await fetch(conn, sql, session.session_id, start, query.page_size, session.owner, query.byte_budget)
     if not found:
         raise NotFound("session", session.session_id)
-    messages = [rows.message(row) for row in found[: query.page_size] if row["id"] is not None]
-    return Page(messages, (found[0]["fetched"] or 0) > len(messages), found[0]["message_count"])
+    messages = [rows.message(row) for row in found if row["id"] is not None]
+    count = found[0]["message_count"]
+    # Sequences are gapless from 1 to the message count: whether more follow is in the last one.
+    more = bool(messages) and (messages[-1].sequence > 1 if query.descending else messages[-1].sequence < count)
+    return Page(messages, more, count)

@@ -139,28 +139,31 @@ async def delete_session(conn: asyncpg.Connection, ref: SessionRef) -> None:
         raise NotFound("session", ref.session_id)
 
 
+# A page of sessions is bounded in bytes like a page of messages (messages.py), but sessions have
+# no gapless key to tell whether more follow: the first $2 rows all come back, those that start
+# past $3 bytes (title and JSON) without their large columns (`within` false), so the caller sees
+# both the page and whether anything is left.
+_SIZE = "octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text)"
+_WITHIN = f"sum({_SIZE}) OVER w - ({_SIZE}) < $3"
+_LIGHT = "id, user_id, status, message_count, total_tokens, total_cost, create_time, update_time, last_activity_time, " \
+    "end_time, version"
+
+
 def _list_sessions_sql(by_status: bool, keyset: bool) -> str:
-    """The page and the total in one statement; a total of 0 still gives one row (of NULL columns).
-    Bounded in bytes like a page of messages (messages.py): of the first $2 sessions only those
-    that start within $3 bytes (title, conversation data and metadata) are returned."""
+    """The page and the total in one statement; a total of 0 still gives one row (of NULL columns)."""
     status = " AND status = $4" if by_status else ""
     n = 5 if by_status else 4
     after = f" AND (create_time, id) < (${n}::timestamptz, ${n + 1}::uuid)" if keyset else ""
     return f"""
 SELECT t.total, s.* FROM (SELECT count(*) AS total FROM sessions WHERE user_id = $1{status}) t
 LEFT JOIN LATERAL (
-    SELECT * FROM (
-        SELECT *, sum(size) OVER (ORDER BY create_time DESC, id DESC) - size AS before, count(*) OVER () AS fetched
-        FROM (
-            SELECT {SESSION_COLUMNS},
-                   octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text) AS size
-            FROM sessions WHERE user_id = $1{status}{after}
-            ORDER BY create_time DESC, id DESC LIMIT $2
-        ) page
-    ) sized
-    WHERE before < $3
+    SELECT {_LIGHT}, {_WITHIN} AS within, CASE WHEN {_WITHIN} THEN title END AS title,
+           CASE WHEN {_WITHIN} THEN conversation_data END AS conversation_data,
+           CASE WHEN {_WITHIN} THEN metadata END AS metadata
+    FROM sessions WHERE user_id = $1{status}{after}
+    WINDOW w AS (ORDER BY create_time DESC, id DESC)
+    ORDER BY create_time DESC, id DESC LIMIT $2
 ) s ON true
-ORDER BY s.create_time DESC, s.id DESC
 """
 
 
@@ -182,8 +185,8 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[
     if query.after is not None:
         params += [query.after.create_time, query.after.session_id]
     found = await fetch(conn, LIST_SESSIONS[(query.status is not None, query.after is not None)], *params)
-    sessions = [rows.session(row) for row in found[: query.page_size] if row["id"] is not None]
-    return Page(sessions, (found[0]["fetched"] or 0) > len(sessions), found[0]["total"])
+    sessions = [rows.session(row) for row in found[: query.page_size] if row["within"]]
+    return Page(sessions, len(found) > len(sessions) and found[0]["id"] is not None, found[0]["total"])
 
 
 # The session, whether it has a memory, and one row per role with messages (or one row of NULLs),
