@@ -22,11 +22,11 @@ from .helpers import serving
 from .test_auth import dev, fresh_target  # noqa: F401 - dev is a fixture
 
 # Statements per call that a single SQL statement cannot do today (a read under a row lock, then
-# a write, in one transaction): BEGIN, the statements, COMMIT. Every other session-scoped call is
-# one statement; StreamMessages one per page (a page here).
+# a write checked against the etag and the status rules, in one transaction): BEGIN, the
+# statements, COMMIT. Every other session-scoped call is one statement (EndSession on a session
+# that may end; a repeat on an ended one reads it back); StreamMessages one per page (a page here).
 TRANSACTIONS = {
     rpcs.SESSIONS + "UpdateSession": 4,
-    rpcs.SESSIONS + "EndSession": 4,
     rpcs.MEMORIES + "UpdateMemory": 5,  # allow_missing on a session without one: lock, find the session, insert
 }
 

@@ -114,13 +114,27 @@ async def update_session(conn: asyncpg.Connection, patch: SessionPatch) -> Sessi
     )
 
 
-@transaction
+END_SESSION = f"""
+UPDATE sessions SET status = 'ended', end_time = now(), version = version + 1, update_time = now()
+WHERE id = $1 AND {owned(2)} AND status = ANY($3::text[])
+RETURNING {SESSION_COLUMNS}
+"""
+ENDS_FROM = sorted(status.value for status in lifecycle.sources(SessionStatus.ENDED))
+
+
+@statement
 async def end_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
-    current = await _locked_session(conn, ref)
+    """One statement ends a session that may end (the common case); when it did not, a second
+    one finds out why: no such session, or one already ended or archived (returned unchanged)."""
+    row = await fetch_one(conn, END_SESSION, ref.session_id, ref.owner, ENDS_FROM)
+    if row is not None:
+        return rows.session(row)
+    current = await get_session(conn, ref)
     if current.status in (SessionStatus.ENDED, SessionStatus.ARCHIVED):
         return current
     lifecycle.check_move(current.status, SessionStatus.ENDED)
-    return await _apply(conn, ref.session_id, False, "", False, "{}", False, "{}", SessionStatus.ENDED.value)
+    # It may end, so it could not a moment ago: a concurrent update moved it in between.
+    raise Aborted("the session changed while it was being ended; retry", reason="CONCURRENT_UPDATE")
 
 
 async def _apply(conn: asyncpg.Connection, session_id: str, *values: object) -> Session:
