@@ -21,12 +21,12 @@ from .conftest import test_settings
 from .helpers import serving
 from .test_auth import dev, fresh_target  # noqa: F401 - dev is a fixture
 
-# Statements per call that a single SQL statement cannot do today (a read under a row lock, then
-# a write checked against the etag and the status rules, in one transaction): BEGIN, the
-# statements, COMMIT. Every other session-scoped call is one statement (EndSession on a session
-# that may end; a repeat on an ended one reads it back); StreamMessages one per page (a page here).
+# Statements per call that a single SQL statement cannot do today: UpdateMemory (a read under a
+# row lock, then a write checked against the etag, or an insert with allow_missing, in one
+# transaction: BEGIN, the statements, COMMIT). Every other session-scoped call is one statement
+# (UpdateSession and EndSession when they apply; when they do not, a second one says why);
+# StreamMessages one per page (a page here).
 TRANSACTIONS = {
-    rpcs.SESSIONS + "UpdateSession": 4,
     rpcs.MEMORIES + "UpdateMemory": 5,  # allow_missing on a session without one: lock, find the session, insert
 }
 

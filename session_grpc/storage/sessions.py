@@ -3,6 +3,7 @@ marked with how it runs (units.py)."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -25,7 +26,7 @@ from ..domain.records import (
 )
 from . import rows
 from .rows import SESSION_COLUMNS, fetch, fetch_one, owned
-from .units import statement, transaction
+from .units import statement
 
 # With a request_id, a repeat finds the first session instead of inserting (per user).
 CREATE_SESSION = f"""
@@ -69,49 +70,64 @@ async def get_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
     return rows.session(row)
 
 
-async def _locked_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
-    """The session, its row locked for the rest of the transaction."""
-    row = await fetch_one(conn, GET_SESSION_FOR_UPDATE, ref.session_id, ref.owner)
-    if row is None:
-        raise NotFound("session", ref.session_id)
-    return rows.session(row)
-
-
-# The fields a patch names get their new value ($n flags which); a status move to ENDED sets end_time.
-APPLY_PATCH = f"""
+# One statement applies a patch: the fields it names get their new value ($3, $5, $7 flag which),
+# a status move only from a status that may make it ($11), end_time when it moves to ENDED, and
+# only when the etag's version still matches ($9; its creation time, $10, to the microsecond).
+# A patch that changes nothing updates nothing. When no row comes back, update_session reads the
+# session once more to say why, in the order a locked read would have: missing, stale etag,
+# forbidden move, nothing to change.
+UPDATE_SESSION = f"""
 UPDATE sessions SET
-    title = CASE WHEN $2 THEN $3 ELSE title END,
-    conversation_data = CASE WHEN $4 THEN $5::jsonb ELSE conversation_data END,
-    metadata = CASE WHEN $6 THEN $7::jsonb ELSE metadata END,
-    status = coalesce($8, status),
-    end_time = CASE WHEN $8 = 'ended' THEN now() ELSE end_time END,
+    title = CASE WHEN $3 THEN $4 ELSE title END,
+    conversation_data = CASE WHEN $5 THEN $6::jsonb ELSE conversation_data END,
+    metadata = CASE WHEN $7 THEN $8::jsonb ELSE metadata END,
+    status = coalesce($12, status),
+    end_time = CASE WHEN $12 = 'ended' AND status <> 'ended' THEN now() ELSE end_time END,
     version = version + 1,
     update_time = now()
-WHERE id = $1
+WHERE id = $1 AND {owned(2)}
+  AND ($9::bigint IS NULL OR (version = $9 AND abs(extract(epoch FROM create_time) * 1000000 - $10) < 2))
+  AND ($12::text IS NULL OR status = $12 OR status = ANY($11::text[]))
+  AND ($3 OR $5 OR $7 OR ($12::text IS NOT NULL AND status <> $12))
 RETURNING {SESSION_COLUMNS}
 """
+_ETAG = re.compile(r'"([0-9a-f]{1,16})-([0-9]{1,18})"')
 
 
-@transaction
+@statement
 async def update_session(conn: asyncpg.Connection, patch: SessionPatch) -> Session:
-    current = await _locked_session(conn, SessionRef(patch.session_id, patch.owner))
-    if patch.etag and patch.etag != current.etag:
-        raise Aborted(
-            f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH"
-        )
+    ref = SessionRef(patch.session_id, patch.owner)
     fields = patch.fields
-    status = patch.status if "status" in fields and patch.status not in (None, current.status) else None
-    if status is not None:
-        lifecycle.check_move(current.status, status)
-    if not (fields & {"title", "conversation_data", "metadata"}) and status is None:
-        return current
-    return await _apply(
-        conn, current.session_id,
+    status = patch.status if "status" in fields else None
+    version, micros = _etag_parts(patch.etag)
+    row = await fetch_one(
+        conn, UPDATE_SESSION, ref.session_id, ref.owner,
         "title" in fields, patch.title,
         "conversation_data" in fields, rows.jsonb(patch.conversation_data),
         "metadata" in fields, rows.jsonb(patch.metadata),
+        version, micros,
+        sorted(s.value for s in lifecycle.sources(status)) if status else [],
         None if status is None else status.value,
     )
+    if row is not None:
+        return rows.session(row)
+    current = await get_session(conn, ref)
+    if patch.etag and patch.etag != current.etag:
+        raise Aborted(f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH")
+    if status is not None:
+        lifecycle.check_move(current.status, status)
+    if not (fields & {"title", "conversation_data", "metadata"}) and status in (None, current.status):
+        return current
+    raise Aborted("the session changed while it was being updated; retry", reason="CONCURRENT_UPDATE")
+
+
+def _etag_parts(etag: str) -> tuple[int | None, int]:
+    """The version and creation microseconds an etag names (records.etag_of); (None, 0) without
+    one, and a version no row has when it is not an etag this service made."""
+    if not etag:
+        return None, 0
+    match = _ETAG.fullmatch(etag)
+    return (int(match[2]), int(match[1], 16)) if match else (-1, 0)
 
 
 END_SESSION = f"""
@@ -135,12 +151,6 @@ async def end_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
     lifecycle.check_move(current.status, SessionStatus.ENDED)
     # It may end, so it could not a moment ago: a concurrent update moved it in between.
     raise Aborted("the session changed while it was being ended; retry", reason="CONCURRENT_UPDATE")
-
-
-async def _apply(conn: asyncpg.Connection, session_id: str, *values: object) -> Session:
-    row = await fetch_one(conn, APPLY_PATCH, session_id, *values)
-    assert row is not None
-    return rows.session(row)
 
 
 DELETE_SESSION = f"DELETE FROM sessions WHERE id = $1 AND {owned(2)} RETURNING id"
