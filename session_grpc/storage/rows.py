@@ -9,6 +9,7 @@ statement once per connection. Rows are read by column name, so a statement may 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,27 @@ def owned(param: int, column: str = "user_id") -> str:
     (records.Owner: NULL for any). It always stands beside a key lookup (`id = $1`), so the
     plan is the key's: the owner is a filter on the one row found, not a second query."""
     return f"(${param}::text IS NULL OR {column} = ${param})"
+
+
+_ETAG = re.compile(r'"([0-9a-f]{1,16})-([0-9]{1,18})"')
+
+
+def etag_parts(etag: str) -> tuple[int | None, int]:
+    """The version and creation microseconds an etag names (records.etag_of), for etag_matches:
+    (None, 0) without one, and a version no row has when it is not an etag this service made."""
+    if not etag:
+        return None, 0
+    match = _ETAG.fullmatch(etag)
+    return (int(match[2]), int(match[1], 16)) if match else (-1, 0)
+
+
+def etag_matches(version: int, micros: int) -> str:
+    """The predicate that the row is still at the etag `$version` / `$micros` (etag_parts; NULL
+    version: no etag given). The creation time is compared to the microsecond the etag carries."""
+    return (
+        f"(${version}::bigint IS NULL OR (version = ${version}"
+        f" AND abs(extract(epoch FROM create_time) * 1000000 - ${micros}) < 2))"
+    )
 
 
 def session(row: Row) -> records.Session:

@@ -3,7 +3,6 @@ marked with how it runs (units.py)."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -86,20 +85,17 @@ UPDATE sessions SET
     version = version + 1,
     update_time = now()
 WHERE id = $1 AND {owned(2)}
-  AND ($9::bigint IS NULL OR (version = $9 AND abs(extract(epoch FROM create_time) * 1000000 - $10) < 2))
+  AND {rows.etag_matches(9, 10)}
   AND ($12::text IS NULL OR status = $12 OR status = ANY($11::text[]))
   AND ($3 OR $5 OR $7 OR ($12::text IS NOT NULL AND status <> $12))
 RETURNING {SESSION_COLUMNS}
 """
-_ETAG = re.compile(r'"([0-9a-f]{1,16})-([0-9]{1,18})"')
-
-
 @statement
 async def update_session(conn: asyncpg.Connection, patch: SessionPatch) -> Session:
     ref = SessionRef(patch.session_id, patch.owner)
     fields = patch.fields
     status = patch.status if "status" in fields else None
-    version, micros = _etag_parts(patch.etag)
+    version, micros = rows.etag_parts(patch.etag)
     row = await fetch_one(
         conn, UPDATE_SESSION, ref.session_id, ref.owner,
         "title" in fields, patch.title,
@@ -119,15 +115,6 @@ async def update_session(conn: asyncpg.Connection, patch: SessionPatch) -> Sessi
     if not (fields & {"title", "conversation_data", "metadata"}) and status in (None, current.status):
         return current
     raise Aborted("the session changed while it was being updated; retry", reason="CONCURRENT_UPDATE")
-
-
-def _etag_parts(etag: str) -> tuple[int | None, int]:
-    """The version and creation microseconds an etag names (records.etag_of); (None, 0) without
-    one, and a version no row has when it is not an etag this service made."""
-    if not etag:
-        return None, 0
-    match = _ETAG.fullmatch(etag)
-    return (int(match[2]), int(match[1], 16)) if match else (-1, 0)
 
 
 END_SESSION = f"""
