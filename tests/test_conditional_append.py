@@ -14,9 +14,11 @@ from session_client import Aborted, SessionClient
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
 
-from .helpers import add, expect_failure, new_session, set_status
+from .conftest import test_settings
+from .helpers import add, expect_failure, new_session, serving, set_status
 from .helpers import failure as failure_of
 from .test_auth import bobs_session, dev, token_server  # noqa: F401 - dev is a fixture
+from .test_statements import StatementCounter
 
 
 async def totals(sessions, session_id: str) -> tuple[int, int, Decimal]:  # type: ignore[no-untyped-def]
@@ -150,3 +152,24 @@ async def test_client_conditional_append_raises_stale_session_once_and_says_the_
         )
         assert second.sequence == 2
     assert await sql.fetchval("SELECT count(*) FROM messages") == 2
+
+
+async def test_a_conditional_append_is_one_statement_and_only_a_refused_one_reads_once_more(database_url):
+    """The condition rides in the appending statement: a landed conditional append costs what an
+    unconditional one does (one statement); only a refused one reads the session to say why."""
+    quiet = {"health_interval": 3600.0}  # no health check's SELECT 1 in between
+    async with serving(test_settings(database_url, **quiet)) as (server, channel):
+        sessions, messages = session_pb2_grpc.SessionServiceStub(channel), session_pb2_grpc.MessageServiceStub(channel)
+        session = await new_session(sessions, "alice")
+        counter = StatementCounter(server)
+        counted = []
+        for expected in (0, 0):
+            await asyncio.sleep(0.01)  # the driver reports statements from the event loop
+            counter.statements.clear()
+            try:
+                await add(messages, session.session_id, expected_last_sequence=expected, request_id=str(uuid.uuid4()))
+            except grpc.aio.AioRpcError as error:
+                assert failure_of(error).reason == "STALE_SESSION"
+            await asyncio.sleep(0.01)
+            counted.append(len(counter.statements))
+    assert counted == [1, 2], counter.statements
