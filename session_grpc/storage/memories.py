@@ -9,6 +9,7 @@ from ..domain.errors import Aborted, AlreadyExists, NotFound
 from ..domain.records import Memory, MemoryPatch, NewMemory, SessionRef
 from . import rows
 from .rows import MEMORY_COLUMNS, fetch_one, owned
+from .sessions import MAX_ROUNDS
 from .units import statement
 
 PATCHABLE_FIELDS = frozenset({"conversation_summary", "facts", "preferences", "metadata"})
@@ -89,7 +90,7 @@ async def update_memory(conn: asyncpg.Connection, patch: MemoryPatch) -> Memory:
     ref = SessionRef(given.session_id, given.owner)
     fields = PATCHABLE_FIELDS & patch.fields
     version, micros = rows.etag_parts(patch.etag)
-    for _ in range(2):  # a second round only when a concurrent allow_missing call created it first
+    for _ in range(MAX_ROUNDS):  # again only when a concurrent call created or changed it in between
         row = await fetch_one(
             conn, UPDATE_MEMORY, ref.session_id, ref.owner,
             "conversation_summary" in fields, given.conversation_summary,
@@ -113,8 +114,8 @@ async def update_memory(conn: asyncpg.Connection, patch: MemoryPatch) -> Memory:
             raise Aborted(f"etag {patch.etag} is stale; the memory is now at {current.etag}", reason="ETAG_MISMATCH")
         if not fields:
             return current
-        break
-    raise Aborted("the memory changed while it was being updated; retry", reason="CONCURRENT_UPDATE")
+        # It is there and at the etag now: a concurrent call created or changed it in between. Again.
+    raise Aborted("the memory kept changing while it was being updated; retry", reason="CONCURRENT_UPDATE")
 
 
 def _only(patch: MemoryPatch) -> NewMemory:

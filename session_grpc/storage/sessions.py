@@ -90,31 +90,37 @@ WHERE id = $1 AND {owned(2)}
   AND ($3 OR $5 OR $7 OR ($12::text IS NOT NULL AND status <> $12))
 RETURNING {SESSION_COLUMNS}
 """
+MAX_ROUNDS = 3
+"""Tries of an update whose row a concurrent call changed between its UPDATE and the read after."""
+
+
 @statement
 async def update_session(conn: asyncpg.Connection, patch: SessionPatch) -> Session:
     ref = SessionRef(patch.session_id, patch.owner)
     fields = patch.fields
     status = patch.status if "status" in fields else None
     version, micros = rows.etag_parts(patch.etag)
-    row = await fetch_one(
-        conn, UPDATE_SESSION, ref.session_id, ref.owner,
-        "title" in fields, patch.title,
-        "conversation_data" in fields, rows.jsonb(patch.conversation_data),
-        "metadata" in fields, rows.jsonb(patch.metadata),
-        version, micros,
-        sorted(s.value for s in lifecycle.sources(status)) if status else [],
-        None if status is None else status.value,
-    )
-    if row is not None:
-        return rows.session(row)
-    current = await get_session(conn, ref)
-    if patch.etag and patch.etag != current.etag:
-        raise Aborted(f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH")
-    if status is not None:
-        lifecycle.check_move(current.status, status)
-    if not (fields & {"title", "conversation_data", "metadata"}) and status in (None, current.status):
-        return current
-    raise Aborted("the session changed while it was being updated; retry", reason="CONCURRENT_UPDATE")
+    for _ in range(MAX_ROUNDS):
+        row = await fetch_one(
+            conn, UPDATE_SESSION, ref.session_id, ref.owner,
+            "title" in fields, patch.title,
+            "conversation_data" in fields, rows.jsonb(patch.conversation_data),
+            "metadata" in fields, rows.jsonb(patch.metadata),
+            version, micros,
+            sorted(s.value for s in lifecycle.sources(status)) if status else [],
+            None if status is None else status.value,
+        )
+        if row is not None:
+            return rows.session(row)
+        current = await get_session(conn, ref)
+        if patch.etag and patch.etag != current.etag:
+            raise Aborted(f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH")
+        if status is not None:
+            lifecycle.check_move(current.status, status)
+        if not (fields & {"title", "conversation_data", "metadata"}) and status in (None, current.status):
+            return current
+        # The move is allowed now: a concurrent update changed the status in between. Again.
+    raise Aborted("the session kept changing while it was being updated; retry", reason="CONCURRENT_UPDATE")
 
 
 END_SESSION = f"""
