@@ -171,9 +171,19 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
         cost=cost if cost is not None else Decimal(0),
         metadata=_struct(check, "metadata", request.metadata),
         request_id=check.uuid("request_id", request.request_id, required=False),
+        expected_last_sequence=_expected_last_sequence(check, request),
     )
     check.raise_if_any()
     return result
+
+
+def _expected_last_sequence(check: Violations, request: pb.AddMessageRequest) -> int | None:
+    """The append's condition (None: unset, no condition); 0 is a condition: no messages yet."""
+    if not request.HasField("expected_last_sequence"):
+        return None
+    if request.expected_last_sequence < 0:
+        check.add("expected_last_sequence", "must not be negative")
+    return request.expected_last_sequence
 
 
 def new_memory(request: pb.CreateMemoryRequest, limits: Limits = DEFAULT_LIMITS) -> records.NewMemory:

@@ -143,6 +143,8 @@ class NewMessage:
     cost: Decimal = Decimal(0)
     metadata: JsonObject = field(default_factory=dict)
     request_id: str | None = None
+    expected_last_sequence: int | None = None
+    """Append only if the session's message_count is this (None: no condition)."""
 
 
 @dataclass(frozen=True)

@@ -384,6 +384,7 @@ class SessionClient:
         cost: Cost | None = None,
         metadata: JsonObject | None = None,
         request_id: str | None = None,
+        expected_last_sequence: int | None = None,
     ) -> pb.Message:
         """Append a message; the server gives it the next sequence number and adds to the totals.
 
@@ -393,6 +394,10 @@ class SessionClient:
         cost:         exact non-negative decimal (Decimal("0.00015") or "0.00015"); never a float.
         request_id:   a UUID that makes the call idempotent per session; generated when omitted,
                       so a retry after UNAVAILABLE never adds the message twice.
+        expected_last_sequence: append only if the session's last sequence (its message_count,
+                      0 when empty) is this; otherwise Aborted with reason STALE_SESSION and
+                      `last_sequence` set to the session's. Never retried: read what was added
+                      since, then call again with the new value.
         Raises FailedPrecondition (SESSION_NOT_ACTIVE) when the session is not ACTIVE,
         NotFound without the session, InvalidArgument for bad fields.
         """
@@ -407,6 +412,7 @@ class SessionClient:
             cost=_cost(cost),
             metadata=_struct(metadata),
             request_id=request_id or str(uuid.uuid4()),
+            expected_last_sequence=expected_last_sequence,
         )
         return (await self._unary(self._messages.AddMessage, request, retry=True)).message
 

@@ -349,7 +349,7 @@ class ExpireSessionsResponse(_message.Message):
     def __init__(self, expired_count: _Optional[int] = ...) -> None: ...
 
 class AddMessageRequest(_message.Message):
-    __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id")
+    __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id", "expected_last_sequence")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -358,6 +358,7 @@ class AddMessageRequest(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     role: Role
     message_type: MessageType
@@ -366,7 +367,8 @@ class AddMessageRequest(_message.Message):
     cost: str
     metadata: _struct_pb2.Struct
     request_id: str
-    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    expected_last_sequence: int
+    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ...) -> None: ...
 
 class AddMessageResponse(_message.Message):
     __slots__ = ("message",)
