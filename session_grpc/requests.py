@@ -94,6 +94,7 @@ def new_session(request: pb.CreateSessionRequest, limits: Limits = DEFAULT_LIMIT
         metadata=_struct(check, "metadata", request.metadata),
         request_id=check.uuid("request_id", request.request_id, required=False),
         app_name=check.app_name("app_name", request.app_name) or records.DEFAULT_APP,
+        session_id=check.uuid("session_id", request.session_id, required=False),
     )
     check.raise_if_any()
     return result

@@ -30,12 +30,14 @@ class RpcFailure:
     """The first google.rpc.QuotaFailure violation's subject (e.g. "user:carol"), when sent."""
     error_metadata: dict[str, str] = field(default_factory=dict)
     """google.rpc.ErrorInfo metadata, when sent."""
+    resource_name: str | None = None
+    """The google.rpc.ResourceInfo's resource_name, when sent."""
 
 
 def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
     """The code and the google.rpc details of a failed call."""
     violations: dict[str, str] = {}
-    reason = resource_type = quota_subject = None
+    reason = resource_type = resource_name = quota_subject = None
     error_metadata: dict[str, str] = {}
     # rpc_status also checks that the rich status agrees with the call's code and message.
     status = rpc_status.from_call(error) or status_pb2.Status()
@@ -51,12 +53,15 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
         elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
             resource = error_details_pb2.ResourceInfo()
             detail.Unpack(resource)
-            resource_type = resource.resource_type
+            resource_type, resource_name = resource.resource_type, resource.resource_name
         elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
             quota = error_details_pb2.QuotaFailure()
             detail.Unpack(quota)
             quota_subject = quota.violations[0].subject
-    return RpcFailure(error.code(), error.details() or "", violations, reason, resource_type, quota_subject, error_metadata)
+    return RpcFailure(
+        error.code(), error.details() or "", violations, reason, resource_type, quota_subject, error_metadata,
+        resource_name,
+    )
 
 
 async def expect_failure(call) -> RpcFailure:  # type: ignore[no-untyped-def]

@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from session_client import (
-    FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, RetryPolicy, SessionClient, TlsOptions,
+    AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, RetryPolicy, SessionClient, TlsOptions,
     Unauthenticated, Unavailable, pb,
 )
 
@@ -130,6 +130,17 @@ async def test_sessions_are_created_in_and_listed_by_their_app(service):
         assert every == ["default", "chat", "chat", "chat"]
         apps = {a.app_name: a.session_count for a in (await client.get_service_stats()).apps}
         assert apps == {"chat": 3, "default": 1}
+
+
+async def test_create_session_takes_a_client_id_once_and_a_taken_id_raises_already_exists(service):
+    chosen = str(uuid.uuid4())
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice", session_id=chosen)
+        assert session.session_id == chosen
+        with pytest.raises(AlreadyExists) as caught:
+            await client.create_session("alice", session_id=chosen)
+    assert caught.value.attempts == 1
+    assert caught.value.resource_type == "session"
 
 
 async def test_invalid_argument_exposes_the_field_violations(service):

@@ -116,6 +116,8 @@ class NewSession:
     metadata: JsonObject = field(default_factory=dict)
     request_id: str | None = None
     app_name: str = DEFAULT_APP
+    session_id: str | None = None
+    """The client's id for the session (canonical UUID); None lets the server choose one."""
 
 
 @dataclass(frozen=True)

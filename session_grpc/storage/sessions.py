@@ -10,7 +10,7 @@ from decimal import Decimal
 import asyncpg
 
 from ..domain import lifecycle
-from ..domain.errors import Aborted, NotFound
+from ..domain.errors import Aborted, AlreadyExists, NotFound
 from ..domain.records import (
     AppStats,
     NewSession,
@@ -28,12 +28,15 @@ from . import rows
 from .rows import SESSION_COLUMNS, fetch, fetch_one, owned
 from .units import statement
 
-# With a request_id, a repeat finds the first session instead of inserting (per user).
+# With a request_id, a repeat finds the first session instead of inserting (per user). The insert
+# yields to either unique key (the id, the user's request_id): a repeat of a first call falls to
+# the second SELECT whatever id it names; no row at all means the id is taken (by another request
+# or another user).
 CREATE_SESSION = f"""
 WITH inserted AS (
     INSERT INTO sessions (id, user_id, status, title, conversation_data, metadata, request_id, app_name)
     VALUES ($1, $2, 'active', $3, $4::jsonb, $5::jsonb, $6, $7)
-    ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
+    ON CONFLICT DO NOTHING
     RETURNING {SESSION_COLUMNS}
 )
 SELECT * FROM inserted
@@ -45,16 +48,21 @@ BY_REQUEST_ID = f"SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = $1 AND 
 
 @statement
 async def create_session(conn: asyncpg.Connection, new: NewSession) -> Session:
-    """Insert an ACTIVE session; with a request_id, a repeat returns the first one."""
+    """Insert an ACTIVE session with the client's id or a new one; with a request_id, a repeat
+    returns the first one. AlreadyExists when the client's id is taken by any other session."""
+    session_id = new.session_id or str(uuid.uuid4())
     row = await fetch_one(
-        conn, CREATE_SESSION, str(uuid.uuid4()), new.user_id, new.title, rows.jsonb(new.conversation_data),
+        conn, CREATE_SESSION, session_id, new.user_id, new.title, rows.jsonb(new.conversation_data),
         rows.jsonb(new.metadata), new.request_id, new.app_name,
     )
-    if row is None:
+    if row is None and new.request_id is not None:
         # A concurrent first call with this request_id committed after this statement's snapshot
         # was taken (the insert waited for it, then did nothing): a new statement sees it.
         row = await fetch_one(conn, BY_REQUEST_ID, new.user_id, new.request_id)
-        assert row is not None
+    if row is None:
+        # Nothing inserted and no first call of this request: the id is another session's. (A
+        # generated id cannot collide in practice; a client's can.)
+        raise AlreadyExists("session", session_id)
     return rows.session(row)
 
 

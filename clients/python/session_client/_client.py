@@ -243,13 +243,17 @@ class SessionClient:
         metadata: JsonObject | None = None,
         request_id: str | None = None,
         app_name: str = "",
+        session_id: str = "",
     ) -> pb.Session:
         """Create an ACTIVE session for `user_id` (at most 255 characters; title at most 1000)
         in the application `app_name` (1-128 of A-Z a-z 0-9 . _ -; empty means "default").
 
+        `session_id` (a UUID) chooses the new session's id; empty lets the server choose.
+        AlreadyExists when a session (anyone's) has that id; a deleted session's id is free.
         `request_id` (a UUID) makes the call idempotent per user; one is generated when
-        omitted, so a retry after UNAVAILABLE returns the same session instead of a second one.
-        Raises InvalidArgument for an empty user_id or bad fields.
+        omitted, so a retry after UNAVAILABLE returns the same session instead of a second one
+        (not AlreadyExists for the id it took). Raises InvalidArgument for an empty user_id or
+        bad fields.
         """
         request = pb.CreateSessionRequest(
             user_id=user_id,
@@ -258,6 +262,7 @@ class SessionClient:
             metadata=_struct(metadata),
             request_id=request_id or str(uuid.uuid4()),
             app_name=app_name,
+            session_id=session_id,
         )
         return (await self._unary(self._sessions.CreateSession, request, retry=True)).session
 

@@ -221,20 +221,22 @@ class AppStats(_message.Message):
     def __init__(self, app_name: _Optional[str] = ..., session_count: _Optional[int] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., distinct_users: _Optional[int] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("user_id", "title", "conversation_data", "metadata", "request_id", "app_name")
+    __slots__ = ("user_id", "title", "conversation_data", "metadata", "request_id", "app_name", "session_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_DATA_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     title: str
     conversation_data: _struct_pb2.Struct
     metadata: _struct_pb2.Struct
     request_id: str
     app_name: str
-    def __init__(self, user_id: _Optional[str] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
+    session_id: str
+    def __init__(self, user_id: _Optional[str] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., app_name: _Optional[str] = ..., session_id: _Optional[str] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
