@@ -76,6 +76,7 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
                 request.content,
                 metadata,
                 None,  # the owner: any (the reference trusts every request)
+                None,  # expected_last_sequence: no condition
             )
         return pb.AddMessageResponse(
             message=pb.Message(

@@ -61,6 +61,8 @@ class BlackHoleProxy:
             await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
         except (OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            pass  # close(): ending quietly (asyncio's stream callback would log a cancelled handler)
         finally:
             self._tasks.discard(task)
             writer.close()

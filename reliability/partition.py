@@ -40,14 +40,16 @@ async def database_partition(
     server_url: str, *, writers: int = 16, before: float = 3.0, partition: float = 8.0, after: float = 5.0,
     deadline: float = 2.0,
 ) -> Outcome:
-    """Writers with a `deadline` per call; the database path is black-holed for `partition` s."""
+    """Writers with a `deadline` per call; the database path is black-holed for `partition` s.
+    One more call, sent without a deadline at the cut, must be ended by the server's own
+    SESSION_DEFAULT_DEADLINE (1.5 x `deadline` here)."""
     outcome = Outcome("database partition (black hole)")
     url = await fresh_database(server_url)
     proxy = BlackHoleProxy(postgres_upstream(url))
     await proxy.start()
     settings = Settings(
         port=0, host="127.0.0.1", database_url=through(url, proxy.port), expiry_interval=0, health_interval=0.5,
-        db_connect_timeout=1.0, db_pool_timeout=1.0, shutdown_grace=2.0,
+        db_connect_timeout=1.0, db_pool_timeout=1.0, shutdown_grace=2.0, default_deadline=1.5 * deadline,
     )
     server = build_server(settings)
     await server.start()
@@ -65,6 +67,7 @@ async def database_partition(
             outcome.faults += 1
             cut_at = time.monotonic()
             not_serving_after = None
+            unbounded = asyncio.ensure_future(_without_deadline(stats, settings.default_deadline + 5))
             while time.monotonic() - cut_at < partition:
                 status = (await health.Check(health_pb2.HealthCheckRequest(), timeout=5)).status
                 if status == NOT_SERVING and not_serving_after is None:
@@ -77,6 +80,9 @@ async def database_partition(
                 await asyncio.sleep(0.05)
                 if load.last_ack > healed_at and outcome.recovery_seconds is None:
                     outcome.recovery_seconds = load.last_ack - healed_at
+            code, took = await unbounded
+            if code not in ("DEADLINE_EXCEEDED", "UNAVAILABLE"):
+                outcome.failed[f"NO_DEADLINE_CALL_{code}"] += 1
             await load.stop()
             await load.retry_unacked()
             await server.check_health()
@@ -87,12 +93,27 @@ async def database_partition(
         await verify(url, load, outcome)
         outcome.notes = (
             f"{writers} writers, {deadline:g} s deadline per call, {partition:g} s partition; health "
-            f"NOT_SERVING {'after %.1f s' % not_serving_after if not_serving_after is not None else 'never'}"
+            f"NOT_SERVING {'after %.1f s' % not_serving_after if not_serving_after is not None else 'never'}; "
+            f"a call without a deadline ended {code} after {took:.1f} s (SESSION_DEFAULT_DEADLINE "
+            f"{settings.default_deadline:g} s)"
         )
     finally:
         await server.stop(grace=1)
         await proxy.close()
     return outcome
+
+
+async def _without_deadline(stats: rpc.SessionServiceStub, give_up: float) -> tuple[str, float]:
+    """The code a call sent without a deadline ended with, and when; HUNG if it outlived `give_up`."""
+    started = time.monotonic()
+    try:
+        await asyncio.wait_for(stats.GetServiceStats(pb.GetServiceStatsRequest()), give_up)
+        code = "OK"
+    except grpc.aio.AioRpcError as error:
+        code = error.code().name
+    except TimeoutError:
+        code = "HUNG"
+    return code, time.monotonic() - started
 
 
 async def service_partition(

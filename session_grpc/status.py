@@ -76,7 +76,7 @@ def to_rpc_status(error: DomainError) -> status_pb2.Status:
             )
         details.append(error_details_pb2.BadRequest(field_violations=violations))
     else:
-        details.append(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN))
+        details.append(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))
     if isinstance(error, ResourceExhausted):
         details.append(
             error_details_pb2.QuotaFailure(

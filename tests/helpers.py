@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import socket
 import time
@@ -28,12 +28,15 @@ class RpcFailure:
     resource_type: str | None
     quota_subject: str | None = None
     """The first google.rpc.QuotaFailure violation's subject (e.g. "user:carol"), when sent."""
+    error_metadata: dict[str, str] = field(default_factory=dict)
+    """google.rpc.ErrorInfo metadata, when sent."""
 
 
 def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
     """The code and the google.rpc details of a failed call."""
     violations: dict[str, str] = {}
     reason = resource_type = quota_subject = None
+    error_metadata: dict[str, str] = {}
     # rpc_status also checks that the rich status agrees with the call's code and message.
     status = rpc_status.from_call(error) or status_pb2.Status()
     for detail in status.details:
@@ -44,7 +47,7 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
         elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
-            reason = info.reason
+            reason, error_metadata = info.reason, dict(info.metadata)
         elif detail.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
             resource = error_details_pb2.ResourceInfo()
             detail.Unpack(resource)
@@ -53,7 +56,7 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
             quota = error_details_pb2.QuotaFailure()
             detail.Unpack(quota)
             quota_subject = quota.violations[0].subject
-    return RpcFailure(error.code(), error.details() or "", violations, reason, resource_type, quota_subject)
+    return RpcFailure(error.code(), error.details() or "", violations, reason, resource_type, quota_subject, error_metadata)
 
 
 async def expect_failure(call) -> RpcFailure:  # type: ignore[no-untyped-def]

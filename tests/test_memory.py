@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -270,3 +271,43 @@ async def test_etag_of_a_deleted_memory_does_not_match_the_one_made_again(sessio
     stale = pb.Memory(session_id=session.session_id, conversation_summary="third", etag=old.etag)
     failure = await expect_failure(update(memories, stale, "conversation_summary"))
     assert failure.code == grpc.StatusCode.ABORTED
+
+
+async def test_concurrent_allow_missing_updates_create_one_memory_and_apply_every_update(sessions, memories, sql):
+    session = await new_session(sessions)
+    await asyncio.gather(
+        *(
+            memories.UpdateMemory(
+                pb.UpdateMemoryRequest(
+                    memory=pb.Memory(session_id=session.session_id, facts=[f"f{i}"]),
+                    update_mask=mask("facts"),
+                    allow_missing=True,
+                )
+            )
+            for i in range(10)
+        )
+    )
+    assert await sql.fetchval("SELECT count(*) FROM memories") == 1
+    assert await sql.fetchval("SELECT version FROM memories") == 10  # created once, updated nine times
+
+
+async def test_concurrent_memory_updates_with_one_etag_let_exactly_one_win(sessions, memories):
+    session = await new_session(sessions)
+    first = await create(memories, session.session_id)
+    results = await asyncio.gather(
+        *(
+            memories.UpdateMemory(
+                pb.UpdateMemoryRequest(
+                    memory=pb.Memory(session_id=session.session_id, conversation_summary=f"s{i}", etag=first.etag),
+                    update_mask=mask("conversation_summary"),
+                )
+            )
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, pb.UpdateMemoryResponse)]
+    assert len(won) == 1
+    assert all(r.code() == grpc.StatusCode.ABORTED for r in results if isinstance(r, grpc.aio.AioRpcError))
+    current = (await memories.GetMemory(pb.GetMemoryRequest(session_id=session.session_id))).memory
+    assert current.conversation_summary == won[0].memory.conversation_summary

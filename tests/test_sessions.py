@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -130,6 +131,46 @@ async def test_update_session_with_current_etag_succeeds_and_stale_etag_is_abort
     assert failure.reason == "ETAG_MISMATCH"
     current = (await sessions.GetSession(pb.GetSessionRequest(session_id=session.session_id))).session
     assert current.title == "one" and current.etag == first.session.etag
+
+
+async def test_concurrent_updates_with_one_etag_let_exactly_one_win(sessions):
+    session = await new_session(sessions, "alice")
+    mask = field_mask_pb2.FieldMask(paths=["title"])
+    results = await asyncio.gather(
+        *(
+            sessions.UpdateSession(
+                pb.UpdateSessionRequest(
+                    session=pb.Session(session_id=session.session_id, title=f"t{i}", etag=session.etag),
+                    update_mask=mask,
+                )
+            )
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+    won = [r for r in results if isinstance(r, pb.UpdateSessionResponse)]
+    lost = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(won) == 1 and len(lost) == 9
+    assert all(r.code() == grpc.StatusCode.ABORTED for r in lost)
+    current = (await sessions.GetSession(pb.GetSessionRequest(session_id=session.session_id))).session
+    assert current.title == won[0].session.title and current.etag == won[0].session.etag
+
+
+async def test_a_forbidden_move_with_a_current_etag_is_failed_precondition_and_changes_nothing(sessions):
+    session = await set_status(sessions, (await new_session(sessions, "alice")).session_id, pb.SESSION_STATUS_ARCHIVED)
+    failure = await expect_failure(
+        sessions.UpdateSession(
+            pb.UpdateSessionRequest(
+                session=pb.Session(
+                    session_id=session.session_id, title="x", status=pb.SESSION_STATUS_ACTIVE, etag=session.etag
+                ),
+                update_mask=field_mask_pb2.FieldMask(paths=["title", "status"]),
+            )
+        )
+    )
+    assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "INVALID_STATUS_TRANSITION")
+    current = (await sessions.GetSession(pb.GetSessionRequest(session_id=session.session_id))).session
+    assert (current.title, current.etag) == (session.title, session.etag)
 
 
 async def test_etag_does_not_change_when_messages_are_added(sessions, messages):

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -29,11 +30,13 @@ class DomainError(Exception):
 
     reason: str = "ERROR"
 
-    def __init__(self, message: str, *, reason: str | None = None) -> None:
+    def __init__(self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if reason is not None:
             self.reason = reason
+        self.metadata = dict(metadata or {})
+        """ErrorInfo metadata (AIP-193: lowerCamelCase keys): what a client needs to act on the reason."""
 
 
 class InvalidArgument(DomainError):

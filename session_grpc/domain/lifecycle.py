@@ -16,6 +16,11 @@ ALLOWED_MOVES: dict[SessionStatus, frozenset[SessionStatus]] = {
 }
 
 
+def sources(target: SessionStatus) -> frozenset[SessionStatus]:
+    """The statuses that may move to `target` (a statement can move only those)."""
+    return frozenset(status for status, targets in ALLOWED_MOVES.items() if target in targets)
+
+
 def check_move(current: SessionStatus, target: SessionStatus) -> None:
     """Raise FailedPrecondition unless `current -> target` is allowed; staying put is allowed."""
     if target != current and target not in ALLOWED_MOVES[current]:

@@ -5,11 +5,10 @@ from dataclasses import replace
 
 import grpc
 
-from .. import requests, resources
+from .. import paging, requests, resources
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
-from .. import paging
 from ..paging import PageTokens
 from ..storage import messages
 from ..storage.database import Database

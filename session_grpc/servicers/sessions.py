@@ -2,12 +2,11 @@ from __future__ import annotations
 
 import grpc
 
-from .. import requests, resources
+from .. import paging, requests, resources
 from ..accounts import AccountCheck
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
-from .. import paging
 from ..paging import PageTokens
 from ..storage import sessions
 from ..storage.database import Database

@@ -164,6 +164,9 @@ async def _cancel_statement(conn: AsyncConnection) -> None:
     pending = [task for task in getattr(raw.driver_connection, "_cancellations", ()) if not task.done()]
     if pending:
         await asyncio.shield(asyncio.wait(pending, timeout=CANCEL_WAIT))
+    # Closed at once: SQLAlchemy's invalidate() first tries a graceful close that waits up to 2 s
+    # for the server's goodbye, which a silent (partitioned) database never sends.
+    raw.driver_connection.terminate()
     await conn.invalidate()
 
 

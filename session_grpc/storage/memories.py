@@ -9,8 +9,8 @@ from ..domain.errors import Aborted, AlreadyExists, NotFound
 from ..domain.records import Memory, MemoryPatch, NewMemory, SessionRef
 from . import rows
 from .rows import MEMORY_COLUMNS, fetch_one, owned
-from .sessions import GET_SESSION
-from .units import statement, transaction
+from .sessions import MAX_ROUNDS
+from .units import statement
 
 PATCHABLE_FIELDS = frozenset({"conversation_summary", "facts", "preferences", "metadata"})
 
@@ -68,57 +68,54 @@ async def get_memory(conn: asyncpg.Connection, ref: SessionRef) -> Memory:
     return rows.memory(row)
 
 
-LOCKED_MEMORY = f"SELECT {MEMORY_COLUMNS} FROM memories WHERE session_id = $1 AND {owned(2)} FOR UPDATE"
-APPLY_PATCH = f"""
+# One statement applies a patch (the fields it names, $3/$5/$7/$9 flag which) while the etag still
+# matches; when no row comes back, update_memory reads the memory to say why (or, with
+# allow_missing, creates it).
+UPDATE_MEMORY = f"""
 UPDATE memories SET
-    conversation_summary = CASE WHEN $2 THEN $3 ELSE conversation_summary END,
-    facts = CASE WHEN $4 THEN $5::text[] ELSE facts END,
-    preferences = CASE WHEN $6 THEN $7::jsonb ELSE preferences END,
-    metadata = CASE WHEN $8 THEN $9::jsonb ELSE metadata END,
+    conversation_summary = CASE WHEN $3 THEN $4 ELSE conversation_summary END,
+    facts = CASE WHEN $5 THEN $6::text[] ELSE facts END,
+    preferences = CASE WHEN $7 THEN $8::jsonb ELSE preferences END,
+    metadata = CASE WHEN $9 THEN $10::jsonb ELSE metadata END,
     version = version + 1,
     update_time = now()
-WHERE session_id = $1
+WHERE session_id = $1 AND {owned(2)} AND {rows.etag_matches(11, 12)} AND ($3 OR $5 OR $7 OR $9)
 RETURNING {MEMORY_COLUMNS}
 """
 
 
-async def _locked_memory(conn: asyncpg.Connection, ref: SessionRef) -> Memory:
-    """The memory, its row locked for the rest of the transaction."""
-    row = await fetch_one(conn, LOCKED_MEMORY, ref.session_id, ref.owner)
-    if row is None:
-        if await fetch_one(conn, GET_SESSION, ref.session_id, ref.owner) is None:
-            raise NotFound("session", ref.session_id)  # named when that is what is missing
-        raise NotFound("memory", ref.session_id)
-    return rows.memory(row)
-
-
-@transaction
+@statement
 async def update_memory(conn: asyncpg.Connection, patch: MemoryPatch) -> Memory:
     given = patch.memory
     ref = SessionRef(given.session_id, given.owner)
-    try:
-        current = await _locked_memory(conn, ref)
-    except NotFound as missing:
-        if not (patch.allow_missing and missing.resource_type == "memory"):
-            raise
-        try:
-            return await create_memory(conn, _only(patch))
-        except AlreadyExists:  # a concurrent call created it first: update that one
-            current = await _locked_memory(conn, ref)
-    if patch.etag and patch.etag != current.etag:
-        raise Aborted(f"etag {patch.etag} is stale; the memory is now at {current.etag}", reason="ETAG_MISMATCH")
     fields = PATCHABLE_FIELDS & patch.fields
-    if not fields:
-        return current
-    row = await fetch_one(
-        conn, APPLY_PATCH, given.session_id,
-        "conversation_summary" in fields, given.conversation_summary,
-        "facts" in fields, given.facts,
-        "preferences" in fields, rows.jsonb(given.preferences),
-        "metadata" in fields, rows.jsonb(given.metadata),
-    )
-    assert row is not None
-    return rows.memory(row)
+    version, micros = rows.etag_parts(patch.etag)
+    for _ in range(MAX_ROUNDS):  # again only when a concurrent call created or changed it in between
+        row = await fetch_one(
+            conn, UPDATE_MEMORY, ref.session_id, ref.owner,
+            "conversation_summary" in fields, given.conversation_summary,
+            "facts" in fields, given.facts,
+            "preferences" in fields, rows.jsonb(given.preferences),
+            "metadata" in fields, rows.jsonb(given.metadata),
+            version, micros,
+        )
+        if row is not None:
+            return rows.memory(row)
+        try:
+            current = await get_memory(conn, ref)
+        except NotFound as missing:
+            if not (patch.allow_missing and missing.resource_type == "memory"):
+                raise
+            try:
+                return await create_memory(conn, _only(patch))
+            except AlreadyExists:  # a concurrent call created it first: update that one
+                continue
+        if patch.etag and patch.etag != current.etag:
+            raise Aborted(f"etag {patch.etag} is stale; the memory is now at {current.etag}", reason="ETAG_MISMATCH")
+        if not fields:
+            return current
+        # It is there and at the etag now: a concurrent call created or changed it in between. Again.
+    raise Aborted("the memory kept changing while it was being updated; retry", reason="CONCURRENT_UPDATE")
 
 
 def _only(patch: MemoryPatch) -> NewMemory:

@@ -7,7 +7,7 @@ import uuid
 import asyncpg
 
 from ..domain import lifecycle
-from ..domain.errors import NotFound
+from ..domain.errors import Aborted, NotFound
 from ..domain.records import Message, MessagesQuery, NewMessage, Page, SessionRef
 from . import rows
 from .rows import MESSAGE_COLUMNS, fetch, fetch_one, owned
@@ -22,7 +22,9 @@ LAST_SEQUENCE = 2**63 - 1
 # sequence, which keeps sequences gapless and counters exact. clock_timestamp(), not
 # now(): now() is the transaction's start, taken before this row's lock was queued
 # for, so a later sequence could get an earlier time. The message's create_time is
-# the session's new last_activity_time, so both follow sequence order.
+# the session's new last_activity_time, so both follow sequence order. A conditional append
+# ($10, expected_last_sequence; NULL for none) is checked on the locked row in the same WHERE,
+# so of concurrent appends that expect one count exactly one finds it.
 _BUMP = f"""
     UPDATE sessions
     SET message_count = message_count + 1,
@@ -30,7 +32,7 @@ _BUMP = f"""
         total_cost = total_cost + $4,
         last_activity_time = greatest(last_activity_time, clock_timestamp()),
         update_time = greatest(update_time, clock_timestamp())
-    WHERE id = $2 AND status = 'active' AND {owned(9)} {{guard}}
+    WHERE id = $2 AND status = 'active' AND {owned(9)} AND ($10::bigint IS NULL OR message_count = $10) {{guard}}
     RETURNING id, user_id, message_count, last_activity_time
 """
 _INSERT = f"""
@@ -41,38 +43,35 @@ _INSERT = f"""
     RETURNING {MESSAGE_COLUMNS}
 """
 ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='')}) {_INSERT.format(request_id='NULL')}"
-# With a request_id, the same statement first looks for the message that id already made;
-# when there is one, nothing is bumped or inserted and that message is the answer.
+# With a request_id ($11), the same statement first looks for the message that id already made;
+# when there is one, nothing is bumped or inserted and that message is the answer (whatever
+# expected_last_sequence says now: the repeat of an append that landed is not stale).
 ADD_MESSAGE_ONCE = f"""
 WITH earlier AS (
-    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $10 AND {owned(9)}
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $11 AND {owned(9)}
 ), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
-inserted AS ({_INSERT.format(request_id='$10')})
+inserted AS ({_INSERT.format(request_id='$11')})
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
 BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
 
 # One page and the session's message count in one statement; no row at all means no session.
 # The page is bounded in bytes as well as rows: of the first $3 messages only those that start
-# within $5 bytes (content and metadata, as the client will get them) are returned, so a page of
-# 1,000 messages of 256 KiB never reaches the server whole. `size` is read from the stored
-# values' headers (no detoasting of content); `fetched` says how many the row limit found, so the
-# caller knows there is more when the budget cut the page short.
+# within $5 bytes (content and metadata, as the client gets them; content's length is read from
+# its stored header, not detoasted) are returned, so a page of 1,000 messages of 256 KiB never
+# reaches the server whole. The running sum sits beside the LIMIT, so the scan stops there.
+_SIZE = "octet_length(content) + octet_length(metadata::text)"
 _PAGE = f"""
 SELECT s.message_count, m.* FROM sessions s
 LEFT JOIN LATERAL (
     SELECT * FROM (
-        SELECT *, sum(size) OVER (ORDER BY sequence {{order}}) - size AS before, count(*) OVER () AS fetched
-        FROM (
-            SELECT {MESSAGE_COLUMNS}, octet_length(content) + octet_length(metadata::text) AS size
-            FROM messages
-            WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
-        ) page
-    ) sized
-    WHERE before < $5
+        SELECT {MESSAGE_COLUMNS}, {_SIZE} AS size, sum({_SIZE}) OVER (ORDER BY sequence {{order}}) AS upto
+        FROM messages
+        WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
+    ) page
+    WHERE upto - size < $5
 ) m ON true
 WHERE s.id = $1 AND {owned(4, "s.user_id")}
-ORDER BY m.sequence {{order}}
 """
 PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
 PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
@@ -86,6 +85,8 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
     has ended since. Two concurrent first calls with one request_id: the loser's
     insert hits the unique index after the winner commits, and it answers with
     the winner's message (a statement of its own; nothing of the failed one remains).
+    With expected_last_sequence, a session whose message_count is another is ABORTED
+    (STALE_SESSION, its count in the ErrorInfo metadata as lastSequence).
     """
     params = (
         str(uuid.uuid4()),
@@ -97,6 +98,7 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
         new.content,
         rows.jsonb(new.metadata),
         new.owner,
+        new.expected_last_sequence,
     )
     if new.request_id is None:
         row = await fetch_one(conn, ADD_MESSAGE, *params)
@@ -111,6 +113,15 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
     if row is None:
         session = await get_session(conn, SessionRef(new.session_id, new.owner))
         lifecycle.check_accepts_messages(session.status)
+        expected = new.expected_last_sequence
+        if expected is not None and session.message_count != expected:
+            # message_count only grows, so what refused the append still holds in this second read.
+            raise Aborted(
+                f"the session's last sequence is {session.message_count}, not {expected}: "
+                "read the session's messages again, then retry expecting its new last sequence",
+                reason="STALE_SESSION",
+                metadata={"lastSequence": str(session.message_count)},
+            )
         raise AssertionError(f"session {new.session_id} is active but took no message")
     return rows.message(row)
 
@@ -124,8 +135,11 @@ async def list_messages(conn: asyncpg.Connection, query: MessagesQuery) -> Page[
     else:
         sql, start = PAGE_ASCENDING, query.position or 0
     session = query.session
-    found = await fetch(conn, sql, session.session_id, start, query.page_size + 1, session.owner, query.byte_budget)
+    found = await fetch(conn, sql, session.session_id, start, query.page_size, session.owner, query.byte_budget)
     if not found:
         raise NotFound("session", session.session_id)
-    messages = [rows.message(row) for row in found[: query.page_size] if row["id"] is not None]
-    return Page(messages, (found[0]["fetched"] or 0) > len(messages), found[0]["message_count"])
+    messages = [rows.message(row) for row in found if row["id"] is not None]
+    count = found[0]["message_count"]
+    # Sequences are gapless from 1 to the message count: whether more follow is in the last one.
+    more = bool(messages) and (messages[-1].sequence > 1 if query.descending else messages[-1].sequence < count)
+    return Page(messages, more, count)

@@ -9,6 +9,7 @@ statement once per connection. Rows are read by column name, so a statement may 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..domain import records
 
 SESSION_COLUMNS = (
     "id, user_id, status, title, conversation_data, metadata, message_count, total_tokens, total_cost, "
-    "create_time, update_time, last_activity_time, end_time, version"
+    "create_time, update_time, last_activity_time, end_time, version, app_name"
 )
 MESSAGE_COLUMNS = (
     "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time"
@@ -41,12 +42,33 @@ def owned(param: int, column: str = "user_id") -> str:
     return f"(${param}::text IS NULL OR {column} = ${param})"
 
 
+_ETAG = re.compile(r'"([0-9a-f]{1,16})-([0-9]{1,18})"')
+
+
+def etag_parts(etag: str) -> tuple[int | None, int]:
+    """The version and creation microseconds an etag names (records.etag_of), for etag_matches:
+    (None, 0) without one, and a version no row has when it is not an etag this service made."""
+    if not etag:
+        return None, 0
+    match = _ETAG.fullmatch(etag)
+    return (int(match[2]), int(match[1], 16)) if match else (-1, 0)
+
+
+def etag_matches(version: int, micros: int) -> str:
+    """The predicate that the row is still at the etag `$version` / `$micros` (etag_parts; NULL
+    version: no etag given). The creation time is compared to the microsecond the etag carries."""
+    return (
+        f"(${version}::bigint IS NULL OR (version = ${version}"
+        f" AND abs(extract(epoch FROM create_time) * 1000000 - ${micros}) < 2))"
+    )
+
+
 def session(row: Row) -> records.Session:
     """A Session from a row with SESSION_COLUMNS."""
     return records.Session(
         str(row["id"]), row["user_id"], _STATUSES[row["status"]], row["title"], row["conversation_data"],
         row["metadata"], row["message_count"], row["total_tokens"], row["total_cost"], row["create_time"],
-        row["update_time"], row["last_activity_time"], row["end_time"], row["version"],
+        row["update_time"], row["last_activity_time"], row["end_time"], row["version"], row["app_name"],
     )
 
 

@@ -12,6 +12,7 @@ import asyncpg
 from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
 from ..domain.records import (
+    AppStats,
     NewSession,
     Page,
     Role,
@@ -25,13 +26,13 @@ from ..domain.records import (
 )
 from . import rows
 from .rows import SESSION_COLUMNS, fetch, fetch_one, owned
-from .units import statement, transaction
+from .units import statement
 
 # With a request_id, a repeat finds the first session instead of inserting (per user).
 CREATE_SESSION = f"""
 WITH inserted AS (
-    INSERT INTO sessions (id, user_id, status, title, conversation_data, metadata, request_id)
-    VALUES ($1, $2, 'active', $3, $4::jsonb, $5::jsonb, $6)
+    INSERT INTO sessions (id, user_id, status, title, conversation_data, metadata, request_id, app_name)
+    VALUES ($1, $2, 'active', $3, $4::jsonb, $5::jsonb, $6, $7)
     ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING {SESSION_COLUMNS}
 )
@@ -47,7 +48,7 @@ async def create_session(conn: asyncpg.Connection, new: NewSession) -> Session:
     """Insert an ACTIVE session; with a request_id, a repeat returns the first one."""
     row = await fetch_one(
         conn, CREATE_SESSION, str(uuid.uuid4()), new.user_id, new.title, rows.jsonb(new.conversation_data),
-        rows.jsonb(new.metadata), new.request_id,
+        rows.jsonb(new.metadata), new.request_id, new.app_name,
     )
     if row is None:
         # A concurrent first call with this request_id committed after this statement's snapshot
@@ -69,64 +70,81 @@ async def get_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
     return rows.session(row)
 
 
-async def _locked_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
-    """The session, its row locked for the rest of the transaction."""
-    row = await fetch_one(conn, GET_SESSION_FOR_UPDATE, ref.session_id, ref.owner)
-    if row is None:
-        raise NotFound("session", ref.session_id)
-    return rows.session(row)
-
-
-# The fields a patch names get their new value ($n flags which); a status move to ENDED sets end_time.
-APPLY_PATCH = f"""
+# One statement applies a patch: the fields it names get their new value ($3, $5, $7 flag which),
+# a status move only from a status that may make it ($11), end_time when it moves to ENDED, and
+# only when the etag's version still matches ($9; its creation time, $10, to the microsecond).
+# A patch that changes nothing updates nothing. When no row comes back, update_session reads the
+# session once more to say why, in the order a locked read would have: missing, stale etag,
+# forbidden move, nothing to change.
+UPDATE_SESSION = f"""
 UPDATE sessions SET
-    title = CASE WHEN $2 THEN $3 ELSE title END,
-    conversation_data = CASE WHEN $4 THEN $5::jsonb ELSE conversation_data END,
-    metadata = CASE WHEN $6 THEN $7::jsonb ELSE metadata END,
-    status = coalesce($8, status),
-    end_time = CASE WHEN $8 = 'ended' THEN now() ELSE end_time END,
+    title = CASE WHEN $3 THEN $4 ELSE title END,
+    conversation_data = CASE WHEN $5 THEN $6::jsonb ELSE conversation_data END,
+    metadata = CASE WHEN $7 THEN $8::jsonb ELSE metadata END,
+    status = coalesce($12, status),
+    end_time = CASE WHEN $12 = 'ended' AND status <> 'ended' THEN now() ELSE end_time END,
     version = version + 1,
     update_time = now()
-WHERE id = $1
+WHERE id = $1 AND {owned(2)}
+  AND {rows.etag_matches(9, 10)}
+  AND ($12::text IS NULL OR status = $12 OR status = ANY($11::text[]))
+  AND ($3 OR $5 OR $7 OR ($12::text IS NOT NULL AND status <> $12))
 RETURNING {SESSION_COLUMNS}
 """
+MAX_ROUNDS = 3
+"""Tries of an update whose row a concurrent call changed between its UPDATE and the read after."""
 
 
-@transaction
+@statement
 async def update_session(conn: asyncpg.Connection, patch: SessionPatch) -> Session:
-    current = await _locked_session(conn, SessionRef(patch.session_id, patch.owner))
-    if patch.etag and patch.etag != current.etag:
-        raise Aborted(
-            f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH"
-        )
+    ref = SessionRef(patch.session_id, patch.owner)
     fields = patch.fields
-    status = patch.status if "status" in fields and patch.status not in (None, current.status) else None
-    if status is not None:
-        lifecycle.check_move(current.status, status)
-    if not (fields & {"title", "conversation_data", "metadata"}) and status is None:
-        return current
-    return await _apply(
-        conn, current.session_id,
-        "title" in fields, patch.title,
-        "conversation_data" in fields, rows.jsonb(patch.conversation_data),
-        "metadata" in fields, rows.jsonb(patch.metadata),
-        None if status is None else status.value,
-    )
+    status = patch.status if "status" in fields else None
+    version, micros = rows.etag_parts(patch.etag)
+    for _ in range(MAX_ROUNDS):
+        row = await fetch_one(
+            conn, UPDATE_SESSION, ref.session_id, ref.owner,
+            "title" in fields, patch.title,
+            "conversation_data" in fields, rows.jsonb(patch.conversation_data),
+            "metadata" in fields, rows.jsonb(patch.metadata),
+            version, micros,
+            sorted(s.value for s in lifecycle.sources(status)) if status else [],
+            None if status is None else status.value,
+        )
+        if row is not None:
+            return rows.session(row)
+        current = await get_session(conn, ref)
+        if patch.etag and patch.etag != current.etag:
+            raise Aborted(f"etag {patch.etag} is stale; the session is now at {current.etag}", reason="ETAG_MISMATCH")
+        if status is not None:
+            lifecycle.check_move(current.status, status)
+        if not (fields & {"title", "conversation_data", "metadata"}) and status in (None, current.status):
+            return current
+        # The move is allowed now: a concurrent update changed the status in between. Again.
+    raise Aborted("the session kept changing while it was being updated; retry", reason="CONCURRENT_UPDATE")
 
 
-@transaction
+END_SESSION = f"""
+UPDATE sessions SET status = 'ended', end_time = now(), version = version + 1, update_time = now()
+WHERE id = $1 AND {owned(2)} AND status = ANY($3::text[])
+RETURNING {SESSION_COLUMNS}
+"""
+ENDS_FROM = sorted(status.value for status in lifecycle.sources(SessionStatus.ENDED))
+
+
+@statement
 async def end_session(conn: asyncpg.Connection, ref: SessionRef) -> Session:
-    current = await _locked_session(conn, ref)
+    """One statement ends a session that may end (the common case); when it did not, a second
+    one finds out why: no such session, or one already ended or archived (returned unchanged)."""
+    row = await fetch_one(conn, END_SESSION, ref.session_id, ref.owner, ENDS_FROM)
+    if row is not None:
+        return rows.session(row)
+    current = await get_session(conn, ref)
     if current.status in (SessionStatus.ENDED, SessionStatus.ARCHIVED):
         return current
     lifecycle.check_move(current.status, SessionStatus.ENDED)
-    return await _apply(conn, ref.session_id, False, "", False, "{}", False, "{}", SessionStatus.ENDED.value)
-
-
-async def _apply(conn: asyncpg.Connection, session_id: str, *values: object) -> Session:
-    row = await fetch_one(conn, APPLY_PATCH, session_id, *values)
-    assert row is not None
-    return rows.session(row)
+    # It may end, so it could not a moment ago: a concurrent update moved it in between.
+    raise Aborted("the session changed while it was being ended; retry", reason="CONCURRENT_UPDATE")
 
 
 DELETE_SESSION = f"DELETE FROM sessions WHERE id = $1 AND {owned(2)} RETURNING id"
@@ -139,33 +157,48 @@ async def delete_session(conn: asyncpg.Connection, ref: SessionRef) -> None:
         raise NotFound("session", ref.session_id)
 
 
-def _list_sessions_sql(by_status: bool, keyset: bool) -> str:
+# A page of sessions is bounded in bytes like a page of messages (messages.py), but sessions have
+# no gapless key to tell whether more follow: the first $2 rows all come back, those that start
+# past $3 bytes (title and JSON) without their large columns (`within` false), so the caller sees
+# both the page and whether anything is left.
+_SIZE = "octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text)"
+_WITHIN = f"sum({_SIZE}) OVER w - ({_SIZE}) < $3"
+_LIGHT = "id, user_id, app_name, status, message_count, total_tokens, total_cost, create_time, update_time, last_activity_time, " \
+    "end_time, version"
+
+
+def _list_sessions_sql(by_status: bool, by_app: bool, keyset: bool) -> str:
     """The page and the total in one statement; a total of 0 still gives one row (of NULL columns).
-    Bounded in bytes like a page of messages (messages.py): of the first $2 sessions only those
-    that start within $3 bytes (title, conversation data and metadata) are returned."""
-    status = " AND status = $4" if by_status else ""
-    n = 5 if by_status else 4
+    Parameters: $1 user, $2 limit, $3 byte budget, then the status, the app and the key, each
+    only when the query has it."""
+    n = 4
+    where = "user_id = $1"
+    if by_status:
+        where += f" AND status = ${n}"
+        n += 1
+    if by_app:
+        where += f" AND app_name = ${n}"
+        n += 1
     after = f" AND (create_time, id) < (${n}::timestamptz, ${n + 1}::uuid)" if keyset else ""
     return f"""
-SELECT t.total, s.* FROM (SELECT count(*) AS total FROM sessions WHERE user_id = $1{status}) t
+SELECT t.total, s.* FROM (SELECT count(*) AS total FROM sessions WHERE {where}) t
 LEFT JOIN LATERAL (
-    SELECT * FROM (
-        SELECT *, sum(size) OVER (ORDER BY create_time DESC, id DESC) - size AS before, count(*) OVER () AS fetched
-        FROM (
-            SELECT {SESSION_COLUMNS},
-                   octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text) AS size
-            FROM sessions WHERE user_id = $1{status}{after}
-            ORDER BY create_time DESC, id DESC LIMIT $2
-        ) page
-    ) sized
-    WHERE before < $3
+    SELECT {_LIGHT}, {_WITHIN} AS within, CASE WHEN {_WITHIN} THEN title END AS title,
+           CASE WHEN {_WITHIN} THEN conversation_data END AS conversation_data,
+           CASE WHEN {_WITHIN} THEN metadata END AS metadata
+    FROM sessions WHERE {where}{after}
+    WINDOW w AS (ORDER BY create_time DESC, id DESC)
+    ORDER BY create_time DESC, id DESC LIMIT $2
 ) s ON true
-ORDER BY s.create_time DESC, s.id DESC
 """
 
 
-LIST_SESSIONS = {(by_status, keyset): _list_sessions_sql(by_status, keyset) for by_status in (False, True)
-                 for keyset in (False, True)}
+LIST_SESSIONS = {
+    (by_status, by_app, keyset): _list_sessions_sql(by_status, by_app, keyset)
+    for by_status in (False, True)
+    for by_app in (False, True)
+    for keyset in (False, True)
+}
 
 
 @statement
@@ -173,17 +206,20 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[
     """One page of a user's sessions, newest first (at most page_size, and no more than
     byte_budget but one), and the total.
 
-    Keyset pagination on the (user_id, [status,] create_time DESC, id DESC) indexes: a deep page
-    costs what the first does. The total is a count over the user's index entries.
+    Keyset pagination on the (user_id, [status | app_name,] create_time DESC, id DESC) indexes: a
+    deep page costs what the first does. The total is a count over the user's index entries.
     """
     params: list[object] = [query.user_id, query.page_size + 1, query.byte_budget]
     if query.status is not None:
         params.append(query.status.value)
+    if query.app_name is not None:
+        params.append(query.app_name)
     if query.after is not None:
         params += [query.after.create_time, query.after.session_id]
-    found = await fetch(conn, LIST_SESSIONS[(query.status is not None, query.after is not None)], *params)
-    sessions = [rows.session(row) for row in found[: query.page_size] if row["id"] is not None]
-    return Page(sessions, (found[0]["fetched"] or 0) > len(sessions), found[0]["total"])
+    sql = LIST_SESSIONS[(query.status is not None, query.app_name is not None, query.after is not None)]
+    found = await fetch(conn, sql, *params)
+    sessions = [rows.session(row) for row in found[: query.page_size] if row["within"]]
+    return Page(sessions, len(found) > len(sessions) and found[0]["id"] is not None, found[0]["total"])
 
 
 # The session, whether it has a memory, and one row per role with messages (or one row of NULLs),
@@ -222,25 +258,35 @@ async def session_summary(conn: asyncpg.Connection, ref: SessionRef) -> SessionS
     )
 
 
+# One scan, one snapshot: a row per status (by_app 0) and a row per app (by_app 1), so the
+# per-app totals add up to the service's even while messages are being added.
 SERVICE_STATS = """
-SELECT status, count(*) AS sessions, coalesce(sum(message_count), 0) AS messages,
-       coalesce(sum(total_tokens), 0) AS tokens, coalesce(sum(total_cost), 0) AS cost,
+SELECT GROUPING(app_name) = 0 AS by_app, status, app_name, count(*) AS sessions,
+       coalesce(sum(message_count), 0) AS messages, coalesce(sum(total_tokens), 0) AS tokens,
+       coalesce(sum(total_cost), 0) AS cost, count(DISTINCT user_id) AS app_users,
        (SELECT count(DISTINCT user_id) FROM sessions) AS users
-FROM sessions GROUP BY status
+FROM sessions GROUP BY GROUPING SETS ((status), (app_name))
+ORDER BY app_name
 """
 
 
 @statement
 async def service_stats(conn: asyncpg.Connection) -> ServiceStats:
     found = await fetch(conn, SERVICE_STATS)
-    sessions_by_status = {SessionStatus(row["status"]): row["sessions"] for row in found}
+    by_status = [row for row in found if not row["by_app"]]
+    sessions_by_status = {SessionStatus(row["status"]): row["sessions"] for row in by_status}
     return ServiceStats(
         total_sessions=sum(sessions_by_status.values()),
         sessions_by_status=sessions_by_status,
-        total_messages=int(sum(row["messages"] for row in found)),
-        total_tokens=int(sum(row["tokens"] for row in found)),
-        total_cost=sum((row["cost"] for row in found), Decimal(0)),
+        total_messages=int(sum(row["messages"] for row in by_status)),
+        total_tokens=int(sum(row["tokens"] for row in by_status)),
+        total_cost=sum((row["cost"] for row in by_status), Decimal(0)),
         distinct_users=found[0]["users"] if found else 0,
+        apps=[
+            AppStats(row["app_name"], row["sessions"], int(row["messages"]), int(row["tokens"]), row["cost"],
+                     row["app_users"])
+            for row in found if row["by_app"]
+        ],
     )
 
 

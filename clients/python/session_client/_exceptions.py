@@ -137,9 +137,16 @@ class FailedPrecondition(SessionError):
 
 
 class Aborted(SessionError):
-    """A concurrency conflict; `reason` is ETAG_MISMATCH (re-read and retry) or CONCURRENT_UPDATE."""
+    """A concurrency conflict; `reason` is ETAG_MISMATCH (re-read and retry), CONCURRENT_UPDATE,
+    or STALE_SESSION (a conditional add_message: `last_sequence` is where the session is now)."""
 
     code = grpc.StatusCode.ABORTED
+
+    @property
+    def last_sequence(self) -> int | None:
+        """The session's last sequence when a conditional append was stale (STALE_SESSION), else None."""
+        value = self.error_metadata.get("lastSequence")
+        return int(value) if value is not None and value.isdigit() else None
 
 
 class OutOfRange(SessionError):

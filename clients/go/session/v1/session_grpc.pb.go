@@ -444,7 +444,9 @@ type MessageServiceClient interface {
 	// and adds to the session's counters. FAILED_PRECONDITION when the session
 	// is not ACTIVE (reason SESSION_NOT_ACTIVE), NOT_FOUND without the session,
 	// INVALID_ARGUMENT for bad fields. With request_id, a retry returns the first
-	// result, even after the session has ended.
+	// result, even after the session has ended. With expected_last_sequence it
+	// appends only to a session whose last sequence is that value, else ABORTED
+	// (reason STALE_SESSION).
 	AddMessage(ctx context.Context, in *AddMessageRequest, opts ...grpc.CallOption) (*AddMessageResponse, error)
 	// Messages in sequence order (or newest first with order_by "sequence desc"),
 	// paged with opaque keyset tokens. NOT_FOUND without the session;
@@ -523,7 +525,9 @@ type MessageServiceServer interface {
 	// and adds to the session's counters. FAILED_PRECONDITION when the session
 	// is not ACTIVE (reason SESSION_NOT_ACTIVE), NOT_FOUND without the session,
 	// INVALID_ARGUMENT for bad fields. With request_id, a retry returns the first
-	// result, even after the session has ended.
+	// result, even after the session has ended. With expected_last_sequence it
+	// appends only to a session whose last sequence is that value, else ABORTED
+	// (reason STALE_SESSION).
 	AddMessage(context.Context, *AddMessageRequest) (*AddMessageResponse, error)
 	// Messages in sequence order (or newest first with order_by "sequence desc"),
 	// paged with opaque keyset tokens. NOT_FOUND without the session;

@@ -507,7 +507,9 @@ class MessageServiceServicer:
         and adds to the session's counters. FAILED_PRECONDITION when the session
         is not ACTIVE (reason SESSION_NOT_ACTIVE), NOT_FOUND without the session,
         INVALID_ARGUMENT for bad fields. With request_id, a retry returns the first
-        result, even after the session has ended.
+        result, even after the session has ended. With expected_last_sequence it
+        appends only to a session whose last sequence is that value, else ABORTED
+        (reason STALE_SESSION).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
