@@ -41,16 +41,29 @@ async def main() -> None:
         try:
             await seed.big_user(conn, "big-user", 10_000)
             long_session = await seed.long_session(conn, "long-user", 50_000)
+            # The big user's sessions in four apps, 2,500 each, for the listing by app.
+            await conn.execute(
+                "UPDATE sessions SET app_name = 'app-' || (('x' || substr(id::text, 1, 8))::bit(32)::int & 3) "
+                "WHERE user_id = 'big-user'"
+            )
             await seed.analyze(conn)
             deep = await conn.fetchrow(
                 "SELECT create_time, id FROM sessions WHERE user_id = 'big-user' "
                 "ORDER BY create_time DESC, id DESC OFFSET 9000 LIMIT 1"
             )
+            deep_in_app = await conn.fetchrow(
+                "SELECT create_time, id FROM sessions WHERE user_id = 'big-user' AND app_name = 'app-1' "
+                "ORDER BY create_time DESC, id DESC OFFSET 2000 LIMIT 1"
+            )
             out = [
                 await explain(conn, "ListSessions, first page (user with 10,000 sessions)",
-                              sessions.LIST_SESSIONS[(False, False)], "big-user", 51, paging.RESPONSE_BYTES),
+                              sessions.LIST_SESSIONS[(False, False, False)], "big-user", 51, paging.RESPONSE_BYTES),
                 await explain(conn, "ListSessions, page after 9,000 sessions (keyset)",
-                              sessions.LIST_SESSIONS[(False, True)], "big-user", 51, paging.RESPONSE_BYTES, deep[0], deep[1]),
+                              sessions.LIST_SESSIONS[(False, False, True)], "big-user", 51, paging.RESPONSE_BYTES,
+                              deep[0], deep[1]),
+                await explain(conn, "ListSessions by app_name, page after 2,000 of the app's ~2,500 (user with 10,000 in 4 apps)",
+                              sessions.LIST_SESSIONS[(False, True, True)], "big-user", 51, paging.RESPONSE_BYTES,
+                              "app-1", deep_in_app[0], deep_in_app[1]),
                 await explain(conn, "GetSession (owner-scoped, as in token mode)", sessions.GET_SESSION, long_session, "long-user"),
                 await explain(conn, "ListMessages latest 20, order_by \"sequence desc\" (session with 50,000 messages)",
                               messages.PAGE_DESCENDING, long_session, 2**63 - 1, 21, "long-user", paging.RESPONSE_BYTES),

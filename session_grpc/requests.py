@@ -93,6 +93,7 @@ def new_session(request: pb.CreateSessionRequest, limits: Limits = DEFAULT_LIMIT
         conversation_data=_struct(check, "conversation_data", request.conversation_data),
         metadata=_struct(check, "metadata", request.metadata),
         request_id=check.uuid("request_id", request.request_id, required=False),
+        app_name=check.app_name("app_name", request.app_name) or records.DEFAULT_APP,
     )
     check.raise_if_any()
     return result
@@ -241,11 +242,16 @@ def sessions_query(
         status = STATUS_FROM_PROTO.get(request.status)
         if status is None:
             check.add("status", STATUS_FILTER_HINT)
+    app_name = check.app_name("app_name", request.app_name) or None
     page_size = check.page_size("page_size", request.page_size, DEFAULT_SESSIONS_PAGE_SIZE)
     check.raise_if_any()
-    scope = {"user_id": user_id, "status": request.status}
+    scope: dict[str, Any] = {"user_id": user_id, "status": request.status}
+    if app_name is not None:
+        # Only when filtering, so tokens of the unfiltered listing issued before apps existed
+        # still hold across the upgrade; with it, a token of one app's listing fails another's.
+        scope["app_name"] = app_name
     after = tokens.after(paging.SESSIONS, request.page_token, scope)
-    return records.SessionsQuery(user_id, status, page_size, after, scope, paging.RESPONSE_BYTES)
+    return records.SessionsQuery(user_id, status, app_name, page_size, after, scope, paging.RESPONSE_BYTES)
 
 
 def messages_query(

@@ -71,6 +71,7 @@ def session_to_proto(session: records.Session) -> pb.Session:
         update_time=timestamp(session.update_time),
         last_activity_time=timestamp(session.last_activity_time),
         etag=session.etag,
+        app_name=session.app_name,
     )
     if session.end_time is not None:
         message.end_time.CopyFrom(timestamp(session.end_time))
@@ -144,4 +145,15 @@ def stats_to_proto(stats: records.ServiceStats) -> pb.ServiceStats:
         total_cost=format_decimal(stats.total_cost),
         distinct_users=stats.distinct_users,
         average_messages_per_session=stats.average_messages_per_session,
+        apps=[
+            pb.AppStats(
+                app_name=app.app_name,
+                session_count=app.session_count,
+                message_count=app.message_count,
+                total_tokens=app.total_tokens,
+                total_cost=format_decimal(app.total_cost),
+                distinct_users=app.distinct_users,
+            )
+            for app in stats.apps
+        ],
     )

@@ -137,6 +137,25 @@ async def test_a_user_who_leaves_user_id_empty_acts_for_themselves(database_url,
         assert listed.total_size == 1
 
 
+async def test_a_user_lists_only_their_own_sessions_in_any_app(database_url, dev):
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        alice, bob = Stubs(channel, "alice-token"), Stubs(channel, "bob-token")
+        for stubs, user in ((alice, "alice"), (bob, "bob")):
+            for app in ("shared", "default"):
+                await stubs.sessions.CreateSession(
+                    pb.CreateSessionRequest(user_id=user, app_name=app), metadata=stubs.metadata
+                )
+        for app in ("shared", "default", ""):
+            listed = await alice.sessions.ListSessions(pb.ListSessionsRequest(app_name=app), metadata=alice.metadata)
+            assert {s.user_id for s in listed.sessions} == {"alice"}, app
+            assert listed.total_size == (2 if app == "" else 1), app
+            failure = await expect_failure(
+                alice.sessions.ListSessions(pb.ListSessionsRequest(user_id="bob", app_name=app), metadata=alice.metadata)
+            )
+            assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "OTHER_USER"), app
+
+
 @pytest.mark.parametrize(
     "token,expected",
     [(None, "no token"), ("not-a-token", "bad token"), ("expired-token", "expired token")],

@@ -62,7 +62,10 @@ async def test_migrate_upgrade_current_downgrade_on_a_fresh_database(server_url)
         assert code == 0 and f"database at {head} (head)" in output, output
         code, output = await run_cli("migrate", "current", database_url=url)
         assert f"database at {head} (head)" in output, output
-        code, output = await run_cli("migrate", "downgrade", database_url=url)
+        code, output = await run_cli("migrate", "downgrade", database_url=url)  # one step
+        assert code == 0 and f"head is {head}" in output and "no revision" not in output, output
+        assert f"database at {head}" not in output, output
+        code, output = await run_cli("migrate", "downgrade", "base", database_url=url)
         assert code == 0 and "no revision" in output and f"head is {head}" in output, output
         conn = await asyncpg.connect(url)
         tables = await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'sessions'")

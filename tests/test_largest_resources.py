@@ -29,9 +29,10 @@ def largest_struct(size: int) -> struct_pb2.Struct:
 async def test_the_largest_admissible_session_round_trips_through_a_default_client(sessions):
     title = WIDE * LIMITS.title_length
     data, metadata = largest_struct(LIMITS.struct_bytes), largest_struct(LIMITS.struct_bytes)
-    created = await new_session(sessions, "big", title=title, conversation_data=data, metadata=metadata)
+    app = "a" * 128
+    created = await new_session(sessions, "big", title=title, conversation_data=data, metadata=metadata, app_name=app)
     got = (await sessions.GetSession(pb.GetSessionRequest(session_id=created.session_id))).session
-    assert (got.title, got.conversation_data, got.metadata) == (title, data, metadata)
+    assert (got.title, got.conversation_data, got.metadata, got.app_name) == (title, data, metadata, app)
     listed = (await sessions.ListSessions(pb.ListSessionsRequest(user_id="big"))).sessions
     assert [s.session_id for s in listed] == [created.session_id]
 

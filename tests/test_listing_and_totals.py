@@ -428,6 +428,6 @@ async def test_list_sessions_of_large_sessions_stops_short_of_4_mib_and_reads_on
     assert len(pages) >= 2 and all(page.ByteSize() < 4 * 1024 * 1024 for page in pages)
     listed = [s.session_id for page in pages for s in page.sessions]
     assert len(listed) == len(set(listed)) == 40
-    query = SessionsQuery("wide", None, 1000, None, {}, paging.RESPONSE_BYTES)
+    query = SessionsQuery("wide", None, None, 1000, None, {}, paging.RESPONSE_BYTES)
     page = await service.db.run(storage_sessions.list_sessions, query)
     assert len(page.items) <= paging.RESPONSE_BYTES // 120_000 + 1 and page.more and page.total == 40

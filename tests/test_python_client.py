@@ -119,6 +119,19 @@ async def test_add_message_sends_a_generated_request_id_so_a_retry_is_counted_on
     assert sessions[0]["request_id"] is not None
 
 
+async def test_sessions_are_created_in_and_listed_by_their_app(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        chat = [await client.create_session("alice", app_name="chat") for _ in range(3)]
+        default = await client.create_session("alice")
+        assert default.app_name == "default"
+        listed = [s.session_id async for s in client.list_sessions("alice", app_name="chat", page_size=2)]
+        assert listed == [s.session_id for s in reversed(chat)]
+        every = [s.app_name async for s in client.list_sessions("alice", page_size=2)]
+        assert every == ["default", "chat", "chat", "chat"]
+        apps = {a.app_name: a.session_count for a in (await client.get_service_stats()).apps}
+        assert apps == {"chat": 3, "default": 1}
+
+
 async def test_invalid_argument_exposes_the_field_violations(service):
     async with SessionClient(f"127.0.0.1:{service.port}") as client:
         with pytest.raises(InvalidArgument) as caught:

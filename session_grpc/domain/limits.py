@@ -19,7 +19,8 @@ DEFAULT_CLIENT_RECEIVE_BYTES = 4 * MIB
 """The receive limit of gRPC clients left at their defaults: every resource must fit in it."""
 
 RESOURCE_OVERHEAD_BYTES = 8 * KIB
-"""Room for everything around the limited fields: ids, user_id (255 characters), timestamps,
+"""Room for everything around the limited fields: ids, user_id (255 characters), app_name (128
+ASCII characters), timestamps,
 counters, cost, etag, field tags and lengths, the response that wraps the resource."""
 
 

@@ -11,6 +11,10 @@ from typing import Any, Generic, TypeVar
 T = TypeVar("T")
 JsonObject = dict[str, Any]
 
+DEFAULT_APP = "default"
+"""The app of a session created without one, and of every session that existed before apps did
+(the migration that added them, which writes the same name as its server default)."""
+
 
 class SessionStatus(enum.StrEnum):
     ACTIVE = "active"
@@ -51,6 +55,7 @@ class Session:
     last_activity_time: datetime
     end_time: datetime | None
     version: int
+    app_name: str = DEFAULT_APP
 
     @property
     def etag(self) -> str:
@@ -110,6 +115,7 @@ class NewSession:
     conversation_data: JsonObject = field(default_factory=dict)
     metadata: JsonObject = field(default_factory=dict)
     request_id: str | None = None
+    app_name: str = DEFAULT_APP
 
 
 @dataclass(frozen=True)
@@ -173,6 +179,16 @@ class SessionSummary:
 
 
 @dataclass(frozen=True)
+class AppStats:
+    app_name: str
+    session_count: int
+    message_count: int
+    total_tokens: int
+    total_cost: Decimal
+    distinct_users: int
+
+
+@dataclass(frozen=True)
 class ServiceStats:
     total_sessions: int
     sessions_by_status: dict[SessionStatus, int]
@@ -180,6 +196,8 @@ class ServiceStats:
     total_tokens: int
     total_cost: Decimal
     distinct_users: int
+    apps: list[AppStats] = field(default_factory=list)
+    """Per application, by app_name, from the same snapshot as the totals."""
 
     @property
     def average_messages_per_session(self) -> float:
@@ -200,6 +218,8 @@ class SessionsQuery:
 
     user_id: str
     status: SessionStatus | None
+    app_name: str | None
+    """Only this app's sessions; None for every app."""
     page_size: int
     after: SessionKey | None
     """The key to continue after; None starts at the newest."""

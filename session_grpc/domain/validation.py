@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from typing import Any
 
@@ -12,6 +13,9 @@ from .limits import DEFAULT_LIMITS, Limits
 MAX_USER_ID_LENGTH = 255
 MAX_TOKENS_PER_MESSAGE = 1_000_000_000
 MAX_ETAG_LENGTH = 100
+MAX_APP_NAME_LENGTH = 128
+APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+APP_NAME_HINT = f"must be 1-{MAX_APP_NAME_LENGTH} characters of A-Z a-z 0-9 . _ - starting with a letter or digit"
 
 
 def excerpt(value: str, length: int = 40) -> str:
@@ -44,6 +48,13 @@ class Violations:
 
     def user_id(self, field: str, value: str) -> str:
         return self.text(field, value, required=True, max_length=MAX_USER_ID_LENGTH)
+
+    def app_name(self, field: str, value: str) -> str:
+        """An application name, or "" for none (the caller decides what none means). Narrower
+        than a user_id: it names a tenant in URLs, metric labels and dashboards."""
+        if value and (len(value) > MAX_APP_NAME_LENGTH or not APP_NAME.fullmatch(value)):
+            self.add(field, APP_NAME_HINT)
+        return value
 
     def uuid(self, field: str, value: str, *, required: bool = True) -> str | None:
         """The canonical lowercase form of a UUID, or None (empty and optional, or invalid)."""

@@ -19,7 +19,7 @@ from ..domain import records
 
 SESSION_COLUMNS = (
     "id, user_id, status, title, conversation_data, metadata, message_count, total_tokens, total_cost, "
-    "create_time, update_time, last_activity_time, end_time, version"
+    "create_time, update_time, last_activity_time, end_time, version, app_name"
 )
 MESSAGE_COLUMNS = (
     "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time"
@@ -68,7 +68,7 @@ def session(row: Row) -> records.Session:
     return records.Session(
         str(row["id"]), row["user_id"], _STATUSES[row["status"]], row["title"], row["conversation_data"],
         row["metadata"], row["message_count"], row["total_tokens"], row["total_cost"], row["create_time"],
-        row["update_time"], row["last_activity_time"], row["end_time"], row["version"],
+        row["update_time"], row["last_activity_time"], row["end_time"], row["version"], row["app_name"],
     )
 
 

@@ -12,6 +12,7 @@ import asyncpg
 from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
 from ..domain.records import (
+    AppStats,
     NewSession,
     Page,
     Role,
@@ -30,8 +31,8 @@ from .units import statement
 # With a request_id, a repeat finds the first session instead of inserting (per user).
 CREATE_SESSION = f"""
 WITH inserted AS (
-    INSERT INTO sessions (id, user_id, status, title, conversation_data, metadata, request_id)
-    VALUES ($1, $2, 'active', $3, $4::jsonb, $5::jsonb, $6)
+    INSERT INTO sessions (id, user_id, status, title, conversation_data, metadata, request_id, app_name)
+    VALUES ($1, $2, 'active', $3, $4::jsonb, $5::jsonb, $6, $7)
     ON CONFLICT (user_id, request_id) WHERE request_id IS NOT NULL DO NOTHING
     RETURNING {SESSION_COLUMNS}
 )
@@ -47,7 +48,7 @@ async def create_session(conn: asyncpg.Connection, new: NewSession) -> Session:
     """Insert an ACTIVE session; with a request_id, a repeat returns the first one."""
     row = await fetch_one(
         conn, CREATE_SESSION, str(uuid.uuid4()), new.user_id, new.title, rows.jsonb(new.conversation_data),
-        rows.jsonb(new.metadata), new.request_id,
+        rows.jsonb(new.metadata), new.request_id, new.app_name,
     )
     if row is None:
         # A concurrent first call with this request_id committed after this statement's snapshot
@@ -162,30 +163,42 @@ async def delete_session(conn: asyncpg.Connection, ref: SessionRef) -> None:
 # both the page and whether anything is left.
 _SIZE = "octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text)"
 _WITHIN = f"sum({_SIZE}) OVER w - ({_SIZE}) < $3"
-_LIGHT = "id, user_id, status, message_count, total_tokens, total_cost, create_time, update_time, last_activity_time, " \
+_LIGHT = "id, user_id, app_name, status, message_count, total_tokens, total_cost, create_time, update_time, last_activity_time, " \
     "end_time, version"
 
 
-def _list_sessions_sql(by_status: bool, keyset: bool) -> str:
-    """The page and the total in one statement; a total of 0 still gives one row (of NULL columns)."""
-    status = " AND status = $4" if by_status else ""
-    n = 5 if by_status else 4
+def _list_sessions_sql(by_status: bool, by_app: bool, keyset: bool) -> str:
+    """The page and the total in one statement; a total of 0 still gives one row (of NULL columns).
+    Parameters: $1 user, $2 limit, $3 byte budget, then the status, the app and the key, each
+    only when the query has it."""
+    n = 4
+    where = "user_id = $1"
+    if by_status:
+        where += f" AND status = ${n}"
+        n += 1
+    if by_app:
+        where += f" AND app_name = ${n}"
+        n += 1
     after = f" AND (create_time, id) < (${n}::timestamptz, ${n + 1}::uuid)" if keyset else ""
     return f"""
-SELECT t.total, s.* FROM (SELECT count(*) AS total FROM sessions WHERE user_id = $1{status}) t
+SELECT t.total, s.* FROM (SELECT count(*) AS total FROM sessions WHERE {where}) t
 LEFT JOIN LATERAL (
     SELECT {_LIGHT}, {_WITHIN} AS within, CASE WHEN {_WITHIN} THEN title END AS title,
            CASE WHEN {_WITHIN} THEN conversation_data END AS conversation_data,
            CASE WHEN {_WITHIN} THEN metadata END AS metadata
-    FROM sessions WHERE user_id = $1{status}{after}
+    FROM sessions WHERE {where}{after}
     WINDOW w AS (ORDER BY create_time DESC, id DESC)
     ORDER BY create_time DESC, id DESC LIMIT $2
 ) s ON true
 """
 
 
-LIST_SESSIONS = {(by_status, keyset): _list_sessions_sql(by_status, keyset) for by_status in (False, True)
-                 for keyset in (False, True)}
+LIST_SESSIONS = {
+    (by_status, by_app, keyset): _list_sessions_sql(by_status, by_app, keyset)
+    for by_status in (False, True)
+    for by_app in (False, True)
+    for keyset in (False, True)
+}
 
 
 @statement
@@ -193,15 +206,18 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[
     """One page of a user's sessions, newest first (at most page_size, and no more than
     byte_budget but one), and the total.
 
-    Keyset pagination on the (user_id, [status,] create_time DESC, id DESC) indexes: a deep page
-    costs what the first does. The total is a count over the user's index entries.
+    Keyset pagination on the (user_id, [status | app_name,] create_time DESC, id DESC) indexes: a
+    deep page costs what the first does. The total is a count over the user's index entries.
     """
     params: list[object] = [query.user_id, query.page_size + 1, query.byte_budget]
     if query.status is not None:
         params.append(query.status.value)
+    if query.app_name is not None:
+        params.append(query.app_name)
     if query.after is not None:
         params += [query.after.create_time, query.after.session_id]
-    found = await fetch(conn, LIST_SESSIONS[(query.status is not None, query.after is not None)], *params)
+    sql = LIST_SESSIONS[(query.status is not None, query.app_name is not None, query.after is not None)]
+    found = await fetch(conn, sql, *params)
     sessions = [rows.session(row) for row in found[: query.page_size] if row["within"]]
     return Page(sessions, len(found) > len(sessions) and found[0]["id"] is not None, found[0]["total"])
 
@@ -242,25 +258,35 @@ async def session_summary(conn: asyncpg.Connection, ref: SessionRef) -> SessionS
     )
 
 
+# One scan, one snapshot: a row per status (by_app 0) and a row per app (by_app 1), so the
+# per-app totals add up to the service's even while messages are being added.
 SERVICE_STATS = """
-SELECT status, count(*) AS sessions, coalesce(sum(message_count), 0) AS messages,
-       coalesce(sum(total_tokens), 0) AS tokens, coalesce(sum(total_cost), 0) AS cost,
+SELECT GROUPING(app_name) = 0 AS by_app, status, app_name, count(*) AS sessions,
+       coalesce(sum(message_count), 0) AS messages, coalesce(sum(total_tokens), 0) AS tokens,
+       coalesce(sum(total_cost), 0) AS cost, count(DISTINCT user_id) AS app_users,
        (SELECT count(DISTINCT user_id) FROM sessions) AS users
-FROM sessions GROUP BY status
+FROM sessions GROUP BY GROUPING SETS ((status), (app_name))
+ORDER BY app_name
 """
 
 
 @statement
 async def service_stats(conn: asyncpg.Connection) -> ServiceStats:
     found = await fetch(conn, SERVICE_STATS)
-    sessions_by_status = {SessionStatus(row["status"]): row["sessions"] for row in found}
+    by_status = [row for row in found if not row["by_app"]]
+    sessions_by_status = {SessionStatus(row["status"]): row["sessions"] for row in by_status}
     return ServiceStats(
         total_sessions=sum(sessions_by_status.values()),
         sessions_by_status=sessions_by_status,
-        total_messages=int(sum(row["messages"] for row in found)),
-        total_tokens=int(sum(row["tokens"] for row in found)),
-        total_cost=sum((row["cost"] for row in found), Decimal(0)),
+        total_messages=int(sum(row["messages"] for row in by_status)),
+        total_tokens=int(sum(row["tokens"] for row in by_status)),
+        total_cost=sum((row["cost"] for row in by_status), Decimal(0)),
         distinct_users=found[0]["users"] if found else 0,
+        apps=[
+            AppStats(row["app_name"], row["sessions"], int(row["messages"]), int(row["tokens"]), row["cost"],
+                     row["app_users"])
+            for row in found if row["by_app"]
+        ],
     )
 
 

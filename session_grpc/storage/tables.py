@@ -64,6 +64,7 @@ class SessionRow(Base):
     end_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
     version: Mapped[int] = mapped_column(BigInteger, server_default="1")
     request_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
+    app_name: Mapped[str] = mapped_column(Text, server_default=records.DEFAULT_APP)
 
     __table_args__ = (
         CheckConstraint(_one_of("status", records.SessionStatus), name="status"),
@@ -73,6 +74,13 @@ class SessionRow(Base):
             "ix_sessions_user_id_status_create_time",
             "user_id",
             "status",
+            text("create_time DESC"),
+            text("id DESC"),
+        ),
+        Index(
+            "ix_sessions_user_id_app_name_create_time",
+            "user_id",
+            "app_name",
             text("create_time DESC"),
             text("id DESC"),
         ),

@@ -242,8 +242,10 @@ class SessionClient:
         conversation_data: JsonObject | None = None,
         metadata: JsonObject | None = None,
         request_id: str | None = None,
+        app_name: str = "",
     ) -> pb.Session:
-        """Create an ACTIVE session for `user_id` (at most 255 characters; title at most 1000).
+        """Create an ACTIVE session for `user_id` (at most 255 characters; title at most 1000)
+        in the application `app_name` (1-128 of A-Z a-z 0-9 . _ -; empty means "default").
 
         `request_id` (a UUID) makes the call idempotent per user; one is generated when
         omitted, so a retry after UNAVAILABLE returns the same session instead of a second one.
@@ -255,6 +257,7 @@ class SessionClient:
             conversation_data=_struct(conversation_data),
             metadata=_struct(metadata),
             request_id=request_id or str(uuid.uuid4()),
+            app_name=app_name,
         )
         return (await self._unary(self._sessions.CreateSession, request, retry=True)).session
 
@@ -314,27 +317,34 @@ class SessionClient:
         status: int | str | None = None,
         page_size: int = 0,
         page_token: str = "",
+        app_name: str = "",
     ) -> pb.ListSessionsResponse:
-        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50).
+        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50), of
+        the application `app_name` only, or of every app when it is empty.
 
         The response has `sessions`, `next_page_token` (empty on the last page) and
-        `total_size` (all matching sessions). InvalidArgument for a changed or foreign token.
+        `total_size` (all matching sessions). InvalidArgument for a changed or foreign token
+        (one from a listing with another status or app_name).
         """
         request = pb.ListSessionsRequest(
             user_id=user_id,
             status=_enum(pb.SessionStatus, "SESSION_STATUS_", status, "status") if status is not None else None,
             page_size=page_size,
             page_token=page_token,
+            app_name=app_name,
         )
         return await self._unary(self._sessions.ListSessions, request, retry=True)
 
     async def list_sessions(
-        self, user_id: str, *, status: int | str | None = None, page_size: int = 0
+        self, user_id: str, *, status: int | str | None = None, page_size: int = 0, app_name: str = ""
     ) -> AsyncIterator[pb.Session]:
-        """Every session of the user, newest first, fetched page by page as you iterate."""
+        """Every session of the user (in `app_name` only, when given), newest first, fetched
+        page by page as you iterate."""
         token = ""
         while True:
-            page = await self.list_sessions_page(user_id, status=status, page_size=page_size, page_token=token)
+            page = await self.list_sessions_page(
+                user_id, status=status, page_size=page_size, page_token=token, app_name=app_name
+            )
             for session in page.sessions:
                 yield session
             token = page.next_page_token
@@ -347,7 +357,8 @@ class SessionClient:
         return (await self._unary(self._sessions.GetSessionSummary, request, retry=True)).summary
 
     async def get_service_stats(self) -> pb.ServiceStats:
-        """Totals over all sessions, computed by the database on each call."""
+        """Totals over all sessions, computed by the database on each call, with a breakdown
+        per application in `apps` (one snapshot: they add up to the totals)."""
         return (await self._unary(self._sessions.GetServiceStats, pb.GetServiceStatsRequest(), retry=True)).stats
 
     async def expire_sessions(self, idle_for: timedelta | float) -> int:

@@ -57,7 +57,7 @@ MESSAGE_TYPE_TOOL_RESULT: MessageType
 MESSAGE_TYPE_NOTIFICATION: MessageType
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "user_id", "status", "title", "conversation_data", "metadata", "message_count", "total_tokens", "total_cost", "create_time", "update_time", "last_activity_time", "end_time", "etag")
+    __slots__ = ("session_id", "user_id", "status", "title", "conversation_data", "metadata", "message_count", "total_tokens", "total_cost", "create_time", "update_time", "last_activity_time", "end_time", "etag", "app_name")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +72,7 @@ class Session(_message.Message):
     LAST_ACTIVITY_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     user_id: str
     status: SessionStatus
@@ -86,7 +87,8 @@ class Session(_message.Message):
     last_activity_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    app_name: str
+    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("message_id", "session_id", "user_id", "sequence", "role", "message_type", "content", "tokens_used", "cost", "metadata", "create_time")
@@ -183,7 +185,7 @@ class StatusCount(_message.Message):
     def __init__(self, status: _Optional[_Union[SessionStatus, str]] = ..., session_count: _Optional[int] = ...) -> None: ...
 
 class ServiceStats(_message.Message):
-    __slots__ = ("total_sessions", "sessions_by_status", "total_messages", "total_tokens", "total_cost", "distinct_users", "average_messages_per_session")
+    __slots__ = ("total_sessions", "sessions_by_status", "total_messages", "total_tokens", "total_cost", "distinct_users", "average_messages_per_session", "apps")
     TOTAL_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     SESSIONS_BY_STATUS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MESSAGES_FIELD_NUMBER: _ClassVar[int]
@@ -191,6 +193,7 @@ class ServiceStats(_message.Message):
     TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
     DISTINCT_USERS_FIELD_NUMBER: _ClassVar[int]
     AVERAGE_MESSAGES_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    APPS_FIELD_NUMBER: _ClassVar[int]
     total_sessions: int
     sessions_by_status: _containers.RepeatedCompositeFieldContainer[StatusCount]
     total_messages: int
@@ -198,21 +201,40 @@ class ServiceStats(_message.Message):
     total_cost: str
     distinct_users: int
     average_messages_per_session: float
-    def __init__(self, total_sessions: _Optional[int] = ..., sessions_by_status: _Optional[_Iterable[_Union[StatusCount, _Mapping]]] = ..., total_messages: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., distinct_users: _Optional[int] = ..., average_messages_per_session: _Optional[float] = ...) -> None: ...
+    apps: _containers.RepeatedCompositeFieldContainer[AppStats]
+    def __init__(self, total_sessions: _Optional[int] = ..., sessions_by_status: _Optional[_Iterable[_Union[StatusCount, _Mapping]]] = ..., total_messages: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., distinct_users: _Optional[int] = ..., average_messages_per_session: _Optional[float] = ..., apps: _Optional[_Iterable[_Union[AppStats, _Mapping]]] = ...) -> None: ...
+
+class AppStats(_message.Message):
+    __slots__ = ("app_name", "session_count", "message_count", "total_tokens", "total_cost", "distinct_users")
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_USERS_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    session_count: int
+    message_count: int
+    total_tokens: int
+    total_cost: str
+    distinct_users: int
+    def __init__(self, app_name: _Optional[str] = ..., session_count: _Optional[int] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., distinct_users: _Optional[int] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("user_id", "title", "conversation_data", "metadata", "request_id")
+    __slots__ = ("user_id", "title", "conversation_data", "metadata", "request_id", "app_name")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_DATA_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     title: str
     conversation_data: _struct_pb2.Struct
     metadata: _struct_pb2.Struct
     request_id: str
-    def __init__(self, user_id: _Optional[str] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    app_name: str
+    def __init__(self, user_id: _Optional[str] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -269,16 +291,18 @@ class DeleteSessionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ListSessionsRequest(_message.Message):
-    __slots__ = ("user_id", "status", "page_size", "page_token")
+    __slots__ = ("user_id", "status", "page_size", "page_token", "app_name")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     status: SessionStatus
     page_size: int
     page_token: str
-    def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    app_name: str
+    def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions", "next_page_token", "total_size")
