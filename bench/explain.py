@@ -70,7 +70,7 @@ async def main() -> None:
                 await explain(conn, "ListMessages page in the middle (after sequence 25,000)",
                               messages.PAGE_ASCENDING, long_session, 25_000, 101, "long-user", paging.RESPONSE_BYTES),
                 await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGE, str(uuid.uuid4()), long_session,
-                              12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user", None),
+                              12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user", None, None, 0),
                 await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",
                               sessions.SESSION_SUMMARY, long_session, "long-user"),
             ]
