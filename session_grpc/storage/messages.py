@@ -80,8 +80,9 @@ PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
 # filters are a lower bound on the sequence, since sequences are gapless from 1 and a message's
 # create_time follows its sequence: the last N start at message_count - N + 1, and the messages
 # at or after a time start at the first one ix_messages_session_id_create_time finds (none found:
-# past the last message). The bound is its own lateral row, so the page stays a keyset range scan
-# of uq_messages_session_id_sequence with both ends in its index condition.
+# past the last message). The bound is its own lateral row (OFFSET 0 keeps the planner from
+# inlining it, which would probe the time index again for every row returned), so the page stays a
+# keyset range scan of uq_messages_session_id_sequence with both ends in its index condition.
 _FROM = """
     CASE WHEN $6::timestamptz IS NULL THEN 1 ELSE coalesce(
         (SELECT f.sequence FROM messages f WHERE f.session_id = s.id AND f.create_time >= $6::timestamptz
@@ -90,7 +91,7 @@ _FROM = """
 """
 _FILTERED = f"""
 SELECT s.message_count, b.floor, m.* FROM sessions s
-CROSS JOIN LATERAL (SELECT greatest(s.message_count - $7::bigint + 1, {_FROM}) AS floor) b
+CROSS JOIN LATERAL (SELECT greatest(s.message_count - $7::bigint + 1, {_FROM}) AS floor OFFSET 0) b
 LEFT JOIN LATERAL (
     SELECT * FROM (
         SELECT {MESSAGE_COLUMNS}, {_SIZE} AS size, sum({_SIZE}) OVER (ORDER BY sequence {{order}}) AS upto
