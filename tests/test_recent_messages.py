@@ -4,13 +4,18 @@ time, both combined, all with keyset paging and tokens bound to the filter."""
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
+from session_grpc import paging
 from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc.domain.errors import NotFound
+from session_grpc.domain.records import MessagesQuery, SessionRef
+from session_grpc.storage import messages as storage_messages
 
 from .helpers import add, expect_failure, new_session
 
@@ -175,3 +180,16 @@ async def test_filtered_listing_of_a_missing_session_is_not_found(messages):
         )
     )
     assert failure.code == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(("start", "recent"), [(True, None), (False, 2), (True, 0)])
+async def test_filtered_listing_of_another_users_session_is_not_found(service, sessions, messages, sql, start, recent):
+    sid = await session_of(sessions, messages, sql, 3)
+    query = MessagesQuery(
+        SessionRef(sid, "someone-else"), 10, None, {}, paging.RESPONSE_BYTES,
+        start_time=time_of(1) if start else None, recent_count=recent,
+    )
+    with pytest.raises(NotFound):
+        await service.db.run(storage_messages.list_messages, query)
+    own = await service.db.run(storage_messages.list_messages, replace(query, session=SessionRef(sid, "user-1")))
+    assert own.total == 3
