@@ -82,7 +82,7 @@ async def main() -> None:
                               messages.FILTERED_ASCENDING, long_session, 0, 101, "long-user", paging.RESPONSE_BYTES,
                               at_49000, 20),
                 await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGE, str(uuid.uuid4()), long_session,
-                              12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user", None),
+                              12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user", None, None, 0),
                 await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",
                               sessions.SESSION_SUMMARY, long_session, "long-user"),
             ]

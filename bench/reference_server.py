@@ -77,6 +77,8 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
                 metadata,
                 None,  # the owner: any (the reference trusts every request)
                 None,  # expected_last_sequence: no condition
+                None,  # expected_etag's version: no condition
+                0,  # and its creation microseconds
             )
         return pb.AddMessageResponse(
             message=pb.Message(

@@ -172,6 +172,7 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
         metadata=_struct(check, "metadata", request.metadata),
         request_id=check.uuid("request_id", request.request_id, required=False),
         expected_last_sequence=_expected_last_sequence(check, request),
+        expected_etag=check.text("expected_etag", request.expected_etag, max_length=MAX_ETAG_LENGTH),
     )
     check.raise_if_any()
     return result

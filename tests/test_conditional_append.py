@@ -173,3 +173,71 @@ async def test_a_conditional_append_is_one_statement_and_only_a_refused_one_read
             await asyncio.sleep(0.01)
             counted.append(len(counter.statements))
     assert counted == [1, 2], counter.statements
+
+
+# ---- expected_etag -------------------------------------------------------------------------------
+
+
+async def test_append_expecting_the_current_etag_lands_and_leaves_the_etag_as_it_was(sessions, messages):
+    """Messages do not change a session's etag, so one read etag guards a run of appends."""
+    session = await new_session(sessions, "alice")
+    await add(messages, session.session_id, "a", expected_etag=session.etag)
+    second = await add(messages, session.session_id, "b", expected_etag=session.etag, expected_last_sequence=1)
+    assert second.sequence == 2
+
+
+async def test_append_expecting_a_stale_etag_is_aborted_etag_mismatch_with_the_current_one_and_writes_nothing(
+    sessions, messages, sql
+):
+    session = await new_session(sessions, "alice")
+    changed = (await sessions.UpdateSession(
+        pb.UpdateSessionRequest(session=pb.Session(session_id=session.session_id, title="renamed"))
+    )).session
+    for etag in (session.etag, "not-an-etag"):
+        failure = await expect_failure(add(messages, session.session_id, "x", expected_etag=etag))
+        assert (failure.code, failure.reason) == (grpc.StatusCode.ABORTED, "ETAG_MISMATCH")
+        assert failure.error_metadata == {"etag": changed.etag}
+    assert await sql.fetchval("SELECT message_count FROM sessions") == 0
+    assert await sql.fetchval("SELECT count(*) FROM messages") == 0
+
+
+async def test_of_appends_racing_a_title_change_on_one_etag_only_those_before_it_land(sessions, messages, sql):
+    """The etag is checked under the row lock like the sequence: an append that expected the old
+    etag and ran after the update is refused, one that ran before it is stored."""
+    session = await new_session(sessions, "alice")
+    update = sessions.UpdateSession(
+        pb.UpdateSessionRequest(session=pb.Session(session_id=session.session_id, title="t", etag=session.etag))
+    )
+    results = await asyncio.gather(
+        update, *(add(messages, session.session_id, f"m{i}", expected_etag=session.etag) for i in range(8)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], pb.UpdateSessionResponse), results[0]
+    after = results[0].session
+    landed = [r for r in results[1:] if isinstance(r, pb.Message)]
+    for error in results[1:]:
+        if not isinstance(error, pb.Message):
+            assert failure_of(error).reason == "ETAG_MISMATCH"
+    # Every landed append ran before the update, so the update saw their count.
+    assert after.message_count == len(landed)
+    assert await sql.fetchval("SELECT message_count FROM sessions") == len(landed)
+    assert sorted(m.sequence for m in landed) == list(range(1, len(landed) + 1))
+
+
+async def test_an_overlong_expected_etag_is_invalid_argument_naming_it(sessions, messages):
+    session = await new_session(sessions, "alice")
+    failure = await expect_failure(add(messages, session.session_id, expected_etag="x" * 101))
+    assert set(failure.field_violations) == {"expected_etag"}
+
+
+async def test_client_conditional_append_on_a_stale_etag_raises_etag_mismatch_once(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice")
+        changed = await client.update_session(session.session_id, title="renamed")
+        with pytest.raises(Aborted) as caught:
+            await client.add_message(session.session_id, "user", "hi", expected_etag=session.etag)
+        assert (caught.value.reason, caught.value.attempts) == ("ETAG_MISMATCH", 1)
+        assert caught.value.error_metadata["etag"] == changed.etag
+        assert caught.value.last_sequence is None
+        landed = await client.add_message(session.session_id, "user", "hi", expected_etag=changed.etag)
+        assert landed.sequence == 1

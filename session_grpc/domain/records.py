@@ -145,6 +145,8 @@ class NewMessage:
     request_id: str | None = None
     expected_last_sequence: int | None = None
     """Append only if the session's message_count is this (None: no condition)."""
+    expected_etag: str = ""
+    """Append only if the session's etag is this ("": no condition)."""
 
 
 @dataclass(frozen=True)

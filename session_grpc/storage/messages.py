@@ -23,8 +23,9 @@ LAST_SEQUENCE = 2**63 - 1
 # now(): now() is the transaction's start, taken before this row's lock was queued
 # for, so a later sequence could get an earlier time. The message's create_time is
 # the session's new last_activity_time, so both follow sequence order. A conditional append
-# ($10, expected_last_sequence; NULL for none) is checked on the locked row in the same WHERE,
-# so of concurrent appends that expect one count exactly one finds it.
+# ($10, expected_last_sequence; $11/$12, expected_etag's version and creation microseconds;
+# NULL for none) is checked on the locked row in the same WHERE, so of concurrent appends that
+# expect one count exactly one finds it.
 _BUMP = f"""
     UPDATE sessions
     SET message_count = message_count + 1,
@@ -32,7 +33,8 @@ _BUMP = f"""
         total_cost = total_cost + $4,
         last_activity_time = greatest(last_activity_time, clock_timestamp()),
         update_time = greatest(update_time, clock_timestamp())
-    WHERE id = $2 AND status = 'active' AND {owned(9)} AND ($10::bigint IS NULL OR message_count = $10) {{guard}}
+    WHERE id = $2 AND status = 'active' AND {owned(9)} AND ($10::bigint IS NULL OR message_count = $10)
+      AND {rows.etag_matches(11, 12)} {{guard}}
     RETURNING id, user_id, message_count, last_activity_time
 """
 _INSERT = f"""
@@ -43,14 +45,14 @@ _INSERT = f"""
     RETURNING {MESSAGE_COLUMNS}
 """
 ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='')}) {_INSERT.format(request_id='NULL')}"
-# With a request_id ($11), the same statement first looks for the message that id already made;
+# With a request_id ($13), the same statement first looks for the message that id already made;
 # when there is one, nothing is bumped or inserted and that message is the answer (whatever
-# expected_last_sequence says now: the repeat of an append that landed is not stale).
+# its conditions say now: the repeat of an append that landed is not stale).
 ADD_MESSAGE_ONCE = f"""
 WITH earlier AS (
-    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $11 AND {owned(9)}
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $13 AND {owned(9)}
 ), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
-inserted AS ({_INSERT.format(request_id='$11')})
+inserted AS ({_INSERT.format(request_id='$13')})
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
 BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
@@ -115,7 +117,8 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
     insert hits the unique index after the winner commits, and it answers with
     the winner's message (a statement of its own; nothing of the failed one remains).
     With expected_last_sequence, a session whose message_count is another is ABORTED
-    (STALE_SESSION, its count in the ErrorInfo metadata as lastSequence).
+    (STALE_SESSION, its count in the ErrorInfo metadata as lastSequence); with expected_etag,
+    a session at another etag is ABORTED (ETAG_MISMATCH, its etag in the metadata as etag).
     """
     params = (
         str(uuid.uuid4()),
@@ -128,6 +131,7 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
         rows.jsonb(new.metadata),
         new.owner,
         new.expected_last_sequence,
+        *rows.etag_parts(new.expected_etag),
     )
     if new.request_id is None:
         row = await fetch_one(conn, ADD_MESSAGE, *params)
@@ -142,9 +146,15 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
     if row is None:
         session = await get_session(conn, SessionRef(new.session_id, new.owner))
         lifecycle.check_accepts_messages(session.status)
+        if new.expected_etag and new.expected_etag != session.etag:
+            # version only grows, as message_count does: the second read sees why the first refused.
+            raise Aborted(
+                f"etag {new.expected_etag} is stale; the session is now at {session.etag}",
+                reason="ETAG_MISMATCH",
+                metadata={"etag": session.etag},
+            )
         expected = new.expected_last_sequence
         if expected is not None and session.message_count != expected:
-            # message_count only grows, so what refused the append still holds in this second read.
             raise Aborted(
                 f"the session's last sequence is {session.message_count}, not {expected}: "
                 "read the session's messages again, then retry expecting its new last sequence",

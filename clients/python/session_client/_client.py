@@ -385,6 +385,7 @@ class SessionClient:
         metadata: JsonObject | None = None,
         request_id: str | None = None,
         expected_last_sequence: int | None = None,
+        expected_etag: str = "",
     ) -> pb.Message:
         """Append a message; the server gives it the next sequence number and adds to the totals.
 
@@ -398,6 +399,9 @@ class SessionClient:
                       0 when empty) is this; otherwise Aborted with reason STALE_SESSION and
                       `last_sequence` set to the session's. Never retried: read what was added
                       since, then call again with the new value.
+        expected_etag: append only if the session's etag (it changes with title, status, state and
+                      metadata, not with messages) is this; otherwise Aborted with reason ETAG_MISMATCH
+                      and `error_metadata["etag"]` the session's. Never retried either.
         Raises FailedPrecondition (SESSION_NOT_ACTIVE) when the session is not ACTIVE,
         NotFound without the session, InvalidArgument for bad fields.
         """
@@ -413,6 +417,7 @@ class SessionClient:
             metadata=_struct(metadata),
             request_id=request_id or str(uuid.uuid4()),
             expected_last_sequence=expected_last_sequence,
+            expected_etag=expected_etag,
         )
         return (await self._unary(self._messages.AddMessage, request, retry=True)).message
 

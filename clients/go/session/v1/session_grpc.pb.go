@@ -446,7 +446,8 @@ type MessageServiceClient interface {
 	// INVALID_ARGUMENT for bad fields. With request_id, a retry returns the first
 	// result, even after the session has ended. With expected_last_sequence it
 	// appends only to a session whose last sequence is that value, else ABORTED
-	// (reason STALE_SESSION).
+	// (reason STALE_SESSION); with expected_etag only to a session at that etag,
+	// else ABORTED (reason ETAG_MISMATCH).
 	AddMessage(ctx context.Context, in *AddMessageRequest, opts ...grpc.CallOption) (*AddMessageResponse, error)
 	// Messages in sequence order (or newest first with order_by "sequence desc"),
 	// paged with opaque keyset tokens. NOT_FOUND without the session;
@@ -527,7 +528,8 @@ type MessageServiceServer interface {
 	// INVALID_ARGUMENT for bad fields. With request_id, a retry returns the first
 	// result, even after the session has ended. With expected_last_sequence it
 	// appends only to a session whose last sequence is that value, else ABORTED
-	// (reason STALE_SESSION).
+	// (reason STALE_SESSION); with expected_etag only to a session at that etag,
+	// else ABORTED (reason ETAG_MISMATCH).
 	AddMessage(context.Context, *AddMessageRequest) (*AddMessageResponse, error)
 	// Messages in sequence order (or newest first with order_by "sequence desc"),
 	// paged with opaque keyset tokens. NOT_FOUND without the session;

@@ -509,7 +509,8 @@ class MessageServiceServicer:
         INVALID_ARGUMENT for bad fields. With request_id, a retry returns the first
         result, even after the session has ended. With expected_last_sequence it
         appends only to a session whose last sequence is that value, else ABORTED
-        (reason STALE_SESSION).
+        (reason STALE_SESSION); with expected_etag only to a session at that etag,
+        else ABORTED (reason ETAG_MISMATCH).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -349,7 +349,7 @@ class ExpireSessionsResponse(_message.Message):
     def __init__(self, expired_count: _Optional[int] = ...) -> None: ...
 
 class AddMessageRequest(_message.Message):
-    __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id", "expected_last_sequence")
+    __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id", "expected_last_sequence", "expected_etag")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -359,6 +359,7 @@ class AddMessageRequest(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ETAG_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     role: Role
     message_type: MessageType
@@ -368,7 +369,8 @@ class AddMessageRequest(_message.Message):
     metadata: _struct_pb2.Struct
     request_id: str
     expected_last_sequence: int
-    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ...) -> None: ...
+    expected_etag: str
+    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ...) -> None: ...
 
 class AddMessageResponse(_message.Message):
     __slots__ = ("message",)
