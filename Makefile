@@ -28,6 +28,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/python scripts/gen_protos.py --check
 	BUF=$(BIN)/buf scripts/buf-breaking

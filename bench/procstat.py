@@ -69,10 +69,10 @@ class Group:
     parent: int | None = None  # a process whose exited children count too (the postmaster)
 
     def cpu(self) -> dict[int, float]:
-        return {pid: cpu_seconds(pid, pid == self.parent) for pid in self.find()}  # type: ignore[operator]
+        return {pid: cpu_seconds(pid, pid == self.parent) for pid in self.find()}
 
     def rss(self) -> int:
-        return sum(rss_bytes(pid) for pid in self.find())  # type: ignore[operator]
+        return sum(rss_bytes(pid) for pid in self.find())
 
 
 class CpuMeter:

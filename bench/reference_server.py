@@ -59,10 +59,10 @@ def _struct(text: str) -> struct_pb2.Struct:
 
 
 class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, pool) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, pool) -> None:
         self.pool = pool
 
-    async def AddMessage(self, request, context):  # type: ignore[no-untyped-def]
+    async def AddMessage(self, request, context):
         metadata = json.dumps(dict(request.metadata)) if request.metadata.fields else "{}"
         async with self.pool.acquire() as conn:  # autocommit: the statement is its own transaction
             row = await conn.fetchrow(
@@ -96,7 +96,7 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
             )
         )
 
-    async def GetSession(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetSession(self, request, context):
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(GET_SESSION, request.session_id, None)
         session = pb.Session(
@@ -119,7 +119,7 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
         return pb.GetSessionResponse(session=session)
 
 
-def _decimal(text: str):  # type: ignore[no-untyped-def]
+def _decimal(text: str):
     from decimal import Decimal
 
     return Decimal(text or "0")
@@ -160,13 +160,13 @@ class Noop(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.SessionServ
             )
         )
 
-    async def AddMessage(self, request, context):  # type: ignore[no-untyped-def]
+    async def AddMessage(self, request, context):
         return self.message
 
-    async def GetSession(self, request, context):  # type: ignore[no-untyped-def]
+    async def GetSession(self, request, context):
         return self.session
 
-    async def StreamMessages(self, request, context):  # type: ignore[no-untyped-def]
+    async def StreamMessages(self, request, context):
         """`after_sequence` canned messages (50,000 when 0): the ceiling of a grpc.aio stream."""
         item = pb.StreamMessagesResponse(message=self.message.message)
         for _ in range(request.after_sequence or 50_000):
@@ -183,7 +183,7 @@ async def main(port: int, database_url: str | None, noop: bool) -> None:
         pool = await asyncpg.create_pool(database_url, min_size=10, max_size=20)
         servicer = Reference(pool)
     server = grpc.aio.server()
-    session_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)  # type: ignore[arg-type]
+    session_pb2_grpc.add_MessageServiceServicer_to_server(servicer, server)
     session_pb2_grpc.add_SessionServiceServicer_to_server(servicer, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()

@@ -48,7 +48,7 @@ def line(row: dict[str, Any]) -> str:
     )
 
 
-def _find(results: list[dict[str, Any]], workload: str, target: str, variant: str | None = None):  # type: ignore[no-untyped-def]
+def _find(results: list[dict[str, Any]], workload: str, target: str, variant: str | None = None):
     for row in results:
         if row["workload"] == workload and row["target"] == target and (variant is None or row["variant"] == variant):
             return row
@@ -137,13 +137,13 @@ def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     ours_get = _med(_find(results, "list_big_user", "session-grpc", "GetSession (long session)"), "p50_ms")
     ours_latest = _med(_find(results, "list_big_user", "session-grpc", "ListMessages latest 20 (long session)"), "p50_ms")
     if adk_get and ours_get and ours_latest:
-        r = _med(adk_get, "p50_ms") / (ours_get + ours_latest)  # type: ignore[operator]
+        r = _med(adk_get, "p50_ms") / (ours_get + ours_latest)
         target(f"read a {cfg.big_messages}-event session: ADK get_session / (GetSession + latest page)", r, ">= 100",
                r >= 100)
     adk_list = next((r for r in results if r["workload"] == "adk_list_sessions"), None)
     ours_list = _med(_find(results, "list_big_user", "session-grpc", "ListSessions first page (big user)"), "p50_ms")
     if adk_list and ours_list:
-        r = _med(adk_list, "p50_ms") / ours_list  # type: ignore[operator]
+        r = _med(adk_list, "p50_ms") / ours_list
         target(f"list a user's {cfg.big_sessions} sessions: ADK list_sessions / ListSessions first page", r,
                ">= 100", r >= 100)
     return out
@@ -176,7 +176,7 @@ def chart(result: dict[str, Any], path: Path) -> Path | None:
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(10, len(rows) * 0.75), 10), constrained_layout=True)
     xs = range(len(rows))
 
-    def bars(ax, key: str, label: str) -> None:  # type: ignore[no-untyped-def]
+    def bars(ax, key: str, label: str) -> None:
         med = [r[key]["median"] for r in rows]
         low = [r[key]["median"] - r[key]["min"] for r in rows]
         high = [r[key]["max"] - r[key]["median"] for r in rows]

@@ -79,7 +79,7 @@ class Config:
             workers=(1,),
         )
         base.update(overrides)
-        return cls(**base)  # type: ignore[arg-type]
+        return cls(**base)
 
 
 # ---- processes ---------------------------------------------------------------------------------
@@ -310,7 +310,7 @@ async def point_workloads(
         readers = {name: [session_pb2_grpc.SessionServiceStub(c) for c in chans] for name, chans in channels.items()}
         for concurrency in concurrencies:
 
-            def adder(name: str, concurrency: int = concurrency):  # type: ignore[no-untyped-def]
+            def adder(name: str, concurrency: int = concurrency):
                 async def make_ops() -> list[loadgen.Operation]:
                     ids = await new_sessions(creator, concurrency)
                     stubs = messages[name]
@@ -326,7 +326,7 @@ async def point_workloads(
         hot = await new_sessions(creator, max(concurrencies))
         for concurrency in sorted({1, max(concurrencies)}) if len(concurrencies) > 1 else concurrencies:
 
-            def reader(name: str, concurrency: int = concurrency):  # type: ignore[no-untyped-def]
+            def reader(name: str, concurrency: int = concurrency):
                 async def make_reads() -> list[loadgen.Operation]:
                     stubs = readers[name]
                     return [

@@ -196,7 +196,7 @@ async def service_partition(
         stored = [row["rid"] for row in rows]
         outcome.duplicates = len(stored) - len(set(stored))
         outcome.lost = sum(1 for rid in [*acked, *(rid for _, rid in unacked)] if rid not in set(stored))
-        deadline = (settings.account if service == "account" else settings.auth).deadline  # type: ignore[union-attr]
+        deadline = (settings.account if service == "account" else settings.auth).deadline
         outcome.notes = f"{clients} clients; the {service} service's deadline is {deadline:g} s"
     finally:
         await proxy.close()

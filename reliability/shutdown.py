@@ -67,7 +67,7 @@ class HealthAwareStub:
             self.healthy = healthy or self.healthy
             await asyncio.sleep(self.interval)
 
-    def AddMessage(self, request: pb.AddMessageRequest, **kwargs):  # type: ignore[no-untyped-def]  # noqa: N802
+    def AddMessage(self, request: pb.AddMessageRequest, **kwargs):  # noqa: N802
         return self.stubs[self.healthy[next(self._turn) % len(self.healthy)]].AddMessage(request, **kwargs)
 
 
@@ -78,7 +78,7 @@ class Fleet:
                  outcome: Outcome) -> None:
         self.writers = [Writers(channel, [sid], outcome) for sid in session_ids]
         for writer, client in zip(self.writers, clients, strict=True):
-            writer.messages = client  # type: ignore[assignment]
+            writer.messages = client
 
     def start(self) -> None:
         for writer in self.writers:
@@ -142,7 +142,7 @@ async def shutdown_behind_health(
         await asyncio.sleep(after)
         await fleet.stop()
         await fleet.retry_unacked()
-        await verify(url, fleet, outcome)  # type: ignore[arg-type]
+        await verify(url, fleet, outcome)
         if drain_delay > check_interval:  # every client has moved before A refuses: no code is right
             outcome.wrong_codes = sum(outcome.failed.values())
         outcome.notes = (

@@ -32,7 +32,7 @@ def _write(folder: Path, name: str, cert: x509.Certificate, key: ec.EllipticCurv
     return Pem(cert_path, key_path)
 
 
-def _builder(subject: str, issuer: x509.Name, public_key) -> x509.CertificateBuilder:  # type: ignore[no-untyped-def]
+def _builder(subject: str, issuer: x509.Name, public_key) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.timezone.utc)
     return (
         x509.CertificateBuilder()

@@ -52,10 +52,10 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         # Token mode refuses plaintext and the public page-token secret unless told (settings.py).
         base.update(allow_plaintext=True, page_token_secret="page-token-secret-of-the-tests")
     base.update(overrides)
-    return Settings(**base)  # type: ignore[arg-type]
+    return Settings(**base)
 
 
-test_settings.__test__ = False  # type: ignore[attr-defined]
+test_settings.__test__ = False
 
 
 @pytest.fixture(scope="session")

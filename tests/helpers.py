@@ -59,7 +59,7 @@ def failure(error: grpc.aio.AioRpcError) -> RpcFailure:
     return RpcFailure(error.code(), error.details() or "", violations, reason, resource_type, quota_subject, error_metadata)
 
 
-async def expect_failure(call) -> RpcFailure:  # type: ignore[no-untyped-def]
+async def expect_failure(call) -> RpcFailure:
     """Await a call that must fail; return what it failed with."""
     try:
         result = await call
@@ -68,12 +68,12 @@ async def expect_failure(call) -> RpcFailure:  # type: ignore[no-untyped-def]
     raise AssertionError(f"expected the call to fail, it returned {result}")
 
 
-async def new_session(sessions, user_id: str = "user-1", **fields) -> pb.Session:  # type: ignore[no-untyped-def]
+async def new_session(sessions, user_id: str = "user-1", **fields) -> pb.Session:
     response = await sessions.CreateSession(pb.CreateSessionRequest(user_id=user_id, **fields))
     return response.session
 
 
-async def add(messages, session_id: str, content: str = "hello", **fields) -> pb.Message:  # type: ignore[no-untyped-def]
+async def add(messages, session_id: str, content: str = "hello", **fields) -> pb.Message:
     fields.setdefault("role", pb.ROLE_USER)
     response = await messages.AddMessage(pb.AddMessageRequest(session_id=session_id, content=content, **fields))
     return response.message
@@ -93,7 +93,7 @@ def serving_with(database_url: str, **overrides: object) -> AbstractAsyncContext
     return serving(test_settings(database_url, **overrides))
 
 
-async def set_status(sessions, session_id: str, status: int) -> pb.Session:  # type: ignore[no-untyped-def]
+async def set_status(sessions, session_id: str, status: int) -> pb.Session:
     response = await sessions.UpdateSession(
         pb.UpdateSessionRequest(
             session=pb.Session(session_id=session_id, status=status),
@@ -116,7 +116,7 @@ def wait_for_port(port: int, timeout: float = 30.0) -> None:
             time.sleep(0.1)
 
 
-async def statements_waiting_for_a_lock(sql) -> int:  # type: ignore[no-untyped-def]
+async def statements_waiting_for_a_lock(sql) -> int:
     """How many statements of this database wait for a lock now. pg_stat_activity is read once
     per transaction, so the snapshot is cleared first (the caller may hold a lock in one)."""
     await sql.execute("SELECT pg_stat_clear_snapshot()")

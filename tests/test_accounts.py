@@ -34,7 +34,7 @@ async def accounts() -> AsyncIterator[tuple[DevAccountService, grpc.aio.Server, 
 
 
 @asynccontextmanager
-async def session_service(database_url: str, port: int, **account) -> AsyncIterator[tuple[SessionServer, rpc.SessionServiceStub]]:  # type: ignore[no-untyped-def]
+async def session_service(database_url: str, port: int, **account) -> AsyncIterator[tuple[SessionServer, rpc.SessionServiceStub]]:
     settings = test_settings(database_url, account=AccountSettings(address=f"127.0.0.1:{port}", **account))
     async with serving(settings) as (server, channel):
         yield server, rpc.SessionServiceStub(channel)

@@ -197,7 +197,7 @@ async def test_listing_by_app_reads_the_user_app_index_without_sorting(database_
         await conn.close()
 
 
-def _nodes(plan: dict) -> list[dict]:  # type: ignore[type-arg]
+def _nodes(plan: dict) -> list[dict]:
     return [plan, *(node for child in plan.get("Plans", []) for node in _nodes(child))]
 
 

@@ -46,7 +46,7 @@ async def dev() -> AsyncIterator[tuple[DevAuthService, grpc.aio.Server, int]]:
     await server.stop(0)
 
 
-def token_server(database_url: str, auth_port: int, **auth):  # type: ignore[no-untyped-def]
+def token_server(database_url: str, auth_port: int, **auth):
     return serving(
         test_settings(database_url, auth_mode="token", auth=AuthSettings(address=f"127.0.0.1:{auth_port}", **auth))
     )

@@ -21,28 +21,28 @@ from .helpers import add, expect_failure, new_session
 MISSING_ID = str(uuid.uuid4())
 
 
-def struct(values: dict) -> struct_pb2.Struct:  # type: ignore[type-arg]
+def struct(values: dict) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(values)
     return message
 
 
-def nested_objects(levels: int) -> dict:  # type: ignore[type-arg]
+def nested_objects(levels: int) -> dict:
     """A JSON object `levels` objects deep: {"a": {"a": ... {}}}."""
-    value: dict = {}  # type: ignore[type-arg]
+    value: dict = {}
     for _ in range(levels - 1):
         value = {"a": value}
     return value
 
 
-def nested_lists(levels: int) -> list:  # type: ignore[type-arg]
-    value: list = []  # type: ignore[type-arg]
+def nested_lists(levels: int) -> list:
+    value: list = []
     for _ in range(levels - 1):
         value = [value]
     return value
 
 
-async def expect_invalid(call, *fields: str):  # type: ignore[no-untyped-def]
+async def expect_invalid(call, *fields: str):
     """The call fails with INVALID_ARGUMENT whose BadRequest names each of `fields`."""
     failure = await expect_failure(call)
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT, failure
@@ -51,7 +51,7 @@ async def expect_invalid(call, *fields: str):  # type: ignore[no-untyped-def]
     return failure
 
 
-async def row_counts(sql) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+async def row_counts(sql) -> tuple[int, int, int]:
     return (
         await sql.fetchval("SELECT count(*) FROM sessions"),
         await sql.fetchval("SELECT count(*) FROM messages"),
@@ -112,8 +112,8 @@ BAD_IDS = {
 }
 
 
-def _stream(messages, request):  # type: ignore[no-untyped-def]
-    async def drain():  # type: ignore[no-untyped-def]
+def _stream(messages, request):
+    async def drain():
         return [item async for item in messages.StreamMessages(request)]
 
     return drain()
@@ -171,11 +171,11 @@ async def test_session_id_in_upper_case_finds_the_session(sessions):
 
 
 @pytest.fixture
-async def session_id(sessions) -> str:  # type: ignore[no-untyped-def]
+async def session_id(sessions) -> str:
     return (await new_session(sessions, "alice")).session_id
 
 
-async def assert_no_message_counted(sessions, sql, session_id: str) -> None:  # type: ignore[no-untyped-def]
+async def assert_no_message_counted(sessions, sql, session_id: str) -> None:
     assert await sql.fetchval("SELECT count(*) FROM messages") == 0
     current = (await sessions.GetSession(pb.GetSessionRequest(session_id=session_id))).session
     assert (current.message_count, current.total_tokens) == (0, 0)
@@ -363,7 +363,7 @@ BAD_STRUCTS = {
 }
 
 
-def _struct_calls(session_id: str, bad: struct_pb2.Struct):  # type: ignore[no-untyped-def]
+def _struct_calls(session_id: str, bad: struct_pb2.Struct):
     """(name, field the violation must name, call maker) for every Struct field of every request."""
     return {
         "CreateSession.conversation_data": (

@@ -21,7 +21,7 @@ from .test_auth import bobs_session, dev, token_server  # noqa: F401 - dev is a 
 from .test_statements import StatementCounter
 
 
-async def totals(sessions, session_id: str) -> tuple[int, int, Decimal]:  # type: ignore[no-untyped-def]
+async def totals(sessions, session_id: str) -> tuple[int, int, Decimal]:
     session = (await sessions.GetSession(pb.GetSessionRequest(session_id=session_id))).session
     return session.message_count, session.total_tokens, Decimal(session.total_cost)
 

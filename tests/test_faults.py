@@ -10,14 +10,14 @@ from session_grpc.testing import EmbeddedCluster
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):  # type: ignore[no-untyped-def]
+def cluster(tmp_path_factory):
     """A PostgreSQL of this module's own: the test stops and starts it."""
     cluster = EmbeddedCluster(tmp_path_factory.mktemp("fault-pg"))
     yield cluster
     cluster.close()
 
 
-def assert_outage_survived(outcome) -> None:  # type: ignore[no-untyped-def]
+def assert_outage_survived(outcome) -> None:
     """Every call that failed during the fault failed UNAVAILABLE (never INTERNAL: a database
     failure of any shape is the database being unavailable), the clients' retries with their
     request_ids went through, and nothing acknowledged was lost or doubled."""

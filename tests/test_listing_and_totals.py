@@ -24,15 +24,15 @@ from .helpers import add, expect_failure, new_session, set_status
 OLD = "UPDATE sessions SET last_activity_time = now() - interval '2 hours' WHERE id = $1"
 
 
-async def get(sessions, session_id: str) -> pb.Session:  # type: ignore[no-untyped-def]
+async def get(sessions, session_id: str) -> pb.Session:
     return (await sessions.GetSession(pb.GetSessionRequest(session_id=session_id))).session
 
 
-async def summary_of(sessions, session_id: str) -> pb.SessionSummary:  # type: ignore[no-untyped-def]
+async def summary_of(sessions, session_id: str) -> pb.SessionSummary:
     return (await sessions.GetSessionSummary(pb.GetSessionSummaryRequest(session_id=session_id))).summary
 
 
-async def list_pages(sessions, **fields) -> list[pb.ListSessionsResponse]:  # type: ignore[no-untyped-def]
+async def list_pages(sessions, **fields) -> list[pb.ListSessionsResponse]:
     pages = []
     token = ""
     while True:
@@ -43,7 +43,7 @@ async def list_pages(sessions, **fields) -> list[pb.ListSessionsResponse]:  # ty
             return pages
 
 
-async def make_old(sql, session_id: str) -> None:  # type: ignore[no-untyped-def]
+async def make_old(sql, session_id: str) -> None:
     await sql.execute(OLD, uuid.UUID(session_id))
 
 
@@ -141,7 +141,7 @@ async def test_list_sessions_paging_with_status_filter_visits_every_matching_ses
     assert all(p.total_size == 3 for p in pages)
 
 
-async def first_token(sessions, **fields) -> str:  # type: ignore[no-untyped-def]
+async def first_token(sessions, **fields) -> str:
     page = await sessions.ListSessions(pb.ListSessionsRequest(page_size=1, **fields))
     assert page.next_page_token
     return page.next_page_token
@@ -268,7 +268,7 @@ async def test_session_summary_of_missing_session_is_not_found(sessions):
 # ---- GetServiceStats ---------------------------------------------------------------------------
 
 
-async def stats(sessions) -> pb.ServiceStats:  # type: ignore[no-untyped-def]
+async def stats(sessions) -> pb.ServiceStats:
     return (await sessions.GetServiceStats(pb.GetServiceStatsRequest())).stats
 
 
@@ -321,7 +321,7 @@ async def test_service_stats_forget_deleted_sessions(sessions, messages):
 # ---- ExpireSessions ----------------------------------------------------------------------------
 
 
-def expire(sessions, **duration):  # type: ignore[no-untyped-def]
+def expire(sessions, **duration):
     return sessions.ExpireSessions(pb.ExpireSessionsRequest(idle_for=duration_pb2.Duration(**duration)))
 
 

@@ -13,7 +13,7 @@ from session_grpc._proto.session.v1 import session_pb2 as pb
 from .helpers import expect_failure, new_session
 
 
-def struct(**values) -> struct_pb2.Struct:  # type: ignore[no-untyped-def]
+def struct(**values) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(values)
     return message
@@ -23,22 +23,22 @@ def mask(*paths: str) -> field_mask_pb2.FieldMask:
     return field_mask_pb2.FieldMask(paths=list(paths))
 
 
-async def create(memories, session_id: str, **fields) -> pb.Memory:  # type: ignore[no-untyped-def]
+async def create(memories, session_id: str, **fields) -> pb.Memory:
     return (await memories.CreateMemory(pb.CreateMemoryRequest(session_id=session_id, **fields))).memory
 
 
-async def get(memories, session_id: str) -> pb.Memory:  # type: ignore[no-untyped-def]
+async def get(memories, session_id: str) -> pb.Memory:
     return (await memories.GetMemory(pb.GetMemoryRequest(session_id=session_id))).memory
 
 
-def update(memories, memory: pb.Memory, *paths: str, allow_missing: bool = False):  # type: ignore[no-untyped-def]
+def update(memories, memory: pb.Memory, *paths: str, allow_missing: bool = False):
     request = pb.UpdateMemoryRequest(memory=memory, allow_missing=allow_missing)
     if paths:
         request.update_mask.CopyFrom(mask(*paths))
     return memories.UpdateMemory(request)
 
 
-async def has_memory(sessions, session_id: str) -> bool:  # type: ignore[no-untyped-def]
+async def has_memory(sessions, session_id: str) -> bool:
     summary = (await sessions.GetSessionSummary(pb.GetSessionSummaryRequest(session_id=session_id))).summary
     return summary.has_memory
 

@@ -19,17 +19,17 @@ from session_grpc.storage import messages as storage_messages
 from .helpers import add, expect_failure, new_session, set_status, statements_waiting_for_a_lock
 
 
-def struct(**values) -> struct_pb2.Struct:  # type: ignore[no-untyped-def]
+def struct(**values) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(values)
     return message
 
 
-async def get(sessions, session_id: str) -> pb.Session:  # type: ignore[no-untyped-def]
+async def get(sessions, session_id: str) -> pb.Session:
     return (await sessions.GetSession(pb.GetSessionRequest(session_id=session_id))).session
 
 
-async def add_many(messages, session_id: str, count: int, chunk: int = 50, **fields) -> list[pb.Message]:  # type: ignore[no-untyped-def]
+async def add_many(messages, session_id: str, count: int, chunk: int = 50, **fields) -> list[pb.Message]:
     """`count` messages, sent `chunk` at a time concurrently; contents are "m<i>"."""
     added: list[pb.Message] = []
     for start in range(0, count, chunk):
@@ -39,11 +39,11 @@ async def add_many(messages, session_id: str, count: int, chunk: int = 50, **fie
     return added
 
 
-async def stream(messages, **fields) -> list[pb.Message]:  # type: ignore[no-untyped-def]
+async def stream(messages, **fields) -> list[pb.Message]:
     return [response.message async for response in messages.StreamMessages(pb.StreamMessagesRequest(**fields))]
 
 
-async def list_all(messages, session_id: str, page_size: int = 0) -> list[pb.ListMessagesResponse]:  # type: ignore[no-untyped-def]
+async def list_all(messages, session_id: str, page_size: int = 0) -> list[pb.ListMessagesResponse]:
     pages = []
     token = ""
     while True:
@@ -243,7 +243,7 @@ async def test_request_id_race_decided_under_the_row_lock_answers_with_the_winne
     assert (current.message_count, current.total_tokens) == (1, 4)
 
 
-async def until_waiting_for_lock(sql, count: int) -> None:  # type: ignore[no-untyped-def]
+async def until_waiting_for_lock(sql, count: int) -> None:
     for _ in range(200):
         if await statements_waiting_for_a_lock(sql) >= count:
             return
@@ -414,7 +414,7 @@ def flipped(token: str, index: int) -> str:
     return token[:index] + ("B" if char != "B" else "C") + token[index + 1 :]
 
 
-async def first_token(messages, session_id: str) -> str:  # type: ignore[no-untyped-def]
+async def first_token(messages, session_id: str) -> str:
     page = await messages.ListMessages(pb.ListMessagesRequest(session_id=session_id, page_size=2))
     assert page.next_page_token
     return page.next_page_token
@@ -583,7 +583,7 @@ async def test_page_token_of_one_order_is_invalid_with_the_other(sessions, messa
 LARGE = 200 * 1024
 
 
-async def add_large(messages, session_id: str, count: int) -> None:  # type: ignore[no-untyped-def]
+async def add_large(messages, session_id: str, count: int) -> None:
     for start in range(0, count, 10):
         await asyncio.gather(
             *(add(messages, session_id, f"{i:04d}" + "x" * (LARGE - 4)) for i in range(start, min(start + 10, count)))

@@ -72,7 +72,7 @@ async def test_metrics_endpoint_shows_requests_latency_messages_tokens_and_cost_
 POOL = ("in_use", "idle", "open", "size", "max")
 
 
-def pool(samples) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def pool(samples) -> dict[str, float]:
     return {name: samples[(f"session_grpc_db_pool_{name}", ())] for name in POOL}
 
 

@@ -238,7 +238,7 @@ async def test_mutual_tls_with_call_credentials_acts_as_the_tokens_user(database
 def test_float_costs_are_refused():
     async def add() -> None:
         async with SessionClient("127.0.0.1:1") as client:
-            await client.add_message(str(uuid.uuid4()), pb.ROLE_USER, "x", cost=0.1)  # type: ignore[arg-type]
+            await client.add_message(str(uuid.uuid4()), pb.ROLE_USER, "x", cost=0.1)
 
     with pytest.raises(TypeError):
         asyncio.run(add())

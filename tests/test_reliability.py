@@ -117,7 +117,7 @@ async def test_list_page_of_big_messages_stops_before_4_mib_and_continues(sessio
 
 
 @asynccontextmanager
-async def row_locked(sql, session_id: str) -> AsyncIterator[None]:  # type: ignore[no-untyped-def]
+async def row_locked(sql, session_id: str) -> AsyncIterator[None]:
     transaction = sql.transaction()
     await transaction.start()
     await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session_id)
@@ -127,7 +127,7 @@ async def row_locked(sql, session_id: str) -> AsyncIterator[None]:  # type: igno
         await transaction.rollback()
 
 
-async def until_no_statement_waits_for_a_lock(sql, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+async def until_no_statement_waits_for_a_lock(sql, timeout: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while await statements_waiting_for_a_lock(sql):
         assert asyncio.get_running_loop().time() < deadline, "the server never cancelled its statement"
@@ -170,11 +170,11 @@ async def test_server_default_deadline_bounds_calls_without_a_deadline(database_
 # ---- transient conflicts ---------------------------------------------------------------------
 
 
-async def serializable_counter_bump(db, sql, session_id: str, conflicts: int, attempts: list[int]):  # type: ignore[no-untyped-def]
+async def serializable_counter_bump(db, sql, session_id: str, conflicts: int, attempts: list[int]):
     """A SERIALIZABLE read-modify-write that a concurrent commit breaks `conflicts` times."""
 
     @transaction
-    async def work(conn):  # type: ignore[no-untyped-def]
+    async def work(conn):
         attempts.append(1)
         await conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
         title = await conn.fetchval("SELECT title FROM sessions WHERE id = $1", session_id)

@@ -14,7 +14,7 @@ from session_grpc._proto.session.v1 import session_pb2 as pb
 from .helpers import add, expect_failure, new_session, set_status
 
 
-def struct(**values) -> struct_pb2.Struct:  # type: ignore[no-untyped-def]
+def struct(**values) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(values)
     return message

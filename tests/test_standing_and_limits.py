@@ -37,7 +37,7 @@ async def dev() -> AsyncIterator[tuple[DevAccountService, DevAuthService, int]]:
     await server.stop(0)
 
 
-def token_server(database_url: str, port: int, **overrides: object):  # type: ignore[no-untyped-def]
+def token_server(database_url: str, port: int, **overrides: object):
     address = f"127.0.0.1:{port}"
     return serving(
         test_settings(
@@ -98,7 +98,7 @@ async def test_a_suspended_or_deleted_user_with_a_valid_token_may_read_but_not_w
 # ---- calls in flight per principal ---------------------------------------------------------
 
 
-async def until(condition, what: str) -> None:  # type: ignore[no-untyped-def]
+async def until(condition, what: str) -> None:
     """Wait for `condition()` (an awaitable) to hold; a bound only so a broken rule cannot hang the suite."""
     for _ in range(1500):
         if await condition():

@@ -38,20 +38,20 @@ class StatementCounter:
         event.listen(engine, "before_cursor_execute", self._executed)
         event.listen(engine.pool, "checkout", self._checked_out)
 
-    def _executed(self, conn, cursor, statement, parameters, context, executemany) -> None:  # type: ignore[no-untyped-def]
+    def _executed(self, conn, cursor, statement, parameters, context, executemany) -> None:
         self.statements.append(statement)
 
-    def _checked_out(self, dbapi_connection, record, proxy) -> None:  # type: ignore[no-untyped-def]
+    def _checked_out(self, dbapi_connection, record, proxy) -> None:
         # Statements sent on the driver's connection itself (prepared statements SQLAlchemy runs
         # are not logged here, so nothing is counted twice). A set: adding again is a no-op.
         dbapi_connection.driver_connection.add_query_logger(self._logged)
 
-    def _logged(self, record) -> None:  # type: ignore[no-untyped-def]
+    def _logged(self, record) -> None:
         if record.query != ";":  # the pool's liveness ping of a connection idle for a while
             self.statements.append(record.query)
 
 
-async def statements_per_call(server: SessionServer, channel, token: str | None) -> dict[str, list[str]]:  # type: ignore[no-untyped-def]
+async def statements_per_call(server: SessionServer, channel, token: str | None) -> dict[str, list[str]]:
     """The statements of each session-scoped RPC, each called on a fresh session of bob's."""
     counter = StatementCounter(server)
     seen = {}

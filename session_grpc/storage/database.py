@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import asyncpg
 from sqlalchemy import event, exc, text
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from .. import deadlines
@@ -66,11 +67,11 @@ def _ping_idle_connections(engine: AsyncEngine) -> None:
     pool = engine.sync_engine.pool
 
     @event.listens_for(pool, "checkin")
-    def _returned(dbapi_connection, record) -> None:  # type: ignore[no-untyped-def]
+    def _returned(dbapi_connection: Any, record: Any) -> None:
         record.info["returned"] = time.monotonic()
 
     @event.listens_for(pool, "checkout")
-    def _check(dbapi_connection, record, proxy) -> None:  # type: ignore[no-untyped-def]
+    def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         if dbapi_connection.driver_connection.is_closed():
             raise exc.DisconnectionError("pooled connection was closed")
         returned = record.info.get("returned")
@@ -90,7 +91,7 @@ def _invalidate_unusable_connections(engine: AsyncEngine) -> None:
     _as_sqlalchemy_error."""
 
     @event.listens_for(engine.sync_engine, "handle_error")
-    def _mark(context) -> None:  # type: ignore[no-untyped-def]
+    def _mark(context: ExceptionContext) -> None:
         driver_error = _driver_cause(context.original_exception)
         if not context.is_disconnect and driver_error is not None and _leaves_connection_unusable(driver_error):
             context.is_disconnect = True
@@ -166,7 +167,8 @@ async def _cancel_statement(conn: AsyncConnection) -> None:
         await asyncio.shield(asyncio.wait(pending, timeout=CANCEL_WAIT))
     # Closed at once: SQLAlchemy's invalidate() first tries a graceful close that waits up to 2 s
     # for the server's goodbye, which a silent (partitioned) database never sends.
-    raw.driver_connection.terminate()
+    if raw.driver_connection is not None:
+        raw.driver_connection.terminate()
     await conn.invalidate()
 
 
@@ -180,7 +182,8 @@ async def _as_sqlalchemy_error(conn: AsyncConnection, adapted: Any, error: Excep
         adapted._handle_exception(error)  # raises the dialect's DBAPI-style error
     except Exception as translated:  # noqa: BLE001
         dialect = conn.sync_engine.dialect
-        invalid = dialect.is_disconnect(translated, adapted, None) or _leaves_connection_unusable(error)
+        # `translated` is the DBAPI-style error the adapted connection raises; typeshed cannot know.
+        invalid = dialect.is_disconnect(cast(Any, translated), adapted, None) or _leaves_connection_unusable(error)
         if invalid:
             await conn.invalidate()
         return exc.DBAPIError.instance(
@@ -195,6 +198,10 @@ def _is_driver_error(error: BaseException) -> bool:
     return isinstance(
         error, (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError, OSError, ConnectionError)
     )
+
+
+UnitOfWork = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
+"""Database._driver or Database._transaction: a connection to run work on, in its way."""
 
 
 class Database:
@@ -225,7 +232,7 @@ class Database:
         return await self._bounded(unit, work, args, kwargs)
 
     @contextlib.asynccontextmanager
-    async def _driver(self):  # type: ignore[no-untyped-def]
+    async def _driver(self) -> AsyncIterator[asyncpg.Connection]:
         async with self._autocommit.connect() as conn:
             adapted = await conn.get_raw_connection()
             try:
@@ -240,7 +247,7 @@ class Database:
                 raise
 
     @contextlib.asynccontextmanager
-    async def _transaction(self):  # type: ignore[no-untyped-def]
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """BEGIN ... COMMIT on the driver's connection; ROLLBACK when the work raises. A cancelled
         transaction is not rolled back here: _driver cancels its statement and drops the
         connection, which ends the transaction in PostgreSQL."""
@@ -255,7 +262,7 @@ class Database:
                 raise
             await conn.execute("COMMIT")
 
-    async def _bounded(self, unit, work, args, kwargs):  # type: ignore[no-untyped-def]
+    async def _bounded(self, unit: UnitOfWork, work: Callable[..., Awaitable[T]], args: Any, kwargs: Any) -> T:
         budget = deadlines.remaining(self.default_deadline)
         if budget <= 0:
             raise DeadlineExceeded("the call's deadline passed before its database work began")
@@ -265,7 +272,7 @@ class Database:
         except TimeoutError:
             raise DeadlineExceeded(f"the database work did not finish within {budget:.3f}s") from None
 
-    async def _attempts(self, unit, work, args, kwargs):  # type: ignore[no-untyped-def]
+    async def _attempts(self, unit: UnitOfWork, work: Callable[..., Awaitable[T]], args: Any, kwargs: Any) -> T:
         for attempt in range(1, MAX_TRANSIENT_ATTEMPTS + 1):
             try:
                 async with unit() as target:
