@@ -55,6 +55,9 @@ async def main() -> None:
                 "SELECT create_time, id FROM sessions WHERE user_id = 'big-user' AND app_name = 'app-1' "
                 "ORDER BY create_time DESC, id DESC OFFSET 2000 LIMIT 1"
             )
+            at_49000 = await conn.fetchval(
+                "SELECT create_time FROM messages WHERE session_id = $1 AND sequence = 49000", long_session
+            )
             out = [
                 await explain(conn, "ListSessions, first page (user with 10,000 sessions)",
                               sessions.LIST_SESSIONS[(False, False, False)], "big-user", 51, paging.RESPONSE_BYTES),
@@ -69,6 +72,15 @@ async def main() -> None:
                               messages.PAGE_DESCENDING, long_session, 2**63 - 1, 21, "long-user", paging.RESPONSE_BYTES),
                 await explain(conn, "ListMessages page in the middle (after sequence 25,000)",
                               messages.PAGE_ASCENDING, long_session, 25_000, 101, "long-user", paging.RESPONSE_BYTES),
+                await explain(conn, "ListMessages recent_count=20 (last 20 oldest first; session with 50,000 messages)",
+                              messages.FILTERED_ASCENDING, long_session, 0, 101, "long-user", paging.RESPONSE_BYTES,
+                              None, 20),
+                await explain(conn, "ListMessages start_time at message 49,000 (index probe for the first sequence)",
+                              messages.FILTERED_ASCENDING, long_session, 0, 101, "long-user", paging.RESPONSE_BYTES,
+                              at_49000, None),
+                await explain(conn, "ListMessages start_time at message 49,000 and recent_count=20",
+                              messages.FILTERED_ASCENDING, long_session, 0, 101, "long-user", paging.RESPONSE_BYTES,
+                              at_49000, 20),
                 await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGE, str(uuid.uuid4()), long_session,
                               12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user", None, None, 0),
                 await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",

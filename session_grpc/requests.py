@@ -8,10 +8,10 @@ field). Every record of a session-scoped request carries the owner the call may 
 from __future__ import annotations
 
 from decimal import Decimal
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from google.protobuf import field_mask_pb2, struct_pb2
+from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 
 from . import paging
 from ._proto.session.v1 import session_pb2 as pb
@@ -264,14 +264,41 @@ def messages_query(
     order = " ".join(request.order_by.lower().split())
     if order not in MESSAGE_ORDERS:
         check.add("order_by", 'must be "sequence" or "sequence desc"')
+    start_time = _start_time(check, request.start_time) if request.HasField("start_time") else None
+    recent_count = request.recent_count if request.HasField("recent_count") else None
+    if recent_count is not None and recent_count < 0:
+        check.add("recent_count", "must not be negative")
+    elif recent_count is not None and MESSAGE_ORDERS.get(order):
+        check.add("recent_count", 'takes order_by "sequence" (the recent messages come oldest first)')
     check.raise_if_any()
     assert sid is not None
     descending = MESSAGE_ORDERS[order]
-    scope = {"session_id": sid, "descending": descending}
+    scope: dict[str, Any] = {"session_id": sid, "descending": descending}
+    # Only when set, so tokens issued before these filters existed still hold; with them, a token
+    # of one filter fails another's seal.
+    if start_time is not None:
+        scope["start_time"] = start_time.isoformat()
+    if recent_count is not None:
+        scope["recent_count"] = recent_count
     position = tokens.after(paging.MESSAGES, request.page_token, scope)
     return records.MessagesQuery(
-        records.SessionRef(sid, owner_scope()), page_size, position, scope, paging.RESPONSE_BYTES, descending
+        records.SessionRef(sid, owner_scope()), page_size, position, scope, paging.RESPONSE_BYTES, descending,
+        start_time, recent_count,
     )
+
+
+def _start_time(check: Violations, given: timestamp_pb2.Timestamp) -> datetime | None:
+    """The microsecond a message must be created at or after: a finer fraction rounds up, so "at
+    or after" keeps its meaning at the database's precision."""
+    micros, rest = divmod(given.nanos, 1000)
+    try:
+        if not 0 <= given.nanos < 1_000_000_000:
+            raise ValueError
+        start = datetime.fromtimestamp(given.seconds, timezone.utc)
+        return start + timedelta(microseconds=micros + (1 if rest else 0))
+    except (ValueError, OverflowError, OSError):
+        check.add("start_time", "must be a time between 0001-01-01 and 9999-12-31 with nanos 0..999999999")
+        return None
 
 
 def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIMITS) -> records.MessagesQuery:

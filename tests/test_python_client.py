@@ -12,6 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timezone
 from pathlib import Path
 
 import grpc
@@ -141,6 +142,23 @@ async def test_create_session_takes_a_client_id_once_and_a_taken_id_raises_alrea
             await client.create_session("alice", session_id=chosen)
     assert caught.value.attempts == 1
     assert caught.value.resource_type == "session"
+
+
+async def test_list_messages_takes_the_last_n_and_a_start_time(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice")
+        added = [await client.add_message(session.session_id, "user", f"m{i}") for i in range(1, 7)]
+        last = [m.content async for m in client.list_messages(session.session_id, recent_count=2)]
+        assert last == ["m5", "m6"]
+        assert [m async for m in client.list_messages(session.session_id, recent_count=0)] == []
+        since = added[2].create_time.ToDatetime(timezone.utc)
+        from_third = [m.sequence async for m in client.list_messages(session.session_id, start_time=since, page_size=2)]
+        assert from_third == [3, 4, 5, 6]
+        both = [m.sequence async for m in client.list_messages(session.session_id, start_time=since, recent_count=3)]
+        assert both == [4, 5, 6]
+        with pytest.raises(InvalidArgument) as caught:
+            await client.list_messages_page(session.session_id, start_time=since.replace(tzinfo=None))
+        assert set(caught.value.violations) == {"start_time"}
 
 
 async def test_invalid_argument_exposes_the_field_violations(service):

@@ -244,6 +244,11 @@ class MessagesQuery:
     byte_budget: int
     """Messages that start past this many bytes (content and metadata) wait for the next page."""
     descending: bool = False
+    start_time: datetime | None = None
+    """Only messages created at or after it (None: from the first)."""
+    recent_count: int | None = None
+    """Only the last this many (of those from start_time); None: all. Applies to the first page only:
+    a later page continues after its token's position."""
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,35 @@ WHERE s.id = $1 AND {owned(4, "s.user_id")}
 PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
 PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
 
+# The same page of a filtered listing (start_time $6, recent_count $7; NULL for unset). Both
+# filters are a lower bound on the sequence, since sequences are gapless from 1 and a message's
+# create_time follows its sequence: the last N start at message_count - N + 1, and the messages
+# at or after a time start at the first one ix_messages_session_id_create_time finds (none found:
+# past the last message). The bound is its own lateral row (OFFSET 0 keeps the planner from
+# inlining it, which would probe the time index again for every row returned), so the page stays a
+# keyset range scan of uq_messages_session_id_sequence with both ends in its index condition.
+_FROM = """
+    CASE WHEN $6::timestamptz IS NULL THEN 1 ELSE coalesce(
+        (SELECT f.sequence FROM messages f WHERE f.session_id = s.id AND f.create_time >= $6::timestamptz
+         ORDER BY f.create_time, f.sequence LIMIT 1),
+        s.message_count + 1) END
+"""
+_FILTERED = f"""
+SELECT s.message_count, b.floor, m.* FROM sessions s
+CROSS JOIN LATERAL (SELECT greatest(s.message_count - $7::bigint + 1, {_FROM}) AS floor OFFSET 0) b
+LEFT JOIN LATERAL (
+    SELECT * FROM (
+        SELECT {MESSAGE_COLUMNS}, {_SIZE} AS size, sum({_SIZE}) OVER (ORDER BY sequence {{order}}) AS upto
+        FROM messages
+        WHERE session_id = s.id AND sequence {{op}} $2 AND sequence >= b.floor ORDER BY sequence {{order}} LIMIT $3
+    ) page
+    WHERE upto - size < $5
+) m ON true
+WHERE s.id = $1 AND {owned(4, "s.user_id")}
+"""
+FILTERED_ASCENDING = _FILTERED.format(op=">", order="ASC")
+FILTERED_DESCENDING = _FILTERED.format(op="<", order="DESC")
+
 
 @statement
 async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
@@ -141,15 +170,25 @@ async def list_messages(conn: asyncpg.Connection, query: MessagesQuery) -> Page[
     """One page of a session's messages (at most page_size, and no more than byte_budget but one)
     and the session's message count; no row at all: the session is missing (or not the owner's)."""
     if query.descending:
-        sql, start = PAGE_DESCENDING, LAST_SEQUENCE if query.position is None else query.position
+        start = LAST_SEQUENCE if query.position is None else query.position
     else:
-        sql, start = PAGE_ASCENDING, query.position or 0
+        start = query.position or 0
     session = query.session
-    found = await fetch(conn, sql, session.session_id, start, query.page_size, session.owner, query.byte_budget)
+    params = [session.session_id, start, query.page_size, session.owner, query.byte_budget]
+    filtered = query.start_time is not None or query.recent_count is not None
+    if filtered:
+        sql = FILTERED_DESCENDING if query.descending else FILTERED_ASCENDING
+        # recent_count counts from the end when the listing starts; a later page continues after
+        # its token's position (so messages appended meanwhile are not skipped).
+        params += [query.start_time, query.recent_count if query.position is None else None]
+    else:
+        sql = PAGE_DESCENDING if query.descending else PAGE_ASCENDING
+    found = await fetch(conn, sql, *params)
     if not found:
         raise NotFound("session", session.session_id)
     messages = [rows.message(row) for row in found if row["id"] is not None]
     count = found[0]["message_count"]
+    floor = found[0]["floor"] if filtered else 1
     # Sequences are gapless from 1 to the message count: whether more follow is in the last one.
-    more = bool(messages) and (messages[-1].sequence > 1 if query.descending else messages[-1].sequence < count)
+    more = bool(messages) and (messages[-1].sequence > floor if query.descending else messages[-1].sequence < count)
     return Page(messages, more, count)

@@ -121,6 +121,7 @@ class MessageRow(Base):
         CheckConstraint(_one_of("message_type", records.MessageType), name="message_type"),
         CheckConstraint("sequence >= 1 AND tokens_used >= 0 AND cost >= 0", name="amounts"),
         Index("uq_messages_session_id_sequence", "session_id", "sequence", unique=True),
+        Index("ix_messages_session_id_create_time", "session_id", "create_time", "sequence"),
         Index(
             "uq_messages_session_id_request_id",
             "session_id",

@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -427,11 +427,21 @@ class SessionClient:
         return (await self._unary(self._messages.AddMessage, request, retry=True)).message
 
     async def list_messages_page(
-        self, session_id: str, *, page_size: int = 0, page_token: str = "", newest_first: bool = False
+        self,
+        session_id: str,
+        *,
+        page_size: int = 0,
+        page_token: str = "",
+        newest_first: bool = False,
+        start_time: datetime | None = None,
+        recent_count: int | None = None,
     ) -> pb.ListMessagesResponse:
         """One page of messages in sequence order (newest first with newest_first=True).
 
         page_size 1..1000; 0 means 100. `total_size` is the number of messages in the session.
+        start_time (timezone-aware): only messages created at or after it. recent_count: only the
+        last that many (of those), oldest first; 0 gives none (ADK's num_recent_events). A
+        page_token works only with the same filters that produced it.
         """
         request = pb.ListMessagesRequest(
             session_id=session_id,
@@ -439,16 +449,34 @@ class SessionClient:
             page_token=page_token,
             order_by="sequence desc" if newest_first else "",
         )
+        if start_time is not None:
+            if start_time.tzinfo is None:
+                raise invalid_argument("start_time", "must be timezone-aware (a naive datetime is no instant)")
+            request.start_time.FromDatetime(start_time)
+        if recent_count is not None:
+            request.recent_count = recent_count
         return await self._unary(self._messages.ListMessages, request, retry=True)
 
     async def list_messages(
-        self, session_id: str, *, page_size: int = 0, newest_first: bool = False
+        self,
+        session_id: str,
+        *,
+        page_size: int = 0,
+        newest_first: bool = False,
+        start_time: datetime | None = None,
+        recent_count: int | None = None,
     ) -> AsyncIterator[pb.Message]:
-        """Every message of the session, fetched page by page as you iterate."""
+        """Every message of the session (or of the filters, as list_messages_page takes them),
+        fetched page by page as you iterate."""
         token = ""
         while True:
             page = await self.list_messages_page(
-                session_id, page_size=page_size, page_token=token, newest_first=newest_first
+                session_id,
+                page_size=page_size,
+                page_token=token,
+                newest_first=newest_first,
+                start_time=start_time,
+                recent_count=recent_count,
             )
             for message in page.messages:
                 yield message
