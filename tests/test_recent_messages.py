@@ -34,7 +34,7 @@ def time_of(sequence: int) -> datetime:
     return BASE + timedelta(seconds=sequence, microseconds=sequence)
 
 
-async def session_of(sessions, messages, sql, count: int) -> str:  # type: ignore[no-untyped-def]
+async def session_of(sessions, messages, sql, count: int) -> str:
     """A session of `count` messages "m1".."m<count>" whose create_times are time_of(sequence)."""
     session = await new_session(sessions)
     for i in range(1, count + 1):
@@ -47,7 +47,7 @@ async def session_of(sessions, messages, sql, count: int) -> str:  # type: ignor
     return session.session_id
 
 
-async def read(messages, session_id: str, **fields) -> list[int]:  # type: ignore[no-untyped-def]
+async def read(messages, session_id: str, **fields) -> list[int]:
     """Every page's messages' sequences, following next_page_token to the end."""
     sequences: list[int] = []
     token = ""
