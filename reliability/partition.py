@@ -29,13 +29,14 @@ from session_grpc.server import build_server, running
 from session_grpc.settings import Settings
 
 from .blackhole import BlackHoleProxy, postgres_upstream, through
-from .scenarios import Outcome, Writers, _open_sessions, fresh_database, verify
+from .scenarios import Outcome, Writers, _open_sessions, drops_its_databases, fresh_database, verify
 
 ACCOUNTS = Path(__file__).resolve().parents[1] / "devservices" / "accounts.json"
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
+@drops_its_databases
 async def database_partition(
     server_url: str, *, writers: int = 16, before: float = 3.0, partition: float = 8.0, after: float = 5.0,
     deadline: float = 2.0,
@@ -116,6 +117,7 @@ async def _without_deadline(stats: rpc.SessionServiceStub, give_up: float) -> tu
     return code, time.monotonic() - started
 
 
+@drops_its_databases
 async def service_partition(
     server_url: str, *, service: str, clients: int = 8, before: float = 2.0, partition: float = 4.0,
     after: float = 3.0,

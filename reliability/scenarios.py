@@ -7,6 +7,7 @@ The test suite runs them small; `make chaos` (reliability/chaos.py) runs them la
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import signal
@@ -17,8 +18,10 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import grpc
@@ -30,7 +33,7 @@ from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.testing import EmbeddedCluster
 from session_grpc.server import SessionServer, build_server, running
 from session_grpc.settings import Settings
-from session_grpc.testing import create_database, free_port
+from session_grpc.testing import create_database, drop_database, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,8 +198,40 @@ async def verify(url: str, writers: Writers, outcome: Outcome) -> None:
         await conn.close()
 
 
+_made_here: ContextVar[list[tuple[str, str]] | None] = ContextVar("made_here", default=None)
+
+
 async def fresh_database(server_url: str) -> str:
-    return await create_database(server_url, "session_grpc_chaos")
+    """A new migrated database for one scenario; dropped when the scenario (marked
+    drops_its_databases) ends, so test and chaos runs leave nothing behind on a shared server."""
+    url = await create_database(server_url, "session_grpc_chaos")
+    made = _made_here.get()
+    if made is not None:
+        made.append((server_url, url))
+    return url
+
+
+S = TypeVar("S")
+
+
+def drops_its_databases(scenario: Callable[..., Awaitable[S]]) -> Callable[..., Awaitable[S]]:
+    """Drop (WITH FORCE) every database `scenario` made with fresh_database, however it ends."""
+
+    @functools.wraps(scenario)
+    async def run(*args: Any, **kwargs: Any) -> S:
+        made: list[tuple[str, str]] = []
+        token = _made_here.set(made)
+        try:
+            return await scenario(*args, **kwargs)
+        finally:
+            _made_here.reset(token)
+            for server_url, url in made:
+                try:
+                    await drop_database(server_url, url)
+                except (OSError, asyncpg.PostgresError) as error:  # the server may be down after a fault
+                    print(f"could not drop scratch database {make_url(url).database}: {error}", file=sys.stderr)
+
+    return run
 
 
 @asynccontextmanager
@@ -282,6 +317,7 @@ async def terminated_backends(
     return await _fault_under_load(cluster, outcome, fault, writers=writers, before=before, after=after)
 
 
+@drops_its_databases
 async def _fault_under_load(
     cluster: EmbeddedCluster,
     outcome: Outcome,
@@ -326,6 +362,7 @@ async def _fault_under_load(
     return outcome
 
 
+@drops_its_databases
 async def concurrent_writers(server_url: str, *, hot_writers: int = 16, cold_sessions: int = 32, seconds: float = 5.0) -> Outcome:
     """Many clients on many sessions and on one hot session at once; counters must equal rows."""
     outcome = Outcome("concurrent writers")
@@ -340,6 +377,7 @@ async def concurrent_writers(server_url: str, *, hot_writers: int = 16, cold_ses
     return outcome
 
 
+@drops_its_databases
 async def fuzzing(server_url: str, *, examples: int = 2000, seed: int | None = None) -> Outcome:
     """Arbitrary requests to every RPC (reliability.fuzz); only documented codes, still SERVING."""
     from .fuzz import Fuzzer
@@ -363,6 +401,7 @@ async def fuzzing(server_url: str, *, examples: int = 2000, seed: int | None = N
     return outcome
 
 
+@drops_its_databases
 async def shutdown_under_load(server_url: str, *, writers: int = 8, before: float = 1.5, grace: float = 5.0) -> Outcome:
     """Steady writes to a real server process; SIGTERM; every call succeeded (and is stored) or
     failed without having run (UNAVAILABLE from the draining server; CANCELLED for the calls grpc

@@ -27,7 +27,7 @@ from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.testing import free_port
 
-from .scenarios import Outcome, Writers, _open_sessions, _wait_for_port, fresh_database, verify
+from .scenarios import Outcome, Writers, _open_sessions, _wait_for_port, drops_its_databases, fresh_database, verify
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,6 +111,7 @@ def _server(url: str, port: int, drain_delay: float, grace: float) -> subprocess
     )
 
 
+@drops_its_databases
 async def shutdown_behind_health(
     server_url: str, *, clients: int = 16, drain_delay: float = 2.0, check_interval: float = 1.0,
     before: float = 3.0, after: float = 2.0, grace: float = 5.0,

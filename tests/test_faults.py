@@ -4,6 +4,7 @@ back; the server gets SIGTERM under load."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from reliability.scenarios import database_outage, shutdown_under_load, terminated_backends
 from session_grpc.testing import EmbeddedCluster
@@ -67,3 +68,22 @@ async def test_sigterm_under_load_stores_every_acknowledged_write_and_exits_zero
     assert outcome.failed["CANCELLED"] <= 6, outcome.failed
     assert outcome.failed_but_stored == 0
     assert (outcome.lost, outcome.duplicates, outcome.counter_mismatches) == (0, 0, 0)
+
+
+async def test_a_scenario_drops_the_databases_it_made_even_when_it_fails(server_url, sql):
+    """Test and chaos runs against a shared PostgreSQL leave no scratch database behind."""
+    from reliability.scenarios import drops_its_databases, fresh_database
+
+    made: list[str] = []
+
+    @drops_its_databases
+    async def scenario() -> None:
+        made.append(await fresh_database(server_url))
+        made.append(await fresh_database(server_url))
+        raise RuntimeError("the scenario failed")
+
+    with pytest.raises(RuntimeError):
+        await scenario()
+    names = [make_url(url).database for url in made]
+    left = await sql.fetchval("SELECT count(*) FROM pg_database WHERE datname = ANY($1::text[])", names)
+    assert len(names) == 2 and left == 0
