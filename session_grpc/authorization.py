@@ -83,9 +83,12 @@ class Authorize(Step):
 
 
 class CheckStanding(Step):
-    """The boundary step that checks the calling user's account standing on every write (token
-    mode): USER_SUSPENDED (PERMISSION_DENIED) or USER_NOT_FOUND (FAILED_PRECONDITION) refuse it.
-    A principal without a user_id (an admin service) has no account to check."""
+    """The boundary step that checks account standing on every write, through the account
+    service's cache: USER_SUSPENDED (PERMISSION_DENIED) or USER_NOT_FOUND (FAILED_PRECONDITION)
+    refuse it. The account checked is the one the write is for: the user named by an acts_for
+    policy's field (CreateSession: the new session's owner, in every auth mode; Authorize has
+    already put the caller into an empty field), otherwise the caller. A principal without a
+    user_id (the operator of mode none, an admin service) has no account of its own to check."""
 
     def __init__(self, accounts: AccountCheck, policies: dict[str, Policy] | None = None) -> None:
         self.accounts = accounts
@@ -96,7 +99,12 @@ class CheckStanding(Step):
         return policy is not None and policy.writes
 
     async def enter(self, call: Call) -> None:
-        user_id = auth.current().user_id
+        policy = self.policies[call.method]
+        if policy.kind is Kind.ACTS_FOR:
+            holder, name = _field(call.request, policy.field)
+            user_id = getattr(holder, name)
+        else:
+            user_id = auth.current().user_id
         if user_id:
             await self.accounts.check(user_id)
 

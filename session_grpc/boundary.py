@@ -12,7 +12,7 @@ each call through an ordered list of steps. `server.build_server` lists them:
     deadline       record the client's deadline for the database work the call triggers
     authorize      the policy table (session_grpc.policy)
     limit          in-flight calls per principal
-    standing       token mode: the caller's account standing, on writes
+    standing       account standing on writes (the named user of CreateSession, else the caller)
 
 A step's `enter(call)` runs before the method, in order; raising a DomainError there ends the
 call with that error's status and skips the rest. `exit(call, state, error)` runs after, in

@@ -191,7 +191,7 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     verifier = TokenVerifier(settings.auth) if settings.auth_mode == "token" and settings.auth else None
     authenticate = [Authenticate(verifier)] if verifier is not None else []
     accounts: AccountCheck = AccountChecker(settings.account) if settings.account else NoAccountCheck()
-    standing = [CheckStanding(accounts)] if verifier is not None and settings.account else []
+    standing = [CheckStanding(accounts)] if settings.account else []
     per_principal = settings.max_calls_per_principal
     limit = [LimitInFlight(per_principal)] if verifier is not None and per_principal > 0 else []
     boundary = Boundary(
@@ -203,7 +203,7 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     )
     observability.watch_accounts(accounts)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(db, tokens, limits, accounts), server
+        SessionServicer(db, tokens, limits), server
     )
     session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)

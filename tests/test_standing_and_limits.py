@@ -249,3 +249,14 @@ async def test_a_burst_of_two_thousand_concurrent_calls_is_served_not_shed(datab
             )
     failures = [o.code() for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
     assert failures == []
+
+
+async def test_a_create_session_asks_about_its_user_once(database_url, dev):
+    """The named user of CreateSession and the calling user are one account for a user
+    principal: the boundary checks it once (no second lookup, no second fail-open count)."""
+    accounts, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        before = accounts.calls
+        method = rpcs.SESSIONS + "CreateSession"
+        await rpcs.call(channel, method, rpcs.request(method, "carol"), "carol-token")
+        assert accounts.calls - before == 1

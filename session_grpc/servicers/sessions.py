@@ -3,7 +3,6 @@ from __future__ import annotations
 import grpc
 
 from .. import paging, requests, resources
-from ..accounts import AccountCheck
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
@@ -13,17 +12,13 @@ from ..storage.database import Database
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(
-        self, db: Database, tokens: PageTokens, limits: Limits, accounts: AccountCheck
-    ) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
-        self.accounts = accounts
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
         new = requests.new_session(request, self.limits)
-        await self.accounts.check(new.user_id)
         session = await self.db.run(sessions.create_session, new)
         return pb.CreateSessionResponse(session=resources.session_to_proto(session))
 
