@@ -63,20 +63,20 @@ BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 A
 # its stored header, not detoasted) are returned, so a page of 1,000 messages of 256 KiB never
 # reaches the server whole. The running sum sits beside the LIMIT, so the scan stops there.
 _SIZE = "octet_length(content) + octet_length(metadata::text)"
-_PAGE = f"""
-SELECT s.message_count, m.* FROM sessions s
+_PAGE_ROWS = f"""
 LEFT JOIN LATERAL (
     SELECT * FROM (
         SELECT {MESSAGE_COLUMNS}, {_SIZE} AS size, sum({_SIZE}) OVER (ORDER BY sequence {{order}}) AS upto
         FROM messages
-        WHERE session_id = s.id AND sequence {{op}} $2 ORDER BY sequence {{order}} LIMIT $3
+        WHERE session_id = s.id AND sequence {{op}} $2{{floor}} ORDER BY sequence {{order}} LIMIT $3
     ) page
     WHERE upto - size < $5
 ) m ON true
 WHERE s.id = $1 AND {owned(4, "s.user_id")}
 """
-PAGE_ASCENDING = _PAGE.format(op=">", order="ASC")
-PAGE_DESCENDING = _PAGE.format(op="<", order="DESC")
+_PAGE = "SELECT s.message_count, m.* FROM sessions s" + _PAGE_ROWS
+PAGE_ASCENDING = _PAGE.format(op=">", order="ASC", floor="")
+PAGE_DESCENDING = _PAGE.format(op="<", order="DESC", floor="")
 
 # The same page of a filtered listing (start_time $6, recent_count $7; NULL for unset). Both
 # filters are a lower bound on the sequence, since sequences are gapless from 1 and a message's
@@ -94,18 +94,9 @@ _FROM = """
 _FILTERED = f"""
 SELECT s.message_count, b.floor, m.* FROM sessions s
 CROSS JOIN LATERAL (SELECT greatest(s.message_count - $7::bigint + 1, {_FROM}) AS floor OFFSET 0) b
-LEFT JOIN LATERAL (
-    SELECT * FROM (
-        SELECT {MESSAGE_COLUMNS}, {_SIZE} AS size, sum({_SIZE}) OVER (ORDER BY sequence {{order}}) AS upto
-        FROM messages
-        WHERE session_id = s.id AND sequence {{op}} $2 AND sequence >= b.floor ORDER BY sequence {{order}} LIMIT $3
-    ) page
-    WHERE upto - size < $5
-) m ON true
-WHERE s.id = $1 AND {owned(4, "s.user_id")}
-"""
-FILTERED_ASCENDING = _FILTERED.format(op=">", order="ASC")
-FILTERED_DESCENDING = _FILTERED.format(op="<", order="DESC")
+""" + _PAGE_ROWS
+FILTERED_ASCENDING = _FILTERED.format(op=">", order="ASC", floor=" AND sequence >= b.floor")
+FILTERED_DESCENDING = _FILTERED.format(op="<", order="DESC", floor=" AND sequence >= b.floor")
 
 
 @statement
