@@ -74,10 +74,22 @@ def _sequence(position: list[Any]) -> int:
     return sequence
 
 
+def _search_key(position: list[Any]) -> records.SearchKey:
+    rank, message_id = position
+    if type(rank) is not float or not 0.0 <= rank <= 1e30 or not isinstance(message_id, str):
+        raise ValueError("a search key is [rank, message_id]")
+    if str(uuid.UUID(message_id)) != message_id:
+        raise ValueError("not a message id")
+    return records.SearchKey(rank, message_id)
+
+
 SESSIONS: Listing[records.Session, records.SessionKey] = Listing(
     "sessions", lambda s: [s.create_time.isoformat(), s.session_id], _session_key
 )
 MESSAGES: Listing[records.Message, int] = Listing("messages", lambda m: [m.sequence], _sequence)
+SEARCH: Listing[records.SearchHit, records.SearchKey] = Listing(
+    "search", lambda hit: [hit.rank, hit.message.message_id], _search_key
+)
 
 
 class PageTokens:

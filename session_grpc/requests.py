@@ -287,9 +287,9 @@ def messages_query(
     )
 
 
-def _start_time(check: Violations, given: timestamp_pb2.Timestamp) -> datetime | None:
-    """The microsecond a message must be created at or after: a finer fraction rounds up, so "at
-    or after" keeps its meaning at the database's precision."""
+def _start_time(check: Violations, given: timestamp_pb2.Timestamp, field: str = "start_time") -> datetime | None:
+    """The microsecond a message must be created at or after (or, for an end, before): a finer
+    fraction rounds up, so "at or after" and "before" keep their meaning at the database's precision."""
     micros, rest = divmod(given.nanos, 1000)
     try:
         if not 0 <= given.nanos < 1_000_000_000:
@@ -297,7 +297,7 @@ def _start_time(check: Violations, given: timestamp_pb2.Timestamp) -> datetime |
         start = datetime.fromtimestamp(given.seconds, timezone.utc)
         return start + timedelta(microseconds=micros + (1 if rest else 0))
     except (ValueError, OverflowError, OSError):
-        check.add("start_time", "must be a time between 0001-01-01 and 9999-12-31 with nanos 0..999999999")
+        check.add(field, "must be a time between 0001-01-01 and 9999-12-31 with nanos 0..999999999")
         return None
 
 
@@ -313,3 +313,57 @@ def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIM
         records.SessionRef(sid, owner_scope()), page_size, request.after_sequence, {"session_id": sid},
         paging.STREAM_BATCH_BYTES,
     )
+
+
+DEFAULT_SEARCH_PAGE_SIZE = 20
+MAX_SEARCH_SESSIONS = 100
+
+
+def message_search(
+    request: pb.SearchMessagesRequest, tokens: PageTokens, config: str, limits: Limits = DEFAULT_LIMITS
+) -> records.MessageSearch:
+    """A search of the caller's messages (Authorize has put the caller into an empty user_id; an
+    admin's empty user_id stays empty: every user's), its filters checked and bound to its tokens."""
+    check = Violations(limits)
+    query = check.text("query", request.query, required=True, max_length=limits.search_query_length)
+    user_id = check.text("user_id", request.user_id, max_length=255) or None
+    app_name = check.app_name("app_name", request.app_name) or None
+    session_ids: list[str] | None = None
+    if len(request.session_ids) > MAX_SEARCH_SESSIONS:
+        check.add("session_ids", f"must name at most {MAX_SEARCH_SESSIONS} sessions")
+    elif request.session_ids:
+        parsed = [check.uuid(f"session_ids[{i}]", value) for i, value in enumerate(request.session_ids)]
+        session_ids = sorted({value for value in parsed if value is not None})
+    roles: list[records.Role] | None = None
+    if request.roles:
+        found = [ROLE_FROM_PROTO.get(number) for number in request.roles]
+        if None in found:
+            check.add("roles", ROLE_HINT)
+        roles = sorted({role for role in found if role is not None})
+    start = _start_time(check, request.start_time) if request.HasField("start_time") else None
+    end = _start_time(check, request.end_time, "end_time") if request.HasField("end_time") else None
+    if start is not None and end is not None and end <= start:
+        check.add("end_time", "must be after start_time")
+    page_size = _search_page_size(check, request.page_size, limits)
+    check.raise_if_any()
+    scope: dict[str, Any] = {
+        "query": query, "config": config, "user_id": user_id, "app_name": app_name, "session_ids": session_ids,
+        "roles": None if roles is None else [role.value for role in roles],
+        "start_time": None if start is None else start.isoformat(),
+        "end_time": None if end is None else end.isoformat(),
+    }
+    after = tokens.after(paging.SEARCH, request.page_token, scope)
+    return records.MessageSearch(
+        query, config, owner_scope(), user_id, app_name, session_ids, roles, start, end, page_size, after, scope,
+        paging.RESPONSE_BYTES,
+    )
+
+
+def _search_page_size(check: Violations, value: int, limits: Limits) -> int:
+    if value < 0:
+        check.add("page_size", "must not be negative")
+    elif value > limits.search_page_size:
+        check.add("page_size", f"must be at most {limits.search_page_size}")
+    else:
+        return value or DEFAULT_SEARCH_PAGE_SIZE
+    return DEFAULT_SEARCH_PAGE_SIZE

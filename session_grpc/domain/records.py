@@ -252,6 +252,46 @@ class MessagesQuery:
 
 
 @dataclass(frozen=True)
+class SearchKey:
+    """Position of a result in a search's best-first order (keyset pagination)."""
+
+    rank: float
+    message_id: str
+
+
+@dataclass(frozen=True)
+class MessageSearch:
+    """One page of a full-text search over messages, best first."""
+
+    query: str
+    """What the user typed (websearch_to_tsquery syntax)."""
+    config: str
+    """The text search configuration the query is parsed in (the stored vectors' one)."""
+    owner: Owner
+    """The user whose messages the call may find (None: any, an admin)."""
+    user_id: str | None
+    """Only this user's messages; None for every user (an admin's search)."""
+    app_name: str | None
+    session_ids: list[str] | None
+    roles: list[Role] | None
+    start_time: datetime | None
+    end_time: datetime | None
+    page_size: int
+    after: SearchKey | None
+    scope: dict[str, Any]
+    """What a page token of this search is bound to."""
+    byte_budget: int
+    """Results that start past this many bytes (content and metadata) wait for the next page."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    message: Message
+    snippet: str
+    rank: float
+
+
+@dataclass(frozen=True)
 class Page(Generic[T]):
     """Up to page_size items, whether more follow them, and the total the listing counts."""
 

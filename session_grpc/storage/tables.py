@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Computed,
     ForeignKey,
     Index,
     MetaData,
@@ -21,7 +22,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..domain import records
@@ -115,9 +116,14 @@ class MessageRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
     request_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
+    search_vector: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('simple'::regconfig, content)", persisted=True), nullable=True
+    )
+    """Written by PostgreSQL from content, in the configuration the migration chose (SESSION_SEARCH_CONFIG)."""
 
     __table_args__ = (
         CheckConstraint(_one_of("role", records.Role), name="role"),
+        Index("ix_messages_search_vector", "search_vector", postgresql_using="gin"),
         CheckConstraint(_one_of("message_type", records.MessageType), name="message_type"),
         CheckConstraint("sequence >= 1 AND tokens_used >= 0 AND cost >= 0", name="amounts"),
         Index("uq_messages_session_id_sequence", "session_id", "sequence", unique=True),
