@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
@@ -284,3 +284,27 @@ async def test_an_error_message_names_its_code_once_and_a_reason_only_when_it_sa
     assert text.startswith("NOT_FOUND: ") and text.count("NOT_FOUND") == 1, text
     assert str(backwards.value).endswith(" [INVALID_STATUS_TRANSITION]"), str(backwards.value)
     assert str(backwards.value).count("FAILED_PRECONDITION") == 1
+
+
+async def test_search_messages_pages_through_every_result_with_filters(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice", app_name="search")
+        other = await client.create_session("alice")
+        for i in range(5):
+            await client.add_message(session.session_id, "user", f"kettle number {i}")
+        await client.add_message(session.session_id, "assistant", "the kettle boils")
+        await client.add_message(other.session_id, "user", "kettle elsewhere")
+        every = [r async for r in client.search_messages("kettle", user_id="alice", page_size=2)]
+        assert len(every) == 7 and all("<mark>kettle</mark>" in r.snippet for r in every)
+        assert [r.rank for r in every] == sorted((r.rank for r in every), reverse=True)
+        mine = [r.message.content async for r in client.search_messages("kettle", app_name="search", roles=["assistant"])]
+        assert mine == ["the kettle boils"]
+        since = datetime.now(timezone.utc) - timedelta(hours=1)
+        page = await client.search_messages_page("kettle", session_ids=[other.session_id], start_time=since)
+        assert [r.message.content for r in page.results] == ["kettle elsewhere"] and page.next_page_token == ""
+        with pytest.raises(InvalidArgument) as caught:
+            await client.search_messages_page("kettle", end_time=since.replace(tzinfo=None))
+        assert set(caught.value.violations) == {"end_time"}
+        with pytest.raises(InvalidArgument) as caught:
+            await client.search_messages_page("")
+        assert set(caught.value.violations) == {"query"}

@@ -484,6 +484,69 @@ class SessionClient:
             if not token:
                 return
 
+    async def search_messages_page(
+        self,
+        query: str,
+        *,
+        user_id: str = "",
+        app_name: str = "",
+        session_ids: Sequence[str] = (),
+        roles: Sequence[int | str] = (),
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.SearchMessagesResponse:
+        """One page of the messages matching `query` (what a person types in a search box:
+        words, "a phrase", -word, or), best first, each result with its `message`, a `snippet`
+        with the matches between <mark> and </mark> (plain text, not HTML-escaped) and its `rank`.
+
+        user_id empty: the caller's own messages (every user's for an admin). The filters
+        narrow it: an app, sessions, roles ("user", "ROLE_ASSISTANT", ...), and created in
+        [start_time, end_time) (timezone-aware). page_size 1..100; 0 means 20. A page_token works
+        only with the query and filters that produced it.
+        """
+        request = pb.SearchMessagesRequest(
+            query=query,
+            user_id=user_id,
+            app_name=app_name,
+            session_ids=list(session_ids),
+            roles=[_enum(pb.Role, "ROLE_", role, "roles") for role in roles],
+            page_size=page_size,
+            page_token=page_token,
+        )
+        for field, when in (("start_time", start_time), ("end_time", end_time)):
+            if when is not None:
+                if when.tzinfo is None:
+                    raise invalid_argument(field, "must be timezone-aware (a naive datetime is no instant)")
+                getattr(request, field).FromDatetime(when)
+        return await self._unary(self._messages.SearchMessages, request, retry=True)
+
+    async def search_messages(
+        self,
+        query: str,
+        *,
+        user_id: str = "",
+        app_name: str = "",
+        session_ids: Sequence[str] = (),
+        roles: Sequence[int | str] = (),
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+    ) -> AsyncIterator[pb.SearchResult]:
+        """Every result of search_messages_page's search, best first, fetched page by page as you iterate."""
+        token = ""
+        while True:
+            page = await self.search_messages_page(
+                query, user_id=user_id, app_name=app_name, session_ids=session_ids, roles=roles,
+                start_time=start_time, end_time=end_time, page_size=page_size, page_token=token,
+            )
+            for result in page.results:
+                yield result
+            token = page.next_page_token
+            if not token:
+                return
+
     async def stream_messages(
         self, session_id: str, *, after_sequence: int = 0, page_size: int = 0
     ) -> AsyncIterator[pb.Message]:
