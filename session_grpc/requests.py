@@ -233,6 +233,15 @@ def idle_for(request: pb.ExpireSessionsRequest) -> timedelta:
     return duration.ToTimedelta()
 
 
+SESSION_ORDERS = {
+    "": records.SessionOrder.CREATE_TIME,
+    "create_time desc": records.SessionOrder.CREATE_TIME,
+    "last_activity_time desc": records.SessionOrder.LAST_ACTIVITY_TIME,
+}
+MAX_METADATA_FILTER_KEYS = 16
+MAX_TITLE_CONTAINS_LENGTH = 200
+
+
 def sessions_query(
     request: pb.ListSessionsRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
 ) -> records.SessionsQuery:
@@ -243,16 +252,67 @@ def sessions_query(
         status = STATUS_FROM_PROTO.get(request.status)
         if status is None:
             check.add("status", STATUS_FILTER_HINT)
+    statuses = _statuses(check, request)
     app_name = check.app_name("app_name", request.app_name) or None
     page_size = check.page_size("page_size", request.page_size, DEFAULT_SESSIONS_PAGE_SIZE)
+    times = {
+        name: _start_time(check, getattr(request, name), name) if request.HasField(name) else None
+        for name in ("create_time_start", "create_time_end", "update_time_start", "update_time_end")
+    }
+    for start, end in (("create_time_start", "create_time_end"), ("update_time_start", "update_time_end")):
+        start_at, end_at = times[start], times[end]
+        if start_at is not None and end_at is not None and end_at <= start_at:
+            check.add(end, f"must be after {start}")
+    metadata = None
+    if request.HasField("metadata_contains") and request.metadata_contains.fields:
+        if len(request.metadata_contains.fields) > MAX_METADATA_FILTER_KEYS:
+            check.add("metadata_contains", f"must have at most {MAX_METADATA_FILTER_KEYS} keys")
+        else:
+            metadata = _struct(check, "metadata_contains", request.metadata_contains)
+    title = check.text("title_contains", request.title_contains, max_length=MAX_TITLE_CONTAINS_LENGTH) or None
+    order = SESSION_ORDERS.get(" ".join(request.order_by.lower().split()))
+    if order is None:
+        check.add("order_by", 'must be "create_time desc" or "last_activity_time desc"')
     check.raise_if_any()
+    assert order is not None
     scope: dict[str, Any] = {"user_id": user_id, "status": request.status}
     if app_name is not None:
         # Only when filtering, so tokens of the unfiltered listing issued before apps existed
         # still hold across the upgrade; with it, a token of one app's listing fails another's.
         scope["app_name"] = app_name
-    after = tokens.after(paging.SESSIONS, request.page_token, scope)
-    return records.SessionsQuery(user_id, status, app_name, page_size, after, scope, paging.RESPONSE_BYTES)
+    # The same for each filter and the order: in the scope only when set.
+    extra: dict[str, Any] = {
+        "statuses": None if statuses is None else [s.value for s in statuses],
+        **{name: None if when is None else when.isoformat() for name, when in times.items()},
+        "metadata_contains": metadata,
+        "title_contains": title,
+        "order": None if order is records.SessionOrder.CREATE_TIME else order.value,
+    }
+    scope.update({key: value for key, value in extra.items() if value is not None})
+    after = tokens.after(paging.SESSION_LISTINGS[order], request.page_token, scope)
+    if status is not None:
+        statuses = [status]
+    return records.SessionsQuery(
+        user_id, status, app_name, page_size, after, scope, paging.RESPONSE_BYTES, statuses,
+        times["create_time_start"], times["create_time_end"], times["update_time_start"], times["update_time_end"],
+        metadata, title, order,
+    )
+
+
+def _statuses(check: Violations, request: pb.ListSessionsRequest) -> list[records.SessionStatus] | None:
+    if not request.statuses:
+        return None
+    if request.status != pb.SESSION_STATUS_UNSPECIFIED:
+        check.add("statuses", "set status or statuses, not both")
+        return None
+    found = [STATUS_FROM_PROTO.get(number) for number in request.statuses]
+    if None in found:
+        check.add("statuses", _one_of(pb.SessionStatus, STATUS_FROM_PROTO))
+        return None
+    if len(found) > len(STATUS_FROM_PROTO):
+        check.add("statuses", f"must name at most {len(STATUS_FROM_PROTO)} statuses")
+        return None
+    return sorted({status for status in found if status is not None})
 
 
 def messages_query(

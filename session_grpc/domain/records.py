@@ -208,15 +208,23 @@ class ServiceStats:
 
 @dataclass(frozen=True)
 class SessionKey:
-    """Position of a session in the newest-first listing (keyset pagination)."""
+    """Position of a session in a newest-first listing (keyset pagination): its time in the
+    listing's order (create_time, or last_activity_time) and its id."""
 
-    create_time: datetime
+    time: datetime
     session_id: str
+
+
+class SessionOrder(enum.StrEnum):
+    """The column a listing of sessions is ordered by, newest first (then id, descending)."""
+
+    CREATE_TIME = "create_time"
+    LAST_ACTIVITY_TIME = "last_activity_time"
 
 
 @dataclass(frozen=True)
 class SessionsQuery:
-    """One page of a user's sessions, newest first."""
+    """One page of a user's sessions, newest first (by creation or by last activity), filtered."""
 
     user_id: str
     status: SessionStatus | None
@@ -229,6 +237,18 @@ class SessionsQuery:
     """What a page token of this query is bound to (its filters)."""
     byte_budget: int
     """Sessions that start past this many bytes (title and JSON fields) wait for the next page."""
+    statuses: list[SessionStatus] | None = None
+    """Only sessions in one of these (None: any). `status` is the one-status form of the same."""
+    create_time_start: datetime | None = None
+    create_time_end: datetime | None = None
+    update_time_start: datetime | None = None
+    update_time_end: datetime | None = None
+    """Time ranges, start inclusive, end exclusive (None: open)."""
+    metadata_contains: JsonObject | None = None
+    """Only sessions whose metadata contains this object (jsonb @>)."""
+    title_contains: str | None = None
+    """Only sessions whose title contains this text, ignoring case."""
+    order: SessionOrder = SessionOrder.CREATE_TIME
 
 
 @dataclass(frozen=True)

@@ -86,6 +86,13 @@ class SessionRow(Base):
             text("id DESC"),
         ),
         Index(
+            "ix_sessions_user_id_last_activity_time",
+            "user_id",
+            text("last_activity_time DESC"),
+            text("id DESC"),
+        ),
+        Index("ix_sessions_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
+        Index(
             "ix_sessions_active_last_activity_time",
             "last_activity_time",
             postgresql_where=text("status = 'active'"),
