@@ -308,3 +308,26 @@ async def test_search_messages_pages_through_every_result_with_filters(service):
         with pytest.raises(InvalidArgument) as caught:
             await client.search_messages_page("")
         assert set(caught.value.violations) == {"query"}
+
+
+async def test_list_sessions_filters_and_orders_by_last_activity(service, sql):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        web = await client.create_session("carol", title="Trip to Lisbon", metadata={"channel": "web"})
+        app = await client.create_session("carol", title="Groceries", metadata={"channel": "app"})
+        ended = await client.create_session("carol", title="Old lisbon trip", metadata={"channel": "web"})
+        await client.end_session(ended.session_id)
+        await client.add_message(web.session_id, "user", "hello")  # web is now the latest active
+        by_activity = [s.title async for s in client.list_sessions("carol", by_last_activity=True, page_size=1)]
+        assert by_activity[0] == "Trip to Lisbon" and len(by_activity) == 3
+        found = [s.title async for s in client.list_sessions("carol", title_contains="LISBON", metadata_contains={"channel": "web"})]
+        assert found == ["Old lisbon trip", "Trip to Lisbon"]
+        page = await client.list_sessions_page("carol", statuses=["active", "SESSION_STATUS_COMPLETED"], page_size=1)
+        assert page.total_size == 2 and page.next_page_token
+        since = datetime.now(timezone.utc) - timedelta(hours=1)
+        assert len([s async for s in client.list_sessions("carol", created_after=since, updated_before=since)]) == 0
+        assert {s.session_id async for s in client.list_sessions("carol", created_after=since)} == {
+            web.session_id, app.session_id, ended.session_id,
+        }
+        with pytest.raises(InvalidArgument) as caught:
+            await client.list_sessions_page("carol", created_before=since.replace(tzinfo=None))
+        assert set(caught.value.violations) == {"create_time_end"}

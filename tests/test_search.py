@@ -3,8 +3,6 @@ who finds what, and what it refuses."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -13,7 +11,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from session_grpc import migrations, testing
+from session_grpc import testing
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc.server import build_server
 from session_grpc.settings import SettingsError

@@ -323,13 +323,25 @@ class SessionClient:
         page_size: int = 0,
         page_token: str = "",
         app_name: str = "",
+        statuses: Sequence[int | str] = (),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        metadata_contains: JsonObject | struct_pb2.Struct | None = None,
+        title_contains: str = "",
+        by_last_activity: bool = False,
     ) -> pb.ListSessionsResponse:
-        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50), of
-        the application `app_name` only, or of every app when it is empty.
+        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50): by
+        creation, or with by_last_activity=True by their latest message. Filters, all optional:
+        the application `app_name` (every app when empty); a status, or several in `statuses`
+        (not both); created or updated in [after, before) (timezone-aware); metadata containing
+        `metadata_contains` (every key with an equal value); a title containing `title_contains`
+        (ignoring case).
 
         The response has `sessions`, `next_page_token` (empty on the last page) and
         `total_size` (all matching sessions). InvalidArgument for a changed or foreign token
-        (one from a listing with another status or app_name).
+        (one from a listing with other filters or another order).
         """
         request = pb.ListSessionsRequest(
             user_id=user_id,
@@ -337,18 +349,46 @@ class SessionClient:
             page_size=page_size,
             page_token=page_token,
             app_name=app_name,
+            statuses=[_enum(pb.SessionStatus, "SESSION_STATUS_", s, "statuses") for s in statuses],
+            metadata_contains=_struct(metadata_contains),
+            title_contains=title_contains,
+            order_by="last_activity_time desc" if by_last_activity else "",
         )
+        for field, when in (
+            ("create_time_start", created_after), ("create_time_end", created_before),
+            ("update_time_start", updated_after), ("update_time_end", updated_before),
+        ):
+            if when is not None:
+                if when.tzinfo is None:
+                    raise invalid_argument(field, "must be timezone-aware (a naive datetime is no instant)")
+                getattr(request, field).FromDatetime(when)
         return await self._unary(self._sessions.ListSessions, request, retry=True)
 
     async def list_sessions(
-        self, user_id: str, *, status: int | str | None = None, page_size: int = 0, app_name: str = ""
+        self,
+        user_id: str,
+        *,
+        status: int | str | None = None,
+        page_size: int = 0,
+        app_name: str = "",
+        statuses: Sequence[int | str] = (),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        metadata_contains: JsonObject | struct_pb2.Struct | None = None,
+        title_contains: str = "",
+        by_last_activity: bool = False,
     ) -> AsyncIterator[pb.Session]:
-        """Every session of the user (in `app_name` only, when given), newest first, fetched
-        page by page as you iterate."""
+        """Every session of the user that passes the filters (list_sessions_page's), in its
+        order, fetched page by page as you iterate."""
         token = ""
         while True:
             page = await self.list_sessions_page(
-                user_id, status=status, page_size=page_size, page_token=token, app_name=app_name
+                user_id, status=status, page_size=page_size, page_token=token, app_name=app_name,
+                statuses=statuses, created_after=created_after, created_before=created_before,
+                updated_after=updated_after, updated_before=updated_before, metadata_contains=metadata_contains,
+                title_contains=title_contains, by_last_activity=by_last_activity,
             )
             for session in page.sessions:
                 yield session
