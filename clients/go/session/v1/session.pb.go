@@ -1745,8 +1745,8 @@ type ListSessionsRequest struct {
 	CreateTimeStart *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time_start,json=createTimeStart,proto3" json:"create_time_start,omitempty"`
 	// Only sessions created before this time (exclusive).
 	CreateTimeEnd *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=create_time_end,json=createTimeEnd,proto3" json:"create_time_end,omitempty"`
-	// Only sessions last updated (title, status, data, metadata) at or after this
-	// time (inclusive).
+	// Only sessions whose update_time (their last change, an added message
+	// included) is at or after this time (inclusive).
 	UpdateTimeStart *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=update_time_start,json=updateTimeStart,proto3" json:"update_time_start,omitempty"`
 	// Only sessions last updated before this time (exclusive).
 	UpdateTimeEnd *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time_end,json=updateTimeEnd,proto3" json:"update_time_end,omitempty"`
