@@ -304,6 +304,7 @@ LIMIT_VARIABLES = {
     "page_size": "SESSION_MAX_PAGE_SIZE",
     "search_query_length": "SESSION_MAX_SEARCH_QUERY_LENGTH",
     "search_page_size": "SESSION_MAX_SEARCH_PAGE_SIZE",
+    "payload_bytes": "SESSION_MAX_PAYLOAD_BYTES",
 }
 
 

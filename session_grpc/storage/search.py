@@ -16,13 +16,17 @@ import asyncpg
 
 from ..domain.records import MessageSearch, Page, SearchHit
 from . import rows
-from .rows import MESSAGE_COLUMNS, owned
+from .rows import owned
 from .units import statement
 
 SNIPPET_OPTIONS = 'StartSel=<mark>, StopSel=</mark>, MaxWords=35, MinWords=15, MaxFragments=2, FragmentDelimiter=" ... "'
 _TSQUERY = "websearch_to_tsquery($2::regconfig, $1)"
-_M = ", ".join(f"m.{column}" for column in MESSAGE_COLUMNS.split(", "))
-_SIZE = "octet_length(m.content) + octet_length(m.metadata::text)"
+_SIZE = "octet_length(m.content) + octet_length(m.metadata::text) + coalesce(octet_length(m.payload), 0)"
+_LIGHT = (
+    "m.id, m.session_id, m.user_id, m.sequence, m.role, m.message_type, m.tokens_used, m.cost, m.create_time, "
+    "m.payload_type, coalesce(m.event_time, m.create_time) AS event_time"
+)
+"""The message's columns (rows.MESSAGE_COLUMNS) but its large ones: content, metadata, payload."""
 
 # $1 query, $2 configuration, $3 limit (page_size + 1), $4 byte budget, $5 owner (NULL: any),
 # $6 user, $7 app, $8 session ids, $9 roles, $10 start, $11 end, $12/$13 the key to continue after
@@ -49,11 +53,13 @@ WITH hits AS (
     WHERE $12::real IS NULL OR (rank, id) < ($12::real, $13::uuid)
     ORDER BY rank DESC, id DESC LIMIT $3
 ), sized AS (
-    SELECT {_M}, p.rank, sum({_SIZE}) OVER (ORDER BY p.rank DESC, p.id DESC) - ({_SIZE}) < $4 AS within
+    SELECT {_LIGHT}, m.content, m.metadata, m.payload, p.rank,
+           sum({_SIZE}) OVER (ORDER BY p.rank DESC, p.id DESC) - ({_SIZE}) < $4 AS within
     FROM page p JOIN messages m ON m.id = p.id
 )
-SELECT id, session_id, user_id, sequence, role, message_type, tokens_used, cost, create_time, rank, within,
-       CASE WHEN within THEN content END AS content, CASE WHEN within THEN metadata END AS metadata,
+SELECT id, session_id, user_id, sequence, role, message_type, tokens_used, cost, create_time, payload_type,
+       event_time, rank, within, CASE WHEN within THEN content END AS content,
+       CASE WHEN within THEN metadata END AS metadata, CASE WHEN within THEN payload END AS payload,
        CASE WHEN within THEN ts_headline($2::regconfig, content, {_TSQUERY}, '{SNIPPET_OPTIONS}') END AS snippet
 FROM sized ORDER BY rank DESC, id DESC
 """

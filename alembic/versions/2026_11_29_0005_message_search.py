@@ -1,7 +1,7 @@
 """full-text search over messages: a stored tsvector and its GIN index
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-29 20:15:00
 
 `search_vector` is a generated column, to_tsvector(<configuration>, content), so every way a
@@ -25,8 +25,8 @@ from alembic import op
 
 from session_grpc.settings import search_config
 
-revision: str = "0004"
-down_revision: str | None = "0003"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
