@@ -62,13 +62,18 @@ class Metrics:
         self.in_flight = Gauge(
             "session_grpc_server_in_flight", "Calls being handled right now.", labels, registry=registry
         )
-        self.messages = Counter("session_grpc_messages_added", "Messages added by AddMessage.", registry=registry)
+        # Per app, never per user: apps are a handful of tenants, users are unbounded.
+        self.messages = Counter(
+            "session_grpc_messages_added", "Messages added by AddMessage, per app.", ("app_name",), registry=registry
+        )
         self.tokens = Counter(
-            "session_grpc_tokens_added", "Tokens (tokens_used) of the messages added.", registry=registry
+            "session_grpc_tokens_added", "Tokens (tokens_used) of the messages added, per app.", ("app_name",),
+            registry=registry,
         )
         self.cost = Counter(
             "session_grpc_cost_added",
-            "Cost of the messages added (a float approximation; the database has the exact sum).",
+            "Cost of the messages added, per app (a float approximation; GetUsage has the exact sums).",
+            ("app_name",),
             registry=registry,
         )
 
@@ -245,14 +250,15 @@ class Observe(Step):
         return method == ADD_MESSAGE
 
     def response(self, call: Call, response: Any) -> None:
-        """AddMessage's message: count it, its tokens and its cost."""
+        """AddMessage's message: count it, its tokens and its cost, under its session's app."""
         message = getattr(response, "message", None)
         if message is None:
             return
-        self.metrics.messages.inc()
-        self.metrics.tokens.inc(max(0, message.tokens_used))
+        app = getattr(response, "app_name", "") or "unknown"
+        self.metrics.messages.labels(app).inc()
+        self.metrics.tokens.labels(app).inc(max(0, message.tokens_used))
         try:
-            self.metrics.cost.inc(float(Decimal(message.cost or "0")))
+            self.metrics.cost.labels(app).inc(float(Decimal(message.cost or "0")))
         except (InvalidOperation, ValueError):
             pass
 

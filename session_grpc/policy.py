@@ -64,6 +64,7 @@ def public(*, writes: bool = False) -> Policy:
 _SESSIONS = f"/{PACKAGE}.SessionService/"
 _MESSAGES = f"/{PACKAGE}.MessageService/"
 _MEMORIES = f"/{PACKAGE}.MemoryService/"
+_USAGE = f"/{PACKAGE}.UsageService/"
 
 POLICIES: dict[str, Policy] = {
     _SESSIONS + "CreateSession": acts_for("user_id", writes=True),
@@ -85,6 +86,9 @@ POLICIES: dict[str, Policy] = {
     _MEMORIES + "GetMemory": owns_session("session_id"),
     _MEMORIES + "UpdateMemory": owns_session("memory.session_id", writes=True),
     _MEMORIES + "DeleteMemory": owns_session("session_id", writes=True),
+    # A user reads their own usage (an empty user_id becomes theirs, and the statement is kept to it:
+    # accounting.usage_query); an admin's empty user_id reads an app's or the whole service's.
+    _USAGE + "GetUsage": acts_for("user_id"),
 }
 
 

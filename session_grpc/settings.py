@@ -305,6 +305,7 @@ LIMIT_VARIABLES = {
     "search_query_length": "SESSION_MAX_SEARCH_QUERY_LENGTH",
     "search_page_size": "SESSION_MAX_SEARCH_PAGE_SIZE",
     "payload_bytes": "SESSION_MAX_PAYLOAD_BYTES",
+    "usage_buckets": "SESSION_MAX_USAGE_BUCKETS",
 }
 
 

@@ -20,6 +20,9 @@ EXTRAS: dict[str, dict[str, Any]] = {
     "/session.v1.MessageService/AddMessage": {"role": "ROLE_USER", "content": "hi"},
     "/session.v1.MessageService/SearchMessages": {"query": "hi"},
     MEMORIES + "UpdateMemory": {"memory": {"conversation_summary": "s"}, "allow_missing": True},
+    "/session.v1.UsageService/GetUsage": {
+        "bucket": "USAGE_BUCKET_DAY", "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-02-01T00:00:00Z",
+    },
 }
 """What an RPC needs besides the field its policy names to succeed on a fresh session."""
 

@@ -48,22 +48,29 @@ async def test_metrics_endpoint_shows_requests_latency_messages_tokens_and_cost_
         session = await new_session(sessions, "alice")
         for _ in range(3):
             await add(messages, session.session_id, tokens_used=10, cost="0.5")
+        travel = await sessions.CreateSession(pb.CreateSessionRequest(user_id="bob", app_name="travel"))
+        await add(messages, travel.session.session_id, tokens_used=7, cost="0.25")
         await expect_failure(sessions.GetSession(pb.GetSessionRequest(session_id=str(uuid.uuid4()))))
         await expect_failure(messages.AddMessage(pb.AddMessageRequest(session_id=session.session_id)))
         _ = [m async for m in messages.StreamMessages(pb.StreamMessagesRequest(session_id=session.session_id))]
 
         after = await scrape(server.metrics_port)
     assert handled(after, "SessionService", "CreateSession", "OK") == 1
-    assert handled(after, "MessageService", "AddMessage", "OK") == 3
+    assert handled(after, "MessageService", "AddMessage", "OK") == 4
     assert handled(after, "MessageService", "AddMessage", "INVALID_ARGUMENT") == 1
     assert handled(after, "SessionService", "GetSession", "NOT_FOUND") == 1
     assert handled(after, "MessageService", "StreamMessages", "OK") == 1
     latency = ("session_grpc_server_handling_seconds_count",
                (("grpc_method", "AddMessage"), ("grpc_service", "session.v1.MessageService")))
-    assert after[latency] == 4
-    assert after[("session_grpc_messages_added_total", ())] == 3
-    assert after[("session_grpc_tokens_added_total", ())] == 30
-    assert after[("session_grpc_cost_added_total", ())] == pytest.approx(1.5)
+    assert after[latency] == 5
+    # Per app (the label is the session's app), never per user.
+    default, travel = (("app_name", "default"),), (("app_name", "travel"),)
+    assert after[("session_grpc_messages_added_total", default)] == 3
+    assert after[("session_grpc_tokens_added_total", default)] == 30
+    assert after[("session_grpc_cost_added_total", default)] == pytest.approx(1.5)
+    assert after[("session_grpc_messages_added_total", travel)] == 1
+    assert after[("session_grpc_tokens_added_total", travel)] == 7
+    assert after[("session_grpc_cost_added_total", travel)] == pytest.approx(0.25)
     assert after[("session_grpc_db_pool_size", ())] == server.settings.db_pool_size
     in_flight = ("session_grpc_server_in_flight", (("grpc_method", "AddMessage"), ("grpc_service", "session.v1.MessageService")))
     assert after[in_flight] == 0

@@ -35,6 +35,7 @@ SERVICES = {
     "session.v1.SessionService",
     "session.v1.MessageService",
     "session.v1.MemoryService",
+    "session.v1.UsageService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",

@@ -48,6 +48,8 @@ class Limits:
     """Largest page of SearchMessages (each result's snippet is made by parsing its content)."""
     payload_bytes: int = MIB
     """A message's payload (AddMessageRequest.payload), bytes as sent."""
+    usage_buckets: int = 10_000
+    """Buckets one GetUsage may span (a year of hours is 8,784)."""
 
     def __post_init__(self) -> None:
         if self.largest_resource_bytes > DEFAULT_CLIENT_RECEIVE_BYTES:

@@ -23,8 +23,8 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
         new = requests.new_message(request, self.limits)
-        message = await self.db.run(messages.add_message, new)
-        return pb.AddMessageResponse(message=resources.message_to_proto(message))
+        added = await self.db.run(messages.add_message, new)
+        return pb.AddMessageResponse(message=resources.message_to_proto(added.message), app_name=added.app_name)
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = requests.messages_query(request, self.tokens, self.limits)

@@ -9,6 +9,7 @@ import asyncpg
 from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
 from ..domain.records import Message, MessagesQuery, NewMessage, Page, SessionRef
+from ..domain.usage import Appended
 from . import rows
 from .rows import MESSAGE_COLUMNS, fetch, fetch_one, owned
 from .sessions import get_session
@@ -42,7 +43,7 @@ _BUMP = f"""
         update_time = greatest(update_time, clock_timestamp())
     WHERE id = $2 AND status = 'active' AND {owned(9)} AND ($10::bigint IS NULL OR message_count = $10)
       AND {rows.etag_matches(11, 12)} {{guard}}
-    RETURNING id, user_id, message_count, last_activity_time, last_event_time
+    RETURNING id, user_id, app_name, message_count, last_activity_time, last_event_time
 """
 _INSERT = f"""
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
@@ -52,7 +53,12 @@ _INSERT = f"""
     FROM bumped
     RETURNING {MESSAGE_COLUMNS}
 """
-ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='')}) {_INSERT.format(request_id='NULL')}"
+# The answer carries the session's app (the metrics count per app): from the bumped row, or for the
+# repeat of an earlier append from the session (an app never changes).
+ADD_MESSAGE = f"""
+WITH bumped AS ({_BUMP.format(guard='')}), inserted AS ({_INSERT.format(request_id='NULL')})
+SELECT inserted.*, bumped.app_name FROM inserted, bumped
+"""
 # With a request_id ($16), the same statement first looks for the message that id already made;
 # when there is one, nothing is bumped or inserted and that message is the answer (whatever
 # its conditions say now: the repeat of an append that landed is not stale).
@@ -61,9 +67,13 @@ WITH earlier AS (
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $16 AND {owned(9)}
 ), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
 inserted AS ({_INSERT.format(request_id='$16')})
-SELECT * FROM inserted UNION ALL SELECT * FROM earlier
+SELECT inserted.*, bumped.app_name FROM inserted, bumped
+UNION ALL SELECT earlier.*, (SELECT app_name FROM sessions WHERE id = $2) FROM earlier
 """
-BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
+BY_REQUEST_ID = f"""
+SELECT {MESSAGE_COLUMNS}, (SELECT app_name FROM sessions WHERE id = $1) AS app_name
+FROM messages WHERE session_id = $1 AND request_id = $2
+"""
 
 # One page and the session's message count in one statement; no row at all means no session.
 # The page is bounded in bytes as well as rows: of the first $3 messages only those that start
@@ -109,7 +119,7 @@ FILTERED_DESCENDING = _FILTERED.format(op="<", order="DESC", floor=" AND sequenc
 
 
 @statement
-async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
+async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Appended:
     """Append a message and add it to the session's counters, in one autocommit statement.
 
     With a request_id, a repeat returns the first result, even when the session
@@ -165,7 +175,7 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
                 metadata={"lastSequence": str(session.message_count)},
             )
         raise AssertionError(f"session {new.session_id} is active but took no message")
-    return rows.message(row)
+    return Appended(rows.message(row), row["app_name"])
 
 
 @statement

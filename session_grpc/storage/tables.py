@@ -141,6 +141,13 @@ class MessageRow(Base):
         Index("uq_messages_session_id_sequence", "session_id", "sequence", unique=True),
         Index("ix_messages_session_id_create_time", "session_id", "create_time", "sequence"),
         Index(
+            "ix_messages_user_id_create_time",
+            "user_id",
+            "create_time",
+            postgresql_include=["role", "tokens_used", "cost", "session_id"],
+        ),
+        Index("ix_messages_create_time_brin", "create_time", postgresql_using="brin"),
+        Index(
             "uq_messages_session_id_request_id",
             "session_id",
             "request_id",

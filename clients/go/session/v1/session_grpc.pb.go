@@ -909,3 +909,98 @@ var _MemoryService_serviceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "session/v1/session.proto",
 }
+
+// UsageServiceClient is the client API for UsageService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type UsageServiceClient interface {
+	// Messages, tokens and exact cost per hour, day or month (UTC) over
+	// [start_time, end_time), for a user, an app or the whole service, read from
+	// the messages themselves: always equal to the sum over the messages stored
+	// at the time of the call (after deletions, forks and truncations too). A
+	// user reads their own usage (an empty user_id is the caller's); usage of an
+	// app or of the whole service (user_id empty) needs the admin scope.
+	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
+}
+
+type usageServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewUsageServiceClient(cc grpc.ClientConnInterface) UsageServiceClient {
+	return &usageServiceClient{cc}
+}
+
+func (c *usageServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error) {
+	out := new(GetUsageResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.UsageService/GetUsage", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UsageServiceServer is the server API for UsageService service.
+// All implementations must embed UnimplementedUsageServiceServer
+// for forward compatibility
+type UsageServiceServer interface {
+	// Messages, tokens and exact cost per hour, day or month (UTC) over
+	// [start_time, end_time), for a user, an app or the whole service, read from
+	// the messages themselves: always equal to the sum over the messages stored
+	// at the time of the call (after deletions, forks and truncations too). A
+	// user reads their own usage (an empty user_id is the caller's); usage of an
+	// app or of the whole service (user_id empty) needs the admin scope.
+	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
+	mustEmbedUnimplementedUsageServiceServer()
+}
+
+// UnimplementedUsageServiceServer must be embedded to have forward compatible implementations.
+type UnimplementedUsageServiceServer struct {
+}
+
+func (UnimplementedUsageServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetUsage not implemented")
+}
+func (UnimplementedUsageServiceServer) mustEmbedUnimplementedUsageServiceServer() {}
+
+// UnsafeUsageServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to UsageServiceServer will
+// result in compilation errors.
+type UnsafeUsageServiceServer interface {
+	mustEmbedUnimplementedUsageServiceServer()
+}
+
+func RegisterUsageServiceServer(s *grpc.Server, srv UsageServiceServer) {
+	s.RegisterService(&_UsageService_serviceDesc, srv)
+}
+
+func _UsageService_GetUsage_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUsageRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).GetUsage(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.UsageService/GetUsage",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).GetUsage(ctx, req.(*GetUsageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+var _UsageService_serviceDesc = grpc.ServiceDesc{
+	ServiceName: "session.v1.UsageService",
+	HandlerType: (*UsageServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetUsage",
+			Handler:    _UsageService_GetUsage_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "session/v1/session.proto",
+}

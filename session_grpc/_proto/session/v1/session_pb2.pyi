@@ -38,6 +38,13 @@ class MessageType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_TYPE_TOOL_CALL: _ClassVar[MessageType]
     MESSAGE_TYPE_TOOL_RESULT: _ClassVar[MessageType]
     MESSAGE_TYPE_NOTIFICATION: _ClassVar[MessageType]
+
+class UsageBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    USAGE_BUCKET_UNSPECIFIED: _ClassVar[UsageBucket]
+    USAGE_BUCKET_HOUR: _ClassVar[UsageBucket]
+    USAGE_BUCKET_DAY: _ClassVar[UsageBucket]
+    USAGE_BUCKET_MONTH: _ClassVar[UsageBucket]
 SESSION_STATUS_UNSPECIFIED: SessionStatus
 SESSION_STATUS_ACTIVE: SessionStatus
 SESSION_STATUS_COMPLETED: SessionStatus
@@ -55,6 +62,10 @@ MESSAGE_TYPE_SYSTEM: MessageType
 MESSAGE_TYPE_TOOL_CALL: MessageType
 MESSAGE_TYPE_TOOL_RESULT: MessageType
 MESSAGE_TYPE_NOTIFICATION: MessageType
+USAGE_BUCKET_UNSPECIFIED: UsageBucket
+USAGE_BUCKET_HOUR: UsageBucket
+USAGE_BUCKET_DAY: UsageBucket
+USAGE_BUCKET_MONTH: UsageBucket
 
 class Session(_message.Message):
     __slots__ = ("session_id", "user_id", "status", "title", "conversation_data", "metadata", "message_count", "total_tokens", "total_cost", "create_time", "update_time", "last_activity_time", "end_time", "etag", "app_name", "last_event_time")
@@ -405,10 +416,12 @@ class AddMessageRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ..., payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AddMessageResponse(_message.Message):
-    __slots__ = ("message",)
+    __slots__ = ("message", "app_name")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
     message: Message
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
+    app_name: str
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., app_name: _Optional[str] = ...) -> None: ...
 
 class ListMessagesRequest(_message.Message):
     __slots__ = ("session_id", "page_size", "page_token", "order_by", "start_time", "recent_count")
@@ -549,3 +562,45 @@ class DeleteMemoryRequest(_message.Message):
 class DeleteMemoryResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class GetUsageRequest(_message.Message):
+    __slots__ = ("user_id", "app_name", "bucket", "start_time", "end_time", "by_role")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    BY_ROLE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    app_name: str
+    bucket: UsageBucket
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    by_role: bool
+    def __init__(self, user_id: _Optional[str] = ..., app_name: _Optional[str] = ..., bucket: _Optional[_Union[UsageBucket, str]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., by_role: _Optional[bool] = ...) -> None: ...
+
+class UsageBucketTotals(_message.Message):
+    __slots__ = ("start_time", "role", "message_count", "total_tokens", "total_cost")
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
+    start_time: _timestamp_pb2.Timestamp
+    role: Role
+    message_count: int
+    total_tokens: int
+    total_cost: str
+    def __init__(self, start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., role: _Optional[_Union[Role, str]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ...) -> None: ...
+
+class GetUsageResponse(_message.Message):
+    __slots__ = ("buckets", "message_count", "total_tokens", "total_cost")
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_FIELD_NUMBER: _ClassVar[int]
+    buckets: _containers.RepeatedCompositeFieldContainer[UsageBucketTotals]
+    message_count: int
+    total_tokens: int
+    total_cost: str
+    def __init__(self, buckets: _Optional[_Iterable[_Union[UsageBucketTotals, _Mapping]]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ...) -> None: ...

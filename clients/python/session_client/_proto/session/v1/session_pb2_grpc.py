@@ -909,3 +909,84 @@ class MemoryService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class UsageServiceStub:
+    """What the stored messages add up to.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetUsage = channel.unary_unary(
+                '/session.v1.UsageService/GetUsage',
+                request_serializer=session_dot_v1_dot_session__pb2.GetUsageRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.GetUsageResponse.FromString,
+                _registered_method=True)
+
+
+class UsageServiceServicer:
+    """What the stored messages add up to.
+    """
+
+    def GetUsage(self, request, context):
+        """Messages, tokens and exact cost per hour, day or month (UTC) over
+        [start_time, end_time), for a user, an app or the whole service, read from
+        the messages themselves: always equal to the sum over the messages stored
+        at the time of the call (after deletions, forks and truncations too). A
+        user reads their own usage (an empty user_id is the caller's); usage of an
+        app or of the whole service (user_id empty) needs the admin scope.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_UsageServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUsage,
+                    request_deserializer=session_dot_v1_dot_session__pb2.GetUsageRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.GetUsageResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'session.v1.UsageService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('session.v1.UsageService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class UsageService:
+    """What the stored messages add up to.
+    """
+
+    @staticmethod
+    def GetUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.UsageService/GetUsage',
+            session_dot_v1_dot_session__pb2.GetUsageRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
