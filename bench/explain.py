@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from decimal import Decimal
 
 import asyncpg
 
@@ -81,8 +80,9 @@ async def main() -> None:
                 await explain(conn, "ListMessages start_time at message 49,000 and recent_count=20",
                               messages.FILTERED_ASCENDING, long_session, 0, 101, "long-user", paging.RESPONSE_BYTES,
                               at_49000, 20),
-                await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGE, str(uuid.uuid4()), long_session,
-                              12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user", None, None, 0),
+                await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGES, [str(uuid.uuid4())], long_session,
+                              ["user"], ["chat"], ["hello"], ["12"], ["0.00015"], ["{}"], [None], None, None, 0,
+                              "long-user"),
                 await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",
                               sessions.SESSION_SUMMARY, long_session, "long-user"),
             ]

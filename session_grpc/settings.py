@@ -286,6 +286,8 @@ LIMIT_VARIABLES = {
     "facts": "SESSION_MAX_FACTS",
     "fact_length": "SESSION_MAX_FACT_LENGTH",
     "page_size": "SESSION_MAX_PAGE_SIZE",
+    "batch_messages": "SESSION_MAX_BATCH_MESSAGES",
+    "fork_messages": "SESSION_MAX_FORK_MESSAGES",
 }
 
 

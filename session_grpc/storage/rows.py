@@ -19,7 +19,8 @@ from ..domain import records
 
 SESSION_COLUMNS = (
     "id, user_id, status, title, conversation_data, metadata, message_count, total_tokens, total_cost, "
-    "create_time, update_time, last_activity_time, end_time, version, app_name"
+    "create_time, update_time, last_activity_time, end_time, version, app_name, forked_from_session_id, "
+    "forked_at_sequence"
 )
 MESSAGE_COLUMNS = (
     "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time"
@@ -69,7 +70,12 @@ def session(row: Row) -> records.Session:
         str(row["id"]), row["user_id"], _STATUSES[row["status"]], row["title"], row["conversation_data"],
         row["metadata"], row["message_count"], row["total_tokens"], row["total_cost"], row["create_time"],
         row["update_time"], row["last_activity_time"], row["end_time"], row["version"], row["app_name"],
+        _text(row["forked_from_session_id"]), row["forked_at_sequence"],
     )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def message(row: Row) -> records.Message:
