@@ -100,7 +100,7 @@ WHERE r.session_id = $1 AND r.request_id = $2 AND {owned(3, "s.user_id")}
 # in a statement of its own so its snapshot is taken after the lock was granted: it sees every
 # append that landed before, and none can land until the rewind commits. It removes the messages
 # after $2 and takes exactly their count, tokens and cost off the session's totals (nothing
-# removed: the session is left as it is, etag included); with a request_id ($4) it records the
+# removed: the session is left as it is, etag included; trim_scale: 0.010 - 0.010 is 0, not 0.000); with a request_id ($4) it records the
 # rewind, so a retry answers without rewinding again.
 TRUNCATE_SESSION = f"""
 WITH removed AS (
@@ -111,7 +111,7 @@ WITH removed AS (
 ), updated AS (
     UPDATE sessions s
     SET message_count = s.message_count - g.n, total_tokens = s.total_tokens - g.tokens,
-        total_cost = s.total_cost - g.cost, version = s.version + 1,
+        total_cost = trim_scale(s.total_cost - g.cost), version = s.version + 1,
         update_time = greatest(s.update_time, clock_timestamp())
     FROM gone g WHERE s.id = $1 AND {owned(3, "s.user_id")} AND g.n > 0
     RETURNING {", ".join(f"s.{column.strip()}" for column in SESSION_COLUMNS.split(","))}
