@@ -244,3 +244,13 @@ async def test_concurrent_batches_and_single_appends_never_interleave_and_keep_t
     totals = await sql.fetchrow("SELECT message_count, total_tokens, total_cost FROM sessions WHERE id = $1", sid)
     assert tuple(totals) == (120, sum(r["tokens_used"] for r in rows), sum(r["cost"] for r in rows))
     assert tuple(totals) == (120, 20 * 15 + 20 * 7, Decimal("0.3"))
+
+
+def test_the_batch_and_fork_limits_are_settings():
+    from session_grpc.settings import Settings
+
+    limits = Settings.from_env({"SESSION_MAX_BATCH_MESSAGES": "7", "SESSION_MAX_FORK_MESSAGES": "9"}).limits
+    assert (limits.batch_messages, limits.fork_messages) == (7, 9)
+    assert (Settings.from_env({}).limits.batch_messages, Settings.from_env({}).limits.fork_messages) == (100, 100_000)
+    with pytest.raises(ValueError, match="SESSION_MAX_BATCH_MESSAGES"):
+        Settings.from_env({"SESSION_MAX_BATCH_MESSAGES": "5000"})
