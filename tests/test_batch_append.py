@@ -254,3 +254,39 @@ def test_the_batch_and_fork_limits_are_settings():
     assert (Settings.from_env({}).limits.batch_messages, Settings.from_env({}).limits.fork_messages) == (100, 100_000)
     with pytest.raises(ValueError, match="SESSION_MAX_BATCH_MESSAGES"):
         Settings.from_env({"SESSION_MAX_BATCH_MESSAGES": "5000"})
+
+
+async def test_each_message_of_a_batch_keeps_its_payload_and_event_time_and_the_session_takes_the_last(
+    sessions, messages
+):
+    from google.protobuf import timestamp_pb2
+
+    session = await new_session(sessions)
+    early = timestamp_pb2.Timestamp(seconds=1_600_000_000, nanos=123_456_000)
+    late = timestamp_pb2.Timestamp(seconds=1_500_000_000, nanos=7_000)
+    added = await add_batch(messages, session.session_id, [
+        entry("", payload=b'{"big":9223372036854775807}', payload_type="application/json", event_time=early),
+        entry("no event time"),
+        entry("last", event_time=late),
+    ])
+    assert (added[0].payload, added[0].payload_type, added[0].content) == (
+        b'{"big":9223372036854775807}', "application/json", ""
+    )
+    assert added[0].event_time == early and added[2].event_time == late
+    assert added[1].event_time == added[1].create_time
+    now = (await sessions.GetSession(pb.GetSessionRequest(session_id=session.session_id))).session
+    assert now.last_event_time == late, "the highest sequence's event time, though an earlier one is later"
+    listed = (await messages.ListMessages(pb.ListMessagesRequest(session_id=session.session_id))).messages
+    assert list(listed) == added
+
+
+async def test_a_bad_payload_of_a_batch_entry_is_named_and_nothing_is_stored(sessions, messages, sql):
+    from google.protobuf import timestamp_pb2
+
+    session = await new_session(sessions)
+    batch = [entry("x", payload=b"{}"), entry("y", payload_type="application/json"),
+             entry("z", event_time=timestamp_pb2.Timestamp(seconds=-10**13))]
+    failure = await expect_failure(messages.AddMessages(pb.AddMessagesRequest(session_id=session.session_id, messages=batch)))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert {"messages[0].payload_type", "messages[1].payload_type", "messages[2].event_time"} <= failure.field_violations.keys()
+    assert await sql.fetchval("SELECT count(*) FROM messages") == 0

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
@@ -37,8 +37,11 @@ async def source_with_history(sessions, messages, memories, count: int = 5) -> p
         metadata=struct({"channel": "web"}),
     )
     for n in range(1, count + 1):
+        event = {"payload": f'{{"n":{n}}}'.encode(), "payload_type": "application/json"} if n % 2 else {}
+        if n != 2:  # message 2 has no event time of its own: its create_time is its event time
+            event["event_time"] = timestamp_pb2.Timestamp(seconds=1_700_000_000 + n, nanos=n * 1000)
         await add(messages, session.session_id, f"m{n}", role=pb.ROLE_USER if n % 2 else pb.ROLE_ASSISTANT,
-                  tokens_used=n * 10, cost=f"0.000{n}5", metadata=struct({"n": n}))
+                  tokens_used=n * 10, cost=f"0.000{n}5", metadata=struct({"n": n}), **event)
     await memories.CreateMemory(pb.CreateMemoryRequest(
         session_id=session.session_id, conversation_summary="planning", facts=["likes sun"],
         preferences=struct({"seat": "window"}),
@@ -48,7 +51,8 @@ async def source_with_history(sessions, messages, memories, count: int = 5) -> p
 
 async def message_rows(sql, session_id: str) -> list[tuple]:
     rows = await sql.fetch(
-        """SELECT sequence, role, message_type, content, tokens_used, cost, metadata, create_time, user_id
+        """SELECT sequence, role, message_type, content, tokens_used, cost, metadata, create_time, user_id, payload,
+                  payload_type, event_time
            FROM messages WHERE session_id = $1 ORDER BY sequence""",
         session_id,
     )
@@ -259,3 +263,21 @@ async def test_a_fork_taken_while_messages_are_appended_has_totals_equal_to_what
         assert forked.forked_at_sequence == forked.message_count
         last = await sql.fetchval("SELECT max(sequence) FROM messages WHERE session_id = $1", forked.session_id)
         assert last == forked.message_count
+
+
+async def test_the_fork_keeps_payloads_and_event_times_and_its_last_event_time_is_its_last_messages(
+    sessions, messages, memories, sql
+):
+    source = await source_with_history(sessions, messages, memories)
+    at_3 = await fork(sessions, source.session_id, last_sequence=3)
+    at_2 = await fork(sessions, source.session_id, last_sequence=2)
+    at_0 = await fork(sessions, source.session_id, last_sequence=0)
+    copied = (await messages.ListMessages(pb.ListMessagesRequest(session_id=at_3.session_id))).messages
+    original = (await messages.ListMessages(pb.ListMessagesRequest(session_id=source.session_id))).messages
+    assert [(m.payload, m.payload_type, m.event_time) for m in copied] == [
+        (m.payload, m.payload_type, m.event_time) for m in original[:3]
+    ]
+    assert copied[0].payload == b'{"n":1}' and copied[0].payload_type == "application/json"
+    assert at_3.last_event_time == original[2].event_time == timestamp_pb2.Timestamp(seconds=1_700_000_003, nanos=3000)
+    assert at_2.last_event_time == original[1].event_time == original[1].create_time
+    assert not at_0.HasField("last_event_time"), "no messages, no last event"

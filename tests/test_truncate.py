@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import grpc
 import pytest
+from google.protobuf import timestamp_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 
@@ -210,3 +211,14 @@ async def test_an_append_waiting_behind_a_rewind_lands_right_after_it(sessions, 
         assert appended.sequence == 6 and truncated.removed_message_count == 4
     await assert_totals_are_the_sums_of_its_messages(sql, sid)
     assert Decimal(truncated.session.total_cost) == Decimal("0.003")
+
+
+async def test_after_a_rewind_the_last_event_time_is_the_remaining_last_messages(sessions, messages):
+    session = await new_session(sessions)
+    for n in range(1, 5):
+        await add(messages, session.session_id, f"m{n}",
+                  event_time=timestamp_pb2.Timestamp(seconds=1_800_000_000 - n * 100, nanos=n))
+    after = (await rewind(sessions, session.session_id, 2)).session
+    assert after.last_event_time == timestamp_pb2.Timestamp(seconds=1_800_000_000 - 200)
+    emptied = (await rewind(sessions, session.session_id, 0)).session
+    assert not emptied.HasField("last_event_time")

@@ -46,6 +46,8 @@ class Limits:
     """Characters per fact."""
     page_size: int = 1000
     """Largest page of ListSessions, ListMessages and StreamMessages."""
+    payload_bytes: int = MIB
+    """A message's payload (AddMessageRequest.payload), bytes as sent."""
     batch_messages: int = 100
     """Messages in one AddMessages call. The batch as a whole must also fit the request size limit
     (max_request_bytes), so a batch of large messages may hold fewer."""
@@ -70,8 +72,8 @@ class Limits:
 
     @property
     def largest_message_bytes(self) -> int:
-        """The largest Message these limits admit, serialized (content is counted in bytes)."""
-        return self.content_bytes + self.struct_bytes + RESOURCE_OVERHEAD_BYTES
+        """The largest Message these limits admit, serialized (content and payload are counted in bytes)."""
+        return self.content_bytes + self.struct_bytes + self.payload_bytes + RESOURCE_OVERHEAD_BYTES
 
     @property
     def largest_session_bytes(self) -> int:

@@ -56,6 +56,8 @@ class Session:
     end_time: datetime | None
     version: int
     app_name: str = DEFAULT_APP
+    last_event_time: datetime | None = None
+    """The event_time of the message with the highest sequence; None without messages."""
     forked_from_session_id: str | None = None
     """The session this one is a fork of (ForkSession); None for a session CreateSession made."""
     forked_at_sequence: int | None = None
@@ -79,6 +81,12 @@ class Message:
     cost: Decimal
     metadata: JsonObject
     create_time: datetime
+    payload: bytes = b""
+    """The writer's bytes, returned as sent (b"": none)."""
+    payload_type: str = ""
+    """The payload's media type ("" exactly when there is no payload)."""
+    event_time: datetime | None = None
+    """When the event happened (the writer's, or the server's clock at the append)."""
 
 
 @dataclass(frozen=True)
@@ -148,6 +156,12 @@ class MessageBody:
     tokens_used: int = 0
     cost: Decimal = Decimal(0)
     metadata: JsonObject = field(default_factory=dict)
+    payload: bytes = b""
+    """Stored as given and never parsed (b"": none)."""
+    payload_type: str = ""
+    """The payload's media type, required with one."""
+    event_time: datetime | None = None
+    """The event's own time, to the microsecond; None: the server's clock at the append."""
 
 
 @dataclass(frozen=True)
@@ -165,10 +179,19 @@ class NewMessage:
     """Append only if the session's message_count is this (None: no condition)."""
     expected_etag: str = ""
     """Append only if the session's etag is this ("": no condition)."""
+    payload: bytes = b""
+    """Stored as given and never parsed (b"": none)."""
+    payload_type: str = ""
+    """The payload's media type, required with one."""
+    event_time: datetime | None = None
+    """The event's own time, to the microsecond; None: the server's clock at the append."""
 
     def as_batch(self) -> NewMessages:
         """The same append as a batch of one: storage has one insert path for both RPCs."""
-        body = MessageBody(self.role, self.message_type, self.content, self.tokens_used, self.cost, self.metadata)
+        body = MessageBody(
+            self.role, self.message_type, self.content, self.tokens_used, self.cost, self.metadata, self.payload,
+            self.payload_type, self.event_time,
+        )
         return NewMessages(
             self.session_id, self.owner, [body], self.request_id, self.expected_last_sequence, self.expected_etag
         )

@@ -20,7 +20,8 @@ from .units import statement, transaction
 # snapshot of the source ($1, owned by $2), however long it is and whatever is appended meanwhile
 # (no lock on the source: it is only read). The fork ($4; its request_id $5) takes the source's
 # user, app, title, conversation_data and metadata, and totals summed over exactly the messages it
-# copies (sequence <= $3), the same sequences, times and contents; the source's memory comes along.
+# copies (sequence <= $3): the same sequences, times, contents, payloads and event times, and as
+# its last_event_time the event time of the last one copied. The source's memory comes along.
 # Past $6 copied messages nothing is written. The insert yields to either unique key (the id, the
 # user's request_id); a repeat of a request_id answers with the fork the first call made.
 FORK_SESSION = f"""
@@ -32,17 +33,20 @@ WITH source AS (
     FROM messages WHERE session_id = (SELECT id FROM source) AND sequence <= $3
 ), fork AS (
     INSERT INTO sessions (id, user_id, status, title, conversation_data, metadata, request_id, app_name,
-                          message_count, total_tokens, total_cost, forked_from_session_id, forked_at_sequence)
+                          message_count, total_tokens, total_cost, last_event_time, forked_from_session_id,
+                          forked_at_sequence)
     SELECT $4, s.user_id, 'active', s.title, s.conversation_data, s.metadata, $5, s.app_name,
-           c.n, c.tokens, c.cost, s.id, c.last
+           c.n, c.tokens, c.cost,
+           (SELECT coalesce(m.event_time, m.create_time) FROM messages m WHERE m.session_id = s.id AND m.sequence = c.last),
+           s.id, c.last
     FROM source s CROSS JOIN copied c WHERE c.n <= $6
     ON CONFLICT DO NOTHING
     RETURNING {SESSION_COLUMNS}
 ), copied_messages AS (
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost,
-                          metadata, create_time)
+                          metadata, create_time, payload, payload_type, event_time)
     SELECT gen_random_uuid(), f.id, f.user_id, m.sequence, m.role, m.message_type, m.content, m.tokens_used, m.cost,
-           m.metadata, m.create_time
+           m.metadata, m.create_time, m.payload, m.payload_type, m.event_time
     FROM fork f JOIN messages m ON m.session_id = $1 AND m.sequence <= $3
 ), copied_memory AS (
     INSERT INTO memories (session_id, user_id, conversation_summary, facts, preferences, metadata)
@@ -99,7 +103,8 @@ WHERE r.session_id = $1 AND r.request_id = $2 AND {owned(3, "s.user_id")}
 # Runs with the session's row locked (GET_SESSION_FOR_UPDATE, the lock AddMessage's UPDATE takes),
 # in a statement of its own so its snapshot is taken after the lock was granted: it sees every
 # append that landed before, and none can land until the rewind commits. It removes the messages
-# after $2 and takes exactly their count, tokens and cost off the session's totals (nothing
+# after $2 and takes exactly their count, tokens and cost off the session's totals, and its
+# last_event_time becomes that of the message now last (none left: NULL) (nothing
 # removed: the session is left as it is, etag included; trim_scale: 0.010 - 0.010 is 0, not 0.000); with a request_id ($4) it records the
 # rewind, so a retry answers without rewinding again.
 TRUNCATE_SESSION = f"""
@@ -112,6 +117,10 @@ WITH removed AS (
     UPDATE sessions s
     SET message_count = s.message_count - g.n, total_tokens = s.total_tokens - g.tokens,
         total_cost = trim_scale(s.total_cost - g.cost), version = s.version + 1,
+        last_event_time = (
+            SELECT coalesce(m.event_time, m.create_time) FROM messages m
+            WHERE m.session_id = $1 AND m.sequence = s.message_count - g.n
+        ),
         update_time = greatest(s.update_time, clock_timestamp())
     FROM gone g WHERE s.id = $1 AND {owned(3, "s.user_id")} AND g.n > 0
     RETURNING {", ".join(f"s.{column.strip()}" for column in SESSION_COLUMNS.split(","))}

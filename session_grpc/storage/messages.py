@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import asyncpg
@@ -19,7 +20,10 @@ LAST_SEQUENCE = 2**63 - 1
 
 # One statement appends a batch of messages (AddMessages; AddMessage is a batch of one). The
 # batch arrives as parallel arrays ($1 ids, $3 roles, $4 types, $5 contents, $6 tokens, $7 costs,
-# $8 metadata as JSON text, $9 request ids), one element per message in sequence order.
+# $8 metadata as JSON text, $9 request ids, $14 payloads in base64, $15 their media types, $16
+# event times), one element per message in sequence order, all text[]: asyncpg knows text[]
+# without asking, while each other array type costs a connection three more round trips (a type
+# introspection query) the first time it is used; the casts are exact.
 # The UPDATE of the session row takes its row lock, so concurrent appends to one session queue up
 # behind each other; it adds the batch's size and the sums of its tokens and costs, and the batch's
 # messages take the sequences up to the new message_count, which keeps sequences gapless and
@@ -28,19 +32,30 @@ LAST_SEQUENCE = 2**63 - 1
 # create_time is the session's new last_activity_time, so both follow sequence order. A
 # conditional append ($10, expected_last_sequence; $11/$12, expected_etag's version and creation
 # microseconds; NULL for none) is checked on the locked row in the same WHERE, so of concurrent
-# appends that expect one count exactly one finds it.
+# appends that expect one count exactly one finds it. The last message's event time (NULL for
+# none: then its create_time) becomes the session's last_event_time in the same SET, so the
+# session always carries the event time of its highest sequence: the clock is read once (the
+# sub-select) for both columns, and a concurrent append waiting for the lock re-evaluates the SET
+# on the row it gets. Each message's event time is its own, or its create_time. Payloads and
+# their media types are stored as given (bytea), never parsed.
 _BATCH = """
     SELECT b.id::uuid, b.role, b.message_type, b.content, b.tokens_used::bigint, b.cost::numeric,
-           b.metadata::jsonb, b.request_id::uuid, b.n
-    FROM unnest($1::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-        WITH ORDINALITY AS b(id, role, message_type, content, tokens_used, cost, metadata, request_id, n)
+           b.metadata::jsonb, b.request_id::uuid, decode(b.payload, 'base64') AS payload, b.payload_type,
+           b.event_time::timestamptz, b.n
+    FROM unnest($1::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                $14::text[], $15::text[], $16::text[])
+        WITH ORDINALITY AS b(id, role, message_type, content, tokens_used, cost, metadata, request_id, payload,
+                             payload_type, event_time, n)
 """
 _BUMP = f"""
     UPDATE sessions
     SET message_count = message_count + cardinality($1::text[]),
         total_tokens = total_tokens + (SELECT sum(tokens_used) FROM batch),
         total_cost = total_cost + (SELECT sum(cost) FROM batch),
-        last_activity_time = greatest(last_activity_time, clock_timestamp()),
+        (last_activity_time, last_event_time) = (
+            SELECT clock.t, coalesce((SELECT event_time FROM batch WHERE n = cardinality($1::text[])), clock.t)
+            FROM (SELECT greatest(sessions.last_activity_time, clock_timestamp()) AS t) clock
+        ),
         update_time = greatest(update_time, clock_timestamp())
     WHERE id = $2 AND status = 'active' AND {owned(13)} AND ($10::bigint IS NULL OR message_count = $10)
       AND {rows.etag_matches(11, 12)} {{guard}}
@@ -48,9 +63,10 @@ _BUMP = f"""
 """
 _INSERT = f"""
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
-                          tokens_used, cost, metadata, request_id, create_time)
+                          tokens_used, cost, metadata, request_id, create_time, payload, payload_type, event_time)
     SELECT b.id, s.id, s.user_id, s.message_count - cardinality($1::text[]) + b.n, b.role, b.message_type,
-           b.content, b.tokens_used, b.cost, b.metadata, b.request_id, s.last_activity_time
+           b.content, b.tokens_used, b.cost, b.metadata, b.request_id, s.last_activity_time, b.payload,
+           b.payload_type, coalesce(b.event_time, s.last_activity_time)
     FROM bumped s CROSS JOIN batch b
     RETURNING {MESSAGE_COLUMNS}
 """
@@ -81,10 +97,11 @@ def request_ids(request_id: str | None, size: int) -> list[str | None]:
 
 # One page and the session's message count in one statement; no row at all means no session.
 # The page is bounded in bytes as well as rows: of the first $3 messages only those that start
-# within $5 bytes (content and metadata, as the client gets them; content's length is read from
-# its stored header, not detoasted) are returned, so a page of 1,000 messages of 256 KiB never
-# reaches the server whole. The running sum sits beside the LIMIT, so the scan stops there.
-_SIZE = "octet_length(content) + octet_length(metadata::text)"
+# within $5 bytes (content, metadata and payload, as the client gets them; the lengths of content
+# and payload are read from their stored headers, not detoasted) are returned, so a page of 1,000
+# messages of 256 KiB never reaches the server whole. The running sum sits beside the LIMIT, so
+# the scan stops there.
+_SIZE = "octet_length(content) + octet_length(metadata::text) + coalesce(octet_length(payload), 0)"
 _PAGE_ROWS = f"""
 LEFT JOIN LATERAL (
     SELECT * FROM (
@@ -155,6 +172,9 @@ async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> list[Messa
         new.expected_last_sequence,
         *rows.etag_parts(new.expected_etag),
         new.owner,
+        [base64.b64encode(body.payload).decode("ascii") if body.payload else None for body in bodies],
+        [body.payload_type or None for body in bodies],
+        [None if body.event_time is None else body.event_time.isoformat() for body in bodies],
     )
     if new.request_id is None:
         found = await fetch(conn, ADD_MESSAGES, *params)
