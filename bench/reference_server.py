@@ -79,10 +79,10 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
                 None,  # expected_last_sequence: no condition
                 None,  # expected_etag's version: no condition
                 0,  # and its creation microseconds
-                None,  # no payload
-                None,  # nor its media type
-                None,  # event_time: the server's clock
                 None,  # the owner: any (the reference trusts every request)
+                [None],  # no payload
+                [None],  # nor its media type
+                [None],  # event_time: the server's clock
             )
         return pb.AddMessageResponse(
             message=pb.Message(
