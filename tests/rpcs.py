@@ -20,6 +20,7 @@ EXTRAS: dict[str, dict[str, Any]] = {
     "/session.v1.MessageService/AddMessage": {"role": "ROLE_USER", "content": "hi"},
     "/session.v1.MessageService/AddMessages": {"messages": [{"role": "ROLE_USER", "content": "hi"}]},
     SESSIONS + "TruncateSession": {"last_sequence": 0},
+    "/session.v1.MessageService/SearchMessages": {"query": "hi"},
     MEMORIES + "UpdateMemory": {"memory": {"conversation_summary": "s"}, "allow_missing": True},
 }
 """What an RPC needs besides the field its policy names to succeed on a fresh session."""
