@@ -44,6 +44,7 @@ SERVER_FAULTS = frozenset(
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ADD_MESSAGE = "/session.v1.MessageService/AddMessage"
+ADD_MESSAGES = "/session.v1.MessageService/AddMessages"
 
 
 class Metrics:
@@ -247,20 +248,27 @@ class Observe(Step):
         access_log.log(level, json.dumps(line, separators=(",", ":")))
 
     def watch_responses(self, method: str) -> bool:
-        return method == ADD_MESSAGE
+        return method in (ADD_MESSAGE, ADD_MESSAGES)
 
     def response(self, call: Call, response: Any) -> None:
-        """AddMessage's message: count it, its tokens and its cost, under its session's app."""
-        message = getattr(response, "message", None)
-        if message is None:
+        """AddMessage's message, AddMessages' messages: count them, their tokens and their cost, under
+        their session's app."""
+        if hasattr(response, "messages"):
+            added = list(response.messages)
+        else:
+            message = getattr(response, "message", None)
+            added = [] if message is None else [message]
+        if not added:
             return
         app = getattr(response, "app_name", "") or "unknown"
-        self.metrics.messages.labels(app).inc()
-        self.metrics.tokens.labels(app).inc(max(0, message.tokens_used))
-        try:
-            self.metrics.cost.labels(app).inc(float(Decimal(message.cost or "0")))
-        except (InvalidOperation, ValueError):
-            pass
+        messages, tokens, cost = self.metrics.messages.labels(app), self.metrics.tokens.labels(app), self.metrics.cost.labels(app)
+        for message in added:
+            messages.inc()
+            tokens.inc(max(0, message.tokens_used))
+            try:
+                cost.inc(float(Decimal(message.cost or "0")))
+            except (InvalidOperation, ValueError):
+                pass
 
 
 def configure_logging() -> None:

@@ -306,6 +306,8 @@ LIMIT_VARIABLES = {
     "search_page_size": "SESSION_MAX_SEARCH_PAGE_SIZE",
     "payload_bytes": "SESSION_MAX_PAYLOAD_BYTES",
     "usage_buckets": "SESSION_MAX_USAGE_BUCKETS",
+    "batch_messages": "SESSION_MAX_BATCH_MESSAGES",
+    "fork_messages": "SESSION_MAX_FORK_MESSAGES",
 }
 
 

@@ -67,7 +67,8 @@ class Usage:
 
 @dataclass(frozen=True)
 class Appended:
-    """What AddMessage stored, and the app of its session (the metrics count per app)."""
+    """What AddMessage or AddMessages stored (in sequence order), and the app of their session
+    (the metrics count per app)."""
 
-    message: Message
+    messages: list[Message]
     app_name: str

@@ -24,7 +24,14 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
         new = requests.new_message(request, self.limits)
         added = await self.db.run(messages.add_message, new)
-        return pb.AddMessageResponse(message=resources.message_to_proto(added.message), app_name=added.app_name)
+        return pb.AddMessageResponse(message=resources.message_to_proto(added.messages[0]), app_name=added.app_name)
+
+    async def AddMessages(self, request: pb.AddMessagesRequest, context: grpc.aio.ServicerContext):
+        new = requests.new_messages(request, self.limits)
+        added = await self.db.run(messages.add_messages, new)
+        return pb.AddMessagesResponse(
+            messages=[resources.message_to_proto(message) for message in added.messages], app_name=added.app_name
+        )
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = requests.messages_query(request, self.tokens, self.limits)
