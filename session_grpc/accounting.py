@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from google.protobuf import timestamp_pb2
 
@@ -38,11 +38,12 @@ def _instant(check: Violations, field: str, given: timestamp_pb2.Timestamp, pres
 
 
 def bucket_count(bucket: usage.Bucket, start: datetime, end: datetime) -> int:
-    """How many buckets [start, end) touches (a partial first or last one counts)."""
+    """How many buckets [start, end) touches (a partial first or last one counts; end is exclusive)."""
+    last = end - timedelta(microseconds=1)
     if bucket is usage.Bucket.MONTH:
-        return (end.year - start.year) * 12 + end.month - start.month + 1
+        return (last.year - start.year) * 12 + last.month - start.month + 1
     width = _BUCKET_SECONDS[bucket]
-    return int(end.timestamp() // width - start.timestamp() // width) + 1
+    return int(last.timestamp() // width - start.timestamp() // width) + 1
 
 
 def usage_query(request: pb.GetUsageRequest, limits: Limits = DEFAULT_LIMITS) -> usage.UsageQuery:

@@ -35,6 +35,7 @@ class Stubs:
         self.sessions = rpc.SessionServiceStub(channel)
         self.messages = rpc.MessageServiceStub(channel)
         self.memories = rpc.MemoryServiceStub(channel)
+        self.usage = rpc.UsageServiceStub(channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
 

@@ -55,7 +55,7 @@ async def test_metrics_endpoint_shows_requests_latency_messages_tokens_and_cost_
         _ = [m async for m in messages.StreamMessages(pb.StreamMessagesRequest(session_id=session.session_id))]
 
         after = await scrape(server.metrics_port)
-    assert handled(after, "SessionService", "CreateSession", "OK") == 1
+    assert handled(after, "SessionService", "CreateSession", "OK") == 2
     assert handled(after, "MessageService", "AddMessage", "OK") == 4
     assert handled(after, "MessageService", "AddMessage", "INVALID_ARGUMENT") == 1
     assert handled(after, "SessionService", "GetSession", "NOT_FOUND") == 1
