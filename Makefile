@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-search chaos
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-search bench-usage chaos
 
 install: $(STAMP)
 
@@ -78,6 +78,11 @@ bench: $(STAMP) $(BENCH_STAMP)
 # 10,000 sessions (bench/search.py; only the server's own dependencies: it runs from .venv).
 bench-search: $(STAMP)
 	$(BIN)/python -m bench.search $(BENCH_ARGS)
+
+# GetUsage on 1,000,000 messages over a year, and what the ledger's index costs AddMessage
+# (bench/usage.py; BENCH_BEFORE_ROOT=<a checkout of main> serves the "before" with main's code).
+bench-usage: $(STAMP)
+	$(BIN)/python -m bench.usage $(BENCH_ARGS)
 
 bench-quick: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import descriptor as d
-from google.protobuf import message_factory
+from google.protobuf import message_factory, timestamp_pb2
 import hypothesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -175,6 +175,25 @@ class Fuzzer:
                              st.integers(-(2**40), 2**40), st.integers(-(10**9), 10**9))
         if depth > 3:
             return st.just(cls())
+        if name == "session.v1.GetUsageRequest":
+            return st.one_of(self._fields(descriptor, cls, depth), self._usage_windows(cls))
+        return self._fields(descriptor, cls, depth)
+
+    def _usage_windows(self, cls: Any) -> st.SearchStrategy[Any]:
+        """GetUsage requests that pass validation often enough to reach the statements: ranges of up
+        to about 14 months in 2026 (over and under the bucket limit for hours), any bucket or role split."""
+        start = st.integers(1_767_225_600, 1_767_225_600 + 365 * 86400)
+        return st.builds(
+            lambda s, span, bucket, by_role, user, app: _build(cls, {
+                "start_time": timestamp_pb2.Timestamp(seconds=s),
+                "end_time": timestamp_pb2.Timestamp(seconds=s + span), "bucket": bucket,
+                "by_role": by_role, "user_id": user, "app_name": app,
+            }),
+            start, st.integers(-3600, 430 * 86400), st.integers(0, 4), st.booleans(),
+            st.one_of(st.just(""), st.just("fuzz-user"), STRINGS), st.sampled_from(["", "default", "travel", "x y"]),
+        )
+
+    def _fields(self, descriptor: d.Descriptor, cls: Any, depth: int) -> st.SearchStrategy[Any]:
         fields = {}
         for fd in descriptor.fields:
             if fd.is_repeated:

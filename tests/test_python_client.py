@@ -355,3 +355,23 @@ async def test_list_sessions_filters_and_orders_by_last_activity(service, sql):
         with pytest.raises(InvalidArgument) as caught:
             await client.list_sessions_page("carol", created_before=since.replace(tzinfo=None))
         assert set(caught.value.violations) == {"create_time_end"}
+
+
+async def test_get_usage_returns_exact_buckets_and_checks_its_arguments(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("usage-user", app_name="metered")
+        await client.add_message(session.session_id, "user", "hi", tokens_used=4, cost="0.1")
+        await client.add_message(session.session_id, "assistant", "hello", tokens_used=6, cost="0.2")
+        now = datetime.now(timezone.utc)
+        found = await client.get_usage("day", now - timedelta(days=1), now.timestamp() + 60, user_id="usage-user")
+        assert (found.message_count, found.total_tokens, found.total_cost) == (2, 10, "0.3")
+        split = await client.get_usage(pb.USAGE_BUCKET_HOUR, now - timedelta(hours=1), now + timedelta(minutes=1),
+                                       user_id="usage-user", app_name="metered", by_role=True)
+        assert sorted((b.role, b.total_cost) for b in split.buckets) == [(pb.ROLE_USER, "0.1"), (pb.ROLE_ASSISTANT, "0.2")]
+        with pytest.raises(InvalidArgument) as caught:
+            await client.get_usage("week", now - timedelta(days=1), now)
+        assert "bucket" in str(caught.value)
+        with pytest.raises(InvalidArgument):
+            await client.get_usage("day", now, now - timedelta(days=1))  # the server's check
+        with pytest.raises(InvalidArgument):
+            await client.get_usage("day", now.replace(tzinfo=None), now)

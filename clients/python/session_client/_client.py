@@ -199,6 +199,7 @@ class SessionClient:
         self._sessions = rpc.SessionServiceStub(self._channel)
         self._messages = rpc.MessageServiceStub(self._channel)
         self._memories = rpc.MemoryServiceStub(self._channel)
+        self._usage = rpc.UsageServiceStub(self._channel)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -803,3 +804,30 @@ class SessionClient:
     async def delete_memory(self, session_id: str) -> None:
         """Delete the session's memory; NotFound when it has none."""
         await self._unary(self._memories.DeleteMemory, pb.DeleteMemoryRequest(session_id=session_id), retry=False)
+
+    # -- UsageService --------------------------------------------------------------------------
+
+    async def get_usage(
+        self,
+        bucket: int | str,
+        start_time: datetime | float,
+        end_time: datetime | float,
+        *,
+        user_id: str = "",
+        app_name: str = "",
+        by_role: bool = False,
+    ) -> pb.GetUsageResponse:
+        """Messages, tokens and exact cost per bucket ("hour", "day", "month" or USAGE_BUCKET_*;
+        UTC boundaries) of the messages created in [start_time, end_time), summed over the stored
+        messages on this call: `buckets` (the non-empty ones, oldest first; split by role with
+        by_role) and the range's totals. user_id empty: the caller's own usage (every user's for an
+        admin); app_name narrows it to one app's sessions. Costs are exact decimal strings."""
+        request = pb.GetUsageRequest(
+            user_id=user_id,
+            app_name=app_name,
+            bucket=_enum(pb.UsageBucket, "USAGE_BUCKET_", bucket, "bucket"),
+            by_role=by_role,
+        )
+        request.start_time.FromDatetime(_instant(start_time, "start_time"))
+        request.end_time.FromDatetime(_instant(end_time, "end_time"))
+        return await self._unary(self._usage.GetUsage, request, retry=True)
