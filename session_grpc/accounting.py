@@ -1,17 +1,20 @@
-"""Usage requests and answers, proto <-> domain (GetUsage; the budgets of session_grpc.budgets)."""
+"""Usage and budget requests and answers, proto <-> domain (GetUsage, GetBudget, SetBudget, DeleteBudget)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 from google.protobuf import timestamp_pb2
 
 from ._proto.session.v1 import session_pb2 as pb
 from .authorization import owner_scope
-from .domain import usage
+from .domain import budgets, usage
+from .domain.errors import PermissionDenied
 from .domain.limits import DEFAULT_LIMITS, Limits
-from .domain.money import format_decimal
+from .domain.money import format_decimal, parse_cost
 from .domain.validation import Violations
+from .requests import COST_HINT
 from .resources import ROLE_TO_PROTO, timestamp
 
 BUCKETS = {
@@ -88,3 +91,86 @@ def usage_to_proto(found: usage.Usage) -> pb.GetUsageResponse:
         total_tokens=found.total_tokens,
         total_cost=format_decimal(found.total_cost),
     )
+
+
+# -- budgets ----------------------------------------------------------------------------------
+
+MAX_TOKENS_LIMIT = 2**62
+"""A token limit beyond any sum of int64 token counts a day could hold."""
+
+
+def budget_ref(check: Violations, user_id: str, app_name: str, prefix: str = "") -> budgets.BudgetRef:
+    """Exactly one of a user and an app."""
+    user = check.text(prefix + "user_id", user_id, max_length=255)
+    app = check.app_name(prefix + "app_name", app_name)
+    if bool(user) == bool(app):
+        check.add(prefix + "user_id", "exactly one of user_id and app_name must be set")
+    return budgets.BudgetRef(user, app)
+
+
+def budget_of(request: pb.GetBudgetRequest | pb.DeleteBudgetRequest, limits: Limits = DEFAULT_LIMITS) -> budgets.BudgetRef:
+    """Whose budget. Authorize has put the caller into an empty user_id (GetBudget) and refused
+    another user's; a caller who is not an admin may read only their own user's budget, not an app's."""
+    check = Violations(limits)
+    ref = budget_ref(check, request.user_id, request.app_name)
+    owner = owner_scope()
+    if owner is not None and ref.user_id != owner:
+        check.raise_if_any()
+        raise PermissionDenied("an app's budget needs the admin scope", reason="ADMIN_REQUIRED")
+    check.raise_if_any()
+    return ref
+
+
+def budget_to_set(request: pb.SetBudgetRequest, limits: Limits = DEFAULT_LIMITS) -> tuple[budgets.BudgetRef, budgets.BudgetLimits]:
+    check = Violations(limits)
+    given = request.budget
+    ref = budget_ref(check, given.user_id, given.app_name, "budget.")
+    values: dict[str, object] = {}
+    for name in ("daily_tokens", "monthly_tokens"):
+        if given.HasField(name):
+            value = getattr(given, name)
+            if not 0 <= value <= MAX_TOKENS_LIMIT:
+                check.add(f"budget.{name}", f"must be between 0 and {MAX_TOKENS_LIMIT}")
+            values[name] = value
+    for name in ("daily_cost", "monthly_cost"):
+        text = getattr(given, name)
+        if text:
+            cost = parse_cost(text)
+            if cost is None:
+                check.add(f"budget.{name}", COST_HINT)
+            values[name] = cost
+    if not values:
+        check.add("budget", "set at least one of daily_tokens, monthly_tokens, daily_cost, monthly_cost")
+    check.raise_if_any()
+    return ref, budgets.BudgetLimits(soft=given.soft, **values)  # type: ignore[arg-type]
+
+
+def budget_to_proto(budget: budgets.Budget) -> pb.Budget:
+    limits = budget.limits
+    message = pb.Budget(
+        user_id=budget.ref.user_id, app_name=budget.ref.app_name, soft=limits.soft,
+        daily_cost="" if limits.daily_cost is None else format_decimal(limits.daily_cost),
+        monthly_cost="" if limits.monthly_cost is None else format_decimal(limits.monthly_cost),
+        update_time=timestamp(budget.update_time),
+    )
+    if limits.daily_tokens is not None:
+        message.daily_tokens = limits.daily_tokens
+    if limits.monthly_tokens is not None:
+        message.monthly_tokens = limits.monthly_tokens
+    return message
+
+
+def budget_use_to_proto(budget: budgets.Budget) -> pb.GetBudgetResponse:
+    usage_ = []
+    for name in budgets.LIMITS:
+        value = budget.limit(name)
+        if value is None:
+            continue
+        used = budget.used(name)
+        start = budget.period_start(name)
+        usage_.append(pb.BudgetLimitUse(
+            limit=name, limit_value=format_decimal(value), used=format_decimal(used),
+            remaining=format_decimal(max(value - used, Decimal(0))),
+            period_start=timestamp(datetime(start.year, start.month, start.day, tzinfo=timezone.utc)),
+        ))
+    return pb.GetBudgetResponse(budget=budget_to_proto(budget), usage=usage_)

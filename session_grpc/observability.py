@@ -77,6 +77,11 @@ class Metrics:
             ("app_name",),
             registry=registry,
         )
+        self.soft_budget = Counter(
+            "session_grpc_budget_soft_exceeded",
+            "Appends that passed a soft budget limit (stored anyway), per app of the session and limit.",
+            ("app_name", "limit"), registry=registry,
+        )
 
 
 class PoolCollector(Collector):
@@ -261,6 +266,8 @@ class Observe(Step):
         if not added:
             return
         app = getattr(response, "app_name", "") or "unknown"
+        for passed in getattr(response, "soft_limits_exceeded", ()):
+            self.metrics.soft_budget.labels(app, passed.rpartition("/")[2]).inc()
         messages, tokens, cost = self.metrics.messages.labels(app), self.metrics.tokens.labels(app), self.metrics.cost.labels(app)
         for message in added:
             messages.inc()

@@ -92,6 +92,11 @@ POLICIES: dict[str, Policy] = {
     # A user reads their own usage (an empty user_id becomes theirs, and the statement is kept to it:
     # accounting.usage_query); an admin's empty user_id reads an app's or the whole service's.
     _USAGE + "GetUsage": acts_for("user_id"),
+    # A user reads their own budget (an app's needs the admin scope: accounting.budget_of); only an
+    # admin sets or removes one. Both writes are idempotent by nature (set to, remove if present).
+    _USAGE + "GetBudget": acts_for("user_id"),
+    _USAGE + "SetBudget": admin(writes=True),
+    _USAGE + "DeleteBudget": admin(writes=True),
 }
 
 

@@ -22,6 +22,8 @@ EXTRAS: dict[str, dict[str, Any]] = {
     SESSIONS + "TruncateSession": {"last_sequence": 0},
     "/session.v1.MessageService/SearchMessages": {"query": "hi"},
     MEMORIES + "UpdateMemory": {"memory": {"conversation_summary": "s"}, "allow_missing": True},
+    "/session.v1.UsageService/SetBudget": {"budget": {"user_id": "bob", "daily_tokens": "1000"}},
+    "/session.v1.UsageService/DeleteBudget": {"user_id": "bob"},
     "/session.v1.UsageService/GetUsage": {
         "bucket": "USAGE_BUCKET_DAY", "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-02-01T00:00:00Z",
     },
@@ -29,6 +31,8 @@ EXTRAS: dict[str, dict[str, Any]] = {
 """What an RPC needs besides the field its policy names to succeed on a fresh session."""
 
 NEEDS_MEMORY = {MEMORIES + "GetMemory", MEMORIES + "DeleteMemory"}
+NEEDS_BUDGET = {"/session.v1.UsageService/GetBudget"}
+"""RPCs that succeed only for a user who has a budget."""
 """RPCs that succeed only on a session that has a memory."""
 
 _METHODS = service_methods()

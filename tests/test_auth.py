@@ -63,9 +63,14 @@ async def bobs_session(channel: grpc.aio.Channel, memory: bool = False) -> str:
 
 async def fresh_target(channel: grpc.aio.Channel, method: str) -> str:
     """What `method`'s policy field should name for the call to succeed: a new session of bob's
-    (with a memory when the RPC reads one), or bob himself."""
+    (with a memory when the RPC reads one), or bob himself (with a budget when the RPC reads one)."""
     if POLICIES[method].kind is Kind.OWNS_SESSION:
         return await bobs_session(channel, memory=method in rpcs.NEEDS_MEMORY)
+    if method in rpcs.NEEDS_BUDGET:
+        admin = Stubs(channel, "admin-token")
+        await admin.usage.SetBudget(
+            pb.SetBudgetRequest(budget=pb.Budget(user_id="bob", daily_tokens=1000)), metadata=admin.metadata
+        )
     return "bob"
 
 

@@ -181,7 +181,7 @@ async def test_usage_follows_deletion_fork_truncation_and_batches(sessions, mess
         return row["n"], row["t"], str(row["c"])
 
     source = await new_session(sessions, "ann")
-    for i in range(6):
+    for _ in range(6):
         await add(messages, source.session_id, tokens_used=10, cost="0.25")
     assert await totals() == (6, 60, "1.50") == await from_messages()
     await messages.AddMessages(pb.AddMessagesRequest(session_id=source.session_id, messages=[

@@ -7,7 +7,7 @@ sum over the messages created in it, as stored at the time of the call.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -72,3 +72,5 @@ class Appended:
 
     messages: list[Message]
     app_name: str
+    soft_limits_exceeded: list[str] = field(default_factory=list)
+    """The soft budget limits this append passed ("user:alice/daily_tokens"); it was stored anyway."""

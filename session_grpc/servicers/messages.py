@@ -10,7 +10,7 @@ from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
 from ..paging import PageTokens
-from ..storage import messages, search
+from ..storage import budgets, messages, search
 from ..storage.database import Database
 
 
@@ -23,14 +23,18 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
         new = requests.new_message(request, self.limits)
-        added = await self.db.run(messages.add_message, new)
-        return pb.AddMessageResponse(message=resources.message_to_proto(added.messages[0]), app_name=added.app_name)
+        added = await budgets.append(self.db, new.as_batch())
+        return pb.AddMessageResponse(
+            message=resources.message_to_proto(added.messages[0]), app_name=added.app_name,
+            over_budget=bool(added.soft_limits_exceeded), soft_limits_exceeded=added.soft_limits_exceeded,
+        )
 
     async def AddMessages(self, request: pb.AddMessagesRequest, context: grpc.aio.ServicerContext):
         new = requests.new_messages(request, self.limits)
-        added = await self.db.run(messages.add_messages, new)
+        added = await budgets.append(self.db, new)
         return pb.AddMessagesResponse(
-            messages=[resources.message_to_proto(message) for message in added.messages], app_name=added.app_name
+            messages=[resources.message_to_proto(message) for message in added.messages], app_name=added.app_name,
+            over_budget=bool(added.soft_limits_exceeded), soft_limits_exceeded=added.soft_limits_exceeded,
         )
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):

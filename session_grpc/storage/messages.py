@@ -59,8 +59,16 @@ _BUMP = f"""
         ),
         update_time = greatest(update_time, clock_timestamp())
     WHERE id = $2 AND status = 'active' AND {owned(13)} AND ($10::bigint IS NULL OR message_count = $10)
-      AND {rows.etag_matches(11, 12)} {{guard}}
+      AND {rows.etag_matches(11, 12)} {{guard}} {{budget}}
     RETURNING id, user_id, app_name, message_count, last_activity_time
+"""
+# An append to a session whose user or app has a budget does not land in the one statement (two
+# primary-key probes of budgets, empty for everyone else): it runs budgeted instead
+# (storage/budgets.py: the budget rows locked, the limits checked, then this statement without
+# the probes, in one transaction).
+_NO_BUDGET = """
+      AND NOT EXISTS (SELECT 1 FROM budgets b WHERE b.user_id = sessions.user_id AND b.app_name = '')
+      AND NOT EXISTS (SELECT 1 FROM budgets b WHERE b.user_id = '' AND b.app_name = sessions.app_name)
 """
 _INSERT = f"""
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
@@ -73,22 +81,46 @@ _INSERT = f"""
 """
 # Every answer row carries the session's app (the metrics count per app): the bumped row's, or for
 # the repeat of an earlier append the session's (an app never changes).
-ADD_MESSAGES = f"""
-WITH batch AS ({_BATCH}), bumped AS ({_BUMP.format(guard='')}), inserted AS ({_INSERT})
+_ADD_MESSAGES = """
+WITH batch AS ({batch}), bumped AS ({bump}), inserted AS ({insert})
 SELECT inserted.*, (SELECT app_name FROM bumped) AS app_name FROM inserted
 """
 # With a request_id, the same statement first looks for the messages that id already made (the
 # batch's request ids, request_ids() below); when there are any, nothing is bumped or inserted and
 # they are the answer (whatever the conditions say now: the repeat of an append that landed is not
 # stale).
-ADD_MESSAGES_ONCE = f"""
-WITH batch AS ({_BATCH}), earlier AS (
-    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[]) AND {owned(13)}
-), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
-inserted AS ({_INSERT})
+_ADD_MESSAGES_ONCE = """
+WITH batch AS ({batch}), earlier AS (
+    SELECT {columns} FROM messages WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[]) AND {owner}
+), bumped AS ({bump}),
+inserted AS ({insert})
 SELECT inserted.*, (SELECT app_name FROM bumped) AS app_name FROM inserted
 UNION ALL SELECT earlier.*, (SELECT app_name FROM sessions WHERE id = $2) FROM earlier
 """
+
+
+def _statements(budget: str) -> tuple[str, str]:
+    plain = _ADD_MESSAGES.format(batch=_BATCH, bump=_BUMP.format(guard="", budget=budget), insert=_INSERT)
+    once = _ADD_MESSAGES_ONCE.format(
+        batch=_BATCH, columns=MESSAGE_COLUMNS, owner=owned(13), insert=_INSERT,
+        bump=_BUMP.format(guard="AND NOT EXISTS (SELECT 1 FROM earlier)", budget=budget),
+    )
+    return plain, once
+
+
+ADD_MESSAGES, ADD_MESSAGES_ONCE = _statements(_NO_BUDGET)
+"""For sessions without a budget (the probes make a budgeted session's append land nothing)."""
+ADD_MESSAGES_BUDGETED, ADD_MESSAGES_ONCE_BUDGETED = _statements("")
+"""For storage/budgets.py, which holds the budget rows' locks and has checked the limits."""
+HAS_BUDGET = """
+SELECT EXISTS (SELECT 1 FROM sessions s JOIN budgets b
+               ON (b.user_id = s.user_id AND b.app_name = '') OR (b.user_id = '' AND b.app_name = s.app_name)
+               WHERE s.id = $1 AND (($2::text IS NULL OR s.user_id = $2)))
+"""
+
+
+class BudgetApplies(Exception):
+    """The session's user or app has a budget: the append must run budgeted (storage/budgets.py)."""
 BY_REQUEST_IDS = f"""
 SELECT {MESSAGE_COLUMNS}, (SELECT app_name FROM sessions WHERE id = $1) AS app_name
 FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])
@@ -156,6 +188,11 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Appended:
 
 @statement
 async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> Appended:
+    """AddMessages for a session without a budget (BudgetApplies otherwise)."""
+    return await append(conn, new, budgeted=False)
+
+
+async def append(conn: asyncpg.Connection, new: NewMessages, *, budgeted: bool) -> Appended:
     """Append a batch of messages and add them to the session's counters, in one autocommit
     statement; the stored messages in sequence order.
 
@@ -186,17 +223,20 @@ async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> Appended:
         [body.payload_type or None for body in bodies],
         [None if body.event_time is None else body.event_time.isoformat() for body in bodies],
     )
+    plain, once = (ADD_MESSAGES_BUDGETED, ADD_MESSAGES_ONCE_BUDGETED) if budgeted else (ADD_MESSAGES, ADD_MESSAGES_ONCE)
     if new.request_id is None:
-        found = await fetch(conn, ADD_MESSAGES, *params)
+        found = await fetch(conn, plain, *params)
     else:
         try:
-            found = await fetch(conn, ADD_MESSAGES_ONCE, *params)
+            found = await fetch(conn, once, *params)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name != REQUEST_ID_INDEX:
                 raise
             found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
             assert found
     if not found:
+        if not budgeted and await conn.fetchval(HAS_BUDGET, new.session_id, new.owner):
+            raise BudgetApplies(new.session_id)
         await _why_not_appended(conn, new)
     added = sorted((rows.message(row) for row in found), key=lambda message: message.sequence)
     return Appended(added, found[0]["app_name"])

@@ -7,7 +7,7 @@ No foreign key points at a users table: users live in the account service.
 from __future__ import annotations
 
 import enum
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -16,6 +16,8 @@ from sqlalchemy import (
     CheckConstraint,
     Computed,
     ForeignKey,
+    Boolean,
+    Date,
     Index,
     MetaData,
     Numeric,
@@ -187,3 +189,33 @@ class MemoryRow(Base):
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
     update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
     version: Mapped[int] = mapped_column(BigInteger, server_default="1")
+
+
+class BudgetRow(Base):
+    __tablename__ = "budgets"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True, server_default="")
+    app_name: Mapped[str] = mapped_column(Text, primary_key=True, server_default="")
+    daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    daily_cost: Mapped[Decimal | None] = mapped_column(Numeric, nullable=True)
+    monthly_cost: Mapped[Decimal | None] = mapped_column(Numeric, nullable=True)
+    soft: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    day: Mapped[date] = mapped_column(Date)
+    day_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    day_cost: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
+    month: Mapped[date] = mapped_column(Date)
+    month_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    month_cost: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+
+    __table_args__ = (
+        CheckConstraint("(user_id = '') <> (app_name = '')", name="subject"),
+        CheckConstraint(
+            "coalesce(daily_tokens, 0) >= 0 AND coalesce(monthly_tokens, 0) >= 0"
+            " AND coalesce(daily_cost, 0) >= 0 AND coalesce(monthly_cost, 0) >= 0",
+            name="limits",
+        ),
+        CheckConstraint("day_tokens >= 0 AND day_cost >= 0 AND month_tokens >= 0 AND month_cost >= 0", name="used"),
+    )

@@ -456,12 +456,16 @@ class AddMessageRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ..., payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AddMessageResponse(_message.Message):
-    __slots__ = ("message", "app_name")
+    __slots__ = ("message", "app_name", "over_budget", "soft_limits_exceeded")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    OVER_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SOFT_LIMITS_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
     message: Message
     app_name: str
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., app_name: _Optional[str] = ...) -> None: ...
+    over_budget: bool
+    soft_limits_exceeded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., app_name: _Optional[str] = ..., over_budget: _Optional[bool] = ..., soft_limits_exceeded: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class NewMessage(_message.Message):
     __slots__ = ("role", "message_type", "content", "tokens_used", "cost", "metadata", "payload", "payload_type", "event_time")
@@ -500,12 +504,16 @@ class AddMessagesRequest(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[NewMessage, _Mapping]]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ...) -> None: ...
 
 class AddMessagesResponse(_message.Message):
-    __slots__ = ("messages", "app_name")
+    __slots__ = ("messages", "app_name", "over_budget", "soft_limits_exceeded")
     MESSAGES_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    OVER_BUDGET_FIELD_NUMBER: _ClassVar[int]
+    SOFT_LIMITS_EXCEEDED_FIELD_NUMBER: _ClassVar[int]
     messages: _containers.RepeatedCompositeFieldContainer[Message]
     app_name: str
-    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., app_name: _Optional[str] = ...) -> None: ...
+    over_budget: bool
+    soft_limits_exceeded: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., app_name: _Optional[str] = ..., over_budget: _Optional[bool] = ..., soft_limits_exceeded: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListMessagesRequest(_message.Message):
     __slots__ = ("session_id", "page_size", "page_token", "order_by", "start_time", "recent_count")
@@ -646,6 +654,82 @@ class DeleteMemoryRequest(_message.Message):
 class DeleteMemoryResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class Budget(_message.Message):
+    __slots__ = ("user_id", "app_name", "daily_tokens", "monthly_tokens", "daily_cost", "monthly_cost", "soft", "update_time")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    DAILY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    DAILY_COST_FIELD_NUMBER: _ClassVar[int]
+    MONTHLY_COST_FIELD_NUMBER: _ClassVar[int]
+    SOFT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    app_name: str
+    daily_tokens: int
+    monthly_tokens: int
+    daily_cost: str
+    monthly_cost: str
+    soft: bool
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, user_id: _Optional[str] = ..., app_name: _Optional[str] = ..., daily_tokens: _Optional[int] = ..., monthly_tokens: _Optional[int] = ..., daily_cost: _Optional[str] = ..., monthly_cost: _Optional[str] = ..., soft: _Optional[bool] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BudgetLimitUse(_message.Message):
+    __slots__ = ("limit", "limit_value", "used", "remaining", "period_start")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_VALUE_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    REMAINING_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    limit: str
+    limit_value: str
+    used: str
+    remaining: str
+    period_start: _timestamp_pb2.Timestamp
+    def __init__(self, limit: _Optional[str] = ..., limit_value: _Optional[str] = ..., used: _Optional[str] = ..., remaining: _Optional[str] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetBudgetRequest(_message.Message):
+    __slots__ = ("user_id", "app_name")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    app_name: str
+    def __init__(self, user_id: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
+
+class GetBudgetResponse(_message.Message):
+    __slots__ = ("budget", "usage")
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    USAGE_FIELD_NUMBER: _ClassVar[int]
+    budget: Budget
+    usage: _containers.RepeatedCompositeFieldContainer[BudgetLimitUse]
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ..., usage: _Optional[_Iterable[_Union[BudgetLimitUse, _Mapping]]] = ...) -> None: ...
+
+class SetBudgetRequest(_message.Message):
+    __slots__ = ("budget",)
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    budget: Budget
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+
+class SetBudgetResponse(_message.Message):
+    __slots__ = ("budget",)
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    budget: Budget
+    def __init__(self, budget: _Optional[_Union[Budget, _Mapping]] = ...) -> None: ...
+
+class DeleteBudgetRequest(_message.Message):
+    __slots__ = ("user_id", "app_name")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    app_name: str
+    def __init__(self, user_id: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
+
+class DeleteBudgetResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ("user_id", "app_name", "bucket", "start_time", "end_time", "by_role")

@@ -1078,6 +1078,21 @@ class UsageServiceStub:
                 request_serializer=session_dot_v1_dot_session__pb2.GetUsageRequest.SerializeToString,
                 response_deserializer=session_dot_v1_dot_session__pb2.GetUsageResponse.FromString,
                 _registered_method=True)
+        self.GetBudget = channel.unary_unary(
+                '/session.v1.UsageService/GetBudget',
+                request_serializer=session_dot_v1_dot_session__pb2.GetBudgetRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.GetBudgetResponse.FromString,
+                _registered_method=True)
+        self.SetBudget = channel.unary_unary(
+                '/session.v1.UsageService/SetBudget',
+                request_serializer=session_dot_v1_dot_session__pb2.SetBudgetRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.SetBudgetResponse.FromString,
+                _registered_method=True)
+        self.DeleteBudget = channel.unary_unary(
+                '/session.v1.UsageService/DeleteBudget',
+                request_serializer=session_dot_v1_dot_session__pb2.DeleteBudgetRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.DeleteBudgetResponse.FromString,
+                _registered_method=True)
 
 
 class UsageServiceServicer:
@@ -1096,6 +1111,33 @@ class UsageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBudget(self, request, context):
+        """A budget and what is used of each of its limits in the current UTC day and
+        month. A user reads their own (user_id empty or theirs); an app's budget
+        needs the admin scope. NOT_FOUND when there is none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBudget(self, request, context):
+        """Creates or replaces the budget of a user or of an app (admin). A new
+        budget starts from what the stored messages used in the current day and
+        month; a replaced one keeps what was used. Idempotent: the same request
+        leaves the same budget.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteBudget(self, request, context):
+        """Removes a budget (admin); removing one that does not exist is not an
+        error (deleted is false), so a retry is safe.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1103,6 +1145,21 @@ def add_UsageServiceServicer_to_server(servicer, server):
                     servicer.GetUsage,
                     request_deserializer=session_dot_v1_dot_session__pb2.GetUsageRequest.FromString,
                     response_serializer=session_dot_v1_dot_session__pb2.GetUsageResponse.SerializeToString,
+            ),
+            'GetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudget,
+                    request_deserializer=session_dot_v1_dot_session__pb2.GetBudgetRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.GetBudgetResponse.SerializeToString,
+            ),
+            'SetBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBudget,
+                    request_deserializer=session_dot_v1_dot_session__pb2.SetBudgetRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.SetBudgetResponse.SerializeToString,
+            ),
+            'DeleteBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteBudget,
+                    request_deserializer=session_dot_v1_dot_session__pb2.DeleteBudgetRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.DeleteBudgetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1133,6 +1190,87 @@ class UsageService:
             '/session.v1.UsageService/GetUsage',
             session_dot_v1_dot_session__pb2.GetUsageRequest.SerializeToString,
             session_dot_v1_dot_session__pb2.GetUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.UsageService/GetBudget',
+            session_dot_v1_dot_session__pb2.GetBudgetRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.GetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.UsageService/SetBudget',
+            session_dot_v1_dot_session__pb2.SetBudgetRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.SetBudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.UsageService/DeleteBudget',
+            session_dot_v1_dot_session__pb2.DeleteBudgetRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.DeleteBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,
