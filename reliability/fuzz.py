@@ -222,6 +222,10 @@ class Fuzzer:
                 self._check_echo(path, request, response)
         except grpc.RpcError as error:
             code = error.code()
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED and _over_budget(error):
+                # A budget the fuzzer itself set (SetBudget) refused an append: documented, not a fault.
+                self.report.codes["RESOURCE_EXHAUSTED (budget)"] += 1
+                return
             if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
                 self.report.exhausted.append(f"{path}: {error.details()} ({request.ByteSize()} bytes)")
         self.report.codes[code.name] += 1
@@ -263,6 +267,19 @@ class Fuzzer:
             property_ = hypothesis.seed(seed)(property_)
         property_()
         return self.report
+
+
+def _over_budget(error: grpc.RpcError) -> bool:
+    """Whether a RESOURCE_EXHAUSTED carries the ErrorInfo reason of a budget's enforced limit."""
+    from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
+
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.reason == "BUDGET_EXCEEDED":
+            return True
+    return False
 
 
 def _struct(cls: Any, value: dict[str, Any]) -> Any:

@@ -13,14 +13,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import grpc
 import pytest
 
 from session_client import (
-    AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, RetryPolicy, SessionClient, TlsOptions,
-    Unauthenticated, Unavailable, pb,
+    AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, ResourceExhausted, RetryPolicy,
+    SessionClient, TlsOptions, Unauthenticated, Unavailable, pb,
 )
 
 from session_grpc.server import build_server, running
@@ -375,3 +376,23 @@ async def test_get_usage_returns_exact_buckets_and_checks_its_arguments(service)
             await client.get_usage("day", now, now - timedelta(days=1))  # the server's check
         with pytest.raises(InvalidArgument):
             await client.get_usage("day", now.replace(tzinfo=None), now)
+
+
+async def test_budgets_through_the_client_refuse_and_report(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        budget = await client.set_budget(user_id="budget-user", daily_tokens=10, monthly_cost=Decimal("0.5"))
+        assert budget.daily_tokens == 10 and budget.monthly_cost == "0.5" and not budget.HasField("monthly_tokens")
+        session = await client.create_session("budget-user")
+        await client.add_message(session.session_id, "user", "hi", tokens_used=8, cost="0.1")
+        with pytest.raises(ResourceExhausted) as caught:
+            await client.add_message(session.session_id, "user", "more", tokens_used=3)
+        assert caught.value.reason == "BUDGET_EXCEEDED"
+        found = await client.get_budget(user_id="budget-user")
+        assert {u.limit: (u.used, u.remaining) for u in found.usage} == {
+            "daily_tokens": ("8", "2"), "monthly_cost": ("0.1", "0.4")}
+        assert await client.delete_budget(user_id="budget-user") is True
+        assert await client.delete_budget(user_id="budget-user") is False
+        with pytest.raises(NotFound):
+            await client.get_budget(user_id="budget-user")
+        with pytest.raises(InvalidArgument):
+            await client.set_budget(user_id="budget-user")  # no limit

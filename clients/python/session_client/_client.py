@@ -831,3 +831,40 @@ class SessionClient:
         request.start_time.FromDatetime(_instant(start_time, "start_time"))
         request.end_time.FromDatetime(_instant(end_time, "end_time"))
         return await self._unary(self._usage.GetUsage, request, retry=True)
+
+    async def get_budget(self, *, user_id: str = "", app_name: str = "") -> pb.GetBudgetResponse:
+        """A budget (`budget`) and, per limit it sets, what is used and remains in the current UTC
+        day or month (`usage`). user_id empty and no app_name: the caller's own budget; an app's
+        budget needs the admin scope. NotFound when there is none."""
+        request = pb.GetBudgetRequest(user_id=user_id, app_name=app_name)
+        return await self._unary(self._usage.GetBudget, request, retry=True)
+
+    async def set_budget(
+        self,
+        *,
+        user_id: str = "",
+        app_name: str = "",
+        daily_tokens: int | None = None,
+        monthly_tokens: int | None = None,
+        daily_cost: Cost | None = None,
+        monthly_cost: Cost | None = None,
+        soft: bool = False,
+    ) -> pb.Budget:
+        """Create or replace the budget of a user or of an app (exactly one; admin). Limits left at
+        None are not set; at least one must be. soft: the limits only report (over_budget on
+        AddMessage's answer) instead of refusing. Idempotent, so it is retried like a read."""
+        budget = pb.Budget(user_id=user_id, app_name=app_name, soft=soft)
+        if daily_tokens is not None:
+            budget.daily_tokens = daily_tokens
+        if monthly_tokens is not None:
+            budget.monthly_tokens = monthly_tokens
+        if daily_cost is not None:
+            budget.daily_cost = _cost(daily_cost)
+        if monthly_cost is not None:
+            budget.monthly_cost = _cost(monthly_cost)
+        return (await self._unary(self._usage.SetBudget, pb.SetBudgetRequest(budget=budget), retry=True)).budget
+
+    async def delete_budget(self, *, user_id: str = "", app_name: str = "") -> bool:
+        """Remove the budget of a user or of an app (admin); False when there was none."""
+        request = pb.DeleteBudgetRequest(user_id=user_id, app_name=app_name)
+        return (await self._unary(self._usage.DeleteBudget, request, retry=True)).deleted

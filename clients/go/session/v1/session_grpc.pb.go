@@ -1075,6 +1075,18 @@ type UsageServiceClient interface {
 	// user reads their own usage (an empty user_id is the caller's); usage of an
 	// app or of the whole service (user_id empty) needs the admin scope.
 	GetUsage(ctx context.Context, in *GetUsageRequest, opts ...grpc.CallOption) (*GetUsageResponse, error)
+	// A budget and what is used of each of its limits in the current UTC day and
+	// month. A user reads their own (user_id empty or theirs); an app's budget
+	// needs the admin scope. NOT_FOUND when there is none.
+	GetBudget(ctx context.Context, in *GetBudgetRequest, opts ...grpc.CallOption) (*GetBudgetResponse, error)
+	// Creates or replaces the budget of a user or of an app (admin). A new
+	// budget starts from what the stored messages used in the current day and
+	// month; a replaced one keeps what was used. Idempotent: the same request
+	// leaves the same budget.
+	SetBudget(ctx context.Context, in *SetBudgetRequest, opts ...grpc.CallOption) (*SetBudgetResponse, error)
+	// Removes a budget (admin); removing one that does not exist is not an
+	// error (deleted is false), so a retry is safe.
+	DeleteBudget(ctx context.Context, in *DeleteBudgetRequest, opts ...grpc.CallOption) (*DeleteBudgetResponse, error)
 }
 
 type usageServiceClient struct {
@@ -1094,6 +1106,33 @@ func (c *usageServiceClient) GetUsage(ctx context.Context, in *GetUsageRequest, 
 	return out, nil
 }
 
+func (c *usageServiceClient) GetBudget(ctx context.Context, in *GetBudgetRequest, opts ...grpc.CallOption) (*GetBudgetResponse, error) {
+	out := new(GetBudgetResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.UsageService/GetBudget", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) SetBudget(ctx context.Context, in *SetBudgetRequest, opts ...grpc.CallOption) (*SetBudgetResponse, error) {
+	out := new(SetBudgetResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.UsageService/SetBudget", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *usageServiceClient) DeleteBudget(ctx context.Context, in *DeleteBudgetRequest, opts ...grpc.CallOption) (*DeleteBudgetResponse, error) {
+	out := new(DeleteBudgetResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.UsageService/DeleteBudget", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // UsageServiceServer is the server API for UsageService service.
 // All implementations must embed UnimplementedUsageServiceServer
 // for forward compatibility
@@ -1105,6 +1144,18 @@ type UsageServiceServer interface {
 	// user reads their own usage (an empty user_id is the caller's); usage of an
 	// app or of the whole service (user_id empty) needs the admin scope.
 	GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error)
+	// A budget and what is used of each of its limits in the current UTC day and
+	// month. A user reads their own (user_id empty or theirs); an app's budget
+	// needs the admin scope. NOT_FOUND when there is none.
+	GetBudget(context.Context, *GetBudgetRequest) (*GetBudgetResponse, error)
+	// Creates or replaces the budget of a user or of an app (admin). A new
+	// budget starts from what the stored messages used in the current day and
+	// month; a replaced one keeps what was used. Idempotent: the same request
+	// leaves the same budget.
+	SetBudget(context.Context, *SetBudgetRequest) (*SetBudgetResponse, error)
+	// Removes a budget (admin); removing one that does not exist is not an
+	// error (deleted is false), so a retry is safe.
+	DeleteBudget(context.Context, *DeleteBudgetRequest) (*DeleteBudgetResponse, error)
 	mustEmbedUnimplementedUsageServiceServer()
 }
 
@@ -1114,6 +1165,15 @@ type UnimplementedUsageServiceServer struct {
 
 func (UnimplementedUsageServiceServer) GetUsage(context.Context, *GetUsageRequest) (*GetUsageResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetUsage not implemented")
+}
+func (UnimplementedUsageServiceServer) GetBudget(context.Context, *GetBudgetRequest) (*GetBudgetResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetBudget not implemented")
+}
+func (UnimplementedUsageServiceServer) SetBudget(context.Context, *SetBudgetRequest) (*SetBudgetResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetBudget not implemented")
+}
+func (UnimplementedUsageServiceServer) DeleteBudget(context.Context, *DeleteBudgetRequest) (*DeleteBudgetResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteBudget not implemented")
 }
 func (UnimplementedUsageServiceServer) mustEmbedUnimplementedUsageServiceServer() {}
 
@@ -1146,6 +1206,60 @@ func _UsageService_GetUsage_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _UsageService_GetBudget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetBudgetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).GetBudget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.UsageService/GetBudget",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).GetBudget(ctx, req.(*GetBudgetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_SetBudget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetBudgetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).SetBudget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.UsageService/SetBudget",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).SetBudget(ctx, req.(*SetBudgetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _UsageService_DeleteBudget_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteBudgetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UsageServiceServer).DeleteBudget(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.UsageService/DeleteBudget",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UsageServiceServer).DeleteBudget(ctx, req.(*DeleteBudgetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _UsageService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "session.v1.UsageService",
 	HandlerType: (*UsageServiceServer)(nil),
@@ -1153,6 +1267,18 @@ var _UsageService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetUsage",
 			Handler:    _UsageService_GetUsage_Handler,
+		},
+		{
+			MethodName: "GetBudget",
+			Handler:    _UsageService_GetBudget_Handler,
+		},
+		{
+			MethodName: "SetBudget",
+			Handler:    _UsageService_SetBudget_Handler,
+		},
+		{
+			MethodName: "DeleteBudget",
+			Handler:    _UsageService_DeleteBudget_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
