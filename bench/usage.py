@@ -198,6 +198,44 @@ async def add_message_cost(bench: Bench, before: Proc, after: Proc, messages: in
             await channel.close()
 
 
+async def statement_cost(before_url: str, after_url: str, rounds: int) -> dict[str, Any]:
+    """AddMessage's own statement, database time only, interleaved on one connection per database:
+    before = without the ledger's indexes and without the budget probes (ADD_MESSAGES_BUDGETED, the
+    statement as it was but for the app it returns); after = the indexes and the probes
+    (ADD_MESSAGES). Each round appends one message to each of 20 sessions per database."""
+    from session_grpc.storage import messages as message_storage
+
+    timings: dict[str, list[float]] = {"before": [], "after": []}
+    conns = {"before": await asyncpg.connect(before_url), "after": await asyncpg.connect(after_url)}
+    sql = {"before": message_storage.ADD_MESSAGES_BUDGETED, "after": message_storage.ADD_MESSAGES}
+    try:
+        targets: dict[str, list[str]] = {}
+        for name, conn in conns.items():
+            targets[name] = [str(await conn.fetchval(
+                "INSERT INTO sessions (id, user_id, status, app_name) VALUES (gen_random_uuid(), $1, 'active', 'app-a') "
+                "RETURNING id", f"stmt-{i % 4}")) for i in range(20)]
+        for round_ in range(rounds):
+            for name in (("before", "after") if round_ % 2 == 0 else ("after", "before")):
+                conn = conns[name]
+                for session_id in targets[name]:
+                    params = ([str(uuid.uuid4())], session_id, ["user"], ["chat"], ["hello"], ["12"], ["0.00015"], ["{}"],
+                              [None], None, None, 0, None, [None], [None], [None])
+                    began = time.perf_counter()
+                    await conn.fetch(sql[name], *params)
+                    timings[name].append((time.perf_counter() - began) * 1000)
+    finally:
+        for conn in conns.values():
+            await conn.close()
+
+    def stats(values: list[float]) -> dict[str, float]:
+        ordered = sorted(values)
+        return {"p50": ordered[len(ordered) // 2], "p90": ordered[int(len(ordered) * 0.9)], "n": len(ordered)}
+
+    found = {name: stats(values) for name, values in timings.items()}
+    found["ratio_p50"] = found["after"]["p50"] / found["before"]["p50"]
+    return found
+
+
 async def sizes(url: str) -> dict[str, int]:
     conn = await asyncpg.connect(url)
     try:
@@ -277,6 +315,9 @@ async def run(size: Size, out: Path, only: set[str]) -> dict[str, Any]:
                 result["plans"] = await usage_cases(bench, procs[0], main_url, size.users)
             if not only or "add" in only:
                 await add_message_cost(bench, procs[1], procs[0], size.messages)
+            if not only or "statement" in only:
+                result["statement"] = await statement_cost(before_url, main_url, rounds=100 if size is FULL else 10)
+                print(f"# AddMessage statement, database time: {result['statement']}", flush=True)
         finally:
             for proc in procs:
                 proc.stop()
@@ -318,6 +359,11 @@ def markdown(result: dict[str, Any]) -> str:
             f"{cell(row['p50_ms'])} | {cell(row['p99_ms'])} | "
             f"{cell(cores['server']) if 'server' in cores else '-'} | {cell(cores['postgres'])} |"
         )
+    if "statement" in result:
+        st = result["statement"]
+        lines += ["", f"AddMessage's statement alone (database time, interleaved, {st['before']['n']} each): p50 "
+                  f"{st['before']['p50']:.3f} ms before, {st['after']['p50']:.3f} ms after (x {st['ratio_p50']:.3f}); "
+                  f"p90 {st['before']['p90']:.3f} / {st['after']['p90']:.3f} ms."]
     for label, plan in result.get("plans", {}).items():
         lines += ["", f"#### {label}", "", "```", plan, "```"]
     return "\n".join(lines) + "\n"
@@ -326,7 +372,7 @@ def markdown(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.usage", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="20,000 messages: a smoke test")
-    parser.add_argument("--only", default="", help="comma list among usage,add")
+    parser.add_argument("--only", default="", help="comma list among usage,add,statement")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
