@@ -79,6 +79,9 @@ async def test_a_suspended_or_deleted_user_with_a_valid_token_may_read_but_not_w
     accounts, _, port = dev
     async with token_server(database_url, port) as (_, channel):
         sid = await carols_session(channel)
+        # A budget for GetBudget to read (these accounts have no admin to set it through SetBudget).
+        await sql.execute("INSERT INTO budgets (user_id, daily_tokens, day, month) "
+                          "VALUES ('carol', 1000000, current_date, date_trunc('month', current_date))")
         accounts.accounts["carol"].status = status
         user_rpcs = rpcs.methods(Kind.OWNS_SESSION) + rpcs.methods(Kind.ACTS_FOR)
         writes = [m for m in user_rpcs if POLICIES[m].writes]

@@ -112,11 +112,6 @@ ADD_MESSAGES, ADD_MESSAGES_ONCE = _statements(_NO_BUDGET)
 """For sessions without a budget (the probes make a budgeted session's append land nothing)."""
 ADD_MESSAGES_BUDGETED, ADD_MESSAGES_ONCE_BUDGETED = _statements("")
 """For storage/budgets.py, which holds the budget rows' locks and has checked the limits."""
-HAS_BUDGET = """
-SELECT EXISTS (SELECT 1 FROM sessions s JOIN budgets b
-               ON (b.user_id = s.user_id AND b.app_name = '') OR (b.user_id = '' AND b.app_name = s.app_name)
-               WHERE s.id = $1 AND (($2::text IS NULL OR s.user_id = $2)))
-"""
 
 
 class BudgetApplies(Exception):
@@ -235,15 +230,15 @@ async def append(conn: asyncpg.Connection, new: NewMessages, *, budgeted: bool) 
             found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
             assert found
     if not found:
-        if not budgeted and await conn.fetchval(HAS_BUDGET, new.session_id, new.owner):
-            raise BudgetApplies(new.session_id)
-        await _why_not_appended(conn, new)
+        await _why_not_appended(conn, new, budget_probed=not budgeted)
     added = sorted((rows.message(row) for row in found), key=lambda message: message.sequence)
     return Appended(added, found[0]["app_name"])
 
 
-async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages) -> None:
-    """Raise what kept an append from landing, read from the session after the fact."""
+async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages, *, budget_probed: bool) -> None:
+    """Raise what kept an append from landing, read from the session after the fact. An ACTIVE
+    session whose conditions hold was refused by the budget probes (`budget_probed`): BudgetApplies,
+    found without a statement of its own (a refused append still reads the session once)."""
     session = await get_session(conn, SessionRef(new.session_id, new.owner))
     lifecycle.check_accepts_messages(session.status)
     if new.expected_etag and new.expected_etag != session.etag:
@@ -261,6 +256,8 @@ async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages) -> None:
             reason="STALE_SESSION",
             metadata={"lastSequence": str(session.message_count)},
         )
+    if budget_probed:
+        raise BudgetApplies(new.session_id)
     raise AssertionError(f"session {new.session_id} is active but took no message")
 
 
