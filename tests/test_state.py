@@ -12,6 +12,7 @@ from google.protobuf import json_format, struct_pb2
 from session_grpc._proto.session.v1 import session_pb2 as pb
 
 from .helpers import add, expect_failure, new_session
+from .test_auth import Stubs, dev, token_server  # noqa: F401 - dev is a fixture
 
 
 def delta(set_: dict | None = None, delete: list[str] | None = None) -> pb.StateDelta:
@@ -230,3 +231,76 @@ async def test_concurrent_deltas_to_different_keys_all_land(sessions, messages):
         assert own == {f"s{i}": i for i in range(index, WRITERS, len(shared))}
         got = (await sessions.GetSession(pb.GetSessionRequest(session_id=session.session_id))).session
         assert got.message_count == len([i for i in range(index, WRITERS, len(shared)) if i % 3 == 0])
+
+
+# ---- who may read and change which state (token mode) -----------------------------------------
+
+async def test_a_user_changes_their_own_session_and_user_state_but_not_app_state(database_url, dev, sql):  # noqa: F811
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        alice = Stubs(channel, "alice-token")
+        session = (await alice.sessions.CreateSession(
+            pb.CreateSessionRequest(app_name="travel"), metadata=alice.metadata)).session
+        mine = scoped(session=delta({"s": 1}), user=delta({"u": 1}))
+        await alice.messages.AddMessage(pb.AddMessageRequest(
+            session_id=session.session_id, role=pb.ROLE_USER, content="hi", state_delta=mine), metadata=alice.metadata)
+        await alice.sessions.UpdateState(
+            pb.UpdateStateRequest(session_id=session.session_id, state_delta=scoped(user=delta({"v": 2}))),
+            metadata=alice.metadata)
+        # An app delta, alone or beside others, refuses the whole write: no message, no state.
+        with_app = scoped(session=delta({"s": 9}), user=delta({"u": 9}), app=delta({"a": 1}))
+        for call in (
+            alice.messages.AddMessage(pb.AddMessageRequest(
+                session_id=session.session_id, role=pb.ROLE_USER, content="x", state_delta=with_app),
+                metadata=alice.metadata),
+            alice.sessions.UpdateState(
+                pb.UpdateStateRequest(session_id=session.session_id, state_delta=with_app), metadata=alice.metadata),
+        ):
+            failure = await expect_failure(call)
+            assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_REQUIRED")
+        got = await alice.sessions.GetSession(
+            pb.GetSessionRequest(session_id=session.session_id, include_scoped_state=True), metadata=alice.metadata)
+        assert (plain(got.session.conversation_data), plain(got.user_state.state)) == ({"s": 1}, {"u": 1, "v": 2})
+        assert got.session.message_count == 1
+        assert await sql.fetchval("SELECT count(*) FROM app_states") == 0
+
+
+async def test_an_admin_changes_app_state_through_any_session_of_the_app(database_url, dev):  # noqa: F811
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        alice, admin = Stubs(channel, "alice-token"), Stubs(channel, "admin-token")
+        session = (await alice.sessions.CreateSession(
+            pb.CreateSessionRequest(app_name="travel"), metadata=alice.metadata)).session
+        await admin.messages.AddMessage(pb.AddMessageRequest(
+            session_id=session.session_id, role=pb.ROLE_SYSTEM, content="config",
+            state_delta=scoped(app=delta({"model": "m1"}))), metadata=admin.metadata)
+        changed = await admin.sessions.UpdateState(pb.UpdateStateRequest(
+            session_id=session.session_id, state_delta=scoped(app=delta({"temperature": 0}))), metadata=admin.metadata)
+        assert plain(changed.app_state.state) == {"model": "m1", "temperature": 0}
+        # Every authenticated principal reads app state; the app's users also see it in their sessions.
+        bob = Stubs(channel, "bob-token")
+        read = await bob.sessions.GetAppState(pb.GetAppStateRequest(app_name="travel"), metadata=bob.metadata)
+        assert plain(read.app_state.state) == {"model": "m1", "temperature": 0}
+        got = await alice.sessions.GetSession(
+            pb.GetSessionRequest(session_id=session.session_id, include_scoped_state=True), metadata=alice.metadata)
+        assert plain(got.app_state.state) == {"model": "m1", "temperature": 0}
+
+
+async def test_a_user_reads_only_their_own_user_state(database_url, dev):  # noqa: F811
+    _, _, port = dev
+    async with token_server(database_url, port) as (_, channel):
+        alice, bob, admin = Stubs(channel, "alice-token"), Stubs(channel, "bob-token"), Stubs(channel, "admin-token")
+        session = (await bob.sessions.CreateSession(pb.CreateSessionRequest(), metadata=bob.metadata)).session
+        await bob.sessions.UpdateState(pb.UpdateStateRequest(
+            session_id=session.session_id, state_delta=scoped(user=delta({"secret": "b"}))), metadata=bob.metadata)
+        failure = await expect_failure(
+            alice.sessions.GetUserState(pb.GetUserStateRequest(user_id="bob"), metadata=alice.metadata))
+        assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "OTHER_USER")
+        own = await bob.sessions.GetUserState(pb.GetUserStateRequest(), metadata=bob.metadata)  # empty: the caller
+        assert (own.user_state.user_id, plain(own.user_state.state)) == ("bob", {"secret": "b"})
+        seen = await admin.sessions.GetUserState(pb.GetUserStateRequest(user_id="bob"), metadata=admin.metadata)
+        assert plain(seen.user_state.state) == {"secret": "b"}
+        # Another user's session is missing, so its deltas cannot reach that user's state either.
+        failure = await expect_failure(alice.sessions.UpdateState(pb.UpdateStateRequest(
+            session_id=session.session_id, state_delta=scoped(user=delta({"secret": "a"}))), metadata=alice.metadata))
+        assert failure.code == grpc.StatusCode.NOT_FOUND

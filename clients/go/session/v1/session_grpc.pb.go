@@ -583,7 +583,11 @@ type MessageServiceClient interface {
 	// result, even after the session has ended. With expected_last_sequence it
 	// appends only to a session whose last sequence is that value, else ABORTED
 	// (reason STALE_SESSION); with expected_etag only to a session at that etag,
-	// else ABORTED (reason ETAG_MISMATCH).
+	// else ABORTED (reason ETAG_MISMATCH). With state_delta it changes the
+	// session's, its user's and its app's state in the same statement (all or
+	// nothing): FAILED_PRECONDITION (STATE_TOO_LARGE) when a state would grow past
+	// its limit, PERMISSION_DENIED (ADMIN_REQUIRED) for an app-state delta without
+	// the sessions.admin scope (token mode).
 	AddMessage(ctx context.Context, in *AddMessageRequest, opts ...grpc.CallOption) (*AddMessageResponse, error)
 	// Messages in sequence order (or newest first with order_by "sequence desc"),
 	// paged with opaque keyset tokens. NOT_FOUND without the session;
@@ -665,7 +669,11 @@ type MessageServiceServer interface {
 	// result, even after the session has ended. With expected_last_sequence it
 	// appends only to a session whose last sequence is that value, else ABORTED
 	// (reason STALE_SESSION); with expected_etag only to a session at that etag,
-	// else ABORTED (reason ETAG_MISMATCH).
+	// else ABORTED (reason ETAG_MISMATCH). With state_delta it changes the
+	// session's, its user's and its app's state in the same statement (all or
+	// nothing): FAILED_PRECONDITION (STATE_TOO_LARGE) when a state would grow past
+	// its limit, PERMISSION_DENIED (ADMIN_REQUIRED) for an app-state delta without
+	// the sessions.admin scope (token mode).
 	AddMessage(context.Context, *AddMessageRequest) (*AddMessageResponse, error)
 	// Messages in sequence order (or newest first with order_by "sequence desc"),
 	// paged with opaque keyset tokens. NOT_FOUND without the session;

@@ -653,7 +653,11 @@ class MessageServiceServicer:
         result, even after the session has ended. With expected_last_sequence it
         appends only to a session whose last sequence is that value, else ABORTED
         (reason STALE_SESSION); with expected_etag only to a session at that etag,
-        else ABORTED (reason ETAG_MISMATCH).
+        else ABORTED (reason ETAG_MISMATCH). With state_delta it changes the
+        session's, its user's and its app's state in the same statement (all or
+        nothing): FAILED_PRECONDITION (STATE_TOO_LARGE) when a state would grow past
+        its limit, PERMISSION_DENIED (ADMIN_REQUIRED) for an app-state delta without
+        the sessions.admin scope (token mode).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
