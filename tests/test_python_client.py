@@ -199,11 +199,12 @@ async def test_state_changes_ride_on_messages_or_go_alone_and_read_back_in_one_c
         assert dict(both.user_state.state) == {"seat": "aisle", "currency": "EUR"}
         assert dict((await client.get_user_state("alice", app_name="travel")).state) == dict(both.user_state.state)
         assert dict((await client.get_app_state("travel")).state) == {"model": "m1"}
+        await client.update_state(session.session_id, app_state={"big": "x" * 40_000})
         with pytest.raises(FailedPrecondition) as caught:
-            await client.update_state(session.session_id, app_state={"big": "x" * 60_000, "more": "y" * 10_000})
+            await client.update_state(session.session_id, app_state={"more": "y" * 40_000})
         assert caught.value.reason == "STATE_TOO_LARGE"
     # update_state sent a request_id of its own (so a retry after UNAVAILABLE applies nothing twice).
-    assert await sql.fetchval("SELECT count(*) FROM state_updates") == 1
+    assert await sql.fetchval("SELECT count(*) FROM state_updates") == 2
 
 
 async def test_invalid_argument_exposes_the_field_violations(service):
