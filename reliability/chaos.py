@@ -16,7 +16,7 @@ from pathlib import Path
 
 from session_grpc.testing import EmbeddedCluster
 
-from . import partition, scenarios, shutdown
+from . import partition, replicas, scenarios, shutdown
 
 COLUMNS = [
     "scenario", "attempted", "acknowledged", "failed by code", "faults", "slowest failure s", "recovery s",
@@ -48,6 +48,7 @@ async def run(quick: bool) -> list[scenarios.Outcome]:
                 await scenarios.shutdown_under_load(cluster.url, writers=16, before=5 * scale),
                 await shutdown.shutdown_behind_health(cluster.url, clients=16, drain_delay=0, before=5 * scale),
                 await shutdown.shutdown_behind_health(cluster.url, clients=16, drain_delay=2, before=5 * scale),
+                await replicas.replica_killed(cluster.url, writers=16, before=5 * scale, after=8 * scale),
                 await partition.database_partition(
                     cluster.url, writers=16, before=3 * scale, partition=8 * scale, after=5 * scale
                 ),

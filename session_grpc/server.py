@@ -155,8 +155,10 @@ class SessionServer:
 
     async def expire_idle(self) -> None:
         idle = timedelta(seconds=self.settings.expiry_idle)
-        count = await self.db.run(sessions.expire_sessions, idle)
-        if count:
+        count = await self.db.run(sessions.expire_sessions_if_free, idle)
+        if count is None:
+            log.debug("another replica is expiring sessions; skipping this turn")
+        elif count:
             log.info("expired %d sessions idle for more than %s", count, format_duration(self.settings.expiry_idle))
 
     @staticmethod
