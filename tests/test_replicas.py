@@ -109,7 +109,7 @@ async def test_a_page_token_from_one_replica_opens_on_another_with_the_shared_se
 
 
 async def _idle_sessions(sql: asyncpg.Connection, count: int) -> None:
-    for i in range(count):
+    for _ in range(count):
         await sql.execute(
             """INSERT INTO sessions (id, user_id, status, last_activity_time)
                VALUES ($1, 'idle', 'active', now() - interval '2 hours')""",
