@@ -48,7 +48,7 @@ async def run(quick: bool) -> list[scenarios.Outcome]:
                 await scenarios.shutdown_under_load(cluster.url, writers=16, before=5 * scale),
                 await shutdown.shutdown_behind_health(cluster.url, clients=16, drain_delay=0, before=5 * scale),
                 await shutdown.shutdown_behind_health(cluster.url, clients=16, drain_delay=2, before=5 * scale),
-                await replicas.replica_killed(cluster.url, writers=16, before=5 * scale, after=8 * scale),
+                await replicas.replica_killed(cluster.url, writers=16, before=5 * scale, after=8 * scale, pool_size=10),
                 await partition.database_partition(
                     cluster.url, writers=16, before=3 * scale, partition=8 * scale, after=5 * scale
                 ),

@@ -63,6 +63,9 @@ class Replicas:
             "SESSION_EXPIRY_INTERVAL": "0",
             "SESSION_HEALTH_INTERVAL": "1s",
             "SESSION_SHUTDOWN_GRACE": "2s",
+            # Small pools: three replicas on a shared PostgreSQL (max_connections 100) next to
+            # other test runs. Calls beyond the pool wait for a connection (SESSION_DB_POOL_TIMEOUT).
+            "SESSION_DB_POOL_SIZE": "4",
             **self.extra,
         }
 
@@ -129,7 +132,9 @@ class Replicas:
 
 
 @drops_its_databases
-async def replica_killed(server_url: str, *, writers: int = 12, before: float = 2.0, after: float = 3.0) -> Outcome:
+async def replica_killed(
+    server_url: str, *, writers: int = 12, before: float = 2.0, after: float = 3.0, pool_size: int = 4
+) -> Outcome:
     """`writers` clients append through one round-robin channel over three replicas, retrying
     UNAVAILABLE with the same request_id; after `before` seconds one replica is killed; `after`
     seconds later the writers stop and retry what is left. Every acknowledged write is stored
@@ -137,7 +142,8 @@ async def replica_killed(server_url: str, *, writers: int = 12, before: float = 
     the kill."""
     outcome = Outcome("replica killed (1 of 3)")
     url = await fresh_database(server_url)
-    async with Replicas(url, 3) as replicas, replicas.balanced_channel() as channel:
+    env = {"SESSION_DB_POOL_SIZE": str(pool_size)}
+    async with Replicas(url, 3, env) as replicas, replicas.balanced_channel() as channel:
         load = Writers(channel, await _open_sessions(channel, writers), outcome, retry_unavailable=True)
         load.start()
         await asyncio.sleep(before)

@@ -96,6 +96,9 @@ class Settings:
     """SESSION_METRICS_HOST: address the metrics endpoint binds; loopback unless set (it has no auth)."""
     access_log: bool = False
     """SESSION_ACCESS_LOG: one JSON log line per call at INFO; failed calls are logged regardless."""
+    db_pgbouncer: bool = False
+    """SESSION_DB_PGBOUNCER: DATABASE_URL is a pgbouncer in transaction (or statement) pooling mode:
+    no prepared statements are kept and no statement_timeout is sent at connect (set it in pgbouncer)."""
     db_connect_timeout: float = 1.0
     """SESSION_DB_CONNECT_TIMEOUT: how long opening a database connection may take before UNAVAILABLE."""
     default_deadline: float = 30.0
@@ -190,6 +193,7 @@ class Settings:
                 metrics_port=_read(env, "SESSION_METRICS_PORT", cls.metrics_port, _int),
                 metrics_host=_read(env, "SESSION_METRICS_HOST", cls.metrics_host, _text),
                 access_log=_read(env, "SESSION_ACCESS_LOG", cls.access_log, _bool),
+                db_pgbouncer=_read(env, "SESSION_DB_PGBOUNCER", cls.db_pgbouncer, _bool),
                 db_connect_timeout=_read(env, "SESSION_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, parse_duration),
                 default_deadline=_read(env, "SESSION_DEFAULT_DEADLINE", cls.default_deadline, parse_duration),
                 keepalive_time=_read(env, "SESSION_KEEPALIVE_TIME", cls.keepalive_time, parse_duration),

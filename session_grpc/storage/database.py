@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
@@ -40,14 +41,31 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "server_settings": {"statement_timeout": str(int(settings.default_deadline * 1000) + 1000)},
-        },
+        connect_args=_connect_args(settings),
     )
     _ping_idle_connections(engine)
     _invalidate_unusable_connections(engine)
     return engine
+
+
+def _connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments. Behind pgbouncer in transaction pooling mode (1.18 keeps no
+    prepared statements) consecutive statements of one client connection may run on different
+    server connections, so none may rely on a statement prepared earlier: asyncpg's statement
+    cache is off (it then parses each statement again in the message that runs it: a second round
+    trip per statement, see docs/performance.md), SQLAlchemy's too, and SQLAlchemy's named
+    statements get names no two clients share. pgbouncer refuses startup parameters it does not
+    know, statement_timeout among them: it is set in pgbouncer's connect_query instead (README)."""
+    args: dict[str, Any] = {"timeout": settings.db_connect_timeout}
+    if settings.db_pgbouncer:
+        args.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=lambda: f"__session_grpc_{uuid.uuid4().hex}__",
+        )
+    else:
+        args["server_settings"] = {"statement_timeout": str(int(settings.default_deadline * 1000) + 1000)}
+    return args
 
 
 def _ping_idle_connections(engine: AsyncEngine) -> None:
