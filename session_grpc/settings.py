@@ -96,6 +96,9 @@ class Settings:
     """SESSION_METRICS_HOST: address the metrics endpoint binds; loopback unless set (it has no auth)."""
     access_log: bool = False
     """SESSION_ACCESS_LOG: one JSON log line per call at INFO; failed calls are logged regardless."""
+    read_database_url: str | None = None
+    """SESSION_READ_DATABASE_URL: a hot standby of DATABASE_URL; heavy reads go there (read-your-writes
+    by commit position, see session_grpc/consistency.py); unset: everything on DATABASE_URL."""
     db_pgbouncer: bool = False
     """SESSION_DB_PGBOUNCER: DATABASE_URL is a pgbouncer in transaction (or statement) pooling mode:
     no prepared statements are kept and no statement_timeout is sent at connect (set it in pgbouncer)."""
@@ -165,6 +168,10 @@ class Settings:
             raise SettingsError("no database URL; start the embedded database first")
         return asyncpg_url(self.database_url)
 
+    @property
+    def read_sqlalchemy_url(self) -> str | None:
+        return None if self.read_database_url is None else asyncpg_url(self.read_database_url)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The settings named in `environ` (default os.environ); each unset or empty variable
@@ -193,6 +200,7 @@ class Settings:
                 metrics_port=_read(env, "SESSION_METRICS_PORT", cls.metrics_port, _int),
                 metrics_host=_read(env, "SESSION_METRICS_HOST", cls.metrics_host, _text),
                 access_log=_read(env, "SESSION_ACCESS_LOG", cls.access_log, _bool),
+                read_database_url=_read(env, "SESSION_READ_DATABASE_URL", cls.read_database_url, _text),
                 db_pgbouncer=_read(env, "SESSION_DB_PGBOUNCER", cls.db_pgbouncer, _bool),
                 db_connect_timeout=_read(env, "SESSION_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, parse_duration),
                 default_deadline=_read(env, "SESSION_DEFAULT_DEADLINE", cls.default_deadline, parse_duration),

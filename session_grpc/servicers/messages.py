@@ -12,13 +12,16 @@ from ..domain.limits import Limits
 from ..paging import PageTokens
 from ..storage import messages
 from ..storage.database import Database
+from ..storage.routing import ReadRouting
 
 
 class MessageServicer(session_pb2_grpc.MessageServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, *, reads: ReadRouting | None = None) -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
+        self.reads = reads or ReadRouting(db)
+        """The heavy reads (listing, streaming) run here: on a standby when there is one."""
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
         new = requests.new_message(request, self.limits)
@@ -27,7 +30,7 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = requests.messages_query(request, self.tokens, self.limits)
-        page = await self.db.run(messages.list_messages, query)
+        page = await self.reads.run(messages.list_messages, query)
         found, token = self.tokens.fit(paging.MESSAGES, query.scope, page, resources.message_to_proto)
         return pb.ListMessagesResponse(messages=found, next_page_token=token, total_size=page.total)
 
@@ -37,7 +40,7 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         """Pages through the session by sequence, one statement per page (the first finds the session)."""
         query = requests.stream_query(request, self.limits)
         while True:
-            page = await self.db.run(messages.list_messages, query)
+            page = await self.reads.run(messages.list_messages, query)
             for message in page.items:
                 yield pb.StreamMessagesResponse(message=resources.message_to_proto(message))
             if not page.more:
