@@ -16,7 +16,9 @@ from pathlib import Path
 
 from session_grpc.testing import EmbeddedCluster
 
-from . import partition, replicas, scenarios, shutdown
+from session_grpc import localpg
+
+from . import failover, partition, replicas, scenarios, shutdown
 
 COLUMNS = [
     "scenario", "attempted", "acknowledged", "failed by code", "faults", "slowest failure s", "recovery s",
@@ -26,6 +28,16 @@ COLUMNS = [
 
 async def run(quick: bool) -> list[scenarios.Outcome]:
     scale = 0.3 if quick else 1.0
+    outcomes = await _on_embedded(scale)
+    missing = localpg.missing("pg_autoctl", "pg_basebackup")
+    if missing:
+        print(f"PostgreSQL failover scenario skipped: {missing}")
+    else:
+        outcomes.append(await failover.run(writers=16, before=5 * scale, after=8 * scale))
+    return outcomes
+
+
+async def _on_embedded(scale: float) -> list[scenarios.Outcome]:
     with tempfile.TemporaryDirectory(prefix="session-grpc-chaos-") as folder:
         cluster = EmbeddedCluster(Path(folder) / "pg")
         try:

@@ -47,11 +47,24 @@ def format_duration(seconds: float) -> str:
 
 
 def asyncpg_url(url: str) -> str:
-    """Accept the usual postgresql:// (or postgres://) URL and name the asyncpg driver."""
+    """Accept the usual postgresql:// (or postgres://) URL and name the asyncpg driver. A URL
+    with several hosts (`postgresql://user@h1:5432,h2:5432/db?target_session_attrs=read-write`,
+    what `pg_autoctl show uri` prints) becomes SQLAlchemy's spelling of it (`?host=h1:5432&host=...`)."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
+            return "postgresql+asyncpg://" + _hosts_as_query(url[len(prefix) :])
     raise SettingsError(f"DATABASE_URL must start with postgresql://, got {url.split(':', 1)[0]}://")
+
+
+def _hosts_as_query(rest: str) -> str:
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return rest
+    database, _, query = path.partition("?")
+    listed = [host if ":" in host.rsplit("]", 1)[-1] else f"{host}:5432" for host in hosts.split(",")]
+    extra = "&".join(f"host={host}" for host in listed)
+    return f"{userinfo}{at}/{database}?{extra}" + (f"&{query}" if query else "")
 
 
 @dataclass(frozen=True)

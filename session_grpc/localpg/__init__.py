@@ -58,7 +58,8 @@ def as_owner(command: list[str], owner: str = OWNER) -> list[str]:
     return command
 
 
-def _chown(path: Path, owner: str) -> None:
+def give_to_owner(path: Path, owner: str = OWNER) -> None:
+    """Make `owner` the owner of `path` (when we are root; otherwise we are the owner)."""
     if os.geteuid() == 0:
         entry = pwd.getpwnam(owner)
         os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -69,7 +70,7 @@ def scratch(prefix: str, owner: str = OWNER) -> Iterator[Path]:
     """A temporary folder `owner` owns; removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        _chown(folder, owner)
+        give_to_owner(folder, owner)
         yield folder
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -77,7 +78,7 @@ def scratch(prefix: str, owner: str = OWNER) -> Iterator[Path]:
 
 def owned_file(path: Path, text: str, owner: str = OWNER) -> Path:
     path.write_text(text)
-    _chown(path, owner)
+    give_to_owner(path, owner)
     return path
 
 
