@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import pwd
 import signal
 import socket
@@ -74,8 +75,10 @@ def pgbouncer(server_url: str, *, pool_mode: str = "transaction", pool_size: int
         ini = owned_file(
             folder / "pgbouncer.ini", config(server_url, port, folder, pool_mode=pool_mode, pool_size=pool_size), owner
         )
+        # Its own process group: runuser does not pass signals on, so stopping signals the group.
         process = subprocess.Popen(
-            as_owner([binary, str(ini)], owner), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            as_owner([binary, str(ini)], owner), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         log = folder / "pgbouncer.log"
         try:
@@ -83,11 +86,11 @@ def pgbouncer(server_url: str, *, pool_mode: str = "transaction", pool_size: int
             yield Pgbouncer(process, port, log)
         finally:
             if process.poll() is None:
-                process.send_signal(signal.SIGINT)  # pgbouncer's "safe shutdown"
+                os.killpg(process.pid, signal.SIGINT)  # pgbouncer's "safe shutdown"
                 try:
                     process.wait(10)
                 except subprocess.TimeoutExpired:
-                    process.kill()
+                    os.killpg(process.pid, signal.SIGKILL)
                     process.wait()
 
 
