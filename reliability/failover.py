@@ -110,7 +110,8 @@ async def primary_failover(
                 f"{outcome.acknowledged - acknowledged_before} after; health NOT_SERVING "
                 f"{_since(left, killed)} after the kill, SERVING again after {_since(back, killed)}; "
                 f"first acknowledged write on the new primary after {_since(load_back, killed)}; "
-                f"states after: {', '.join(f'{name} {state[0]}' for name, state in sorted(states.items()))}"
+                "states after (reported/goal): "
+                + ", ".join(f"{name} {state[0]}/{state[1]}" for name, state in sorted(states.items()))
             )
         await verify(url, load, outcome)
     finally:

@@ -5,6 +5,10 @@ service writes to whichever host is the primary. The failover itself, under load
 
 from __future__ import annotations
 
+import asyncio
+import time
+
+import asyncpg
 import pytest
 
 from session_grpc import localpg, testing
@@ -31,6 +35,7 @@ async def test_with_target_session_attrs_read_write_the_service_writes_to_the_pr
     with primary_and_standby() as pair:
         direct = await testing.create_database(pair.primary.url, "session_grpc_multi")
         database = direct.rsplit("/", 1)[1]
+        await replayed_on_standby(pair)  # the standby must have the database, or connecting to it fails outright
         # The standby first: it answers, but read-only, so the connection moves on to the primary.
         url = (
             f"postgresql://postgres@127.0.0.1:{pair.standby.port},127.0.0.1:{pair.primary.port}/{database}"
@@ -45,6 +50,20 @@ async def test_with_target_session_attrs_read_write_the_service_writes_to_the_pr
             assert added.message.sequence == 1
             await server.check_health()
             assert await server.db.ping()
+
+
+async def replayed_on_standby(pair, timeout: float = 20.0) -> None:
+    primary = await asyncpg.connect(pair.primary.url)
+    lsn = await primary.fetchval("SELECT pg_current_wal_lsn()::text")
+    await primary.close()
+    standby = await asyncpg.connect(pair.standby.url)
+    try:
+        deadline = time.monotonic() + timeout
+        while not await standby.fetchval("SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn", lsn):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        await standby.close()
 
 
 def test_missing_tools_name_the_apt_get_line(monkeypatch):

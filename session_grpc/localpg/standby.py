@@ -19,6 +19,8 @@ class Instance:
 
     data: Path
     port: int
+    durable: bool = False
+    """fsync and full-page writes on (for measurements); off by default, for fast tests."""
 
     @property
     def url(self) -> str:
@@ -27,8 +29,10 @@ class Instance:
     def start(self) -> None:
         options = (
             f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.data.parent} "
-            "-c max_connections=60 -c fsync=off -c full_page_writes=off"
+            "-c max_connections=60"
         )
+        if not self.durable:
+            options += " -c fsync=off -c full_page_writes=off"
         run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "-o", options,
              "-l", str(self.data.parent / f"{self.data.name}.log"), "start"])
 
