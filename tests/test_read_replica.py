@@ -97,6 +97,8 @@ async def test_heavy_reads_go_to_the_standby_and_conditional_reads_to_the_primar
     assert streamed == ["before"]
     listed = await sessions.ListSessions(pb.ListSessionsRequest(user_id="rr-1"))
     assert [s.message_count for s in listed.sessions] == [1]
+    found = await messages.SearchMessages(pb.SearchMessagesRequest(query="paused", user_id="rr-1"))
+    assert list(found.results) == []  # "while paused" is not on the standby yet
     stats = (await sessions.GetServiceStats(pb.GetServiceStatsRequest())).stats
     # GetSession and GetSessionSummary (what a conditional write is based on) read the primary.
     assert (await sessions.GetSession(pb.GetSessionRequest(session_id=session.session_id))).session.message_count == 2
@@ -105,6 +107,8 @@ async def test_heavy_reads_go_to_the_standby_and_conditional_reads_to_the_primar
     await standby.execute("SELECT pg_wal_replay_resume()")
     await replayed(standby, later)
     assert await contents(messages, session.session_id) == ["before", "while paused"]
+    found = await messages.SearchMessages(pb.SearchMessagesRequest(query="paused", user_id="rr-1"))
+    assert [r.message.content for r in found.results] == ["while paused"]
     assert (await sessions.GetServiceStats(pb.GetServiceStatsRequest())).stats.total_messages == stats.total_messages + 1
     assert server.reads is not None and server.reads.served["standby"] >= 5
 
