@@ -76,6 +76,14 @@ async def test_every_rpc_works_concurrently_behind_pgbouncer_in_transaction_mode
             assert streamed == list(range(1, 11))
             summary = (await sessions.GetSessionSummary(pb.GetSessionSummaryRequest(session_id=sid))).summary
             assert (summary.message_count, summary.total_tokens, summary.total_cost) == (10, 20, "5.0")
+        # Search plans each query for its values (a fresh statement each time); behind pgbouncer it
+        # does so without a named prepared statement (rows.fetch_planned_for_values). (This does not
+        # catch a named one: pgbouncer mostly hands a client back the server connection it just had;
+        # test_prepared_statements_break_... shows what happens when it does not.)
+        searches = await asyncpg_gather(
+            messages.SearchMessages(pb.SearchMessagesRequest(query=f"m{i}", user_id="bounced")) for i in range(20)
+        )
+        assert [len(found.results) for found in searches] == [1] * 20
         listed = await sessions.ListSessions(pb.ListSessionsRequest(user_id="bounced", page_size=4))
         rest = await sessions.ListSessions(
             pb.ListSessionsRequest(user_id="bounced", page_size=4, page_token=listed.next_page_token)
@@ -103,6 +111,10 @@ async def test_every_rpc_works_concurrently_behind_pgbouncer_in_transaction_mode
         assert await server.db.ping()
     assert await sql.fetchval("SELECT count(*) FROM messages WHERE user_id = 'bounced'") == 50  # 60 less the deleted 10
     assert await sql.fetchval("SELECT count(*) FROM sessions WHERE user_id = 'bounced'") == 5
+
+
+async def asyncpg_gather(calls):
+    return await asyncio.gather(*calls)
 
 
 async def test_statement_timeout_comes_from_pgbouncer_not_the_startup_packet(bouncer, database_url):
