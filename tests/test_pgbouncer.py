@@ -50,7 +50,7 @@ async def test_prepared_statements_break_behind_transaction_pooling_without_the_
 
 
 async def test_every_rpc_works_concurrently_behind_pgbouncer_in_transaction_mode(bouncer, database_url, sql):
-    settings = test_settings(bouncer.url_for(database_url), db_pgbouncer=True, db_pool_size=8)
+    settings = test_settings(bouncer.url_for(database_url), db_pgbouncer=True, db_pool_size=8, db_pool_timeout=30.0)
     async with serving(settings) as (server, channel):
         sessions, messages, memories = (
             rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel), rpc.MemoryServiceStub(channel)
