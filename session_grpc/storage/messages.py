@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 
 from ..domain import lifecycle
-from ..domain.errors import Aborted, NotFound
+from ..domain.errors import Aborted, FailedPrecondition, NotFound
 from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page, SessionRef
 from . import rows
 from .rows import MESSAGE_COLUMNS, fetch, owned
@@ -74,15 +74,24 @@ ADD_MESSAGES = f"WITH batch AS ({_BATCH}), bumped AS ({_BUMP.format(guard='')}) 
 # With a request_id, the same statement first looks for the messages that id already made (the
 # batch's request ids, request_ids() below); when there are any, nothing is bumped or inserted and
 # they are the answer (whatever the conditions say now: the repeat of an append that landed is not
-# stale).
+# stale). When a rewind removed what it appended (rewound_requests), nothing is appended either:
+# the retry must not undo the rewind.
 ADD_MESSAGES_ONCE = f"""
 WITH batch AS ({_BATCH}), earlier AS (
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[]) AND {owned(13)}
-), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
+), rewound AS (
+    SELECT 1 FROM rewound_requests WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[])
+), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier) AND NOT EXISTS (SELECT 1 FROM rewound)')}),
 inserted AS ({_INSERT})
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
 BY_REQUEST_IDS = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])"
+REWOUND = f"""
+SELECT EXISTS (
+    SELECT 1 FROM rewound_requests r JOIN sessions s ON s.id = r.session_id
+    WHERE r.session_id = $1 AND r.request_id = ANY($2::text[]::uuid[]) AND {owned(3, "s.user_id")}
+)
+"""
 
 
 def request_ids(request_id: str | None, size: int) -> list[str | None]:
@@ -187,6 +196,12 @@ async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> list[Messa
             found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
             assert found
     if not found:
+        if new.request_id is not None and await conn.fetchval(REWOUND, new.session_id, ids, new.owner):
+            raise FailedPrecondition(
+                f"what request {new.request_id} appended was removed by a rewind (TruncateSession); it is not "
+                "appended again: send it with a new request_id to append it anew",
+                reason="REQUEST_REWOUND",
+            )
         await _why_not_appended(conn, new)
     return sorted((rows.message(row) for row in found), key=lambda message: message.sequence)
 
