@@ -16,7 +16,7 @@ from pathlib import Path
 
 from session_grpc.testing import EmbeddedCluster
 
-from . import partition, scenarios, shutdown
+from . import history, partition, scenarios, shutdown
 
 COLUMNS = [
     "scenario", "attempted", "acknowledged", "failed by code", "faults", "slowest failure s", "recovery s",
@@ -31,6 +31,7 @@ async def run(quick: bool) -> list[scenarios.Outcome]:
         try:
             return [
                 await scenarios.concurrent_writers(cluster.url, hot_writers=24, cold_sessions=48, seconds=20 * scale),
+                await history.rewinds_racing_appends(cluster.url, seconds=20 * scale),
                 await scenarios.database_outage(
                     cluster, writers=16, before=5 * scale, outage=8 * scale, after=8 * scale
                 ),
