@@ -9,10 +9,9 @@ import asyncpg
 
 from ..domain import lifecycle
 from ..domain.errors import Aborted, FailedPrecondition, NotFound
-from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page, SessionRef
+from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page
 from . import rows
-from .rows import MESSAGE_COLUMNS, fetch, owned
-from .sessions import get_session
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, fetch, fetch_one, owned
 from .units import statement
 
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
@@ -86,11 +85,13 @@ inserted AS ({_INSERT})
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
 BY_REQUEST_IDS = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])"
-REWOUND = f"""
-SELECT EXISTS (
-    SELECT 1 FROM rewound_requests r JOIN sessions s ON s.id = r.session_id
-    WHERE r.session_id = $1 AND r.request_id = ANY($2::text[]::uuid[]) AND {owned(3, "s.user_id")}
-)
+# Why an append took nothing: the session (no row: missing, or not the owner's) and whether a
+# rewind removed what the request ids ($3; NULL for none) appended before.
+WHY_NOT_APPENDED = f"""
+SELECT {SESSION_COLUMNS}, EXISTS (
+    SELECT 1 FROM rewound_requests r WHERE r.session_id = $1 AND r.request_id = ANY($3::text[]::uuid[])
+) AS rewound
+FROM sessions WHERE id = $1 AND {owned(2)}
 """
 
 
@@ -196,19 +197,22 @@ async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> list[Messa
             found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
             assert found
     if not found:
-        if new.request_id is not None and await conn.fetchval(REWOUND, new.session_id, ids, new.owner):
-            raise FailedPrecondition(
-                f"what request {new.request_id} appended was removed by a rewind (TruncateSession); it is not "
-                "appended again: send it with a new request_id to append it anew",
-                reason="REQUEST_REWOUND",
-            )
-        await _why_not_appended(conn, new)
+        await _why_not_appended(conn, new, ids)
     return sorted((rows.message(row) for row in found), key=lambda message: message.sequence)
 
 
-async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages) -> None:
-    """Raise what kept an append from landing, read from the session after the fact."""
-    session = await get_session(conn, SessionRef(new.session_id, new.owner))
+async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages, ids: list[str | None]) -> None:
+    """Raise what kept an append from landing, read from the session after the fact (one statement)."""
+    row = await fetch_one(conn, WHY_NOT_APPENDED, new.session_id, new.owner, ids)
+    if row is None:
+        raise NotFound("session", new.session_id)
+    if row["rewound"]:
+        raise FailedPrecondition(
+            f"what request {new.request_id} appended was removed by a rewind (TruncateSession); it is not "
+            "appended again: send it with a new request_id to append it anew",
+            reason="REQUEST_REWOUND",
+        )
+    session = rows.session(row)
     lifecycle.check_accepts_messages(session.status)
     if new.expected_etag and new.expected_etag != session.etag:
         # version only grows, as message_count does: the second read sees why the first refused.
