@@ -92,6 +92,9 @@ def test_the_readme_walk_through_runs_as_a_script_against_a_server_started_like_
     # GetUsage answered with month buckets (alice's four messages: 60 tokens, 0.00075)
     assert re.search(r'"buckets": \[\s*\{\s*"startTime": "\d{4}-\d\d-01T00:00:00Z"', out), out
     assert '"limit": "daily_cost"' in out and '"remaining": "4.99925"' in out  # GetBudget: 5.00 - 0.00075
+    # Scoped state: the AddMessage deltas, then UpdateState's (seat deleted, currency set).
+    assert '"step": "booking"' in out and '"model": "m1"' in out
+    assert re.search(r'"userState": \{[^}]*"state": \{\s*"currency": "EUR"\s*\}', out), out
     # The event's payload came back as sent (its base64) and stamped the session with its time.
     assert '"payload": "eyJ1c2FnZU1ldGFkYXRhIjp7InRvdGFsVG9rZW5Db3VudCI6OTAwNzE5OTI1NDc0MDk5M319"' in out
     assert '"lastEventTime": "2026-05-01T09:30:00.123456Z"' in out

@@ -7,15 +7,18 @@ from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
 from ..paging import PageTokens
-from ..storage import history, sessions
+from ..storage import history, sessions, state
 from ..storage.database import Database
+from ..storage.routing import ReadRouting
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, *, reads: ReadRouting | None = None) -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
+        self.reads = reads or ReadRouting(db)
+        """The heavy reads (listing, the service's stats) run here: on a standby when there is one."""
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
         new = requests.new_session(request, self.limits)
@@ -23,7 +26,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.CreateSessionResponse(session=resources.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.get_session, requests.session_ref(request.session_id))
+        ref = requests.session_ref(request.session_id)
+        if request.include_scoped_state:
+            return resources.get_session_response(await self.db.run(state.get_session_state, ref))
+        session = await self.db.run(sessions.get_session, ref)
         return pb.GetSessionResponse(session=resources.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
@@ -41,7 +47,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = requests.sessions_query(request, self.tokens, self.limits)
-        page = await self.db.run(sessions.list_sessions, query)
+        page = await self.reads.run(sessions.list_sessions, query)
         found, token = self.tokens.fit(paging.SESSION_LISTINGS[query.order], query.scope, page, resources.session_to_proto)
         return pb.ListSessionsResponse(sessions=found, next_page_token=token, total_size=page.total)
 
@@ -50,7 +56,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.GetSessionSummaryResponse(summary=resources.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):
-        stats = await self.db.run(sessions.service_stats)
+        stats = await self.reads.run(sessions.service_stats)
         return pb.GetServiceStatsResponse(stats=resources.stats_to_proto(stats))
 
     async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):
@@ -66,3 +72,15 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.TruncateSessionResponse(
             session=resources.session_to_proto(rewound.session), removed_message_count=rewound.removed_count
         )
+
+    async def UpdateState(self, request: pb.UpdateStateRequest, context: grpc.aio.ServicerContext):
+        changed = await self.db.run(state.update_state, requests.state_update(request, self.limits))
+        return resources.update_state_response(changed)
+
+    async def GetUserState(self, request: pb.GetUserStateRequest, context: grpc.aio.ServicerContext):
+        found = await self.db.run(state.get_user_state, requests.user_state_ref(request))
+        return pb.GetUserStateResponse(user_state=resources.user_state_to_proto(found))
+
+    async def GetAppState(self, request: pb.GetAppStateRequest, context: grpc.aio.ServicerContext):
+        found = await self.db.run(state.get_app_state, requests.app_name(request))
+        return pb.GetAppStateResponse(app_state=resources.app_state_to_proto(found))

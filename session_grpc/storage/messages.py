@@ -8,12 +8,11 @@ import uuid
 import asyncpg
 
 from ..domain import lifecycle
-from ..domain.errors import Aborted, NotFound
-from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page, SessionRef
-from . import rows
+from ..domain.errors import Aborted, FailedPrecondition, NotFound
+from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page
+from . import rows, state
 from ..domain.usage import Appended
-from .rows import MESSAGE_COLUMNS, fetch, owned
-from .sessions import get_session
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, fetch, fetch_one, owned
 from .units import statement
 
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
@@ -58,13 +57,14 @@ _BUMP = f"""
             FROM (SELECT greatest(sessions.last_activity_time, clock_timestamp()) AS t) clock
         ),
         update_time = greatest(update_time, clock_timestamp())
+        {{state}}
     WHERE id = $2 AND status = 'active' AND {owned(13)} AND ($10::bigint IS NULL OR message_count = $10)
       AND {rows.etag_matches(11, 12)} {{guard}} {{budget}}
     RETURNING id, user_id, app_name, message_count, last_activity_time
 """
 # An append to a session whose user or app has a budget does not land in the one statement (two
 # primary-key probes of budgets, empty for everyone else): it runs budgeted instead
-# (storage/budgets.py: the budget rows locked, the limits checked, then this statement without
+# (storage/budgets.py: the budget rows locked, the limits checked, then the same statement without
 # the probes, in one transaction).
 _NO_BUDGET = """
       AND NOT EXISTS (SELECT 1 FROM budgets b WHERE b.user_id = sessions.user_id AND b.app_name = '')
@@ -81,44 +81,61 @@ _INSERT = f"""
 """
 # Every answer row carries the session's app (the metrics count per app): the bumped row's, or for
 # the repeat of an earlier append the session's (an app never changes).
-_ADD_MESSAGES = """
-WITH batch AS ({batch}), bumped AS ({bump}), inserted AS ({insert})
+_PLAIN = f"""
+WITH batch AS ({_BATCH}), bumped AS ({{bump}}), inserted AS ({_INSERT})
 SELECT inserted.*, (SELECT app_name FROM bumped) AS app_name FROM inserted
 """
 # With a request_id, the same statement first looks for the messages that id already made (the
 # batch's request ids, request_ids() below); when there are any, nothing is bumped or inserted and
 # they are the answer (whatever the conditions say now: the repeat of an append that landed is not
-# stale).
-_ADD_MESSAGES_ONCE = """
-WITH batch AS ({batch}), earlier AS (
-    SELECT {columns} FROM messages WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[]) AND {owner}
-), bumped AS ({bump}),
-inserted AS ({insert})
+# stale). When a rewind removed what it appended (rewound_requests), nothing is appended either:
+# the retry must not undo the rewind.
+_ONCE = f"""
+WITH batch AS ({_BATCH}), earlier AS (
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[]) AND {owned(13)}
+), rewound AS (
+    SELECT 1 FROM rewound_requests WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[])
+), bumped AS ({{bump}}),
+inserted AS ({_INSERT}){{more}}
 SELECT inserted.*, (SELECT app_name FROM bumped) AS app_name FROM inserted
 UNION ALL SELECT earlier.*, (SELECT app_name FROM sessions WHERE id = $2) FROM earlier
 """
+_GUARD = "AND NOT EXISTS (SELECT 1 FROM earlier) AND NOT EXISTS (SELECT 1 FROM rewound)"
 
 
-def _statements(budget: str) -> tuple[str, str]:
-    plain = _ADD_MESSAGES.format(batch=_BATCH, bump=_BUMP.format(guard="", budget=budget), insert=_INSERT)
-    once = _ADD_MESSAGES_ONCE.format(
-        batch=_BATCH, columns=MESSAGE_COLUMNS, owner=owned(13), insert=_INSERT,
-        bump=_BUMP.format(guard="AND NOT EXISTS (SELECT 1 FROM earlier)", budget=budget),
+def _statements(budget: str) -> tuple[str, str, str]:
+    """The plain, the once (request ids) and the with-state append, with `budget` in the bump's WHERE."""
+    plain = _PLAIN.format(bump=_BUMP.format(guard="", state="", budget=budget))
+    once = _ONCE.format(bump=_BUMP.format(guard=_GUARD, state="", budget=budget), more="")
+    # With state deltas ($17-$23, state.delta_params; the request ids may be NULL), the same statement
+    # also merges them: the session's into the row it bumps, the user's and app's in upserts over that
+    # row, so they land with the messages or not at all (a stale condition, a repeat, a state too large).
+    with_state = _ONCE.format(
+        bump=_BUMP.format(guard=_GUARD, state=", " + state.session_state_sql(17), budget=budget),
+        more=", " + state.scoped_state_ctes(17, "bumped"),
     )
-    return plain, once
+    return plain, once, with_state
 
 
-ADD_MESSAGES, ADD_MESSAGES_ONCE = _statements(_NO_BUDGET)
+ADD_MESSAGES, ADD_MESSAGES_ONCE, ADD_MESSAGES_WITH_STATE = _statements(_NO_BUDGET)
 """For sessions without a budget (the probes make a budgeted session's append land nothing)."""
-ADD_MESSAGES_BUDGETED, ADD_MESSAGES_ONCE_BUDGETED = _statements("")
+ADD_MESSAGES_BUDGETED, ADD_MESSAGES_ONCE_BUDGETED, ADD_MESSAGES_WITH_STATE_BUDGETED = _statements("")
 """For storage/budgets.py, which holds the budget rows' locks and has checked the limits."""
+BY_REQUEST_IDS = f"""
+SELECT {MESSAGE_COLUMNS}, (SELECT app_name FROM sessions WHERE id = $1) AS app_name
+FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])
+"""
 
 
 class BudgetApplies(Exception):
     """The session's user or app has a budget: the append must run budgeted (storage/budgets.py)."""
-BY_REQUEST_IDS = f"""
-SELECT {MESSAGE_COLUMNS}, (SELECT app_name FROM sessions WHERE id = $1) AS app_name
-FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])
+# Why an append took nothing: the session (no row: missing, or not the owner's) and whether a
+# rewind removed what the request ids ($3; NULL for none) appended before.
+WHY_NOT_APPENDED = f"""
+SELECT {SESSION_COLUMNS}, EXISTS (
+    SELECT 1 FROM rewound_requests r WHERE r.session_id = $1 AND r.request_id = ANY($3::text[]::uuid[])
+) AS rewound
+FROM sessions WHERE id = $1 AND {owned(2)}
 """
 
 
@@ -183,7 +200,7 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Appended:
 
 @statement
 async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> Appended:
-    """AddMessages for a session without a budget (BudgetApplies otherwise)."""
+    """AddMessages for a session without a budget (BudgetApplies otherwise, having written nothing)."""
     return await append(conn, new, budgeted=False)
 
 
@@ -218,28 +235,50 @@ async def append(conn: asyncpg.Connection, new: NewMessages, *, budgeted: bool) 
         [body.payload_type or None for body in bodies],
         [None if body.event_time is None else body.event_time.isoformat() for body in bodies],
     )
-    plain, once = (ADD_MESSAGES_BUDGETED, ADD_MESSAGES_ONCE_BUDGETED) if budgeted else (ADD_MESSAGES, ADD_MESSAGES_ONCE)
-    if new.request_id is None:
+    plain, once, with_state = (
+        (ADD_MESSAGES_BUDGETED, ADD_MESSAGES_ONCE_BUDGETED, ADD_MESSAGES_WITH_STATE_BUDGETED) if budgeted
+        else (ADD_MESSAGES, ADD_MESSAGES_ONCE, ADD_MESSAGES_WITH_STATE)
+    )
+    if new.request_id is None and not new.state_delta:
         found = await fetch(conn, plain, *params)
     else:
         try:
-            found = await fetch(conn, once, *params)
+            if new.state_delta:
+                found = await fetch(conn, with_state, *params, *state.delta_params(new.state_delta))
+            else:
+                found = await fetch(conn, once, *params)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name != REQUEST_ID_INDEX:
                 raise
             found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
             assert found
+        except asyncpg.PostgresError as error:
+            refused = state.too_large(error, new.state_delta.max_bytes)
+            if refused is None:
+                raise
+            raise refused from None
     if not found:
-        await _why_not_appended(conn, new, budget_probed=not budgeted)
+        await _why_not_appended(conn, new, ids, budget_probed=not budgeted)
     added = sorted((rows.message(row) for row in found), key=lambda message: message.sequence)
     return Appended(added, found[0]["app_name"])
 
 
-async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages, *, budget_probed: bool) -> None:
-    """Raise what kept an append from landing, read from the session after the fact. An ACTIVE
-    session whose conditions hold was refused by the budget probes (`budget_probed`): BudgetApplies,
-    found without a statement of its own (a refused append still reads the session once)."""
-    session = await get_session(conn, SessionRef(new.session_id, new.owner))
+async def _why_not_appended(
+    conn: asyncpg.Connection, new: NewMessages, ids: list[str | None], *, budget_probed: bool
+) -> None:
+    """Raise what kept an append from landing, read from the session after the fact (one statement).
+    An ACTIVE session whose conditions hold was refused by the budget probes (`budget_probed`):
+    BudgetApplies, found by that same read."""
+    row = await fetch_one(conn, WHY_NOT_APPENDED, new.session_id, new.owner, ids)
+    if row is None:
+        raise NotFound("session", new.session_id)
+    if row["rewound"]:
+        raise FailedPrecondition(
+            f"what request {new.request_id} appended was removed by a rewind (TruncateSession); it is not "
+            "appended again: send it with a new request_id to append it anew",
+            reason="REQUEST_REWOUND",
+        )
+    session = rows.session(row)
     lifecycle.check_accepts_messages(session.status)
     if new.expected_etag and new.expected_etag != session.etag:
         # version only grows, as message_count does: the second read sees why the first refused.

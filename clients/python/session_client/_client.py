@@ -63,6 +63,30 @@ def _struct_of(value: JsonObject | struct_pb2.Struct) -> struct_pb2.Struct:
     return struct
 
 
+StateChange = JsonObject | pb.StateDelta
+"""A change to one scope's state: a mapping of top-level keys to set, or a pb.StateDelta (which
+can also delete keys; build one with `state_delta`)."""
+
+
+def state_delta(set: JsonObject | None = None, delete: Iterable[str] = ()) -> pb.StateDelta:  # noqa: A002
+    """A StateDelta: top-level keys of `set` replace theirs (nested objects whole), then the keys in
+    `delete` are removed. A key may not be in both."""
+    return pb.StateDelta(set=_struct(set), delete=list(delete))
+
+
+def _scoped(session: StateChange | None, user: StateChange | None, app: StateChange | None) -> pb.ScopedStateDelta | None:
+    """The ScopedStateDelta of a write, or None when it changes no state."""
+    if session is None and user is None and app is None:
+        return None
+
+    def one(change: StateChange | None) -> pb.StateDelta | None:
+        if change is None or isinstance(change, pb.StateDelta):
+            return change
+        return state_delta(change)
+
+    return pb.ScopedStateDelta(session_state=one(session), user_state=one(user), app_state=one(app))
+
+
 def _enum(wrapper: Any, prefix: str, value: int | str, field: str) -> Any:
     """Accept the enum value itself, or its name with or without the prefix, any case ("user", "ROLE_USER").
 
@@ -132,6 +156,18 @@ class _BearerToken(grpc.AuthMetadataPlugin):
         callback((("authorization", f"Bearer {token}"),), None)
 
 
+COMMIT_LSN = "session-commit-lsn"
+READ_AFTER_LSN = "session-read-after-lsn"
+
+
+def _lsn_key(lsn: str) -> tuple[int, int]:
+    high, _, low = lsn.partition("/")
+    try:
+        return int(high, 16), int(low, 16)
+    except ValueError:
+        return (-1, -1)
+
+
 class SessionClient:
     """An async client of the session service.
 
@@ -158,6 +194,10 @@ class SessionClient:
     channel_options: keepalive, message sizes and other channel arguments.
     metadata:        extra metadata sent with every call.
     channel:         an existing grpc.aio.Channel to use instead (the client will not close it).
+    read_your_writes: remember the commit position each write answers with (trailing metadata
+                     session-commit-lsn, sent by a server with a read standby) and send the
+                     newest with every call (session-read-after-lsn), so reads served by the
+                     standby include this client's own writes. Harmless without a standby.
     """
 
     def __init__(
@@ -172,8 +212,12 @@ class SessionClient:
         channel_options: ChannelOptions = ChannelOptions(),
         metadata: Mapping[str, str] | None = None,
         channel: grpc.aio.Channel | None = None,
+        read_your_writes: bool = True,
     ) -> None:
         self.target = target
+        self.read_your_writes = read_your_writes
+        self.commit_lsn: str | None = None
+        """The newest commit position this client's writes were answered with (read_your_writes)."""
         self.timeout = timeout
         self.retry = retry
         self._metadata: tuple[tuple[str, str], ...] = tuple((metadata or {}).items())
@@ -224,11 +268,20 @@ class SessionClient:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _call_metadata(self) -> tuple[tuple[str, str], ...]:
+        metadata = self._metadata
+        if self.read_your_writes and self.commit_lsn is not None:
+            metadata += ((READ_AFTER_LSN, self.commit_lsn),)
         if self._plain_token is None:
-            return self._metadata
+            return metadata
         headers: list[tuple[str, str]] = []
         self._plain_token(None, lambda items, error: headers.extend(items))
-        return self._metadata + tuple(headers)
+        return metadata + tuple(headers)
+
+    def _note_commit(self, trailers: Any) -> None:
+        """Keep the newest commit position a write answered with."""
+        for key, value in trailers or ():
+            if key == COMMIT_LSN and (self.commit_lsn is None or _lsn_key(value) > _lsn_key(self.commit_lsn)):
+                self.commit_lsn = value
 
     def _retrying(self, retry: bool) -> AsyncRetrying:
         """`retry`: the call is safe to repeat after UNAVAILABLE. Any call is repeated after a
@@ -259,7 +312,11 @@ class SessionClient:
             if deadline is not None:
                 left = max(0.001, deadline - (time.monotonic() - started))
                 timeout = left if timeout is None else min(timeout, left)
-            return await method(request, timeout=timeout, metadata=self._call_metadata())
+            call: Any = method(request, timeout=timeout, metadata=self._call_metadata())
+            response: T = await call
+            if self.read_your_writes:
+                self._note_commit(await call.trailing_metadata())
+            return response
 
         try:
             return await self._retrying(retry)(attempt)
@@ -304,6 +361,50 @@ class SessionClient:
         """The session; NotFound when there is none."""
         request = pb.GetSessionRequest(session_id=session_id)
         return (await self._unary(self._sessions.GetSession, request, retry=True)).session
+
+    async def get_session_with_state(self, session_id: str) -> pb.GetSessionResponse:
+        """The session (`.session`) with the state of its user in its app (`.user_state.state`) and
+        of its app (`.app_state.state`), read in one call; NotFound when there is no session."""
+        request = pb.GetSessionRequest(session_id=session_id, include_scoped_state=True)
+        return await self._unary(self._sessions.GetSession, request, retry=True)
+
+    async def update_state(
+        self,
+        session_id: str,
+        *,
+        session_state: StateChange | None = None,
+        user_state: StateChange | None = None,
+        app_state: StateChange | None = None,
+        request_id: str | None = None,
+    ) -> pb.UpdateStateResponse:
+        """Change the session's own state, its user's state in its app and its app's state, in one
+        transaction on the server, without a message. Each is a mapping of keys to set, or a
+        `state_delta(set, delete)`; None leaves that scope alone. Concurrent changes to different
+        keys all land (the server merges them).
+
+        `request_id` (a UUID) makes the call idempotent; one is generated when omitted, so a retry
+        after UNAVAILABLE applies nothing twice (a repeat returns the states as they are then).
+        Returns `.session`, `.user_state` and `.app_state` after the change. FailedPrecondition
+        (STATE_TOO_LARGE) when a state would pass its limit; PermissionDenied (ADMIN_REQUIRED) for
+        `app_state` without the admin scope (token mode); nothing is changed then.
+        """
+        request = pb.UpdateStateRequest(
+            session_id=session_id,
+            state_delta=_scoped(session_state, user_state, app_state),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        return await self._unary(self._sessions.UpdateState, request, retry=True)
+
+    async def get_user_state(self, user_id: str, *, app_name: str = "") -> pb.UserState:
+        """The state of `user_id` in `app_name` ("default" when empty): `.state`, empty when
+        nothing was ever set. In token mode a user reads only their own (PermissionDenied)."""
+        request = pb.GetUserStateRequest(app_name=app_name, user_id=user_id)
+        return (await self._unary(self._sessions.GetUserState, request, retry=True)).user_state
+
+    async def get_app_state(self, app_name: str = "") -> pb.AppState:
+        """The state of `app_name` ("default" when empty): `.state`, empty when nothing was ever set."""
+        request = pb.GetAppStateRequest(app_name=app_name)
+        return (await self._unary(self._sessions.GetAppState, request, retry=True)).app_state
 
     async def update_session(
         self,
@@ -511,6 +612,9 @@ class SessionClient:
         payload: bytes | None = None,
         payload_type: str = "",
         event_time: datetime | float | None = None,
+        session_state: StateChange | None = None,
+        user_state: StateChange | None = None,
+        app_state: StateChange | None = None,
     ) -> pb.Message:
         """Append a message; the server gives it the next sequence number and adds to the totals.
 
@@ -533,6 +637,11 @@ class SessionClient:
         event_time:   when the event happened: a timezone-aware datetime, or seconds since the
                       epoch as a float (Google ADK's Event.timestamp), kept to the microsecond;
                       omitted, the server's clock. The session's last_event_time becomes it.
+        session_state, user_state, app_state: changes to the session's own state, its user's
+                      state in its app and its app's state (a mapping of keys to set, or a
+                      `state_delta(set, delete)`), applied with the message or not at all.
+                      FailedPrecondition (STATE_TOO_LARGE) when a state would pass its limit;
+                      PermissionDenied (ADMIN_REQUIRED) for app_state without the admin scope.
         Raises FailedPrecondition (SESSION_NOT_ACTIVE) when the session is not ACTIVE,
         NotFound without the session, InvalidArgument for bad fields.
         """
@@ -551,6 +660,7 @@ class SessionClient:
             expected_etag=expected_etag,
             payload=payload or b"",
             payload_type=payload_type,
+            state_delta=_scoped(session_state, user_state, app_state),
         )
         if event_time is not None:
             request.event_time.FromDatetime(_instant(event_time, "event_time"))
