@@ -117,10 +117,14 @@ def _statements(budget: str) -> tuple[str, str, str]:
     return plain, once, with_state
 
 
-ADD_MESSAGES, ADD_MESSAGES_ONCE, ADD_MESSAGES_WITH_STATE = _statements(_NO_BUDGET)
-"""For sessions without a budget (the probes make a budgeted session's append land nothing)."""
-ADD_MESSAGES_BUDGETED, ADD_MESSAGES_ONCE_BUDGETED, ADD_MESSAGES_WITH_STATE_BUDGETED = _statements("")
-"""For storage/budgets.py, which holds the budget rows' locks and has checked the limits."""
+# For sessions without a budget (the probes make a budgeted session's append land nothing):
+ADD_MESSAGES = _statements(_NO_BUDGET)[0]
+ADD_MESSAGES_ONCE = _statements(_NO_BUDGET)[1]
+ADD_MESSAGES_WITH_STATE = _statements(_NO_BUDGET)[2]
+# For storage/budgets.py, which holds the budget rows' locks and has checked the limits:
+ADD_MESSAGES_BUDGETED = _statements("")[0]
+ADD_MESSAGES_ONCE_BUDGETED = _statements("")[1]
+ADD_MESSAGES_WITH_STATE_BUDGETED = _statements("")[2]
 BY_REQUEST_IDS = f"""
 SELECT {MESSAGE_COLUMNS}, (SELECT app_name FROM sessions WHERE id = $1) AS app_name
 FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])
