@@ -69,6 +69,7 @@ STALE_MESSAGE = (
 
 _PAGE = 1000
 _MAX_CONTENT_BYTES = 262_144
+_MAX_TOKENS = 1_000_000_000
 
 
 def _is_canonical_uuid(value: str) -> bool:
@@ -312,12 +313,14 @@ class SessionGrpcService(BaseSessionService):
     ) -> pb.Message:
         role, message_type = _role_of(event)
         usage = event.usage_metadata
+        tokens = (usage.total_token_count or 0) if usage else 0
         request = pb.AddMessageRequest(
             session_id=sid,
             role=role,
             message_type=message_type,
             content=_text_of(event),
-            tokens_used=(usage.total_token_count or 0) if usage else 0,
+            # The server takes 0..1e9 per message; a larger count is kept in the payload only.
+            tokens_used=tokens if tokens <= _MAX_TOKENS else 0,
             request_id=str(uuid.uuid4()),
             payload=event.model_dump_json(exclude_none=True).encode(),
             payload_type=EVENT_PAYLOAD_TYPE,
