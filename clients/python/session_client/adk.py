@@ -120,7 +120,7 @@ def _text_of(event: Event) -> str:
     return text
 
 
-def _role_of(event: Event) -> tuple[int, int]:
+def _role_of(event: Event) -> tuple[Any, Any]:
     """(role, message_type) of an event: the user's turns, tool results, tool calls, the agents' text."""
     if event.get_function_responses():
         return pb.ROLE_TOOL, pb.MESSAGE_TYPE_TOOL_RESULT
