@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 from google.adk.sessions.database_session_service import DatabaseSessionService
@@ -19,6 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "reliability" / "adk_appenders.py
 _spec = importlib.util.spec_from_file_location("adk_appenders", SCRIPT)
 assert _spec and _spec.loader
 adk_appenders = importlib.util.module_from_spec(_spec)
+sys.modules["adk_appenders"] = adk_appenders  # dataclasses look their module up there
 _spec.loader.exec_module(adk_appenders)
 
 
