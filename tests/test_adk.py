@@ -80,3 +80,17 @@ async def test_adk_adapter(path, adk_python, service: SessionServer, database_ur
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=600)
     assert process.returncode == 0, output.decode()
+
+
+async def test_the_chaos_rows_run_the_appenders_on_session_grpc_and_beside_it_on_adks_service(
+    adk_python, server_url, monkeypatch
+):
+    from reliability import adk
+
+    monkeypatch.setenv("ADK_PYTHON", str(adk_python))
+    ours, peer = await adk.adk_appenders(server_url, appenders=4, rounds=3)
+    assert not ours.is_peer and peer.is_peer
+    assert "session_client.adk" in ours.name and "DatabaseSessionService" in peer.name
+    assert (ours.attempted - ours.retried, ours.acknowledged) == (12, 12)
+    assert (ours.lost, ours.duplicates, ours.failed_but_stored, ours.counter_mismatches) == (0, 0, 0, 0)
+    assert peer.acknowledged > 0
