@@ -36,6 +36,9 @@ def remember_city(city: str, tool_context: ToolContext) -> dict[str, str]:
     return {"remembered": city}
 
 
+USAGE = types.GenerateContentResponseUsageMetadata(prompt_token_count=10, candidates_token_count=5, total_token_count=15)
+
+
 class ScriptedModel(BaseLlm):
     """A stand-in for an LLM: asks for remember_city when told a city, then answers in text."""
 
@@ -51,16 +54,11 @@ class ScriptedModel(BaseLlm):
         elif part.text and part.text.startswith("I live in "):
             city = part.text.removeprefix("I live in ").rstrip(".")
             call = types.FunctionCall(name="remember_city", args={"city": city})
-            yield LlmResponse(content=types.Content(role="model", parts=[types.Part(function_call=call)]))
+            yield LlmResponse(content=types.Content(role="model", parts=[types.Part(function_call=call)]), usage_metadata=USAGE)
             return
         else:
             text = f"You said: {part.text}"
-        yield LlmResponse(
-            content=types.Content(role="model", parts=[types.Part(text=text)]),
-            usage_metadata=types.GenerateContentResponseUsageMetadata(
-                prompt_token_count=10, candidates_token_count=5, total_token_count=15
-            ),
-        )
+        yield LlmResponse(content=types.Content(role="model", parts=[types.Part(text=text)]), usage_metadata=USAGE)
 
 
 async def main(target: str) -> None:
