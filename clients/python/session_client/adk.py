@@ -113,7 +113,7 @@ def _text_of(event: Event) -> str:
     """The event's text parts, for readers that do not decode the payload; cut to the content limit."""
     if not event.content or not event.content.parts:
         return ""
-    text = "\n".join(part.text for part in event.content.parts if part.text)
+    text = "\n".join(part.text for part in event.content.parts if part.text).replace("\x00", "")
     encoded = text.encode()
     if len(encoded) > _MAX_CONTENT_BYTES:
         text = encoded[:_MAX_CONTENT_BYTES].decode(errors="ignore")
@@ -322,6 +322,7 @@ class SessionGrpcService(BaseSessionService):
             # The server takes 0..1e9 per message; a larger count is kept in the payload only.
             tokens_used=tokens if tokens <= _MAX_TOKENS else 0,
             request_id=str(uuid.uuid4()),
+            # (ADK's EventActions writes a state value JSON cannot hold, a callable, as its repr.)
             payload=event.model_dump_json(exclude_none=True).encode(),
             payload_type=EVENT_PAYLOAD_TYPE,
             event_time=_timestamp(event.timestamp),
