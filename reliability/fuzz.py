@@ -138,6 +138,8 @@ class Fuzzer:
             return self.ids()
         if fd.name == "user_id":
             return st.one_of(st.just("fuzz-user"), STRINGS)
+        if fd.name == "app_name":
+            return st.one_of(st.just("fuzz-app"), st.just(""), STRINGS)
         if fd.name == "cost":
             return st.one_of(st.decimals(min_value=0, max_value=10**6, places=6).map(str), STRINGS)
         if fd.name == "order_by":
@@ -206,6 +208,24 @@ class Fuzzer:
             request.payload, request.payload_type
         ):
             self.report.violations.append("payload changed on the way through AddMessage")
+        if path.endswith("/UpdateState"):
+            self._check_state_echo(request.state_delta, response)
+
+    def _check_state_echo(self, delta: Any, response: Any) -> None:
+        """Every key an accepted UpdateState set is in the state it returns, with the value sent
+        (deltas are merged by the database: nothing may be lost or changed on the way)."""
+        scopes = (
+            ("session", delta.session_state, response.session.conversation_data),
+            ("user", delta.user_state, response.user_state.state),
+            ("app", delta.app_state, response.app_state.state),
+        )
+        for scope, sent, state in scopes:
+            for key, value in sent.set.fields.items():
+                if key not in state.fields or state.fields[key] != value:
+                    self.report.violations.append(f"{scope} state key {key!r:.40} lost or changed by UpdateState")
+            for key in sent.delete:
+                if key in state.fields:
+                    self.report.violations.append(f"{scope} state key {key!r:.40} not deleted by UpdateState")
 
     def run(self, examples: int, seed: int | None = None) -> FuzzReport:
         """`examples` random requests over all RPCs; the same ones every run unless a seed is given."""

@@ -9,7 +9,7 @@ import asyncpg
 from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
 from ..domain.records import Message, MessagesQuery, NewMessage, Page, SessionRef
-from . import rows
+from . import rows, state
 from .rows import MESSAGE_COLUMNS, fetch, fetch_one, owned
 from .sessions import get_session
 from .units import statement
@@ -40,9 +40,10 @@ _BUMP = f"""
             FROM (SELECT greatest(sessions.last_activity_time, clock_timestamp()) AS t) clock
         ),
         update_time = greatest(update_time, clock_timestamp())
+        {{state}}
     WHERE id = $2 AND status = 'active' AND {owned(9)} AND ($10::bigint IS NULL OR message_count = $10)
       AND {rows.etag_matches(11, 12)} {{guard}}
-    RETURNING id, user_id, message_count, last_activity_time, last_event_time
+    RETURNING id, user_id, app_name, message_count, last_activity_time, last_event_time
 """
 _INSERT = f"""
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
@@ -52,17 +53,29 @@ _INSERT = f"""
     FROM bumped
     RETURNING {MESSAGE_COLUMNS}
 """
-ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='')}) {_INSERT.format(request_id='NULL')}"
+ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='', state='')}) {_INSERT.format(request_id='NULL')}"
 # With a request_id ($16), the same statement first looks for the message that id already made;
 # when there is one, nothing is bumped or inserted and that message is the answer (whatever
 # its conditions say now: the repeat of an append that landed is not stale).
-ADD_MESSAGE_ONCE = f"""
+_ONCE = """
 WITH earlier AS (
-    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $16 AND {owned(9)}
-), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
-inserted AS ({_INSERT.format(request_id='$16')})
+    SELECT {columns} FROM messages WHERE session_id = $2 AND request_id = $16 AND {owned}
+), bumped AS ({bump}),
+inserted AS ({insert}){more}
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
+_GUARD = "AND NOT EXISTS (SELECT 1 FROM earlier)"
+ADD_MESSAGE_ONCE = _ONCE.format(
+    columns=MESSAGE_COLUMNS, owned=owned(9), bump=_BUMP.format(guard=_GUARD, state=""),
+    insert=_INSERT.format(request_id="$16"), more="",
+)
+# With state deltas ($17-$23, state.delta_params; $16 may be NULL), the same statement also merges
+# them: the session's into the row it bumps, the user's and app's in upserts over that row, so
+# they land with the message or not at all (a stale condition, a repeat, a state too large).
+ADD_MESSAGE_WITH_STATE = _ONCE.format(
+    columns=MESSAGE_COLUMNS, owned=owned(9), bump=_BUMP.format(guard=_GUARD, state=", " + state.session_state_sql(17)),
+    insert=_INSERT.format(request_id="$16"), more=", " + state.scoped_state_ctes(17, "bumped"),
+)
 BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
 
 # One page and the session's message count in one statement; no row at all means no session.
@@ -136,16 +149,26 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
         new.payload_type or None,
         new.event_time,
     )
-    if new.request_id is None:
+    if new.request_id is None and not new.state_delta:
         row = await fetch_one(conn, ADD_MESSAGE, *params)
     else:
         try:
-            row = await fetch_one(conn, ADD_MESSAGE_ONCE, *params, new.request_id)
+            if new.state_delta:
+                row = await fetch_one(
+                    conn, ADD_MESSAGE_WITH_STATE, *params, new.request_id, *state.delta_params(new.state_delta)
+                )
+            else:
+                row = await fetch_one(conn, ADD_MESSAGE_ONCE, *params, new.request_id)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name != REQUEST_ID_INDEX:
                 raise
             row = await fetch_one(conn, BY_REQUEST_ID, new.session_id, new.request_id)
             assert row is not None
+        except asyncpg.PostgresError as error:
+            refused = state.too_large(error, new.state_delta.max_bytes)
+            if refused is None:
+                raise
+            raise refused from None
     if row is None:
         session = await get_session(conn, SessionRef(new.session_id, new.owner))
         lifecycle.check_accepts_messages(session.status)
