@@ -88,7 +88,9 @@ async def test_the_chaos_rows_run_the_appenders_on_session_grpc_and_beside_it_on
     from reliability import adk
 
     monkeypatch.setenv("ADK_PYTHON", str(adk_python))
-    ours, peer = await adk.adk_appenders(server_url, appenders=4, rounds=3)
+    outcomes = await adk.adk_appenders(server_url, appenders=4, rounds=3)
+    assert len(outcomes) == 2, [(o.name, dict(o.failed), o.notes) for o in outcomes]
+    ours, peer = outcomes
     assert not ours.is_peer and peer.is_peer
     assert "session_client.adk" in ours.name and "DatabaseSessionService" in peer.name
     assert (ours.attempted - ours.retried, ours.acknowledged) == (12, 12)
