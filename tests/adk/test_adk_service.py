@@ -351,3 +351,16 @@ async def test_delete_removes_the_session_and_a_missing_one_is_a_no_op(service, 
     await service.delete_session(app_name=APP, user_id="alice", session_id="s1")
     await service.delete_session(app_name=APP, user_id="alice", session_id=str(uuid.uuid4()))
     assert (await client.list_sessions_page("alice")).total_size == 0
+
+
+async def test_list_sessions_reads_every_page(service, client):
+    made = set()
+    for start in range(0, 1203, 100):
+        batch = await asyncio.gather(*(
+            client.create_session("alice", app_name=APP, conversation_data={"n": i})
+            for i in range(start, min(start + 100, 1203))
+        ))
+        made.update(session.session_id for session in batch)
+    listed = (await service.list_sessions(app_name=APP, user_id="alice")).sessions
+    assert len(listed) == 1203 and {s.id for s in listed} == made
+    assert sorted(s.state["n"] for s in listed) == list(range(1203))

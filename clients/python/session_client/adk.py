@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from typing import Any
 
@@ -230,24 +229,35 @@ class SessionGrpcService(BaseSessionService):
 
     @override
     async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
-        stored = [session async for session in self._list(app_name, user_id)]
-        app_state = await self._app_state(app_name) if stored else {}
-        user_states: dict[str, dict[str, Any]] = {}
-        for user in {session.user_id for session in stored}:
-            user_states[user] = await self._user_state(app_name, user)
-        sessions = [
-            self._session(
-                session,
-                session.metadata.fields[ADK_ID_KEY].string_value
-                if ADK_ID_KEY in session.metadata.fields
-                else session.session_id,
-                _merge(app_state, user_states[session.user_id], _state(session.conversation_data)),
-                [],
+        if user_id is None:
+            raise NotImplementedError("listing every user's sessions of an app needs a listing across users")
+        # The scoped states are read while the first page is; each next page is asked for before
+        # the one in hand is converted, so the server and this process work at the same time.
+        sessions: list[Session] = []
+        first = asyncio.ensure_future(self._page(app_name, user_id, ""))
+        try:
+            app_state, user_state = await asyncio.gather(self._app_state(app_name), self._user_state(app_name, user_id))
+        except BaseException:
+            first.cancel()
+            raise
+        page: asyncio.Future[pb.ListSessionsResponse] | None = first
+        while page is not None:
+            stored = await page
+            page = (
+                asyncio.ensure_future(self._page(app_name, user_id, stored.next_page_token))
+                if stored.next_page_token
+                else None
             )
-            for session in stored
-        ]
+            for session in stored.sessions:
+                adk_id = (
+                    session.metadata.fields[ADK_ID_KEY].string_value
+                    if ADK_ID_KEY in session.metadata.fields
+                    else session.session_id
+                )
+                state = _merge(app_state, user_state, _state(session.conversation_data))
+                sessions.append(self._session(session, adk_id, state, []))
         # ADK lists the least recently updated first, so the last one is the most recently active.
-        sessions.sort(key=lambda session: (session.last_update_time, session.user_id, session.id))
+        sessions.sort(key=lambda session: (session.last_update_time, session.id))
         return ListSessionsResponse(sessions=sessions)
 
     @override
@@ -350,11 +360,8 @@ class SessionGrpcService(BaseSessionService):
         ]
         return messages if recent is None else messages[-recent:]
 
-    async def _list(self, app_name: str, user_id: str | None) -> AsyncIterator[pb.Session]:
-        if user_id is None:
-            raise NotImplementedError("listing every user's sessions of an app needs the server's app listing")
-        async for session in self.client.list_sessions(user_id, app_name=app_name, page_size=_PAGE):
-            yield session
+    async def _page(self, app_name: str, user_id: str, token: str) -> pb.ListSessionsResponse:
+        return await self.client.list_sessions_page(user_id, app_name=app_name, page_size=_PAGE, page_token=token)
 
     async def _app_state(self, app_name: str) -> dict[str, Any]:
         request = pb.GetAppStateRequest(app_name=app_name)
