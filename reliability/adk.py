@@ -41,6 +41,7 @@ def _outcome(row: dict, peer: bool) -> Outcome:
     outcome.notes = (
         f"{row['appenders']} appenders x {row['rounds']} events, {row['stored']} stored in {row['seconds']:.1f}s; "
         f"{row['stale_refusals']} stale-session refusals re-read and retried (column retried); "
+        f"{row['gave_up']} events given up after 200 refusals in a row; "
         f"{row['out_of_order']} out of order and {row['lost_deltas']} lost state deltas (column counter mismatches)"
         + ("; ADK's own service, reported for comparison, not held to the table's zeros" if peer else "")
     )

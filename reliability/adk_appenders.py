@@ -4,7 +4,8 @@
 state delta to its own keys: a session key "k<i>" and a user key "user:k<i>", both set to the
 round. A caller does what an ADK agent loop does: read the session (num_recent_events=0: its
 state and revision only), append; when the service says the session is stale, read it again
-and retry (counted as a refusal, never as a failure). Then it checks what the service stored:
+and retry (counted as a refusal, never as a failure), up to give_up_after times in a row (then
+the event counts as given up: starved, never acknowledged). Then it checks what the service stored:
 
 - lost: an event the service acknowledged that is not stored;
 - duplicates: an event stored more than once;
@@ -42,6 +43,8 @@ class Result:
     attempted: int = 0
     acknowledged: int = 0
     stale_refusals: int = 0
+    gave_up: int = 0
+    """Events whose caller gave up after give_up_after refusals or errors in a row (never acknowledged)."""
     errors: Counter[str] = field(default_factory=Counter)
     stored: int = 0
     lost: int = 0
@@ -97,6 +100,8 @@ async def run(service: Any, name: str, appenders: int = 16, rounds: int = 5, giv
                 failed.discard(tag)
                 last_round[index] = round_
                 break
+            else:
+                result.gave_up += 1
 
     await asyncio.gather(*(appender(i) for i in range(appenders)))
     result.seconds = time.monotonic() - started
