@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -142,6 +143,38 @@ async def _seed_peer(service: Any, database_url: str) -> tuple[str, str]:
     return long.id, "adk-big-user"
 
 
+async def _interleaved(
+    bench: Any,
+    workload: str,
+    variant: str,
+    calls_of: dict[str, tuple[Callable[[], Awaitable[int]], int | None]],
+    calls: int,
+    reps: int,
+) -> None:
+    """`calls` sequential calls per repetition, the services' repetitions taking turns (so a change
+    in the box's load touches both alike); a row per service with the items the call returned."""
+    results: dict[str, list[loadgen.RunStats]] = {name: [] for name in calls_of}
+    cpus: dict[str, list[dict[str, float]]] = {name: [] for name in calls_of}
+    sizes: dict[str, int] = {}
+    for name, (call, _) in calls_of.items():
+        sizes[name] = await call()  # warm-up (caches, prepared statements)
+    for _ in range(reps):
+        for name, (call, pid) in calls_of.items():
+            meter = bench.meter(pid)
+            meter.start()
+            latencies = []
+            started = time.perf_counter()
+            for _ in range(calls):
+                begun = time.perf_counter()
+                await call()
+                latencies.append(time.perf_counter() - begun)
+            seconds = time.perf_counter() - started
+            cpus[name].append(meter.stop())
+            results[name].append(loadgen.RunStats(calls=calls, seconds=seconds, latencies=latencies))
+    for name in calls_of:
+        bench.record(workload, name, variant, results[name], cpus[name], extra={"items_returned": sizes[name]})
+
+
 async def run(bench: Any, peer_url: str, ours_url: str, port: int, pid: int) -> None:
     """The rows adk_append_event_state, adk_get_session_recent and adk_list_sessions_all, for both."""
     import logging
@@ -168,30 +201,30 @@ async def run(bench: Any, peer_url: str, ours_url: str, port: int, pid: int) -> 
         seeds = {PEER: await _seed_peer(peer, peer_url), OURS: await _seed_ours(ours, ours_url)}
         services = {PEER: (peer, None), OURS: (ours, pid)}
         config = GetSessionConfig(num_recent_events=RECENT)
-        for name, (service, server_pid) in services.items():
-            long_id, _ = seeds[name]
 
-            async def get(service: Any = service, long_id: str = long_id) -> None:
+        def get(name: str) -> Callable[[], Awaitable[int]]:
+            service, long_id = services[name][0], seeds[name][0]
+
+            async def call() -> int:
                 got = await service.get_session(app_name=APP, user_id="adk-long", session_id=long_id, config=config)
-                assert len(got.events) == RECENT
+                return len(got.events)
 
-            await bench.timed("adk_get_session_recent", name, f"{EVENTS} events, num_recent_events={RECENT}",
-                              server_pid, get, count=max(10, bench.config.timed_count // 4))
-        for name, (service, server_pid) in services.items():
-            _, big_user = seeds[name]
-            await service.list_sessions(app_name=APP, user_id=big_user)  # warm-up
-            reps, cpus, sizes = [], [], []
-            for _ in range(bench.config.reps):
-                meter = bench.meter(server_pid)
-                meter.start()
-                started = time.perf_counter()
-                listed = await service.list_sessions(app_name=APP, user_id=big_user)
-                seconds = time.perf_counter() - started
-                cpus.append(meter.stop())
-                sizes.append(len(listed.sessions))
-                reps.append(loadgen.RunStats(calls=1, seconds=seconds, latencies=[seconds]))
-            bench.record("adk_list_sessions_all", name, f"{SESSIONS} sessions", reps, cpus,
-                         extra={"items_returned": sizes[0]})
+            return call
+
+        def listing(name: str) -> Callable[[], Awaitable[int]]:
+            service, big_user = services[name][0], seeds[name][1]
+
+            async def call() -> int:
+                return len((await service.list_sessions(app_name=APP, user_id=big_user)).sessions)
+
+            return call
+
+        await _interleaved(bench, "adk_get_session_recent", f"{EVENTS} events, num_recent_events={RECENT}",
+                           {name: (get(name), pid_) for name, (_, pid_) in services.items()},
+                           calls=max(10, bench.config.timed_count // 4), reps=bench.config.reps)
+        await _interleaved(bench, "adk_list_sessions_all", f"{SESSIONS} sessions",
+                           {name: (listing(name), pid_) for name, (_, pid_) in services.items()},
+                           calls=1, reps=max(5, bench.config.reps))
     finally:
         await ours.close()
         await peer.close()
