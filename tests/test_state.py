@@ -10,9 +10,12 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
+from session_grpc._proto.session.v1 import session_pb2_grpc
 
-from .helpers import add, expect_failure, new_session
+from .conftest import test_settings
+from .helpers import add, expect_failure, new_session, serving
 from .test_auth import Stubs, dev, token_server  # noqa: F401 - dev is a fixture
+from .test_statements import StatementCounter
 
 
 def delta(set_: dict | None = None, delete: list[str] | None = None) -> pb.StateDelta:
@@ -181,6 +184,33 @@ async def test_concurrent_repeats_of_one_update_state_apply_it_once(sessions):
     final = (await states(sessions, session.session_id))[1]
     assert len(final) == 1, final
     assert all(plain(answer.user_state.state) == final for answer in answers)
+
+
+async def test_deltas_cost_no_statement_of_their_own(database_url):
+    """An append with deltas for all three scopes is still one statement (one round trip), and so
+    are UpdateState and GetSession with the scoped state; only a repeated UpdateState reads again."""
+    quiet = {"health_interval": 3600.0}  # no health check's SELECT 1 in between
+    async with serving(test_settings(database_url, **quiet)) as (server, channel):
+        sessions, messages = session_pb2_grpc.SessionServiceStub(channel), session_pb2_grpc.MessageServiceStub(channel)
+        session = await new_session(sessions, "alice")
+        counter = StatementCounter(server)
+        change = scoped(session=delta({"s": 1}), user=delta({"u": 1}), app=delta({"a": 1}))
+        request_id = str(uuid.uuid4())
+        calls = {
+            "append": lambda: add(messages, session.session_id, state_delta=change),
+            "append, request_id": lambda: add(messages, session.session_id, state_delta=change, request_id=request_id),
+            "update": lambda: update_state(sessions, session.session_id, change, request_id=request_id),
+            "update again": lambda: update_state(sessions, session.session_id, change, request_id=request_id),
+            "get": lambda: states(sessions, session.session_id),
+        }
+        counted = {}
+        for name, call in calls.items():
+            await asyncio.sleep(0.01)  # the driver reports statements from the event loop
+            counter.statements.clear()
+            await call()
+            await asyncio.sleep(0.01)
+            counted[name] = len(counter.statements)
+    assert counted == {"append": 1, "append, request_id": 1, "update": 1, "update again": 2, "get": 1}, counter.statements
 
 
 async def test_update_state_of_a_missing_session_is_not_found(sessions):

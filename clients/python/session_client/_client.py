@@ -62,6 +62,30 @@ def _struct_of(value: JsonObject | struct_pb2.Struct) -> struct_pb2.Struct:
     return struct
 
 
+StateChange = JsonObject | pb.StateDelta
+"""A change to one scope's state: a mapping of top-level keys to set, or a pb.StateDelta (which
+can also delete keys; build one with `state_delta`)."""
+
+
+def state_delta(set: JsonObject | None = None, delete: Iterable[str] = ()) -> pb.StateDelta:  # noqa: A002
+    """A StateDelta: top-level keys of `set` replace theirs (nested objects whole), then the keys in
+    `delete` are removed. A key may not be in both."""
+    return pb.StateDelta(set=_struct(set), delete=list(delete))
+
+
+def _scoped(session: StateChange | None, user: StateChange | None, app: StateChange | None) -> pb.ScopedStateDelta | None:
+    """The ScopedStateDelta of a write, or None when it changes no state."""
+    if session is None and user is None and app is None:
+        return None
+
+    def one(change: StateChange | None) -> pb.StateDelta | None:
+        if change is None or isinstance(change, pb.StateDelta):
+            return change
+        return state_delta(change)
+
+    return pb.ScopedStateDelta(session_state=one(session), user_state=one(user), app_state=one(app))
+
+
 def _enum(wrapper: Any, prefix: str, value: int | str, field: str) -> Any:
     """Accept the enum value itself, or its name with or without the prefix, any case ("user", "ROLE_USER").
 
@@ -283,6 +307,50 @@ class SessionClient:
         request = pb.GetSessionRequest(session_id=session_id)
         return (await self._unary(self._sessions.GetSession, request, retry=True)).session
 
+    async def get_session_with_state(self, session_id: str) -> pb.GetSessionResponse:
+        """The session (`.session`) with the state of its user in its app (`.user_state.state`) and
+        of its app (`.app_state.state`), read in one call; NotFound when there is no session."""
+        request = pb.GetSessionRequest(session_id=session_id, include_scoped_state=True)
+        return await self._unary(self._sessions.GetSession, request, retry=True)
+
+    async def update_state(
+        self,
+        session_id: str,
+        *,
+        session_state: StateChange | None = None,
+        user_state: StateChange | None = None,
+        app_state: StateChange | None = None,
+        request_id: str | None = None,
+    ) -> pb.UpdateStateResponse:
+        """Change the session's own state, its user's state in its app and its app's state, in one
+        transaction on the server, without a message. Each is a mapping of keys to set, or a
+        `state_delta(set, delete)`; None leaves that scope alone. Concurrent changes to different
+        keys all land (the server merges them).
+
+        `request_id` (a UUID) makes the call idempotent; one is generated when omitted, so a retry
+        after UNAVAILABLE applies nothing twice (a repeat returns the states as they are then).
+        Returns `.session`, `.user_state` and `.app_state` after the change. FailedPrecondition
+        (STATE_TOO_LARGE) when a state would pass its limit; PermissionDenied (ADMIN_REQUIRED) for
+        `app_state` without the admin scope (token mode); nothing is changed then.
+        """
+        request = pb.UpdateStateRequest(
+            session_id=session_id,
+            state_delta=_scoped(session_state, user_state, app_state),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        return await self._unary(self._sessions.UpdateState, request, retry=True)
+
+    async def get_user_state(self, user_id: str, *, app_name: str = "") -> pb.UserState:
+        """The state of `user_id` in `app_name` ("default" when empty): `.state`, empty when
+        nothing was ever set. In token mode a user reads only their own (PermissionDenied)."""
+        request = pb.GetUserStateRequest(app_name=app_name, user_id=user_id)
+        return (await self._unary(self._sessions.GetUserState, request, retry=True)).user_state
+
+    async def get_app_state(self, app_name: str = "") -> pb.AppState:
+        """The state of `app_name` ("default" when empty): `.state`, empty when nothing was ever set."""
+        request = pb.GetAppStateRequest(app_name=app_name)
+        return (await self._unary(self._sessions.GetAppState, request, retry=True)).app_state
+
     async def update_session(
         self,
         session_id: str,
@@ -335,13 +403,25 @@ class SessionClient:
         page_size: int = 0,
         page_token: str = "",
         app_name: str = "",
+        statuses: Sequence[int | str] = (),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        metadata_contains: JsonObject | struct_pb2.Struct | None = None,
+        title_contains: str = "",
+        by_last_activity: bool = False,
     ) -> pb.ListSessionsResponse:
-        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50), of
-        the application `app_name` only, or of every app when it is empty.
+        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50): by
+        creation, or with by_last_activity=True by their latest message. Filters, all optional:
+        the application `app_name` (every app when empty); a status, or several in `statuses`
+        (not both); created or updated in [after, before) (timezone-aware); metadata containing
+        `metadata_contains` (every key with an equal value); a title containing `title_contains`
+        (ignoring case).
 
         The response has `sessions`, `next_page_token` (empty on the last page) and
         `total_size` (all matching sessions). InvalidArgument for a changed or foreign token
-        (one from a listing with another status or app_name).
+        (one from a listing with other filters or another order).
         """
         request = pb.ListSessionsRequest(
             user_id=user_id,
@@ -349,18 +429,46 @@ class SessionClient:
             page_size=page_size,
             page_token=page_token,
             app_name=app_name,
+            statuses=[_enum(pb.SessionStatus, "SESSION_STATUS_", s, "statuses") for s in statuses],
+            metadata_contains=_struct(metadata_contains),
+            title_contains=title_contains,
+            order_by="last_activity_time desc" if by_last_activity else "",
         )
+        for field, when in (
+            ("create_time_start", created_after), ("create_time_end", created_before),
+            ("update_time_start", updated_after), ("update_time_end", updated_before),
+        ):
+            if when is not None:
+                if when.tzinfo is None:
+                    raise invalid_argument(field, "must be timezone-aware (a naive datetime is no instant)")
+                getattr(request, field).FromDatetime(when)
         return await self._unary(self._sessions.ListSessions, request, retry=True)
 
     async def list_sessions(
-        self, user_id: str, *, status: int | str | None = None, page_size: int = 0, app_name: str = ""
+        self,
+        user_id: str,
+        *,
+        status: int | str | None = None,
+        page_size: int = 0,
+        app_name: str = "",
+        statuses: Sequence[int | str] = (),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        metadata_contains: JsonObject | struct_pb2.Struct | None = None,
+        title_contains: str = "",
+        by_last_activity: bool = False,
     ) -> AsyncIterator[pb.Session]:
-        """Every session of the user (in `app_name` only, when given), newest first, fetched
-        page by page as you iterate."""
+        """Every session of the user that passes the filters (list_sessions_page's), in its
+        order, fetched page by page as you iterate."""
         token = ""
         while True:
             page = await self.list_sessions_page(
-                user_id, status=status, page_size=page_size, page_token=token, app_name=app_name
+                user_id, status=status, page_size=page_size, page_token=token, app_name=app_name,
+                statuses=statuses, created_after=created_after, created_before=created_before,
+                updated_after=updated_after, updated_before=updated_before, metadata_contains=metadata_contains,
+                title_contains=title_contains, by_last_activity=by_last_activity,
             )
             for session in page.sessions:
                 yield session
@@ -406,6 +514,9 @@ class SessionClient:
         payload: bytes | None = None,
         payload_type: str = "",
         event_time: datetime | float | None = None,
+        session_state: StateChange | None = None,
+        user_state: StateChange | None = None,
+        app_state: StateChange | None = None,
     ) -> pb.Message:
         """Append a message; the server gives it the next sequence number and adds to the totals.
 
@@ -428,6 +539,11 @@ class SessionClient:
         event_time:   when the event happened: a timezone-aware datetime, or seconds since the
                       epoch as a float (Google ADK's Event.timestamp), kept to the microsecond;
                       omitted, the server's clock. The session's last_event_time becomes it.
+        session_state, user_state, app_state: changes to the session's own state, its user's
+                      state in its app and its app's state (a mapping of keys to set, or a
+                      `state_delta(set, delete)`), applied with the message or not at all.
+                      FailedPrecondition (STATE_TOO_LARGE) when a state would pass its limit;
+                      PermissionDenied (ADMIN_REQUIRED) for app_state without the admin scope.
         Raises FailedPrecondition (SESSION_NOT_ACTIVE) when the session is not ACTIVE,
         NotFound without the session, InvalidArgument for bad fields.
         """
@@ -446,6 +562,7 @@ class SessionClient:
             expected_etag=expected_etag,
             payload=payload or b"",
             payload_type=payload_type,
+            state_delta=_scoped(session_state, user_state, app_state),
         )
         if event_time is not None:
             request.event_time.FromDatetime(_instant(event_time, "event_time"))
@@ -505,6 +622,69 @@ class SessionClient:
             )
             for message in page.messages:
                 yield message
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def search_messages_page(
+        self,
+        query: str,
+        *,
+        user_id: str = "",
+        app_name: str = "",
+        session_ids: Sequence[str] = (),
+        roles: Sequence[int | str] = (),
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.SearchMessagesResponse:
+        """One page of the messages matching `query` (what a person types in a search box:
+        words, "a phrase", -word, or), best first, each result with its `message`, a `snippet`
+        with the matches between <mark> and </mark> (plain text, not HTML-escaped) and its `rank`.
+
+        user_id empty: the caller's own messages (every user's for an admin). The filters
+        narrow it: an app, sessions, roles ("user", "ROLE_ASSISTANT", ...), and created in
+        [start_time, end_time) (timezone-aware). page_size 1..100; 0 means 20. A page_token works
+        only with the query and filters that produced it.
+        """
+        request = pb.SearchMessagesRequest(
+            query=query,
+            user_id=user_id,
+            app_name=app_name,
+            session_ids=list(session_ids),
+            roles=[_enum(pb.Role, "ROLE_", role, "roles") for role in roles],
+            page_size=page_size,
+            page_token=page_token,
+        )
+        for field, when in (("start_time", start_time), ("end_time", end_time)):
+            if when is not None:
+                if when.tzinfo is None:
+                    raise invalid_argument(field, "must be timezone-aware (a naive datetime is no instant)")
+                getattr(request, field).FromDatetime(when)
+        return await self._unary(self._messages.SearchMessages, request, retry=True)
+
+    async def search_messages(
+        self,
+        query: str,
+        *,
+        user_id: str = "",
+        app_name: str = "",
+        session_ids: Sequence[str] = (),
+        roles: Sequence[int | str] = (),
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+    ) -> AsyncIterator[pb.SearchResult]:
+        """Every result of search_messages_page's search, best first, fetched page by page as you iterate."""
+        token = ""
+        while True:
+            page = await self.search_messages_page(
+                query, user_id=user_id, app_name=app_name, session_ids=session_ids, roles=roles,
+                start_time=start_time, end_time=end_time, page_size=page_size, page_token=token,
+            )
+            for result in page.results:
+                yield result
             token = page.next_page_token
             if not token:
                 return
