@@ -30,8 +30,7 @@ APP = "travel"
 
 
 async def stored_session(client: SessionClient, sid: str) -> pb.GetSessionResponse:
-    request = pb.GetSessionRequest(session_id=sid, include_scoped_state=True)
-    return await client._unary(client._sessions.GetSession, request, retry=True)
+    return await client.get_session_with_state(sid)
 
 
 async def stored_messages(client: SessionClient, sid: str) -> list[pb.Message]:

@@ -101,11 +101,9 @@ def _seconds(timestamp: timestamp_pb2.Timestamp) -> float:
     return micros / 1_000_000
 
 
-def _timestamp(seconds: float) -> timestamp_pb2.Timestamp:
-    """ADK's float seconds as a Timestamp, rounded to the microsecond the way datetime rounds it."""
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(datetime.fromtimestamp(seconds, tz=timezone.utc))
-    return stamp
+def _timestamp(seconds: float) -> datetime:
+    """ADK's float seconds as an instant, rounded to the microsecond the way datetime rounds it."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
 def _text_of(event: Event) -> str:
@@ -194,10 +192,9 @@ class SessionGrpcService(BaseSessionService):
             raise AlreadyExistsError(f"Session with id {adk_id} already exists.") from None
         # The app and user deltas go in a second call, which also reads both scoped states back
         # (with no deltas it changes nothing). Not atomic with the creation: see the README.
-        request = pb.UpdateStateRequest(session_id=sid, request_id=str(uuid.uuid4()))
-        _fill(request.state_delta.app_state, deltas["app"])
-        _fill(request.state_delta.user_state, deltas["user"])
-        scoped = await self.client._unary(self.client._sessions.UpdateState, request, retry=True)
+        scoped = await self.client.update_state(
+            sid, user_state=deltas["user"] or None, app_state=deltas["app"] or None
+        )
         state = _merge(_state(scoped.app_state.state), _state(scoped.user_state.state), deltas["session"])
         return self._session(created, adk_id, state, [])
 
@@ -214,11 +211,8 @@ class SessionGrpcService(BaseSessionService):
         if adk_id is None:
             return None
         sid = storage_session_id(app_name, user_id, adk_id)
-        request = pb.GetSessionRequest(session_id=sid, include_scoped_state=True)
         try:
-            got, messages = await asyncio.gather(
-                self.client._unary(self.client._sessions.GetSession, request, retry=True), self._events(sid, config)
-            )
+            got, messages = await asyncio.gather(self.client.get_session_with_state(sid), self._events(sid, config))
         except NotFound:
             return None
         stored = got.session
@@ -324,25 +318,22 @@ class SessionGrpcService(BaseSessionService):
         role, message_type = _role_of(event)
         usage = event.usage_metadata
         tokens = (usage.total_token_count or 0) if usage else 0
-        request = pb.AddMessageRequest(
-            session_id=sid,
-            role=role,
+        return await self.client.add_message(
+            sid,
+            role,
+            _text_of(event),
             message_type=message_type,
-            content=_text_of(event),
             # The server takes 0..1e9 per message; a larger count is kept in the payload only.
             tokens_used=tokens if tokens <= _MAX_TOKENS else 0,
-            request_id=str(uuid.uuid4()),
             # (ADK's EventActions writes a state value JSON cannot hold, a callable, as its repr.)
             payload=event.model_dump_json(exclude_none=True).encode(),
             payload_type=EVENT_PAYLOAD_TYPE,
             event_time=_timestamp(event.timestamp),
             expected_last_sequence=expected_last_sequence,
+            session_state=deltas["session"] or None,
+            user_state=deltas["user"] or None,
+            app_state=deltas["app"] or None,
         )
-        _fill(request.state_delta.session_state, deltas["session"])
-        _fill(request.state_delta.user_state, deltas["user"])
-        _fill(request.state_delta.app_state, deltas["app"])
-        client = self.client
-        return (await client._unary(client._messages.AddMessage, request, retry=True)).message
 
     async def _events(self, sid: str, config: GetSessionConfig | None) -> list[pb.Message]:
         recent = config.num_recent_events if config else None
@@ -364,14 +355,10 @@ class SessionGrpcService(BaseSessionService):
         return await self.client.list_sessions_page(user_id, app_name=app_name, page_size=_PAGE, page_token=token)
 
     async def _app_state(self, app_name: str) -> dict[str, Any]:
-        request = pb.GetAppStateRequest(app_name=app_name)
-        response = await self.client._unary(self.client._sessions.GetAppState, request, retry=True)
-        return _state(response.app_state.state)
+        return _state((await self.client.get_app_state(app_name)).state)
 
     async def _user_state(self, app_name: str, user_id: str) -> dict[str, Any]:
-        request = pb.GetUserStateRequest(app_name=app_name, user_id=user_id)
-        response = await self.client._unary(self.client._sessions.GetUserState, request, retry=True)
-        return _state(response.user_state.state)
+        return _state((await self.client.get_user_state(user_id, app_name=app_name)).state)
 
     # -- conversions ---------------------------------------------------------------------------
 
@@ -387,12 +374,6 @@ class SessionGrpcService(BaseSessionService):
         )
         session._storage_update_marker = str(stored.message_count)
         return session
-
-
-def _fill(delta: pb.StateDelta, values: dict[str, Any]) -> None:
-    """Set `values` in a StateDelta (ADK deltas only set keys: a None value stores null)."""
-    if values:
-        delta.set.update(values)
 
 
 def _plain(value: Any) -> Any:
