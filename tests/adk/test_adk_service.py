@@ -363,3 +363,17 @@ async def test_list_sessions_reads_every_page(service, client):
     listed = (await service.list_sessions(app_name=APP, user_id="alice")).sessions
     assert len(listed) == 1203 and {s.id for s in listed} == made
     assert sorted(s.state["n"] for s in listed) == list(range(1203))
+
+
+async def test_a_message_written_by_another_client_reads_as_a_text_event(service, client):
+    session = await service.create_session(app_name=APP, user_id="alice")
+    await client.add_message(session.id, "user", "Hello from the web app", event_time=1_800_000_000.5)
+    await client.add_message(session.id, "assistant", "Hi!")
+    got = await service.get_session(app_name=APP, user_id="alice", session_id=session.id)
+    assert [(e.author, e.content.parts[0].text) for e in got.events] == [
+        ("user", "Hello from the web app"), ("model", "Hi!"),
+    ]
+    assert got.events[0].timestamp == 1_800_000_000.5
+    # and the ADK session still appends after them
+    await service.append_event(got, text_event("user", "and from ADK"))
+    assert len(await stored_messages(client, session.id)) == 3
