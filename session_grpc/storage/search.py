@@ -91,9 +91,8 @@ async def search_messages(conn: asyncpg.Connection, search: MessageSearch) -> Pa
     than byte_budget but one). No total: counting every match of a common word would cost what
     ranking them does, for a number nobody pages to the end of."""
     after = search.after
-    prepared = await conn.prepare(SEARCH)
-    found = await prepared.fetch(
-        search.query, search.config, search.page_size + 1, search.byte_budget, search.owner, search.user_id,
+    found = await rows.fetch_planned_for_values(
+        conn, SEARCH, search.query, search.config, search.page_size + 1, search.byte_budget, search.owner, search.user_id,
         search.app_name, search.session_ids, None if search.roles is None else [role.value for role in search.roles],
         search.start_time, search.end_time, None if after is None else after.rank,
         None if after is None else after.message_id,
