@@ -27,7 +27,10 @@ import session_grpc.storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DISTRIBUTION_KEY = {"sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id"}
+DISTRIBUTION_KEY = {
+    "sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id",
+    "rewound_requests": "session_id",
+}
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
 that no table is left out)."""
 

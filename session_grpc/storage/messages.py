@@ -8,11 +8,10 @@ import uuid
 import asyncpg
 
 from ..domain import lifecycle
-from ..domain.errors import Aborted, NotFound
-from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page, SessionRef
+from ..domain.errors import Aborted, FailedPrecondition, NotFound
+from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page
 from . import rows
-from .rows import MESSAGE_COLUMNS, fetch, owned
-from .sessions import get_session
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, fetch, fetch_one, owned
 from .units import statement
 
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
@@ -74,15 +73,26 @@ ADD_MESSAGES = f"WITH batch AS ({_BATCH}), bumped AS ({_BUMP.format(guard='')}) 
 # With a request_id, the same statement first looks for the messages that id already made (the
 # batch's request ids, request_ids() below); when there are any, nothing is bumped or inserted and
 # they are the answer (whatever the conditions say now: the repeat of an append that landed is not
-# stale).
+# stale). When a rewind removed what it appended (rewound_requests), nothing is appended either:
+# the retry must not undo the rewind.
 ADD_MESSAGES_ONCE = f"""
 WITH batch AS ({_BATCH}), earlier AS (
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[]) AND {owned(13)}
-), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
+), rewound AS (
+    SELECT 1 FROM rewound_requests WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[])
+), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier) AND NOT EXISTS (SELECT 1 FROM rewound)')}),
 inserted AS ({_INSERT})
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
 BY_REQUEST_IDS = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])"
+# Why an append took nothing: the session (no row: missing, or not the owner's) and whether a
+# rewind removed what the request ids ($3; NULL for none) appended before.
+WHY_NOT_APPENDED = f"""
+SELECT {SESSION_COLUMNS}, EXISTS (
+    SELECT 1 FROM rewound_requests r WHERE r.session_id = $1 AND r.request_id = ANY($3::text[]::uuid[])
+) AS rewound
+FROM sessions WHERE id = $1 AND {owned(2)}
+"""
 
 
 def request_ids(request_id: str | None, size: int) -> list[str | None]:
@@ -187,13 +197,22 @@ async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> list[Messa
             found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
             assert found
     if not found:
-        await _why_not_appended(conn, new)
+        await _why_not_appended(conn, new, ids)
     return sorted((rows.message(row) for row in found), key=lambda message: message.sequence)
 
 
-async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages) -> None:
-    """Raise what kept an append from landing, read from the session after the fact."""
-    session = await get_session(conn, SessionRef(new.session_id, new.owner))
+async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages, ids: list[str | None]) -> None:
+    """Raise what kept an append from landing, read from the session after the fact (one statement)."""
+    row = await fetch_one(conn, WHY_NOT_APPENDED, new.session_id, new.owner, ids)
+    if row is None:
+        raise NotFound("session", new.session_id)
+    if row["rewound"]:
+        raise FailedPrecondition(
+            f"what request {new.request_id} appended was removed by a rewind (TruncateSession); it is not "
+            "appended again: send it with a new request_id to append it anew",
+            reason="REQUEST_REWOUND",
+        )
+    session = rows.session(row)
     lifecycle.check_accepts_messages(session.status)
     if new.expected_etag and new.expected_etag != session.etag:
         # version only grows, as message_count does: the second read sees why the first refused.

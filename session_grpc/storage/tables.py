@@ -164,6 +164,17 @@ class RewindRow(Base):
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
 
 
+class RewoundRequestRow(Base):
+    """The request id of a message a rewind removed: an append repeating it is refused."""
+
+    __tablename__ = "rewound_requests"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
+
+
 class MemoryRow(Base):
     __tablename__ = "memories"
 

@@ -2599,6 +2599,8 @@ type AddMessageRequest struct {
 	// Arbitrary labels of the message (model name, tool call id, ...). JSON object; at most SESSION_MAX_STRUCT_BYTES (64 KiB) serialized and nested at most SESSION_MAX_STRUCT_DEPTH (32) deep.
 	Metadata *structpb.Struct `protobuf:"bytes,7,opt,name=metadata,proto3" json:"metadata,omitempty"`
 	// Optional client-chosen UUID that makes the call idempotent per session.
+	// When a TruncateSession removed the message it appended, a repeat is
+	// FAILED_PRECONDITION (reason REQUEST_REWOUND), never appended again.
 	RequestId string `protobuf:"bytes,8,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Optional condition: append only if the session's last sequence (its
 	// message_count; 0 for a session without messages) is this value, checked
@@ -2947,7 +2949,9 @@ type AddMessagesRequest struct {
 	// order. A bad field is INVALID_ARGUMENT naming it as messages[i].field.
 	Messages []*NewMessage `protobuf:"bytes,2,rep,name=messages,proto3" json:"messages,omitempty"`
 	// Optional client-chosen UUID that makes the whole batch idempotent per
-	// session: a repeat returns the messages the first call stored.
+	// session: a repeat returns the messages the first call stored (those a
+	// rewind left; when it removed them all, FAILED_PRECONDITION, reason
+	// REQUEST_REWOUND, and nothing is appended again).
 	RequestId string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// Optional condition, as AddMessage's: append only if the session's last
 	// sequence is this value, else ABORTED (STALE_SESSION).
