@@ -221,7 +221,7 @@ async def test_the_migration_stores_vectors_in_the_configured_language(server_ur
             trigger = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'messages_search_vector'")
         finally:
             await conn.close()
-        assert stored == "english" and "'english'::regconfig" in trigger  # 0005's column, then 0009's trigger
+        assert stored == "english" and "'english'::regconfig" in trigger  # 0005's column, then 0010's trigger
         async with _server(url, search_config="english") as stubs:
             s = (await stubs.sessions.CreateSession(pb.CreateSessionRequest(user_id="ann"))).session
             await stubs.messages.AddMessage(pb.AddMessageRequest(session_id=s.session_id, role=pb.ROLE_USER, content="running dogs"))

@@ -5,7 +5,7 @@ Revises: 0004
 Create Date: 2026-11-29 20:15:00
 
 `search_vector` is a generated column, to_tsvector(<configuration>, content), so every way a
-message is written indexes it without remembering to. (0009 makes it a plain column kept by a
+message is written indexes it without remembering to. (0010 makes it a plain column kept by a
 trigger, so that a fork's copies keep their vectors instead of parsing their content again.) Its configuration is SESSION_SEARCH_CONFIG when this migration runs (default `simple`: split
 on non-letters, lowercase, no stemming or stop words, so it works for every language); the server
 refuses to start when its own SESSION_SEARCH_CONFIG differs from the database's. Changing it later

@@ -21,7 +21,7 @@ from .units import statement, transaction
 # (no lock on the source: it is only read). The fork ($4; its request_id $5) takes the source's
 # user, app, title, conversation_data and metadata, and totals summed over exactly the messages it
 # copies (sequence <= $3): the same sequences, times, contents, payloads, event times and search
-# vectors (copied, not parsed again: migration 0009), and as
+# vectors (copied, not parsed again: migration 0010), and as
 # its last_event_time the event time of the last one copied. The source's memory comes along.
 # Past $6 copied messages nothing is written. The insert yields to either unique key (the id, the
 # user's request_id); a repeat of a request_id answers with the fork the first call made.

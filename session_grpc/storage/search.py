@@ -116,7 +116,7 @@ SELECT coalesce(
 @statement
 async def stored_configuration(conn: asyncpg.Connection) -> str | None:
     """The text search configuration messages' vectors are made in: the trigger's (migration
-    0009), or the generated column's before it (0005); None when the database has neither (not
+    0010), or the generated column's before it (0005); None when the database has neither (not
     migrated that far)."""
     source = await conn.fetchval(STORED_CONFIGURATION)
     match = _CONFIGURATION.search(source or "")
