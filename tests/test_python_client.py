@@ -185,6 +185,15 @@ async def test_add_message_carries_a_payload_and_an_event_time_back_exactly(serv
         assert set(caught.value.violations) == {"payload_type"}
 
 
+async def test_list_sessions_of_an_app_across_users(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        for user in ("alice", "bob"):
+            await client.create_session(user, app_name="across")
+        await client.create_session("carol", app_name="elsewhere")
+        users = [s.user_id async for s in client.list_sessions("", app_name="across", page_size=1)]
+        assert users == ["bob", "alice"]
+
+
 async def test_invalid_argument_exposes_the_field_violations(service):
     async with SessionClient(f"127.0.0.1:{service.port}") as client:
         with pytest.raises(InvalidArgument) as caught:

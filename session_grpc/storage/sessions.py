@@ -166,27 +166,27 @@ async def delete_session(conn: asyncpg.Connection, ref: SessionRef) -> None:
 
 
 # A page of sessions is bounded in bytes like a page of messages (messages.py), but sessions have
-# no gapless key to tell whether more follow: the first $2 rows all come back, those that start
-# past $3 bytes (title and JSON) without their large columns (`within` false), so the caller sees
+# no gapless key to tell whether more follow: the first $1 rows all come back, those that start
+# past $2 bytes (title and JSON) without their large columns (`within` false), so the caller sees
 # both the page and whether anything is left.
 _SIZE = "octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text)"
-_WITHIN = f"sum({_SIZE}) OVER w - ({_SIZE}) < $3"
+_WITHIN = f"sum({_SIZE}) OVER w - ({_SIZE}) < $2"
 _LIGHT = "id, user_id, app_name, status, message_count, total_tokens, total_cost, create_time, update_time, last_activity_time, " \
     "end_time, version, last_event_time"
 
 
-def _list_sessions_sql(by_status: bool, by_app: bool, keyset: bool) -> str:
+def _list_sessions_sql(by_user: bool, by_status: bool, by_app: bool, keyset: bool) -> str:
     """The page and the total in one statement; a total of 0 still gives one row (of NULL columns).
-    Parameters: $1 user, $2 limit, $3 byte budget, then the status, the app and the key, each
-    only when the query has it."""
-    n = 4
-    where = "user_id = $1"
-    if by_status:
-        where += f" AND status = ${n}"
-        n += 1
-    if by_app:
-        where += f" AND app_name = ${n}"
-        n += 1
+    Parameters: $1 limit, $2 byte budget, then the user, the status, the app and the key, each
+    only when the query has it. Without a user (an admin's listing of an app across its users)
+    the app's index, ix_sessions_app_name_create_time, serves the same keyset order."""
+    n = 3
+    conditions = []
+    for column, used in (("user_id", by_user), ("status", by_status), ("app_name", by_app)):
+        if used:
+            conditions.append(f"{column} = ${n}")
+            n += 1
+    where = " AND ".join(conditions)
     after = f" AND (create_time, id) < (${n}::timestamptz, ${n + 1}::uuid)" if keyset else ""
     return f"""
 SELECT t.total, s.* FROM (SELECT count(*) AS total FROM sessions WHERE {where}) t
@@ -196,35 +196,42 @@ LEFT JOIN LATERAL (
            CASE WHEN {_WITHIN} THEN metadata END AS metadata
     FROM sessions WHERE {where}{after}
     WINDOW w AS (ORDER BY create_time DESC, id DESC)
-    ORDER BY create_time DESC, id DESC LIMIT $2
+    ORDER BY create_time DESC, id DESC LIMIT $1
 ) s ON true
 """
 
 
 LIST_SESSIONS = {
-    (by_status, by_app, keyset): _list_sessions_sql(by_status, by_app, keyset)
+    (by_user, by_status, by_app, keyset): _list_sessions_sql(by_user, by_status, by_app, keyset)
+    for by_user in (False, True)
     for by_status in (False, True)
     for by_app in (False, True)
     for keyset in (False, True)
+    if by_user or by_app  # every user's sessions are listed only within an app
 }
 
 
 @statement
 async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[Session]:
-    """One page of a user's sessions, newest first (at most page_size, and no more than
-    byte_budget but one), and the total.
+    """One page of a user's sessions (or, user_id None, of an app's across its users), newest
+    first (at most page_size, and no more than byte_budget but one), and the total.
 
-    Keyset pagination on the (user_id, [status | app_name,] create_time DESC, id DESC) indexes: a
-    deep page costs what the first does. The total is a count over the user's index entries.
+    Keyset pagination on the (user_id, [status | app_name,] create_time DESC, id DESC) and
+    (app_name, create_time DESC, id DESC) indexes: a deep page costs what the first does. The total
+    is a count over the user's (or the app's) index entries.
     """
-    params: list[object] = [query.user_id, query.page_size + 1, query.byte_budget]
+    params: list[object] = [query.page_size + 1, query.byte_budget]
+    if query.user_id is not None:
+        params.append(query.user_id)
     if query.status is not None:
         params.append(query.status.value)
     if query.app_name is not None:
         params.append(query.app_name)
     if query.after is not None:
         params += [query.after.create_time, query.after.session_id]
-    sql = LIST_SESSIONS[(query.status is not None, query.app_name is not None, query.after is not None)]
+    sql = LIST_SESSIONS[
+        (query.user_id is not None, query.status is not None, query.app_name is not None, query.after is not None)
+    ]
     found = await fetch(conn, sql, *params)
     sessions = [rows.session(row) for row in found[: query.page_size] if row["within"]]
     return Page(sessions, len(found) > len(sessions) and found[0]["id"] is not None, found[0]["total"])

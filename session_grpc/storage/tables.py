@@ -85,6 +85,7 @@ class SessionRow(Base):
             text("create_time DESC"),
             text("id DESC"),
         ),
+        Index("ix_sessions_app_name_create_time", "app_name", text("create_time DESC"), text("id DESC")),
         Index(
             "ix_sessions_active_last_activity_time",
             "last_activity_time",

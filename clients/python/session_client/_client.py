@@ -337,7 +337,9 @@ class SessionClient:
         app_name: str = "",
     ) -> pb.ListSessionsResponse:
         """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50), of
-        the application `app_name` only, or of every app when it is empty.
+        the application `app_name` only, or of every app when it is empty. user_id "" with an
+        app_name: the app's sessions of every user (needs the sessions.admin scope in token mode;
+        with a user's token, that user's own).
 
         The response has `sessions`, `next_page_token` (empty on the last page) and
         `total_size` (all matching sessions). InvalidArgument for a changed or foreign token
@@ -355,8 +357,9 @@ class SessionClient:
     async def list_sessions(
         self, user_id: str, *, status: int | str | None = None, page_size: int = 0, app_name: str = ""
     ) -> AsyncIterator[pb.Session]:
-        """Every session of the user (in `app_name` only, when given), newest first, fetched
-        page by page as you iterate."""
+        """Every session of the user (in `app_name` only, when given; user_id "" with an app_name:
+        the app's sessions of every user, for an admin), newest first, fetched page by page as you
+        iterate."""
         token = ""
         while True:
             page = await self.list_sessions_page(

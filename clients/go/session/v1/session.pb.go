@@ -1773,8 +1773,11 @@ type ListSessionsRequest struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// Required: whose sessions. In token mode the caller's own user_id unless the
-	// token has the sessions.admin scope (PERMISSION_DENIED otherwise).
+	// Whose sessions. In token mode the caller's own user_id unless the token has
+	// the sessions.admin scope (PERMISSION_DENIED otherwise); left empty, the
+	// caller's own. Empty with app_name set and the admin scope (or in mode
+	// none): the app's sessions of every user. Empty without app_name:
+	// INVALID_ARGUMENT.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Only sessions in this status; UNSPECIFIED means all.
 	Status SessionStatus `protobuf:"varint,2,opt,name=status,proto3,enum=session.v1.SessionStatus" json:"status,omitempty"`

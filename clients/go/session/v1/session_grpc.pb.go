@@ -37,9 +37,11 @@ type SessionServiceClient interface {
 	// Removes the session, its messages and its memory for good; the totals of
 	// GetServiceStats drop accordingly. NOT_FOUND without the session.
 	DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*DeleteSessionResponse, error)
-	// A user's sessions, newest first, paged with opaque keyset tokens.
-	// INVALID_ARGUMENT for an empty user_id, a page_size out of range or a page
-	// token that was changed or made for another query.
+	// A user's sessions, newest first, paged with opaque keyset tokens; or, with
+	// app_name and no user_id, the app's sessions of every user (in token mode
+	// for the sessions.admin scope; a user's token lists that user's own).
+	// INVALID_ARGUMENT for neither user_id nor app_name, a page_size out of range
+	// or a page token that was changed or made for another query.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// Exact totals of one session (counts by role, tokens, cost, first and last
 	// message time). NOT_FOUND without the session.
@@ -167,9 +169,11 @@ type SessionServiceServer interface {
 	// Removes the session, its messages and its memory for good; the totals of
 	// GetServiceStats drop accordingly. NOT_FOUND without the session.
 	DeleteSession(context.Context, *DeleteSessionRequest) (*DeleteSessionResponse, error)
-	// A user's sessions, newest first, paged with opaque keyset tokens.
-	// INVALID_ARGUMENT for an empty user_id, a page_size out of range or a page
-	// token that was changed or made for another query.
+	// A user's sessions, newest first, paged with opaque keyset tokens; or, with
+	// app_name and no user_id, the app's sessions of every user (in token mode
+	// for the sessions.admin scope; a user's token lists that user's own).
+	// INVALID_ARGUMENT for neither user_id nor app_name, a page_size out of range
+	// or a page token that was changed or made for another query.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// Exact totals of one session (counts by role, tokens, cost, first and last
 	// message time). NOT_FOUND without the session.

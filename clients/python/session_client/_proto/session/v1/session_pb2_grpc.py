@@ -133,9 +133,11 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """A user's sessions, newest first, paged with opaque keyset tokens.
-        INVALID_ARGUMENT for an empty user_id, a page_size out of range or a page
-        token that was changed or made for another query.
+        """A user's sessions, newest first, paged with opaque keyset tokens; or, with
+        app_name and no user_id, the app's sessions of every user (in token mode
+        for the sessions.admin scope; a user's token lists that user's own).
+        INVALID_ARGUMENT for neither user_id nor app_name, a page_size out of range
+        or a page token that was changed or made for another query.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
