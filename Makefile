@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick chaos
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-search chaos
 
 install: $(STAMP)
 
@@ -73,6 +73,11 @@ $(BENCH_STAMP): constraints.txt setup.cfg pyproject.toml bench/requirements.txt
 # The servers run from .venv (the real install); the load generator and ADK from .venv-bench.
 bench: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+
+# SearchMessages on 1,000,000 messages, the tsvector's cost to AddMessage, ListSessions filters at
+# 10,000 sessions (bench/search.py; only the server's own dependencies: it runs from .venv).
+bench-search: $(STAMP)
+	$(BIN)/python -m bench.search $(BENCH_ARGS)
 
 bench-quick: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)

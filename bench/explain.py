@@ -60,12 +60,12 @@ async def main() -> None:
             )
             out = [
                 await explain(conn, "ListSessions, first page (user with 10,000 sessions)",
-                              sessions.LIST_SESSIONS[(True, False, False, False)], 51, paging.RESPONSE_BYTES, "big-user"),
+                              sessions.LIST_SESSIONS[(False, False, False)], "big-user", 51, paging.RESPONSE_BYTES),
                 await explain(conn, "ListSessions, page after 9,000 sessions (keyset)",
-                              sessions.LIST_SESSIONS[(True, False, False, True)], 51, paging.RESPONSE_BYTES, "big-user",
+                              sessions.LIST_SESSIONS[(False, False, True)], "big-user", 51, paging.RESPONSE_BYTES,
                               deep[0], deep[1]),
                 await explain(conn, "ListSessions by app_name, page after 2,000 of the app's ~2,500 (user with 10,000 in 4 apps)",
-                              sessions.LIST_SESSIONS[(True, False, True, True)], 51, paging.RESPONSE_BYTES, "big-user",
+                              sessions.LIST_SESSIONS[(False, True, True)], "big-user", 51, paging.RESPONSE_BYTES,
                               "app-1", deep_in_app[0], deep_in_app[1]),
                 await explain(conn, "GetSession (owner-scoped, as in token mode)", sessions.GET_SESSION, long_session, "long-user"),
                 await explain(conn, "ListMessages latest 20, order_by \"sequence desc\" (session with 50,000 messages)",

@@ -14,7 +14,7 @@ from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc.authorization import Authorize
 from session_grpc.boundary import Call
 from session_grpc.domain.errors import PermissionDenied
-from session_grpc.storage.sessions import LIST_SESSIONS
+from session_grpc.storage.sessions import LIST_APP_SESSIONS
 
 from .helpers import expect_failure, new_session, set_status
 from .test_auth import Stubs, dev, token_server  # noqa: F401 - dev is a fixture
@@ -152,8 +152,8 @@ async def test_the_apps_listing_reads_the_app_index_without_sorting(database_url
             "SELECT create_time, id FROM sessions WHERE app_name = 'app-1' ORDER BY create_time DESC, id DESC OFFSET 10 LIMIT 1"
         )
         for keyset, extra in ((False, []), (True, [after["create_time"], after["id"]])):
-            sql = LIST_SESSIONS[(False, False, True, keyset)]
-            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", 51, 1 << 22, "app-1", *extra)
+            sql = LIST_APP_SESSIONS[keyset]
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", None, 51, 1 << 22, "app-1", *extra)
             nodes = _nodes(json.loads(plan)[0]["Plan"])
             (limit,) = [n for n in nodes if n["Node Type"] == "Limit"]
             page = _nodes(limit)

@@ -183,8 +183,8 @@ async def test_listing_by_app_reads_the_user_app_index_without_sorting(database_
             " ORDER BY create_time DESC, id DESC OFFSET 10 LIMIT 1"
         )
         for keyset, extra in ((False, []), (True, [after["create_time"], after["id"]])):
-            sql = LIST_SESSIONS[(True, False, True, keyset)]
-            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", 51, 1 << 22, "user-1", "app-1", *extra)
+            sql = LIST_SESSIONS[(False, True, keyset)]
+            plan = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", "user-1", 51, 1 << 22, "app-1", *extra)
             nodes = _nodes(json.loads(plan)[0]["Plan"])
             assert not any(n["Node Type"] == "Seq Scan" for n in nodes), nodes
             (limit,) = [n for n in nodes if n["Node Type"] == "Limit"]
