@@ -15,7 +15,7 @@ $(STAMP): constraints.txt setup.cfg pyproject.toml clients/python/pyproject.toml
 	@echo "==> [1/3] virtualenv $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "==> [2/3] session-grpc, its client and dev tools into $(VENV) (about a minute the first time)"
-	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check --constraint constraints.txt --editable '.[dev]' --editable ./clients/python
+	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check --constraint constraints.txt --editable '.[dev]' --editable './clients/python[langchain]'
 	@echo "==> [3/3] installed"
 	touch $(STAMP)
 
@@ -54,7 +54,7 @@ migrate: $(STAMP)
 # Re-pin constraints.txt from a throwaway virtualenv with the newest allowed versions.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet --editable '.[dev]' --editable ./clients/python
+	.lock-venv/bin/python -m pip install --quiet --editable '.[dev]' --editable './clients/python[langchain]'
 	( echo '# Exact versions CI tested; the Makefile installs with these constraints.'; \
 	  echo '# Regenerate: make lock'; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^session-grpc' ) > constraints.txt

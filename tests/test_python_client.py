@@ -7,11 +7,12 @@ session, with the repository's constraints, so what is tested is what users get.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -34,10 +35,34 @@ CLIENT = ROOT / "clients" / "python"
 EXAMPLES = sorted((CLIENT / "examples").glob("*.py"))
 
 
+def extra_of(example: Path) -> str:
+    """The optional extra an example needs (named in its `pip install "./clients/python[extra]"`
+    line), or "" for the base package."""
+    found = re.search(r'pip install "\./clients/python\[(\w+)\]"', example.read_text())
+    return found.group(1) if found else ""
+
+
 @pytest.fixture(scope="session")
 def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Python of a fresh virtualenv holding only the client package and its dependencies."""
-    venv = tmp_path_factory.mktemp("client-venv")
+    return _client_venv(tmp_path_factory, "")
+
+
+@pytest.fixture(scope="session")
+def client_pythons(tmp_path_factory: pytest.TempPathFactory, client_python: Path) -> Iterator[dict[str, Path]]:
+    """Python of a fresh virtualenv per extra (made when first asked for), "" being the base one."""
+    made = {"": client_python}
+
+    class Venvs(dict):
+        def __missing__(self, extra: str) -> Path:
+            self[extra] = _client_venv(tmp_path_factory, extra)
+            return self[extra]
+
+    yield Venvs(made)
+
+
+def _client_venv(tmp_path_factory: pytest.TempPathFactory, extra: str) -> Path:
+    venv = tmp_path_factory.mktemp(f"client-venv-{extra or 'base'}")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     build = tmp_path_factory.mktemp("client-src") / "python"
@@ -45,7 +70,7 @@ def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["cp", "-r", str(CLIENT), str(build)], check=True)
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--constraint", str(ROOT / "constraints.txt"), str(build)],
+         "--constraint", str(ROOT / "constraints.txt"), f"{build}[{extra}]" if extra else str(build)],
         capture_output=True, text=True, timeout=600,
     )
     assert install.returncode == 0, install.stdout + install.stderr
@@ -56,14 +81,15 @@ def test_every_example_is_run_by_the_tests():
     names = {path.stem for path in EXAMPLES}
     assert names >= {
         "create_session", "add_messages", "paginate", "stream", "memory", "summary", "user_sessions",
-        "stats", "end_session", "error_handling", "retries", "concurrent_use",
+        "stats", "end_session", "error_handling", "retries", "concurrent_use", "langchain_history",
     }
+    assert extra_of(CLIENT / "examples" / "langchain_history.py") == "langchain"
 
 
 def test_client_package_installs_without_server_dependencies(client_python):
     probe = (
         "import importlib.util, session_client;"
-        "print([m for m in ('sqlalchemy', 'asyncpg', 'alembic', 'session_grpc', 'pgserver')"
+        "print([m for m in ('sqlalchemy', 'asyncpg', 'alembic', 'session_grpc', 'pgserver', 'langchain_core')"
         " if importlib.util.find_spec(m)])"
     )
     result = subprocess.run([str(client_python), "-c", probe], capture_output=True, text=True, timeout=60, cwd="/")
@@ -72,9 +98,11 @@ def test_client_package_installs_without_server_dependencies(client_python):
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
-async def test_example_runs_against_a_live_server(example, client_python, service):
+async def test_example_runs_against_a_live_server(example, client_pythons, service):
+    """Each in a fresh install of the client with the extra it names, if any (the others without)."""
+    python = await asyncio.to_thread(client_pythons.__getitem__, extra_of(example))
     process = await asyncio.create_subprocess_exec(
-        str(client_python), str(example), f"127.0.0.1:{service.port}",
+        str(python), str(example), f"127.0.0.1:{service.port}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/",
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
