@@ -67,6 +67,8 @@ class SessionRow(Base):
     request_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
     app_name: Mapped[str] = mapped_column(Text, server_default=records.DEFAULT_APP)
     last_event_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    forked_from_session_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
+    forked_at_sequence: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (
         CheckConstraint(_one_of("status", records.SessionStatus), name="status"),
@@ -149,6 +151,20 @@ class MessageRow(Base):
             postgresql_where=text("request_id IS NOT NULL"),
         ),
     )
+
+
+class RewindRow(Base):
+    """A TruncateSession made with a request_id: what a retry of it answers instead of rewinding again."""
+
+    __tablename__ = "session_rewinds"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    removed_count: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
 
 
 class MemoryRow(Base):
