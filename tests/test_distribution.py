@@ -36,6 +36,8 @@ MULTI_SHARD = {
     "of a session created with a request_id from them (UUIDv5), which makes it a lookup by id",
     "sessions.BY_REQUEST_ID": "the same lookup by (user_id, request_id), after a concurrent first create",
     "sessions.LIST_SESSIONS": "a user's sessions live on every shard: Citus runs the page on each and merges",
+    "sessions.LIST_APP_SESSIONS": "an app's sessions across its users (an admin's listing) live on every shard: "
+    "the same page on each, merged",
     "sessions.SERVICE_STATS": "totals over every session: one aggregate per shard, summed by the coordinator",
     "sessions.EXPIRE_SESSIONS": "maintenance over every shard, one at a time (advisory lock on the coordinator)",
     "sessions.EXPIRE_SESSIONS_IF_FREE": "the expiry job's form of the same",
