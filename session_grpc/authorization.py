@@ -8,7 +8,8 @@ boundary, by the policy table (session_grpc.policy):
   empty, that user_id is the caller's own.
 - ListSessions with an app_name and no user_id lists the app's sessions of every user: only for
   the admin scope (a user who leaves user_id empty still lists their own).
-- GetServiceStats and ExpireSessions need the admin scope (sessions.admin).
+- GetServiceStats and ExpireSessions need the admin scope (sessions.admin), and so does a write
+  that changes an app's state (a policy's `app_state` field; see session_grpc.policy for why).
 - An admin (and the operator of mode none) may do everything.
 - A method with no policy is refused for everyone (NO_POLICY), the operator included.
 - In token mode, a user whose account is suspended (or deleted) may still read but not write:
@@ -50,6 +51,13 @@ def _field(request: Any, path: str) -> tuple[Any, str]:
     return request, name
 
 
+def _changes_state(request: Any, path: str) -> bool:
+    """Whether the StateDelta at dotted `path` sets or deletes anything."""
+    holder, name = _field(request, path)
+    delta = getattr(holder, name)
+    return bool(delta.set.fields) or bool(delta.delete)
+
+
 class Authorize(Step):
     """The boundary step that applies the policy table; it costs no query (ownership of a session
     is the storage statements' filter)."""
@@ -62,6 +70,10 @@ class Authorize(Step):
         if policy is None:
             log.error("%s has no authorization policy (session_grpc/policy.py); refused", call.method)
             raise PermissionDenied(f"{call.method} has no authorization policy", reason="NO_POLICY")
+        if policy.app_state and _changes_state(call.request, policy.app_state) and not auth.current().admin:
+            raise PermissionDenied(
+                f"changing an app's state needs the {auth.ADMIN_SCOPE} scope", reason="ADMIN_REQUIRED"
+            )
         kind = policy.kind
         if kind is Kind.PUBLIC:
             return
