@@ -118,6 +118,10 @@ class Settings:
     """SESSION_MAX_CONNECTIONS: client connections at once, per process; more are closed on accept; 0 = no limit."""
     max_calls_per_principal: int = 64
     """SESSION_MAX_CALLS_PER_PRINCIPAL: calls in flight per principal (token mode); more are RESOURCE_EXHAUSTED."""
+    watch_heartbeat: float = 15.0
+    """SESSION_WATCH_HEARTBEAT: a watch with nothing to send sends a heartbeat this often (keeps proxies from closing it)."""
+    max_watchers_per_principal: int = 16
+    """SESSION_MAX_WATCHERS_PER_PRINCIPAL: open WatchSession/WatchUserSessions calls per principal (token mode); 0 = no limit."""
     limits: Limits = Limits()
     """SESSION_MAX_*: the request size limits, see session_grpc/domain/limits.py."""
     account: AccountSettings | None = None
@@ -205,6 +209,10 @@ class Settings:
                 max_calls_per_principal=_read(
                     env, "SESSION_MAX_CALLS_PER_PRINCIPAL", cls.max_calls_per_principal, _count
                 ),
+                watch_heartbeat=_read(env, "SESSION_WATCH_HEARTBEAT", cls.watch_heartbeat, _positive_duration),
+                max_watchers_per_principal=_read(
+                    env, "SESSION_MAX_WATCHERS_PER_PRINCIPAL", cls.max_watchers_per_principal, _count
+                ),
                 limits=_limits(env),
                 account=_account(env),
                 auth_mode=mode,
@@ -252,6 +260,13 @@ def _positive(text: str, name: str) -> int:
     value = _int(text, name)
     if value < 1:
         raise SettingsError(f"{name} must be at least 1")
+    return value
+
+
+def _positive_duration(text: str, name: str) -> float:
+    value = parse_duration(text, name)
+    if value <= 0:
+        raise SettingsError(f"{name} must be longer than 0s")
     return value
 
 

@@ -1,21 +1,25 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
-from .. import paging, requests, resources
+from .. import changes, paging, requests, resources
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
 from ..paging import PageTokens
 from ..storage import sessions
 from ..storage.database import Database
+from ..watching import Watches
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, watches: Watches) -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
+        self.watches = watches
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
         new = requests.new_session(request, self.limits)
@@ -56,3 +60,21 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):
         count = await self.db.run(sessions.expire_sessions, requests.idle_for(request))
         return pb.ExpireSessionsResponse(expired_count=count)
+
+    async def WatchSession(
+        self, request: pb.WatchSessionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchSessionResponse]:
+        async for event in self.watches.watch(changes.session_feed(request, self.limits)):
+            response = pb.WatchSessionResponse(cursor=event.cursor)
+            if event.change is not None:
+                response.change.CopyFrom(changes.change_to_proto(event.change))
+            yield response
+
+    async def WatchUserSessions(
+        self, request: pb.WatchUserSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchUserSessionsResponse]:
+        async for event in self.watches.watch(changes.user_feed(request, self.limits)):
+            response = pb.WatchUserSessionsResponse(cursor=event.cursor)
+            if event.change is not None:
+                response.change.CopyFrom(changes.change_to_proto(event.change))
+            yield response
