@@ -89,6 +89,7 @@ def test_the_readme_walk_through_runs_as_a_script_against_a_server_started_like_
     assert '"title": "Chosen id"' in out  # a client-chosen session id was accepted
     assert '"totalCost": "0.00075"' in out
     assert '"status": "SESSION_STATUS_ENDED"' in out
+    assert '"kind": "CHANGE_KIND_MESSAGE_ADDED"' in out and '"kind": "CHANGE_KIND_MEMORY_CHANGED"' in out  # the feed
     assert '"status": "SERVING"' in out
 
 

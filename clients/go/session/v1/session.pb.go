@@ -234,6 +234,81 @@ func (MessageType) EnumDescriptor() ([]byte, []int) {
 	return file_session_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
+// What a change of the feed (WatchSession, WatchUserSessions) did.
+type ChangeKind int32
+
+const (
+	ChangeKind_CHANGE_KIND_UNSPECIFIED ChangeKind = 0
+	// The session was created; `session` is it as created.
+	ChangeKind_CHANGE_KIND_SESSION_CREATED ChangeKind = 1
+	// Its title, status, conversation_data or metadata changed (its etag with
+	// them); `session` is it right after the change, `changed_fields` names
+	// what changed.
+	ChangeKind_CHANGE_KIND_SESSION_UPDATED ChangeKind = 2
+	// A message was added; `message` is it.
+	ChangeKind_CHANGE_KIND_MESSAGE_ADDED ChangeKind = 3
+	// Messages were removed from the end; `session` is it after, its
+	// message_count the new last sequence.
+	ChangeKind_CHANGE_KIND_MESSAGES_REMOVED ChangeKind = 4
+	// The memory was created or updated; `memory` is it after the change.
+	ChangeKind_CHANGE_KIND_MEMORY_CHANGED ChangeKind = 5
+	// The memory was deleted.
+	ChangeKind_CHANGE_KIND_MEMORY_DELETED ChangeKind = 6
+	// The session was deleted: its last change (WatchSession ends after it).
+	ChangeKind_CHANGE_KIND_SESSION_DELETED ChangeKind = 7
+)
+
+// Enum value maps for ChangeKind.
+var (
+	ChangeKind_name = map[int32]string{
+		0: "CHANGE_KIND_UNSPECIFIED",
+		1: "CHANGE_KIND_SESSION_CREATED",
+		2: "CHANGE_KIND_SESSION_UPDATED",
+		3: "CHANGE_KIND_MESSAGE_ADDED",
+		4: "CHANGE_KIND_MESSAGES_REMOVED",
+		5: "CHANGE_KIND_MEMORY_CHANGED",
+		6: "CHANGE_KIND_MEMORY_DELETED",
+		7: "CHANGE_KIND_SESSION_DELETED",
+	}
+	ChangeKind_value = map[string]int32{
+		"CHANGE_KIND_UNSPECIFIED":      0,
+		"CHANGE_KIND_SESSION_CREATED":  1,
+		"CHANGE_KIND_SESSION_UPDATED":  2,
+		"CHANGE_KIND_MESSAGE_ADDED":    3,
+		"CHANGE_KIND_MESSAGES_REMOVED": 4,
+		"CHANGE_KIND_MEMORY_CHANGED":   5,
+		"CHANGE_KIND_MEMORY_DELETED":   6,
+		"CHANGE_KIND_SESSION_DELETED":  7,
+	}
+)
+
+func (x ChangeKind) Enum() *ChangeKind {
+	p := new(ChangeKind)
+	*p = x
+	return p
+}
+
+func (x ChangeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_session_v1_session_proto_enumTypes[3].Descriptor()
+}
+
+func (ChangeKind) Type() protoreflect.EnumType {
+	return &file_session_v1_session_proto_enumTypes[3]
+}
+
+func (x ChangeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeKind.Descriptor instead.
+func (ChangeKind) EnumDescriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{3}
+}
+
 // One conversation.
 type Session struct {
 	state         protoimpl.MessageState
@@ -2160,6 +2235,359 @@ func (x *ExpireSessionsResponse) GetExpiredCount() int64 {
 	return 0
 }
 
+// One change of a session, as recorded when it committed.
+type SessionChange struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The cursor of this change: per user, growing in commit order (not
+	// gapless within one session: the ids between belong to the user's other
+	// sessions).
+	ChangeId int64 `protobuf:"varint,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	// The session that changed.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// What happened; says which of session, message and memory is set.
+	Kind ChangeKind `protobuf:"varint,3,opt,name=kind,proto3,enum=session.v1.ChangeKind" json:"kind,omitempty"`
+	// When the change was recorded (database clock).
+	ChangeTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	// The session as of the change (SESSION_CREATED, SESSION_UPDATED,
+	// MESSAGES_REMOVED).
+	Session *Session `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`
+	// The message added (MESSAGE_ADDED).
+	Message *Message `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// The memory as of the change (MEMORY_CHANGED).
+	Memory *Memory `protobuf:"bytes,7,opt,name=memory,proto3" json:"memory,omitempty"`
+	// For SESSION_UPDATED: which of title, status, conversation_data, metadata
+	// changed (empty when an update rewrote them unchanged).
+	ChangedFields []string `protobuf:"bytes,8,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+}
+
+func (x *SessionChange) Reset() {
+	*x = SessionChange{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[26]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *SessionChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionChange) ProtoMessage() {}
+
+func (x *SessionChange) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[26]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionChange.ProtoReflect.Descriptor instead.
+func (*SessionChange) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SessionChange) GetChangeId() int64 {
+	if x != nil {
+		return x.ChangeId
+	}
+	return 0
+}
+
+func (x *SessionChange) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SessionChange) GetKind() ChangeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChangeKind_CHANGE_KIND_UNSPECIFIED
+}
+
+func (x *SessionChange) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
+}
+
+func (x *SessionChange) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *SessionChange) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SessionChange) GetMemory() *Memory {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *SessionChange) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
+// Input of WatchSession.
+type WatchSessionRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Required: the session's UUID. INVALID_ARGUMENT when empty or not a UUID.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The cursor: only changes with a greater change_id. Unset: from now on (the
+	// first response says where "now" was). 0: from the first recorded change.
+	// Negative: INVALID_ARGUMENT. A cursor past the user's last change waits
+	// for changes past it.
+	AfterChangeId *int64 `protobuf:"varint,2,opt,name=after_change_id,json=afterChangeId,proto3,oneof" json:"after_change_id,omitempty"`
+}
+
+func (x *WatchSessionRequest) Reset() {
+	*x = WatchSessionRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[27]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionRequest) ProtoMessage() {}
+
+func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[27]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
+func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *WatchSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *WatchSessionRequest) GetAfterChangeId() int64 {
+	if x != nil && x.AfterChangeId != nil {
+		return *x.AfterChangeId
+	}
+	return 0
+}
+
+// One response of WatchSession: a change, or a heartbeat.
+type WatchSessionResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The next change; unset in a heartbeat.
+	Change *SessionChange `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	// Where to resume from: reconnect with after_change_id = cursor and nothing
+	// before it comes again, nothing after it is lost. Always set.
+	Cursor int64 `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+}
+
+func (x *WatchSessionResponse) Reset() {
+	*x = WatchSessionResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[28]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionResponse) ProtoMessage() {}
+
+func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[28]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionResponse.ProtoReflect.Descriptor instead.
+func (*WatchSessionResponse) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *WatchSessionResponse) GetChange() *SessionChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *WatchSessionResponse) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+// Input of WatchUserSessions.
+type WatchUserSessionsRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Required: whose sessions. In token mode the caller's own user_id unless
+	// the token has the sessions.admin scope (PERMISSION_DENIED otherwise).
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// As in WatchSessionRequest.
+	AfterChangeId *int64 `protobuf:"varint,2,opt,name=after_change_id,json=afterChangeId,proto3,oneof" json:"after_change_id,omitempty"`
+}
+
+func (x *WatchUserSessionsRequest) Reset() {
+	*x = WatchUserSessionsRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[29]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchUserSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchUserSessionsRequest) ProtoMessage() {}
+
+func (x *WatchUserSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[29]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchUserSessionsRequest.ProtoReflect.Descriptor instead.
+func (*WatchUserSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *WatchUserSessionsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *WatchUserSessionsRequest) GetAfterChangeId() int64 {
+	if x != nil && x.AfterChangeId != nil {
+		return *x.AfterChangeId
+	}
+	return 0
+}
+
+// One response of WatchUserSessions: a change, or a heartbeat.
+type WatchUserSessionsResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The next change of any of the user's sessions; unset in a heartbeat.
+	Change *SessionChange `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	// Where to resume from (as in WatchSessionResponse).
+	Cursor int64 `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+}
+
+func (x *WatchUserSessionsResponse) Reset() {
+	*x = WatchUserSessionsResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[30]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchUserSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchUserSessionsResponse) ProtoMessage() {}
+
+func (x *WatchUserSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[30]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchUserSessionsResponse.ProtoReflect.Descriptor instead.
+func (*WatchUserSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *WatchUserSessionsResponse) GetChange() *SessionChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *WatchUserSessionsResponse) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
 // Input of AddMessage.
 type AddMessageRequest struct {
 	state         protoimpl.MessageState
@@ -2208,7 +2636,7 @@ type AddMessageRequest struct {
 func (x *AddMessageRequest) Reset() {
 	*x = AddMessageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[26]
+		mi := &file_session_v1_session_proto_msgTypes[31]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2221,7 +2649,7 @@ func (x *AddMessageRequest) String() string {
 func (*AddMessageRequest) ProtoMessage() {}
 
 func (x *AddMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[26]
+	mi := &file_session_v1_session_proto_msgTypes[31]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2234,7 +2662,7 @@ func (x *AddMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessageRequest.ProtoReflect.Descriptor instead.
 func (*AddMessageRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{26}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *AddMessageRequest) GetSessionId() string {
@@ -2321,7 +2749,7 @@ type AddMessageResponse struct {
 func (x *AddMessageResponse) Reset() {
 	*x = AddMessageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[27]
+		mi := &file_session_v1_session_proto_msgTypes[32]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2334,7 +2762,7 @@ func (x *AddMessageResponse) String() string {
 func (*AddMessageResponse) ProtoMessage() {}
 
 func (x *AddMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[27]
+	mi := &file_session_v1_session_proto_msgTypes[32]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2347,7 +2775,7 @@ func (x *AddMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessageResponse.ProtoReflect.Descriptor instead.
 func (*AddMessageResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{27}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *AddMessageResponse) GetMessage() *Message {
@@ -2396,7 +2824,7 @@ type ListMessagesRequest struct {
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[28]
+		mi := &file_session_v1_session_proto_msgTypes[33]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2409,7 +2837,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[28]
+	mi := &file_session_v1_session_proto_msgTypes[33]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2422,7 +2850,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{28}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ListMessagesRequest) GetSessionId() string {
@@ -2485,7 +2913,7 @@ type ListMessagesResponse struct {
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[29]
+		mi := &file_session_v1_session_proto_msgTypes[34]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2498,7 +2926,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[29]
+	mi := &file_session_v1_session_proto_msgTypes[34]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2939,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{29}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -2554,7 +2982,7 @@ type StreamMessagesRequest struct {
 func (x *StreamMessagesRequest) Reset() {
 	*x = StreamMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[30]
+		mi := &file_session_v1_session_proto_msgTypes[35]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2567,7 +2995,7 @@ func (x *StreamMessagesRequest) String() string {
 func (*StreamMessagesRequest) ProtoMessage() {}
 
 func (x *StreamMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[30]
+	mi := &file_session_v1_session_proto_msgTypes[35]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +3008,7 @@ func (x *StreamMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamMessagesRequest.ProtoReflect.Descriptor instead.
 func (*StreamMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{30}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StreamMessagesRequest) GetSessionId() string {
@@ -2617,7 +3045,7 @@ type StreamMessagesResponse struct {
 func (x *StreamMessagesResponse) Reset() {
 	*x = StreamMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[31]
+		mi := &file_session_v1_session_proto_msgTypes[36]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2630,7 +3058,7 @@ func (x *StreamMessagesResponse) String() string {
 func (*StreamMessagesResponse) ProtoMessage() {}
 
 func (x *StreamMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[31]
+	mi := &file_session_v1_session_proto_msgTypes[36]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2643,7 +3071,7 @@ func (x *StreamMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamMessagesResponse.ProtoReflect.Descriptor instead.
 func (*StreamMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{31}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StreamMessagesResponse) GetMessage() *Message {
@@ -2677,7 +3105,7 @@ type CreateMemoryRequest struct {
 func (x *CreateMemoryRequest) Reset() {
 	*x = CreateMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[32]
+		mi := &file_session_v1_session_proto_msgTypes[37]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2690,7 +3118,7 @@ func (x *CreateMemoryRequest) String() string {
 func (*CreateMemoryRequest) ProtoMessage() {}
 
 func (x *CreateMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[32]
+	mi := &file_session_v1_session_proto_msgTypes[37]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2703,7 +3131,7 @@ func (x *CreateMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMemoryRequest.ProtoReflect.Descriptor instead.
 func (*CreateMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{32}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *CreateMemoryRequest) GetSessionId() string {
@@ -2754,7 +3182,7 @@ type CreateMemoryResponse struct {
 func (x *CreateMemoryResponse) Reset() {
 	*x = CreateMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[33]
+		mi := &file_session_v1_session_proto_msgTypes[38]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2767,7 +3195,7 @@ func (x *CreateMemoryResponse) String() string {
 func (*CreateMemoryResponse) ProtoMessage() {}
 
 func (x *CreateMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[33]
+	mi := &file_session_v1_session_proto_msgTypes[38]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2780,7 +3208,7 @@ func (x *CreateMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMemoryResponse.ProtoReflect.Descriptor instead.
 func (*CreateMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{33}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CreateMemoryResponse) GetMemory() *Memory {
@@ -2804,7 +3232,7 @@ type GetMemoryRequest struct {
 func (x *GetMemoryRequest) Reset() {
 	*x = GetMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[34]
+		mi := &file_session_v1_session_proto_msgTypes[39]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2817,7 +3245,7 @@ func (x *GetMemoryRequest) String() string {
 func (*GetMemoryRequest) ProtoMessage() {}
 
 func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[34]
+	mi := &file_session_v1_session_proto_msgTypes[39]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2830,7 +3258,7 @@ func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{34}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *GetMemoryRequest) GetSessionId() string {
@@ -2853,7 +3281,7 @@ type GetMemoryResponse struct {
 func (x *GetMemoryResponse) Reset() {
 	*x = GetMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[35]
+		mi := &file_session_v1_session_proto_msgTypes[40]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2866,7 +3294,7 @@ func (x *GetMemoryResponse) String() string {
 func (*GetMemoryResponse) ProtoMessage() {}
 
 func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[35]
+	mi := &file_session_v1_session_proto_msgTypes[40]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2879,7 +3307,7 @@ func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{35}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *GetMemoryResponse) GetMemory() *Memory {
@@ -2907,7 +3335,7 @@ type UpdateMemoryRequest struct {
 func (x *UpdateMemoryRequest) Reset() {
 	*x = UpdateMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[36]
+		mi := &file_session_v1_session_proto_msgTypes[41]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2920,7 +3348,7 @@ func (x *UpdateMemoryRequest) String() string {
 func (*UpdateMemoryRequest) ProtoMessage() {}
 
 func (x *UpdateMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[36]
+	mi := &file_session_v1_session_proto_msgTypes[41]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +3361,7 @@ func (x *UpdateMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMemoryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{36}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *UpdateMemoryRequest) GetMemory() *Memory {
@@ -2970,7 +3398,7 @@ type UpdateMemoryResponse struct {
 func (x *UpdateMemoryResponse) Reset() {
 	*x = UpdateMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[37]
+		mi := &file_session_v1_session_proto_msgTypes[42]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -2983,7 +3411,7 @@ func (x *UpdateMemoryResponse) String() string {
 func (*UpdateMemoryResponse) ProtoMessage() {}
 
 func (x *UpdateMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[37]
+	mi := &file_session_v1_session_proto_msgTypes[42]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2996,7 +3424,7 @@ func (x *UpdateMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMemoryResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{37}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *UpdateMemoryResponse) GetMemory() *Memory {
@@ -3020,7 +3448,7 @@ type DeleteMemoryRequest struct {
 func (x *DeleteMemoryRequest) Reset() {
 	*x = DeleteMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[38]
+		mi := &file_session_v1_session_proto_msgTypes[43]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3033,7 +3461,7 @@ func (x *DeleteMemoryRequest) String() string {
 func (*DeleteMemoryRequest) ProtoMessage() {}
 
 func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[38]
+	mi := &file_session_v1_session_proto_msgTypes[43]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3046,7 +3474,7 @@ func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{38}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *DeleteMemoryRequest) GetSessionId() string {
@@ -3066,7 +3494,7 @@ type DeleteMemoryResponse struct {
 func (x *DeleteMemoryResponse) Reset() {
 	*x = DeleteMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[39]
+		mi := &file_session_v1_session_proto_msgTypes[44]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3079,7 +3507,7 @@ func (x *DeleteMemoryResponse) String() string {
 func (*DeleteMemoryResponse) ProtoMessage() {}
 
 func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[39]
+	mi := &file_session_v1_session_proto_msgTypes[44]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3092,7 +3520,7 @@ func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{39}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{44}
 }
 
 var File_session_v1_session_proto protoreflect.FileDescriptor
@@ -3390,6 +3818,56 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x6e, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x23, 0x0a, 0x0d, 0x65, 0x78,
 	0x70, 0x69, 0x72, 0x65, 0x64, 0x5f, 0x63, 0x6f, 0x75, 0x6e, 0x74, 0x18, 0x01, 0x20, 0x01, 0x28,
 	0x03, 0x52, 0x0c, 0x65, 0x78, 0x70, 0x69, 0x72, 0x65, 0x64, 0x43, 0x6f, 0x75, 0x6e, 0x74, 0x22,
+	0xe5, 0x02, 0x0a, 0x0d, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67,
+	0x65, 0x12, 0x1b, 0x0a, 0x09, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x01,
+	0x20, 0x01, 0x28, 0x03, 0x52, 0x08, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x49, 0x64, 0x12, 0x1d,
+	0x0a, 0x0a, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20, 0x01,
+	0x28, 0x09, 0x52, 0x09, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x49, 0x64, 0x12, 0x2a, 0x0a,
+	0x04, 0x6b, 0x69, 0x6e, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0e, 0x32, 0x16, 0x2e, 0x73, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x4b,
+	0x69, 0x6e, 0x64, 0x52, 0x04, 0x6b, 0x69, 0x6e, 0x64, 0x12, 0x3b, 0x0a, 0x0b, 0x63, 0x68, 0x61,
+	0x6e, 0x67, 0x65, 0x5f, 0x74, 0x69, 0x6d, 0x65, 0x18, 0x04, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a,
+	0x2e, 0x67, 0x6f, 0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66,
+	0x2e, 0x54, 0x69, 0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x0a, 0x63, 0x68, 0x61, 0x6e,
+	0x67, 0x65, 0x54, 0x69, 0x6d, 0x65, 0x12, 0x2d, 0x0a, 0x07, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
+	0x6e, 0x18, 0x05, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x13, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
+	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x07, 0x73, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x12, 0x2d, 0x0a, 0x07, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65,
+	0x18, 0x06, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x13, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
+	0x2e, 0x76, 0x31, 0x2e, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x07, 0x6d, 0x65, 0x73,
+	0x73, 0x61, 0x67, 0x65, 0x12, 0x2a, 0x0a, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x18, 0x07,
+	0x20, 0x01, 0x28, 0x0b, 0x32, 0x12, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
+	0x31, 0x2e, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
+	0x12, 0x25, 0x0a, 0x0e, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x64, 0x5f, 0x66, 0x69, 0x65, 0x6c,
+	0x64, 0x73, 0x18, 0x08, 0x20, 0x03, 0x28, 0x09, 0x52, 0x0d, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65,
+	0x64, 0x46, 0x69, 0x65, 0x6c, 0x64, 0x73, 0x22, 0x75, 0x0a, 0x13, 0x57, 0x61, 0x74, 0x63, 0x68,
+	0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x1d,
+	0x0a, 0x0a, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01,
+	0x28, 0x09, 0x52, 0x09, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x49, 0x64, 0x12, 0x2b, 0x0a,
+	0x0f, 0x61, 0x66, 0x74, 0x65, 0x72, 0x5f, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64,
+	0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x48, 0x00, 0x52, 0x0d, 0x61, 0x66, 0x74, 0x65, 0x72, 0x43,
+	0x68, 0x61, 0x6e, 0x67, 0x65, 0x49, 0x64, 0x88, 0x01, 0x01, 0x42, 0x12, 0x0a, 0x10, 0x5f, 0x61,
+	0x66, 0x74, 0x65, 0x72, 0x5f, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x22, 0x61,
+	0x0a, 0x14, 0x57, 0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65,
+	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x31, 0x0a, 0x06, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65,
+	0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x19, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
+	0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67,
+	0x65, 0x52, 0x06, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x63, 0x75, 0x72,
+	0x73, 0x6f, 0x72, 0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x52, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f,
+	0x72, 0x22, 0x74, 0x0a, 0x18, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65, 0x72, 0x53, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x17, 0x0a,
+	0x07, 0x75, 0x73, 0x65, 0x72, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06,
+	0x75, 0x73, 0x65, 0x72, 0x49, 0x64, 0x12, 0x2b, 0x0a, 0x0f, 0x61, 0x66, 0x74, 0x65, 0x72, 0x5f,
+	0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x48,
+	0x00, 0x52, 0x0d, 0x61, 0x66, 0x74, 0x65, 0x72, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x49, 0x64,
+	0x88, 0x01, 0x01, 0x42, 0x12, 0x0a, 0x10, 0x5f, 0x61, 0x66, 0x74, 0x65, 0x72, 0x5f, 0x63, 0x68,
+	0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x22, 0x66, 0x0a, 0x19, 0x57, 0x61, 0x74, 0x63, 0x68,
+	0x55, 0x73, 0x65, 0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x73, 0x70,
+	0x6f, 0x6e, 0x73, 0x65, 0x12, 0x31, 0x0a, 0x06, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x18, 0x01,
+	0x20, 0x01, 0x28, 0x0b, 0x32, 0x19, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
+	0x31, 0x2e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x52,
+	0x06, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f,
+	0x72, 0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x52, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72, 0x22,
 	0xb2, 0x03, 0x0a, 0x11, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65,
 	0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x1d, 0x0a, 0x0a, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
 	0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x73, 0x65, 0x73, 0x73, 0x69,
@@ -3534,7 +4012,24 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x53, 0x53, 0x41, 0x47, 0x45, 0x5f, 0x54, 0x59, 0x50, 0x45, 0x5f, 0x54, 0x4f, 0x4f, 0x4c, 0x5f,
 	0x52, 0x45, 0x53, 0x55, 0x4c, 0x54, 0x10, 0x04, 0x12, 0x1d, 0x0a, 0x19, 0x4d, 0x45, 0x53, 0x53,
 	0x41, 0x47, 0x45, 0x5f, 0x54, 0x59, 0x50, 0x45, 0x5f, 0x4e, 0x4f, 0x54, 0x49, 0x46, 0x49, 0x43,
-	0x41, 0x54, 0x49, 0x4f, 0x4e, 0x10, 0x05, 0x32, 0x96, 0x06, 0x0a, 0x0e, 0x53, 0x65, 0x73, 0x73,
+	0x41, 0x54, 0x49, 0x4f, 0x4e, 0x10, 0x05, 0x2a, 0x8d, 0x02, 0x0a, 0x0a, 0x43, 0x68, 0x61, 0x6e,
+	0x67, 0x65, 0x4b, 0x69, 0x6e, 0x64, 0x12, 0x1b, 0x0a, 0x17, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45,
+	0x5f, 0x4b, 0x49, 0x4e, 0x44, 0x5f, 0x55, 0x4e, 0x53, 0x50, 0x45, 0x43, 0x49, 0x46, 0x49, 0x45,
+	0x44, 0x10, 0x00, 0x12, 0x1f, 0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49,
+	0x4e, 0x44, 0x5f, 0x53, 0x45, 0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x43, 0x52, 0x45, 0x41, 0x54,
+	0x45, 0x44, 0x10, 0x01, 0x12, 0x1f, 0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b,
+	0x49, 0x4e, 0x44, 0x5f, 0x53, 0x45, 0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x55, 0x50, 0x44, 0x41,
+	0x54, 0x45, 0x44, 0x10, 0x02, 0x12, 0x1d, 0x0a, 0x19, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f,
+	0x4b, 0x49, 0x4e, 0x44, 0x5f, 0x4d, 0x45, 0x53, 0x53, 0x41, 0x47, 0x45, 0x5f, 0x41, 0x44, 0x44,
+	0x45, 0x44, 0x10, 0x03, 0x12, 0x20, 0x0a, 0x1c, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b,
+	0x49, 0x4e, 0x44, 0x5f, 0x4d, 0x45, 0x53, 0x53, 0x41, 0x47, 0x45, 0x53, 0x5f, 0x52, 0x45, 0x4d,
+	0x4f, 0x56, 0x45, 0x44, 0x10, 0x04, 0x12, 0x1e, 0x0a, 0x1a, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45,
+	0x5f, 0x4b, 0x49, 0x4e, 0x44, 0x5f, 0x4d, 0x45, 0x4d, 0x4f, 0x52, 0x59, 0x5f, 0x43, 0x48, 0x41,
+	0x4e, 0x47, 0x45, 0x44, 0x10, 0x05, 0x12, 0x1e, 0x0a, 0x1a, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45,
+	0x5f, 0x4b, 0x49, 0x4e, 0x44, 0x5f, 0x4d, 0x45, 0x4d, 0x4f, 0x52, 0x59, 0x5f, 0x44, 0x45, 0x4c,
+	0x45, 0x54, 0x45, 0x44, 0x10, 0x06, 0x12, 0x1f, 0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45,
+	0x5f, 0x4b, 0x49, 0x4e, 0x44, 0x5f, 0x53, 0x45, 0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x44, 0x45,
+	0x4c, 0x45, 0x54, 0x45, 0x44, 0x10, 0x07, 0x32, 0xcf, 0x07, 0x0a, 0x0e, 0x53, 0x65, 0x73, 0x73,
 	0x69, 0x6f, 0x6e, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x54, 0x0a, 0x0d, 0x43, 0x72,
 	0x65, 0x61, 0x74, 0x65, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x12, 0x20, 0x2e, 0x73, 0x65,
 	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x53,
@@ -3584,50 +4079,61 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x22, 0x2e, 0x73,
 	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x45, 0x78, 0x70, 0x69, 0x72, 0x65,
 	0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65,
-	0x32, 0x8b, 0x02, 0x0a, 0x0e, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x53, 0x65, 0x72, 0x76,
-	0x69, 0x63, 0x65, 0x12, 0x4b, 0x0a, 0x0a, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67,
-	0x65, 0x12, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41,
-	0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
-	0x1a, 0x1e, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64,
-	0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65,
-	0x12, 0x51, 0x0a, 0x0c, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73,
-	0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69,
-	0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
-	0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c,
-	0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f,
-	0x6e, 0x73, 0x65, 0x12, 0x59, 0x0a, 0x0e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73,
-	0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x21, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e,
-	0x76, 0x31, 0x2e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65,
-	0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x22, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
-	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73,
-	0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x32, 0xd2,
-	0x02, 0x0a, 0x0d, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65,
-	0x12, 0x51, 0x0a, 0x0c, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
-	0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72,
-	0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
-	0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43,
-	0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f,
-	0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x09, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
-	0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65,
-	0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1d,
-	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x4d,
-	0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a,
-	0x0c, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e,
-	0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61, 0x74,
-	0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20,
-	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61,
-	0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65,
-	0x12, 0x51, 0x0a, 0x0c, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
-	0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65,
-	0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
-	0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44,
-	0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f,
-	0x6e, 0x73, 0x65, 0x42, 0x46, 0x5a, 0x44, 0x67, 0x69, 0x74, 0x68, 0x75, 0x62, 0x2e, 0x63, 0x6f,
-	0x6d, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x73,
-	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x63, 0x6c, 0x69, 0x65,
-	0x6e, 0x74, 0x73, 0x2f, 0x67, 0x6f, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2f, 0x76,
-	0x31, 0x3b, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x76, 0x31, 0x62, 0x06, 0x70, 0x72, 0x6f,
-	0x74, 0x6f, 0x33,
+	0x12, 0x53, 0x0a, 0x0c, 0x57, 0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
+	0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61,
+	0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
+	0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57,
+	0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f,
+	0x6e, 0x73, 0x65, 0x30, 0x01, 0x12, 0x62, 0x0a, 0x11, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73,
+	0x65, 0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x12, 0x24, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65,
+	0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
+	0x1a, 0x25, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61,
+	0x74, 0x63, 0x68, 0x55, 0x73, 0x65, 0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52,
+	0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x32, 0x8b, 0x02, 0x0a, 0x0e, 0x4d, 0x65,
+	0x73, 0x73, 0x61, 0x67, 0x65, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x4b, 0x0a, 0x0a,
+	0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x12, 0x1d, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61,
+	0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1e, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67,
+	0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x4c, 0x69, 0x73,
+	0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61,
+	0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73,
+	0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x59, 0x0a, 0x0e,
+	0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x21,
+	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74, 0x72, 0x65,
+	0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
+	0x74, 0x1a, 0x22, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53,
+	0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73,
+	0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x32, 0xd2, 0x02, 0x0a, 0x0d, 0x4d, 0x65, 0x6d, 0x6f,
+	0x72, 0x79, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x43, 0x72, 0x65,
+	0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d,
+	0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65,
+	0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x09,
+	0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
+	0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
+	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65,
+	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65,
+	0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
+	0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
+	0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
+	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72,
+	0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x44, 0x65, 0x6c,
+	0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d,
+	0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65,
+	0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x42, 0x46, 0x5a, 0x44,
+	0x67, 0x69, 0x74, 0x68, 0x75, 0x62, 0x2e, 0x63, 0x6f, 0x6d, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d,
+	0x67, 0x72, 0x70, 0x63, 0x2f, 0x63, 0x6c, 0x69, 0x65, 0x6e, 0x74, 0x73, 0x2f, 0x67, 0x6f, 0x2f,
+	0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2f, 0x76, 0x31, 0x3b, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x76, 0x31, 0x62, 0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
 }
 
 var (
@@ -3642,147 +4148,164 @@ func file_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_session_v1_session_proto_rawDescData
 }
 
-var file_session_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_session_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_session_v1_session_proto_goTypes = []interface{}{
 	(SessionStatus)(0),                // 0: session.v1.SessionStatus
 	(Role)(0),                         // 1: session.v1.Role
 	(MessageType)(0),                  // 2: session.v1.MessageType
-	(*Session)(nil),                   // 3: session.v1.Session
-	(*Message)(nil),                   // 4: session.v1.Message
-	(*Memory)(nil),                    // 5: session.v1.Memory
-	(*RoleCount)(nil),                 // 6: session.v1.RoleCount
-	(*SessionSummary)(nil),            // 7: session.v1.SessionSummary
-	(*StatusCount)(nil),               // 8: session.v1.StatusCount
-	(*ServiceStats)(nil),              // 9: session.v1.ServiceStats
-	(*AppStats)(nil),                  // 10: session.v1.AppStats
-	(*CreateSessionRequest)(nil),      // 11: session.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 12: session.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),         // 13: session.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 14: session.v1.GetSessionResponse
-	(*UpdateSessionRequest)(nil),      // 15: session.v1.UpdateSessionRequest
-	(*UpdateSessionResponse)(nil),     // 16: session.v1.UpdateSessionResponse
-	(*EndSessionRequest)(nil),         // 17: session.v1.EndSessionRequest
-	(*EndSessionResponse)(nil),        // 18: session.v1.EndSessionResponse
-	(*DeleteSessionRequest)(nil),      // 19: session.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),     // 20: session.v1.DeleteSessionResponse
-	(*ListSessionsRequest)(nil),       // 21: session.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),      // 22: session.v1.ListSessionsResponse
-	(*GetSessionSummaryRequest)(nil),  // 23: session.v1.GetSessionSummaryRequest
-	(*GetSessionSummaryResponse)(nil), // 24: session.v1.GetSessionSummaryResponse
-	(*GetServiceStatsRequest)(nil),    // 25: session.v1.GetServiceStatsRequest
-	(*GetServiceStatsResponse)(nil),   // 26: session.v1.GetServiceStatsResponse
-	(*ExpireSessionsRequest)(nil),     // 27: session.v1.ExpireSessionsRequest
-	(*ExpireSessionsResponse)(nil),    // 28: session.v1.ExpireSessionsResponse
-	(*AddMessageRequest)(nil),         // 29: session.v1.AddMessageRequest
-	(*AddMessageResponse)(nil),        // 30: session.v1.AddMessageResponse
-	(*ListMessagesRequest)(nil),       // 31: session.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),      // 32: session.v1.ListMessagesResponse
-	(*StreamMessagesRequest)(nil),     // 33: session.v1.StreamMessagesRequest
-	(*StreamMessagesResponse)(nil),    // 34: session.v1.StreamMessagesResponse
-	(*CreateMemoryRequest)(nil),       // 35: session.v1.CreateMemoryRequest
-	(*CreateMemoryResponse)(nil),      // 36: session.v1.CreateMemoryResponse
-	(*GetMemoryRequest)(nil),          // 37: session.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),         // 38: session.v1.GetMemoryResponse
-	(*UpdateMemoryRequest)(nil),       // 39: session.v1.UpdateMemoryRequest
-	(*UpdateMemoryResponse)(nil),      // 40: session.v1.UpdateMemoryResponse
-	(*DeleteMemoryRequest)(nil),       // 41: session.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),      // 42: session.v1.DeleteMemoryResponse
-	(*structpb.Struct)(nil),           // 43: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),     // 44: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),     // 45: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),       // 46: google.protobuf.Duration
+	(ChangeKind)(0),                   // 3: session.v1.ChangeKind
+	(*Session)(nil),                   // 4: session.v1.Session
+	(*Message)(nil),                   // 5: session.v1.Message
+	(*Memory)(nil),                    // 6: session.v1.Memory
+	(*RoleCount)(nil),                 // 7: session.v1.RoleCount
+	(*SessionSummary)(nil),            // 8: session.v1.SessionSummary
+	(*StatusCount)(nil),               // 9: session.v1.StatusCount
+	(*ServiceStats)(nil),              // 10: session.v1.ServiceStats
+	(*AppStats)(nil),                  // 11: session.v1.AppStats
+	(*CreateSessionRequest)(nil),      // 12: session.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 13: session.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),         // 14: session.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 15: session.v1.GetSessionResponse
+	(*UpdateSessionRequest)(nil),      // 16: session.v1.UpdateSessionRequest
+	(*UpdateSessionResponse)(nil),     // 17: session.v1.UpdateSessionResponse
+	(*EndSessionRequest)(nil),         // 18: session.v1.EndSessionRequest
+	(*EndSessionResponse)(nil),        // 19: session.v1.EndSessionResponse
+	(*DeleteSessionRequest)(nil),      // 20: session.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),     // 21: session.v1.DeleteSessionResponse
+	(*ListSessionsRequest)(nil),       // 22: session.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 23: session.v1.ListSessionsResponse
+	(*GetSessionSummaryRequest)(nil),  // 24: session.v1.GetSessionSummaryRequest
+	(*GetSessionSummaryResponse)(nil), // 25: session.v1.GetSessionSummaryResponse
+	(*GetServiceStatsRequest)(nil),    // 26: session.v1.GetServiceStatsRequest
+	(*GetServiceStatsResponse)(nil),   // 27: session.v1.GetServiceStatsResponse
+	(*ExpireSessionsRequest)(nil),     // 28: session.v1.ExpireSessionsRequest
+	(*ExpireSessionsResponse)(nil),    // 29: session.v1.ExpireSessionsResponse
+	(*SessionChange)(nil),             // 30: session.v1.SessionChange
+	(*WatchSessionRequest)(nil),       // 31: session.v1.WatchSessionRequest
+	(*WatchSessionResponse)(nil),      // 32: session.v1.WatchSessionResponse
+	(*WatchUserSessionsRequest)(nil),  // 33: session.v1.WatchUserSessionsRequest
+	(*WatchUserSessionsResponse)(nil), // 34: session.v1.WatchUserSessionsResponse
+	(*AddMessageRequest)(nil),         // 35: session.v1.AddMessageRequest
+	(*AddMessageResponse)(nil),        // 36: session.v1.AddMessageResponse
+	(*ListMessagesRequest)(nil),       // 37: session.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),      // 38: session.v1.ListMessagesResponse
+	(*StreamMessagesRequest)(nil),     // 39: session.v1.StreamMessagesRequest
+	(*StreamMessagesResponse)(nil),    // 40: session.v1.StreamMessagesResponse
+	(*CreateMemoryRequest)(nil),       // 41: session.v1.CreateMemoryRequest
+	(*CreateMemoryResponse)(nil),      // 42: session.v1.CreateMemoryResponse
+	(*GetMemoryRequest)(nil),          // 43: session.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),         // 44: session.v1.GetMemoryResponse
+	(*UpdateMemoryRequest)(nil),       // 45: session.v1.UpdateMemoryRequest
+	(*UpdateMemoryResponse)(nil),      // 46: session.v1.UpdateMemoryResponse
+	(*DeleteMemoryRequest)(nil),       // 47: session.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),      // 48: session.v1.DeleteMemoryResponse
+	(*structpb.Struct)(nil),           // 49: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 50: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),     // 51: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),       // 52: google.protobuf.Duration
 }
 var file_session_v1_session_proto_depIdxs = []int32{
 	0,  // 0: session.v1.Session.status:type_name -> session.v1.SessionStatus
-	43, // 1: session.v1.Session.conversation_data:type_name -> google.protobuf.Struct
-	43, // 2: session.v1.Session.metadata:type_name -> google.protobuf.Struct
-	44, // 3: session.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	44, // 4: session.v1.Session.update_time:type_name -> google.protobuf.Timestamp
-	44, // 5: session.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
-	44, // 6: session.v1.Session.end_time:type_name -> google.protobuf.Timestamp
+	49, // 1: session.v1.Session.conversation_data:type_name -> google.protobuf.Struct
+	49, // 2: session.v1.Session.metadata:type_name -> google.protobuf.Struct
+	50, // 3: session.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	50, // 4: session.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	50, // 5: session.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
+	50, // 6: session.v1.Session.end_time:type_name -> google.protobuf.Timestamp
 	1,  // 7: session.v1.Message.role:type_name -> session.v1.Role
 	2,  // 8: session.v1.Message.message_type:type_name -> session.v1.MessageType
-	43, // 9: session.v1.Message.metadata:type_name -> google.protobuf.Struct
-	44, // 10: session.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	43, // 11: session.v1.Memory.preferences:type_name -> google.protobuf.Struct
-	43, // 12: session.v1.Memory.metadata:type_name -> google.protobuf.Struct
-	44, // 13: session.v1.Memory.create_time:type_name -> google.protobuf.Timestamp
-	44, // 14: session.v1.Memory.update_time:type_name -> google.protobuf.Timestamp
+	49, // 9: session.v1.Message.metadata:type_name -> google.protobuf.Struct
+	50, // 10: session.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	49, // 11: session.v1.Memory.preferences:type_name -> google.protobuf.Struct
+	49, // 12: session.v1.Memory.metadata:type_name -> google.protobuf.Struct
+	50, // 13: session.v1.Memory.create_time:type_name -> google.protobuf.Timestamp
+	50, // 14: session.v1.Memory.update_time:type_name -> google.protobuf.Timestamp
 	1,  // 15: session.v1.RoleCount.role:type_name -> session.v1.Role
 	0,  // 16: session.v1.SessionSummary.status:type_name -> session.v1.SessionStatus
-	6,  // 17: session.v1.SessionSummary.message_counts_by_role:type_name -> session.v1.RoleCount
-	44, // 18: session.v1.SessionSummary.first_message_time:type_name -> google.protobuf.Timestamp
-	44, // 19: session.v1.SessionSummary.last_message_time:type_name -> google.protobuf.Timestamp
-	44, // 20: session.v1.SessionSummary.create_time:type_name -> google.protobuf.Timestamp
-	44, // 21: session.v1.SessionSummary.last_activity_time:type_name -> google.protobuf.Timestamp
+	7,  // 17: session.v1.SessionSummary.message_counts_by_role:type_name -> session.v1.RoleCount
+	50, // 18: session.v1.SessionSummary.first_message_time:type_name -> google.protobuf.Timestamp
+	50, // 19: session.v1.SessionSummary.last_message_time:type_name -> google.protobuf.Timestamp
+	50, // 20: session.v1.SessionSummary.create_time:type_name -> google.protobuf.Timestamp
+	50, // 21: session.v1.SessionSummary.last_activity_time:type_name -> google.protobuf.Timestamp
 	0,  // 22: session.v1.StatusCount.status:type_name -> session.v1.SessionStatus
-	8,  // 23: session.v1.ServiceStats.sessions_by_status:type_name -> session.v1.StatusCount
-	10, // 24: session.v1.ServiceStats.apps:type_name -> session.v1.AppStats
-	43, // 25: session.v1.CreateSessionRequest.conversation_data:type_name -> google.protobuf.Struct
-	43, // 26: session.v1.CreateSessionRequest.metadata:type_name -> google.protobuf.Struct
-	3,  // 27: session.v1.CreateSessionResponse.session:type_name -> session.v1.Session
-	3,  // 28: session.v1.GetSessionResponse.session:type_name -> session.v1.Session
-	3,  // 29: session.v1.UpdateSessionRequest.session:type_name -> session.v1.Session
-	45, // 30: session.v1.UpdateSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,  // 31: session.v1.UpdateSessionResponse.session:type_name -> session.v1.Session
-	3,  // 32: session.v1.EndSessionResponse.session:type_name -> session.v1.Session
+	9,  // 23: session.v1.ServiceStats.sessions_by_status:type_name -> session.v1.StatusCount
+	11, // 24: session.v1.ServiceStats.apps:type_name -> session.v1.AppStats
+	49, // 25: session.v1.CreateSessionRequest.conversation_data:type_name -> google.protobuf.Struct
+	49, // 26: session.v1.CreateSessionRequest.metadata:type_name -> google.protobuf.Struct
+	4,  // 27: session.v1.CreateSessionResponse.session:type_name -> session.v1.Session
+	4,  // 28: session.v1.GetSessionResponse.session:type_name -> session.v1.Session
+	4,  // 29: session.v1.UpdateSessionRequest.session:type_name -> session.v1.Session
+	51, // 30: session.v1.UpdateSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	4,  // 31: session.v1.UpdateSessionResponse.session:type_name -> session.v1.Session
+	4,  // 32: session.v1.EndSessionResponse.session:type_name -> session.v1.Session
 	0,  // 33: session.v1.ListSessionsRequest.status:type_name -> session.v1.SessionStatus
-	3,  // 34: session.v1.ListSessionsResponse.sessions:type_name -> session.v1.Session
-	7,  // 35: session.v1.GetSessionSummaryResponse.summary:type_name -> session.v1.SessionSummary
-	9,  // 36: session.v1.GetServiceStatsResponse.stats:type_name -> session.v1.ServiceStats
-	46, // 37: session.v1.ExpireSessionsRequest.idle_for:type_name -> google.protobuf.Duration
-	1,  // 38: session.v1.AddMessageRequest.role:type_name -> session.v1.Role
-	2,  // 39: session.v1.AddMessageRequest.message_type:type_name -> session.v1.MessageType
-	43, // 40: session.v1.AddMessageRequest.metadata:type_name -> google.protobuf.Struct
-	4,  // 41: session.v1.AddMessageResponse.message:type_name -> session.v1.Message
-	44, // 42: session.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
-	4,  // 43: session.v1.ListMessagesResponse.messages:type_name -> session.v1.Message
-	4,  // 44: session.v1.StreamMessagesResponse.message:type_name -> session.v1.Message
-	43, // 45: session.v1.CreateMemoryRequest.preferences:type_name -> google.protobuf.Struct
-	43, // 46: session.v1.CreateMemoryRequest.metadata:type_name -> google.protobuf.Struct
-	5,  // 47: session.v1.CreateMemoryResponse.memory:type_name -> session.v1.Memory
-	5,  // 48: session.v1.GetMemoryResponse.memory:type_name -> session.v1.Memory
-	5,  // 49: session.v1.UpdateMemoryRequest.memory:type_name -> session.v1.Memory
-	45, // 50: session.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,  // 51: session.v1.UpdateMemoryResponse.memory:type_name -> session.v1.Memory
-	11, // 52: session.v1.SessionService.CreateSession:input_type -> session.v1.CreateSessionRequest
-	13, // 53: session.v1.SessionService.GetSession:input_type -> session.v1.GetSessionRequest
-	15, // 54: session.v1.SessionService.UpdateSession:input_type -> session.v1.UpdateSessionRequest
-	17, // 55: session.v1.SessionService.EndSession:input_type -> session.v1.EndSessionRequest
-	19, // 56: session.v1.SessionService.DeleteSession:input_type -> session.v1.DeleteSessionRequest
-	21, // 57: session.v1.SessionService.ListSessions:input_type -> session.v1.ListSessionsRequest
-	23, // 58: session.v1.SessionService.GetSessionSummary:input_type -> session.v1.GetSessionSummaryRequest
-	25, // 59: session.v1.SessionService.GetServiceStats:input_type -> session.v1.GetServiceStatsRequest
-	27, // 60: session.v1.SessionService.ExpireSessions:input_type -> session.v1.ExpireSessionsRequest
-	29, // 61: session.v1.MessageService.AddMessage:input_type -> session.v1.AddMessageRequest
-	31, // 62: session.v1.MessageService.ListMessages:input_type -> session.v1.ListMessagesRequest
-	33, // 63: session.v1.MessageService.StreamMessages:input_type -> session.v1.StreamMessagesRequest
-	35, // 64: session.v1.MemoryService.CreateMemory:input_type -> session.v1.CreateMemoryRequest
-	37, // 65: session.v1.MemoryService.GetMemory:input_type -> session.v1.GetMemoryRequest
-	39, // 66: session.v1.MemoryService.UpdateMemory:input_type -> session.v1.UpdateMemoryRequest
-	41, // 67: session.v1.MemoryService.DeleteMemory:input_type -> session.v1.DeleteMemoryRequest
-	12, // 68: session.v1.SessionService.CreateSession:output_type -> session.v1.CreateSessionResponse
-	14, // 69: session.v1.SessionService.GetSession:output_type -> session.v1.GetSessionResponse
-	16, // 70: session.v1.SessionService.UpdateSession:output_type -> session.v1.UpdateSessionResponse
-	18, // 71: session.v1.SessionService.EndSession:output_type -> session.v1.EndSessionResponse
-	20, // 72: session.v1.SessionService.DeleteSession:output_type -> session.v1.DeleteSessionResponse
-	22, // 73: session.v1.SessionService.ListSessions:output_type -> session.v1.ListSessionsResponse
-	24, // 74: session.v1.SessionService.GetSessionSummary:output_type -> session.v1.GetSessionSummaryResponse
-	26, // 75: session.v1.SessionService.GetServiceStats:output_type -> session.v1.GetServiceStatsResponse
-	28, // 76: session.v1.SessionService.ExpireSessions:output_type -> session.v1.ExpireSessionsResponse
-	30, // 77: session.v1.MessageService.AddMessage:output_type -> session.v1.AddMessageResponse
-	32, // 78: session.v1.MessageService.ListMessages:output_type -> session.v1.ListMessagesResponse
-	34, // 79: session.v1.MessageService.StreamMessages:output_type -> session.v1.StreamMessagesResponse
-	36, // 80: session.v1.MemoryService.CreateMemory:output_type -> session.v1.CreateMemoryResponse
-	38, // 81: session.v1.MemoryService.GetMemory:output_type -> session.v1.GetMemoryResponse
-	40, // 82: session.v1.MemoryService.UpdateMemory:output_type -> session.v1.UpdateMemoryResponse
-	42, // 83: session.v1.MemoryService.DeleteMemory:output_type -> session.v1.DeleteMemoryResponse
-	68, // [68:84] is the sub-list for method output_type
-	52, // [52:68] is the sub-list for method input_type
-	52, // [52:52] is the sub-list for extension type_name
-	52, // [52:52] is the sub-list for extension extendee
-	0,  // [0:52] is the sub-list for field type_name
+	4,  // 34: session.v1.ListSessionsResponse.sessions:type_name -> session.v1.Session
+	8,  // 35: session.v1.GetSessionSummaryResponse.summary:type_name -> session.v1.SessionSummary
+	10, // 36: session.v1.GetServiceStatsResponse.stats:type_name -> session.v1.ServiceStats
+	52, // 37: session.v1.ExpireSessionsRequest.idle_for:type_name -> google.protobuf.Duration
+	3,  // 38: session.v1.SessionChange.kind:type_name -> session.v1.ChangeKind
+	50, // 39: session.v1.SessionChange.change_time:type_name -> google.protobuf.Timestamp
+	4,  // 40: session.v1.SessionChange.session:type_name -> session.v1.Session
+	5,  // 41: session.v1.SessionChange.message:type_name -> session.v1.Message
+	6,  // 42: session.v1.SessionChange.memory:type_name -> session.v1.Memory
+	30, // 43: session.v1.WatchSessionResponse.change:type_name -> session.v1.SessionChange
+	30, // 44: session.v1.WatchUserSessionsResponse.change:type_name -> session.v1.SessionChange
+	1,  // 45: session.v1.AddMessageRequest.role:type_name -> session.v1.Role
+	2,  // 46: session.v1.AddMessageRequest.message_type:type_name -> session.v1.MessageType
+	49, // 47: session.v1.AddMessageRequest.metadata:type_name -> google.protobuf.Struct
+	5,  // 48: session.v1.AddMessageResponse.message:type_name -> session.v1.Message
+	50, // 49: session.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	5,  // 50: session.v1.ListMessagesResponse.messages:type_name -> session.v1.Message
+	5,  // 51: session.v1.StreamMessagesResponse.message:type_name -> session.v1.Message
+	49, // 52: session.v1.CreateMemoryRequest.preferences:type_name -> google.protobuf.Struct
+	49, // 53: session.v1.CreateMemoryRequest.metadata:type_name -> google.protobuf.Struct
+	6,  // 54: session.v1.CreateMemoryResponse.memory:type_name -> session.v1.Memory
+	6,  // 55: session.v1.GetMemoryResponse.memory:type_name -> session.v1.Memory
+	6,  // 56: session.v1.UpdateMemoryRequest.memory:type_name -> session.v1.Memory
+	51, // 57: session.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,  // 58: session.v1.UpdateMemoryResponse.memory:type_name -> session.v1.Memory
+	12, // 59: session.v1.SessionService.CreateSession:input_type -> session.v1.CreateSessionRequest
+	14, // 60: session.v1.SessionService.GetSession:input_type -> session.v1.GetSessionRequest
+	16, // 61: session.v1.SessionService.UpdateSession:input_type -> session.v1.UpdateSessionRequest
+	18, // 62: session.v1.SessionService.EndSession:input_type -> session.v1.EndSessionRequest
+	20, // 63: session.v1.SessionService.DeleteSession:input_type -> session.v1.DeleteSessionRequest
+	22, // 64: session.v1.SessionService.ListSessions:input_type -> session.v1.ListSessionsRequest
+	24, // 65: session.v1.SessionService.GetSessionSummary:input_type -> session.v1.GetSessionSummaryRequest
+	26, // 66: session.v1.SessionService.GetServiceStats:input_type -> session.v1.GetServiceStatsRequest
+	28, // 67: session.v1.SessionService.ExpireSessions:input_type -> session.v1.ExpireSessionsRequest
+	31, // 68: session.v1.SessionService.WatchSession:input_type -> session.v1.WatchSessionRequest
+	33, // 69: session.v1.SessionService.WatchUserSessions:input_type -> session.v1.WatchUserSessionsRequest
+	35, // 70: session.v1.MessageService.AddMessage:input_type -> session.v1.AddMessageRequest
+	37, // 71: session.v1.MessageService.ListMessages:input_type -> session.v1.ListMessagesRequest
+	39, // 72: session.v1.MessageService.StreamMessages:input_type -> session.v1.StreamMessagesRequest
+	41, // 73: session.v1.MemoryService.CreateMemory:input_type -> session.v1.CreateMemoryRequest
+	43, // 74: session.v1.MemoryService.GetMemory:input_type -> session.v1.GetMemoryRequest
+	45, // 75: session.v1.MemoryService.UpdateMemory:input_type -> session.v1.UpdateMemoryRequest
+	47, // 76: session.v1.MemoryService.DeleteMemory:input_type -> session.v1.DeleteMemoryRequest
+	13, // 77: session.v1.SessionService.CreateSession:output_type -> session.v1.CreateSessionResponse
+	15, // 78: session.v1.SessionService.GetSession:output_type -> session.v1.GetSessionResponse
+	17, // 79: session.v1.SessionService.UpdateSession:output_type -> session.v1.UpdateSessionResponse
+	19, // 80: session.v1.SessionService.EndSession:output_type -> session.v1.EndSessionResponse
+	21, // 81: session.v1.SessionService.DeleteSession:output_type -> session.v1.DeleteSessionResponse
+	23, // 82: session.v1.SessionService.ListSessions:output_type -> session.v1.ListSessionsResponse
+	25, // 83: session.v1.SessionService.GetSessionSummary:output_type -> session.v1.GetSessionSummaryResponse
+	27, // 84: session.v1.SessionService.GetServiceStats:output_type -> session.v1.GetServiceStatsResponse
+	29, // 85: session.v1.SessionService.ExpireSessions:output_type -> session.v1.ExpireSessionsResponse
+	32, // 86: session.v1.SessionService.WatchSession:output_type -> session.v1.WatchSessionResponse
+	34, // 87: session.v1.SessionService.WatchUserSessions:output_type -> session.v1.WatchUserSessionsResponse
+	36, // 88: session.v1.MessageService.AddMessage:output_type -> session.v1.AddMessageResponse
+	38, // 89: session.v1.MessageService.ListMessages:output_type -> session.v1.ListMessagesResponse
+	40, // 90: session.v1.MessageService.StreamMessages:output_type -> session.v1.StreamMessagesResponse
+	42, // 91: session.v1.MemoryService.CreateMemory:output_type -> session.v1.CreateMemoryResponse
+	44, // 92: session.v1.MemoryService.GetMemory:output_type -> session.v1.GetMemoryResponse
+	46, // 93: session.v1.MemoryService.UpdateMemory:output_type -> session.v1.UpdateMemoryResponse
+	48, // 94: session.v1.MemoryService.DeleteMemory:output_type -> session.v1.DeleteMemoryResponse
+	77, // [77:95] is the sub-list for method output_type
+	59, // [59:77] is the sub-list for method input_type
+	59, // [59:59] is the sub-list for extension type_name
+	59, // [59:59] is the sub-list for extension extendee
+	0,  // [0:59] is the sub-list for field type_name
 }
 
 func init() { file_session_v1_session_proto_init() }
@@ -4104,7 +4627,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[26].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessageRequest); i {
+			switch v := v.(*SessionChange); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4116,7 +4639,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[27].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessageResponse); i {
+			switch v := v.(*WatchSessionRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4128,7 +4651,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[28].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListMessagesRequest); i {
+			switch v := v.(*WatchSessionResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4140,7 +4663,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[29].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListMessagesResponse); i {
+			switch v := v.(*WatchUserSessionsRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4152,7 +4675,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[30].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*StreamMessagesRequest); i {
+			switch v := v.(*WatchUserSessionsResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4164,7 +4687,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[31].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*StreamMessagesResponse); i {
+			switch v := v.(*AddMessageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4176,7 +4699,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[32].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateMemoryRequest); i {
+			switch v := v.(*AddMessageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4188,7 +4711,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[33].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateMemoryResponse); i {
+			switch v := v.(*ListMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4200,7 +4723,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[34].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetMemoryRequest); i {
+			switch v := v.(*ListMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4212,7 +4735,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[35].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetMemoryResponse); i {
+			switch v := v.(*StreamMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4224,7 +4747,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[36].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UpdateMemoryRequest); i {
+			switch v := v.(*StreamMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4236,7 +4759,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[37].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UpdateMemoryResponse); i {
+			switch v := v.(*CreateMemoryRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4248,7 +4771,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[38].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DeleteMemoryRequest); i {
+			switch v := v.(*CreateMemoryResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -4260,6 +4783,66 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[39].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetMemoryRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[40].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetMemoryResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[41].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*UpdateMemoryRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[42].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*UpdateMemoryResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[43].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*DeleteMemoryRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[44].Exporter = func(v interface{}, i int) interface{} {
 			switch v := v.(*DeleteMemoryResponse); i {
 			case 0:
 				return &v.state
@@ -4272,15 +4855,17 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 	}
-	file_session_v1_session_proto_msgTypes[26].OneofWrappers = []interface{}{}
-	file_session_v1_session_proto_msgTypes[28].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[27].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[29].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[31].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[33].OneofWrappers = []interface{}{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: file_session_v1_session_proto_rawDesc,
-			NumEnums:      3,
-			NumMessages:   40,
+			NumEnums:      4,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   3,
 		},
