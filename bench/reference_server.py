@@ -79,6 +79,9 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
                 None,  # expected_last_sequence: no condition
                 None,  # expected_etag's version: no condition
                 0,  # and its creation microseconds
+                None,  # no payload
+                None,  # nor its media type
+                None,  # event_time: the server's clock
             )
         return pb.AddMessageResponse(
             message=pb.Message(
@@ -93,6 +96,7 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
                 cost=format(row[8], "f"),
                 metadata=_struct(row[9]),
                 create_time=_ts(row[10]),
+                event_time=_ts(row["event_time"]),
             )
         )
 

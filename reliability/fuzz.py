@@ -74,6 +74,18 @@ def _deep(depth: int) -> dict[str, Any]:
     return value
 
 
+# Payloads are bytes the server stores and never parses: JSON with integers past 2^53, anything
+# that is not UTF-8, and sizes up to past the default limit (1 MiB).
+PAYLOADS = st.one_of(
+    st.binary(max_size=300),
+    st.sampled_from([b"", b"\x00", b'{"n":9223372036854775807,"m":-9223372036854775808}', b"\xff\xfe" * 100]),
+    st.integers(1, 3).map(lambda n: b"p" * (n * 600_000)),
+)
+MEDIA_TYPES = st.one_of(
+    st.sampled_from(["application/json", "image/png", "application/json; charset=utf-8", "json", "a/b;", ""]),
+    STRINGS,
+)
+
 STRUCTS = st.one_of(
     st.dictionaries(STRINGS, JSON, max_size=6),
     st.integers(1, 90).map(_deep),
@@ -122,6 +134,10 @@ class Fuzzer:
             return st.one_of(st.integers(-3, 60), st.integers(low, high), st.sampled_from([low, high]))
         if fd.type in (d.FieldDescriptor.TYPE_DOUBLE, d.FieldDescriptor.TYPE_FLOAT):
             return st.floats(allow_nan=True)
+        if fd.type == d.FieldDescriptor.TYPE_BYTES:
+            return PAYLOADS
+        if fd.name == "payload_type":
+            return MEDIA_TYPES
         if fd.name.endswith("_id") and fd.name != "user_id":
             return self.ids()
         if fd.name == "user_id":
@@ -195,6 +211,10 @@ class Fuzzer:
             self.report.violations.append(f"title changed: {request.title!r} -> {response.session.title!r}")
         if path.endswith("/AddMessage") and response.message.content != request.content:
             self.report.violations.append("content changed on the way through AddMessage")
+        if path.endswith("/AddMessage") and (response.message.payload, response.message.payload_type) != (
+            request.payload, request.payload_type
+        ):
+            self.report.violations.append("payload changed on the way through AddMessage")
 
     def run(self, examples: int, seed: int | None = None) -> FuzzReport:
         """`examples` random requests over all RPCs; the same ones every run unless a seed is given."""

@@ -162,21 +162,45 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
     cost = parse_cost(request.cost)
     if cost is None:
         check.add("cost", COST_HINT)
+    payload, payload_type = check.payload("payload", "payload_type", request.payload, request.payload_type)
+    event_time = _event_time(check, request.event_time) if request.HasField("event_time") else None
     result = records.NewMessage(
         session_id=sid or "",
         owner=owner_scope(),
         role=role or records.Role.USER,
         message_type=message_type or records.MessageType.CHAT,
-        content=check.content("content", request.content),
+        content=check.content("content", request.content, required=not payload),
         tokens_used=check.non_negative("tokens_used", request.tokens_used, MAX_TOKENS_PER_MESSAGE),
         cost=cost if cost is not None else Decimal(0),
         metadata=_struct(check, "metadata", request.metadata),
         request_id=check.uuid("request_id", request.request_id, required=False),
         expected_last_sequence=_expected_last_sequence(check, request),
         expected_etag=check.text("expected_etag", request.expected_etag, max_length=MAX_ETAG_LENGTH),
+        payload=payload,
+        payload_type=payload_type,
+        event_time=event_time,
     )
     check.raise_if_any()
     return result
+
+
+TIME_RANGE_HINT = "must be a time between 0001-01-01 and 9999-12-31 with nanos 0..999999999"
+
+
+def _event_time(check: Violations, given: timestamp_pb2.Timestamp) -> datetime | None:
+    """The event's time to the microsecond, rounded to the nearest one, half to even: what
+    datetime.fromtimestamp does with a float, so a client that converts a float time (Google
+    ADK's Event.timestamp) to a Timestamp gets back the datetime it would have made itself."""
+    micros, rest = divmod(given.nanos, 1000)
+    if rest > 500 or (rest == 500 and micros % 2):
+        micros += 1
+    try:
+        if not 0 <= given.nanos < 1_000_000_000:
+            raise ValueError
+        return datetime.fromtimestamp(given.seconds, timezone.utc) + timedelta(microseconds=micros)
+    except (ValueError, OverflowError, OSError):
+        check.add("event_time", TIME_RANGE_HINT)
+        return None
 
 
 def _expected_last_sequence(check: Violations, request: pb.AddMessageRequest) -> int | None:

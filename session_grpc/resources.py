@@ -75,6 +75,8 @@ def session_to_proto(session: records.Session) -> pb.Session:
     )
     if session.end_time is not None:
         message.end_time.CopyFrom(timestamp(session.end_time))
+    if session.last_event_time is not None:
+        message.last_event_time.CopyFrom(timestamp(session.last_event_time))
     return message
 
 
@@ -91,6 +93,9 @@ def message_to_proto(message: records.Message) -> pb.Message:
         cost=format_decimal(message.cost),
         metadata=struct(message.metadata),
         create_time=timestamp(message.create_time),
+        payload=message.payload,
+        payload_type=message.payload_type,
+        event_time=timestamp(message.event_time or message.create_time),
     )
 
 

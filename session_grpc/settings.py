@@ -301,6 +301,7 @@ LIMIT_VARIABLES = {
     "facts": "SESSION_MAX_FACTS",
     "fact_length": "SESSION_MAX_FACT_LENGTH",
     "page_size": "SESSION_MAX_PAGE_SIZE",
+    "payload_bytes": "SESSION_MAX_PAYLOAD_BYTES",
 }
 
 

@@ -41,11 +41,13 @@ async def test_the_largest_admissible_message_round_trips_through_a_default_clie
     session = await new_session(sessions, "big")
     content = WIDE * (LIMITS.content_bytes // 4)
     metadata = largest_struct(LIMITS.struct_bytes)
-    await add(messages, session.session_id, content, metadata=metadata)
+    payload = b"\xff" * LIMITS.payload_bytes
+    await add(messages, session.session_id, content, metadata=metadata, payload=payload, payload_type="a/b")
     page = await messages.ListMessages(pb.ListMessagesRequest(session_id=session.session_id))
-    assert [(m.content, m.metadata) for m in page.messages] == [(content, metadata)]
+    assert [(m.content, m.metadata, m.payload) for m in page.messages] == [(content, metadata, payload)]
+    assert page.ByteSize() > LIMITS.content_bytes + LIMITS.payload_bytes
     streamed = [m async for m in messages.StreamMessages(pb.StreamMessagesRequest(session_id=session.session_id))]
-    assert [m.message.content for m in streamed] == [content]
+    assert [(m.message.content, m.message.payload) for m in streamed] == [(content, payload)]
 
 
 async def test_the_largest_admissible_memory_round_trips_through_a_default_client(sessions, memories):
@@ -66,7 +68,10 @@ async def test_the_largest_admissible_memory_round_trips_through_a_default_clien
     )
 
 
-@pytest.mark.parametrize("variable,value", [("SESSION_MAX_FACT_LENGTH", "2000"), ("SESSION_MAX_CONTENT_BYTES", "8388608")])
+@pytest.mark.parametrize(
+    "variable,value",
+    [("SESSION_MAX_FACT_LENGTH", "2000"), ("SESSION_MAX_CONTENT_BYTES", "8388608"), ("SESSION_MAX_PAYLOAD_BYTES", "4194304")],
+)
 def test_limits_admitting_a_resource_a_default_client_cannot_receive_are_refused(variable, value):
     with pytest.raises(SettingsError, match="4 MiB"):
         Settings.from_env({variable: value})

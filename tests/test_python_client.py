@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import grpc
@@ -159,6 +159,30 @@ async def test_list_messages_takes_the_last_n_and_a_start_time(service):
         with pytest.raises(InvalidArgument) as caught:
             await client.list_messages_page(session.session_id, start_time=since.replace(tzinfo=None))
         assert set(caught.value.violations) == {"start_time"}
+
+
+async def test_add_message_carries_a_payload_and_an_event_time_back_exactly(service):
+    event = b'{"usageMetadata":{"totalTokenCount":9223372036854775807},"timestamp":1764446400.123456}'
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice")
+        added = await client.add_message(
+            session.session_id, "assistant", "", payload=event, payload_type="application/json",
+            event_time=1764446400.123456,
+        )
+        when = datetime.fromtimestamp(1764446400.123456, timezone.utc)
+        assert (added.payload, added.event_time.ToDatetime(timezone.utc)) == (event, when)
+        assert [m.payload async for m in client.list_messages(session.session_id)] == [event]
+        got = await client.get_session(session.session_id)
+        assert got.last_event_time.ToDatetime(timezone.utc) == when
+        aware = datetime(2026, 5, 1, 9, 30, 0, 7, tzinfo=timezone.utc)
+        second = await client.add_message(session.session_id, "user", "hi", event_time=aware)
+        assert second.event_time.ToDatetime(timezone.utc) == aware
+        with pytest.raises(InvalidArgument) as caught:
+            await client.add_message(session.session_id, "user", "hi", event_time=aware.replace(tzinfo=None))
+        assert set(caught.value.violations) == {"event_time"}
+        with pytest.raises(InvalidArgument) as caught:
+            await client.add_message(session.session_id, "user", "hi", payload=b"{}")
+        assert set(caught.value.violations) == {"payload_type"}
 
 
 async def test_invalid_argument_exposes_the_field_violations(service):

@@ -354,3 +354,17 @@ async def test_open_watches_per_principal_are_limited_in_token_mode(database_url
                     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                     await asyncio.sleep(0.05)
         open_[1].cancel()
+
+
+def test_watch_settings_come_from_the_environment_and_refuse_nonsense():
+    from session_grpc.settings import Settings, SettingsError
+
+    settings = Settings.from_env({"SESSION_WATCH_HEARTBEAT": "250ms", "SESSION_MAX_WATCHERS_PER_PRINCIPAL": "3"})
+    assert (settings.watch_heartbeat, settings.max_watchers_per_principal) == (0.25, 3)
+    assert (Settings().watch_heartbeat, Settings().max_watchers_per_principal) == (15.0, 16)
+    for bad in ({"SESSION_WATCH_HEARTBEAT": "0s"}, {"SESSION_MAX_WATCHERS_PER_PRINCIPAL": "-1"}):
+        try:
+            Settings.from_env(bad)
+        except SettingsError:
+            continue
+        raise AssertionError(f"{bad} was accepted")

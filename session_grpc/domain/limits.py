@@ -42,6 +42,8 @@ class Limits:
     """Characters per fact."""
     page_size: int = 1000
     """Largest page of ListSessions, ListMessages and StreamMessages."""
+    payload_bytes: int = MIB
+    """A message's payload (AddMessageRequest.payload), bytes as sent."""
 
     def __post_init__(self) -> None:
         if self.largest_resource_bytes > DEFAULT_CLIENT_RECEIVE_BYTES:
@@ -54,8 +56,8 @@ class Limits:
 
     @property
     def largest_message_bytes(self) -> int:
-        """The largest Message these limits admit, serialized (content is counted in bytes)."""
-        return self.content_bytes + self.struct_bytes + RESOURCE_OVERHEAD_BYTES
+        """The largest Message these limits admit, serialized (content and payload are counted in bytes)."""
+        return self.content_bytes + self.struct_bytes + self.payload_bytes + RESOURCE_OVERHEAD_BYTES
 
     @property
     def largest_session_bytes(self) -> int:

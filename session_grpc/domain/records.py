@@ -56,6 +56,8 @@ class Session:
     end_time: datetime | None
     version: int
     app_name: str = DEFAULT_APP
+    last_event_time: datetime | None = None
+    """The event_time of the message with the highest sequence; None without messages."""
 
     @property
     def etag(self) -> str:
@@ -75,6 +77,12 @@ class Message:
     cost: Decimal
     metadata: JsonObject
     create_time: datetime
+    payload: bytes = b""
+    """The writer's bytes, returned as sent (b"": none)."""
+    payload_type: str = ""
+    """The payload's media type ("" exactly when there is no payload)."""
+    event_time: datetime | None = None
+    """When the event happened (the writer's, or the server's clock at the append)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +157,12 @@ class NewMessage:
     """Append only if the session's message_count is this (None: no condition)."""
     expected_etag: str = ""
     """Append only if the session's etag is this ("": no condition)."""
+    payload: bytes = b""
+    """Stored as given and never parsed (b"": none)."""
+    payload_type: str = ""
+    """The payload's media type, required with one."""
+    event_time: datetime | None = None
+    """The event's own time, to the microsecond; None: the server's clock at the append."""
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,13 @@ MAX_ETAG_LENGTH = 100
 MAX_APP_NAME_LENGTH = 128
 APP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 APP_NAME_HINT = f"must be 1-{MAX_APP_NAME_LENGTH} characters of A-Z a-z 0-9 . _ - starting with a letter or digit"
+MAX_MEDIA_TYPE_LENGTH = 255
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`|~-]+"  # RFC 9110's token
+MEDIA_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[^"\\\x00-\x1f\x7f]*"))*')
+MEDIA_TYPE_HINT = (
+    f'must be a media type like "application/json" (type/subtype, optionally "; name=value"), '
+    f"at most {MAX_MEDIA_TYPE_LENGTH} characters"
+)
 
 
 def excerpt(value: str, length: int = 40) -> str:
@@ -78,11 +85,25 @@ class Violations:
             self.add(field, f"must be at most {maximum}")
         return value
 
-    def content(self, field: str, value: str) -> str:
-        self.text(field, value, required=True)
+    def content(self, field: str, value: str, *, required: bool = True) -> str:
+        self.text(field, value, required=required)
         if len(value) > self.limits.content_bytes // 4 and len(value.encode("utf-8", "surrogatepass")) > self.limits.content_bytes:
             self.add(field, f"must be at most {self.limits.content_bytes} bytes (UTF-8)")
         return value
+
+    def payload(self, field: str, type_field: str, value: bytes, media_type: str) -> tuple[bytes, str]:
+        """A payload and its media type: bytes within the limit, never looked into; the type
+        required with a payload and refused without one (so "" means none, on the way back too)."""
+        if len(value) > self.limits.payload_bytes:
+            self.add(field, f"must be at most {self.limits.payload_bytes} bytes")
+        if not value:
+            if media_type:
+                self.add(type_field, f"is set only with a {field}")
+        elif not media_type:
+            self.add(type_field, f"is required with a {field}")
+        elif len(media_type) > MAX_MEDIA_TYPE_LENGTH or not MEDIA_TYPE.fullmatch(media_type):
+            self.add(type_field, MEDIA_TYPE_HINT)
+        return value, media_type
 
     def page_size(self, field: str, value: int, default: int) -> int:
         if value < 0:

@@ -25,44 +25,53 @@ LAST_SEQUENCE = 2**63 - 1
 # the session's new last_activity_time, so both follow sequence order. A conditional append
 # ($10, expected_last_sequence; $11/$12, expected_etag's version and creation microseconds;
 # NULL for none) is checked on the locked row in the same WHERE, so of concurrent appends that
-# expect one count exactly one finds it.
+# expect one count exactly one finds it. The message's event time ($15, NULL for none: then its
+# create_time) becomes the session's last_event_time in the same SET, so the session always
+# carries the event time of its highest sequence: the clock is read once (the sub-select) for both
+# columns, and a concurrent append waiting for the lock re-evaluates the SET on the row it gets.
+# The payload ($13) and its media type ($14) are stored as given (bytea), never parsed.
 _BUMP = f"""
     UPDATE sessions
     SET message_count = message_count + 1,
         total_tokens = total_tokens + $3,
         total_cost = total_cost + $4,
-        last_activity_time = greatest(last_activity_time, clock_timestamp()),
+        (last_activity_time, last_event_time) = (
+            SELECT clock.t, coalesce($15::timestamptz, clock.t)
+            FROM (SELECT greatest(sessions.last_activity_time, clock_timestamp()) AS t) clock
+        ),
         update_time = greatest(update_time, clock_timestamp())
     WHERE id = $2 AND status = 'active' AND {owned(9)} AND ($10::bigint IS NULL OR message_count = $10)
       AND {rows.etag_matches(11, 12)} {{guard}}
-    RETURNING id, user_id, message_count, last_activity_time
+    RETURNING id, user_id, message_count, last_activity_time, last_event_time
 """
 _INSERT = f"""
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
-                          tokens_used, cost, metadata, request_id, create_time)
-    SELECT $1, id, user_id, message_count, $5, $6, $7, $3, $4, $8::jsonb, {{request_id}}, last_activity_time
+                          tokens_used, cost, metadata, request_id, create_time, payload, payload_type, event_time)
+    SELECT $1, id, user_id, message_count, $5, $6, $7, $3, $4, $8::jsonb, {{request_id}}, last_activity_time,
+           $13::bytea, $14::text, last_event_time
     FROM bumped
     RETURNING {MESSAGE_COLUMNS}
 """
 ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='')}) {_INSERT.format(request_id='NULL')}"
-# With a request_id ($13), the same statement first looks for the message that id already made;
+# With a request_id ($16), the same statement first looks for the message that id already made;
 # when there is one, nothing is bumped or inserted and that message is the answer (whatever
 # its conditions say now: the repeat of an append that landed is not stale).
 ADD_MESSAGE_ONCE = f"""
 WITH earlier AS (
-    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $13 AND {owned(9)}
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $16 AND {owned(9)}
 ), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
-inserted AS ({_INSERT.format(request_id='$13')})
+inserted AS ({_INSERT.format(request_id='$16')})
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
 BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
 
 # One page and the session's message count in one statement; no row at all means no session.
 # The page is bounded in bytes as well as rows: of the first $3 messages only those that start
-# within $5 bytes (content and metadata, as the client gets them; content's length is read from
-# its stored header, not detoasted) are returned, so a page of 1,000 messages of 256 KiB never
-# reaches the server whole. The running sum sits beside the LIMIT, so the scan stops there.
-_SIZE = "octet_length(content) + octet_length(metadata::text)"
+# within $5 bytes (content, metadata and payload, as the client gets them; the lengths of content
+# and payload are read from their stored headers, not detoasted) are returned, so a page of 1,000
+# messages of 256 KiB never reaches the server whole. The running sum sits beside the LIMIT, so
+# the scan stops there.
+_SIZE = "octet_length(content) + octet_length(metadata::text) + coalesce(octet_length(payload), 0)"
 _PAGE_ROWS = f"""
 LEFT JOIN LATERAL (
     SELECT * FROM (
@@ -123,6 +132,9 @@ async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
         new.owner,
         new.expected_last_sequence,
         *rows.etag_parts(new.expected_etag),
+        new.payload or None,
+        new.payload_type or None,
+        new.event_time,
     )
     if new.request_id is None:
         row = await fetch_one(conn, ADD_MESSAGE, *params)

@@ -19,10 +19,12 @@ from ..domain import records
 
 SESSION_COLUMNS = (
     "id, user_id, status, title, conversation_data, metadata, message_count, total_tokens, total_cost, "
-    "create_time, update_time, last_activity_time, end_time, version, app_name"
+    "create_time, update_time, last_activity_time, end_time, version, app_name, last_event_time"
 )
+# event_time is NULL in the rows stored before event times existed: their event is their storing.
 MESSAGE_COLUMNS = (
-    "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time"
+    "id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost, metadata, create_time, "
+    "payload, payload_type, coalesce(event_time, create_time) AS event_time"
 )
 MEMORY_COLUMNS = (
     "session_id, user_id, conversation_summary, facts, preferences, metadata, create_time, update_time, version"
@@ -69,6 +71,7 @@ def session(row: Row) -> records.Session:
         str(row["id"]), row["user_id"], _STATUSES[row["status"]], row["title"], row["conversation_data"],
         row["metadata"], row["message_count"], row["total_tokens"], row["total_cost"], row["create_time"],
         row["update_time"], row["last_activity_time"], row["end_time"], row["version"], row["app_name"],
+        row["last_event_time"],
     )
 
 
@@ -77,7 +80,7 @@ def message(row: Row) -> records.Message:
     return records.Message(
         str(row["id"]), str(row["session_id"]), row["user_id"], row["sequence"], _ROLES[row["role"]],
         _MESSAGE_TYPES[row["message_type"]], row["content"], row["tokens_used"], row["cost"], row["metadata"],
-        row["create_time"],
+        row["create_time"], row["payload"] or b"", row["payload_type"] or "", row["event_time"],
     )
 
 

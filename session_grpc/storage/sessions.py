@@ -172,7 +172,7 @@ async def delete_session(conn: asyncpg.Connection, ref: SessionRef) -> None:
 _SIZE = "octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text)"
 _WITHIN = f"sum({_SIZE}) OVER w - ({_SIZE}) < $3"
 _LIGHT = "id, user_id, app_name, status, message_count, total_tokens, total_cost, create_time, update_time, last_activity_time, " \
-    "end_time, version"
+    "end_time, version, last_event_time"
 
 
 def _list_sessions_sql(by_status: bool, by_app: bool, keyset: bool) -> str:

@@ -21,7 +21,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..domain import records
@@ -65,6 +65,7 @@ class SessionRow(Base):
     version: Mapped[int] = mapped_column(BigInteger, server_default="1")
     request_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
     app_name: Mapped[str] = mapped_column(Text, server_default=records.DEFAULT_APP)
+    last_event_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
     __table_args__ = (
         CheckConstraint(_one_of("status", records.SessionStatus), name="status"),
@@ -115,9 +116,13 @@ class MessageRow(Base):
     metadata_: Mapped[dict[str, Any]] = mapped_column("metadata", JSONB, server_default=text("'{}'::jsonb"))
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
     request_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
+    payload: Mapped[bytes | None] = mapped_column(BYTEA, nullable=True)
+    payload_type: Mapped[str | None] = mapped_column(Text, nullable=True)
+    event_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
 
     __table_args__ = (
         CheckConstraint(_one_of("role", records.Role), name="role"),
+        CheckConstraint("(payload IS NULL) = (payload_type IS NULL)", name="payload"),
         CheckConstraint(_one_of("message_type", records.MessageType), name="message_type"),
         CheckConstraint("sequence >= 1 AND tokens_used >= 0 AND cost >= 0", name="amounts"),
         Index("uq_messages_session_id_sequence", "session_id", "sequence", unique=True),

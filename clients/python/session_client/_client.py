@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -78,6 +78,18 @@ def _enum(wrapper: Any, prefix: str, value: int | str, field: str) -> Any:
         raise invalid_argument(
             field, f"{value!r} is not one of {', '.join(accepted)} (or their {prefix}* names)"
         ) from None
+
+
+def _instant(value: datetime | float, field: str) -> datetime:
+    """A point in time from an aware datetime or from seconds since the epoch (a float, as Google
+    ADK keeps them: converted as datetime.fromtimestamp does, to the nearest microsecond)."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise invalid_argument(field, "must be timezone-aware (a naive datetime is no instant)")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{field} must be a datetime or seconds since the epoch")
+    return datetime.fromtimestamp(value, timezone.utc)
 
 
 def _cost(value: Cost | None) -> str:
@@ -391,11 +403,14 @@ class SessionClient:
         request_id: str | None = None,
         expected_last_sequence: int | None = None,
         expected_etag: str = "",
+        payload: bytes | None = None,
+        payload_type: str = "",
+        event_time: datetime | float | None = None,
     ) -> pb.Message:
         """Append a message; the server gives it the next sequence number and adds to the totals.
 
         role:         "user", "assistant", "system", "tool" (or pb.ROLE_*).
-        content:      non-empty text.
+        content:      text; non-empty unless there is a payload.
         tokens_used:  0..1_000_000_000.
         cost:         exact non-negative decimal (Decimal("0.00015") or "0.00015"); never a float.
         request_id:   a UUID that makes the call idempotent per session; generated when omitted,
@@ -407,6 +422,12 @@ class SessionClient:
         expected_etag: append only if the session's etag (it changes with title, status, state and
                       metadata, not with messages) is this; otherwise Aborted with reason ETAG_MISMATCH
                       and `error_metadata["etag"]` the session's. Never retried either.
+        payload:      bytes stored as sent and returned byte for byte by every read (a framework's
+                      event or message serialized as JSON, say); at most SESSION_MAX_PAYLOAD_BYTES.
+        payload_type: its media type ("application/json"); required with a payload.
+        event_time:   when the event happened: a timezone-aware datetime, or seconds since the
+                      epoch as a float (Google ADK's Event.timestamp), kept to the microsecond;
+                      omitted, the server's clock. The session's last_event_time becomes it.
         Raises FailedPrecondition (SESSION_NOT_ACTIVE) when the session is not ACTIVE,
         NotFound without the session, InvalidArgument for bad fields.
         """
@@ -423,7 +444,11 @@ class SessionClient:
             request_id=request_id or str(uuid.uuid4()),
             expected_last_sequence=expected_last_sequence,
             expected_etag=expected_etag,
+            payload=payload or b"",
+            payload_type=payload_type,
         )
+        if event_time is not None:
+            request.event_time.FromDatetime(_instant(event_time, "event_time"))
         return (await self._unary(self._messages.AddMessage, request, retry=True)).message
 
     async def list_messages_page(

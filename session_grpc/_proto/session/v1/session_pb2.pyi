@@ -76,7 +76,7 @@ CHANGE_KIND_MEMORY_DELETED: ChangeKind
 CHANGE_KIND_SESSION_DELETED: ChangeKind
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "user_id", "status", "title", "conversation_data", "metadata", "message_count", "total_tokens", "total_cost", "create_time", "update_time", "last_activity_time", "end_time", "etag", "app_name")
+    __slots__ = ("session_id", "user_id", "status", "title", "conversation_data", "metadata", "message_count", "total_tokens", "total_cost", "create_time", "update_time", "last_activity_time", "end_time", "etag", "app_name", "last_event_time")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class Session(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    LAST_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     user_id: str
     status: SessionStatus
@@ -107,10 +108,11 @@ class Session(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     etag: str
     app_name: str
-    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
+    last_event_time: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., app_name: _Optional[str] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("message_id", "session_id", "user_id", "sequence", "role", "message_type", "content", "tokens_used", "cost", "metadata", "create_time")
+    __slots__ = ("message_id", "session_id", "user_id", "sequence", "role", "message_type", "content", "tokens_used", "cost", "metadata", "create_time", "payload", "payload_type", "event_time")
     MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +124,9 @@ class Message(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     message_id: str
     session_id: str
     user_id: str
@@ -133,7 +138,10 @@ class Message(_message.Message):
     cost: str
     metadata: _struct_pb2.Struct
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, message_id: _Optional[str] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., sequence: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    payload: bytes
+    payload_type: str
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, message_id: _Optional[str] = ..., session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., sequence: _Optional[int] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Memory(_message.Message):
     __slots__ = ("session_id", "user_id", "conversation_summary", "facts", "preferences", "metadata", "create_time", "update_time", "etag")
@@ -422,7 +430,7 @@ class WatchUserSessionsResponse(_message.Message):
     def __init__(self, change: _Optional[_Union[SessionChange, _Mapping]] = ..., cursor: _Optional[int] = ...) -> None: ...
 
 class AddMessageRequest(_message.Message):
-    __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id", "expected_last_sequence", "expected_etag")
+    __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id", "expected_last_sequence", "expected_etag", "payload", "payload_type", "event_time")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -433,6 +441,9 @@ class AddMessageRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_ETAG_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     role: Role
     message_type: MessageType
@@ -443,7 +454,10 @@ class AddMessageRequest(_message.Message):
     request_id: str
     expected_last_sequence: int
     expected_etag: str
-    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ...) -> None: ...
+    payload: bytes
+    payload_type: str
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ..., payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class AddMessageResponse(_message.Message):
     __slots__ = ("message",)
