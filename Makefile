@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick chaos
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed chaos
 
 install: $(STAMP)
 
@@ -73,9 +73,15 @@ $(BENCH_STAMP): constraints.txt setup.cfg pyproject.toml bench/requirements.txt
 # The servers run from .venv (the real install); the load generator and ADK from .venv-bench.
 bench: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.feed
 
 bench-quick: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)
+	$(BIN)/python -m bench.feed --quick
+
+# The change feed alone (bench/feed.py): 200 watchers on 20 sessions, writers through another process.
+bench-feed: $(STAMP)
+	$(BIN)/python -m bench.feed $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache *.egg-info
