@@ -14,24 +14,35 @@ import asyncpg
 
 from ..domain.changes import Change, ChangeKind, FeedBatch, FeedQuery
 from . import rows
-from .rows import fetch, owned
+from .rows import MEMORY_COLUMNS, MESSAGE_COLUMNS, SESSION_COLUMNS, fetch, owned
 from .units import statement
 
 LAST_CHANGE = 2**63 - 1
 
 _SNAPSHOT_KINDS = "('session_created', 'session_updated', 'messages_removed')"
-# The changes and what each carries: the session or memory snapshot the trigger stored (as a row
-# of the table's type, so it reads like any row of it), and the message added (joined, not copied:
-# messages never change). A message removed since has none: it is left out (MESSAGES_REMOVED says so).
+
+
+def _prefixed(table: str, columns: str, prefix: str) -> str:
+    return ", ".join(f"{table}.{name} AS {prefix}{name}" for name in columns.split(", "))
+
+
+# The changes and what each carries: the session or memory snapshot the trigger stored (read back
+# through the table's row type, so each column has its type), and the message added (joined, not
+# copied: messages never change). A message removed since has none: it is left out
+# (MESSAGES_REMOVED says so). Plain typed columns only: no composite the driver would have to
+# look up in the catalog on each new connection.
 _COLUMNS = f"""
     c.change_id, c.session_id AS changed_session, c.kind, c.create_time AS change_time,
-    c.payload -> 'changed' AS changed,
-    CASE WHEN c.kind IN {_SNAPSHOT_KINDS} THEN jsonb_populate_record(NULL::sessions, c.payload) END AS snapshot,
-    CASE WHEN c.kind = 'memory_changed' THEN jsonb_populate_record(NULL::memories, c.payload) END AS memory,
-    m AS message
+    c.payload -> 'changed' AS changed, {_prefixed("s", SESSION_COLUMNS, "s_")},
+    {_prefixed("mem", MEMORY_COLUMNS, "mem_")}, m.*
 """
-_JOIN = """
-LEFT JOIN messages m ON c.kind = 'message_added' AND m.session_id = c.session_id AND m.sequence = c.sequence
+_JOIN = f"""
+LEFT JOIN LATERAL jsonb_populate_record(NULL::sessions, c.payload) s ON c.kind IN {_SNAPSHOT_KINDS}
+LEFT JOIN LATERAL jsonb_populate_record(NULL::memories, c.payload) mem ON c.kind = 'memory_changed'
+LEFT JOIN LATERAL (
+    SELECT {MESSAGE_COLUMNS} FROM messages
+    WHERE c.kind = 'message_added' AND session_id = c.session_id AND sequence = c.sequence
+) m ON true
 ORDER BY c.change_id
 """
 # $1 session, $2 owner (NULL: any), $3 cursor (NULL: from the head), $4 limit. No row of a missing
@@ -78,16 +89,19 @@ async def read_changes(conn: asyncpg.Connection, query: FeedQuery) -> FeedBatch:
 
 def _change(row: rows.Row) -> Change | None:
     kind = ChangeKind(row["kind"])
-    message = row["message"]
-    if kind is ChangeKind.MESSAGE_ADDED and message is None:
+    if kind is ChangeKind.MESSAGE_ADDED and row["id"] is None:
         return None
     return Change(
         change_id=row["change_id"],
         session_id=str(row["changed_session"]),
         kind=kind,
         change_time=row["change_time"],
-        session=rows.session(row["snapshot"]) if row["snapshot"] is not None else None,
-        message=rows.message(message) if message is not None else None,
-        memory=rows.memory(row["memory"]) if row["memory"] is not None else None,
+        session=rows.session(_part(row, "s_")) if row["s_id"] is not None else None,
+        message=rows.message(row) if row["id"] is not None else None,
+        memory=rows.memory(_part(row, "mem_")) if row["mem_session_id"] is not None else None,
         changed_fields=tuple(row["changed"] or ()),
     )
+
+
+def _part(row: rows.Row, prefix: str) -> dict[str, object]:
+    return {key[len(prefix):]: value for key, value in row.items() if key.startswith(prefix)}
