@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed chaos
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed bench-search chaos
 
 install: $(STAMP)
 
@@ -74,6 +74,11 @@ $(BENCH_STAMP): constraints.txt setup.cfg pyproject.toml bench/requirements.txt
 bench: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
 	$(BIN)/python -m bench.feed
+
+# SearchMessages on 1,000,000 messages, the tsvector's cost to AddMessage, ListSessions filters at
+# 10,000 sessions (bench/search.py; only the server's own dependencies: it runs from .venv).
+bench-search: $(STAMP)
+	$(BIN)/python -m bench.search $(BENCH_ARGS)
 
 bench-quick: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)

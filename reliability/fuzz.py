@@ -57,6 +57,13 @@ NASTY = st.sampled_from(
 UNICODE = st.characters(codec="utf-8")
 STRINGS = st.one_of(NASTY, st.text(alphabet=UNICODE, max_size=200))
 
+# What people type in a search box, websearch_to_tsquery's operators and tsquery's own syntax
+# (which websearch_to_tsquery must take as plain text) included.
+SEARCH_QUERIES = st.sampled_from(
+    ['"hello world"', "hello -world", "tea or coffee", "hello", "!!!", "&|!():*", "a <-> b", "'", "-", '"',
+     "or", "x:*", "-(", '"unclosed', "or or or", "東京", "\\x00", "a & !b"]
+)
+
 JSON_LEAF = st.one_of(
     st.none(), st.booleans(), st.floats(allow_nan=True, allow_infinity=True), STRINGS
 )
@@ -145,7 +152,9 @@ class Fuzzer:
         if fd.name == "cost":
             return st.one_of(st.decimals(min_value=0, max_value=10**6, places=6).map(str), STRINGS)
         if fd.name == "order_by":
-            return st.one_of(st.just("sequence desc"), STRINGS)
+            return st.one_of(st.sampled_from(["sequence desc", "create_time desc", "last_activity_time desc"]), STRINGS)
+        if fd.name == "query":
+            return st.one_of(SEARCH_QUERIES, STRINGS)
         return STRINGS
 
     def message(self, descriptor: d.Descriptor, depth: int = 0) -> st.SearchStrategy[Any]:

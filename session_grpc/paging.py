@@ -56,12 +56,12 @@ class Listing(Generic[T, K]):
 
 
 def _session_key(position: list[Any]) -> records.SessionKey:
-    create_time, session_id = position
-    if not isinstance(create_time, str) or not isinstance(session_id, str):
-        raise TypeError("a session key is [create_time, session_id]")
-    when = datetime.fromisoformat(create_time)
+    time, session_id = position
+    if not isinstance(time, str) or not isinstance(session_id, str):
+        raise TypeError("a session key is [time, session_id]")
+    when = datetime.fromisoformat(time)
     if when.tzinfo is None or not EARLIEST <= when < LATEST:
-        raise ValueError("not a creation time of this service")
+        raise ValueError("not a time of this service")
     if str(uuid.UUID(session_id)) != session_id:
         raise ValueError("not a session id")
     return records.SessionKey(when, session_id)
@@ -74,10 +74,31 @@ def _sequence(position: list[Any]) -> int:
     return sequence
 
 
+def _search_key(position: list[Any]) -> records.SearchKey:
+    rank, message_id = position
+    if type(rank) is not float or not 0.0 <= rank <= 1e30 or not isinstance(message_id, str):
+        raise ValueError("a search key is [rank, message_id]")
+    if str(uuid.UUID(message_id)) != message_id:
+        raise ValueError("not a message id")
+    return records.SearchKey(rank, message_id)
+
+
 SESSIONS: Listing[records.Session, records.SessionKey] = Listing(
     "sessions", lambda s: [s.create_time.isoformat(), s.session_id], _session_key
 )
+SESSIONS_BY_ACTIVITY: Listing[records.Session, records.SessionKey] = Listing(
+    "sessions", lambda s: [s.last_activity_time.isoformat(), s.session_id], _session_key
+)
+"""Both orders are one token kind: the order is in the token's scope, so a token of one order fails
+the other's seal."""
+SESSION_LISTINGS = {
+    records.SessionOrder.CREATE_TIME: SESSIONS,
+    records.SessionOrder.LAST_ACTIVITY_TIME: SESSIONS_BY_ACTIVITY,
+}
 MESSAGES: Listing[records.Message, int] = Listing("messages", lambda m: [m.sequence], _sequence)
+SEARCH: Listing[records.SearchHit, records.SearchKey] = Listing(
+    "search", lambda hit: [hit.rank, hit.message.message_id], _search_key
+)
 
 
 class PageTokens:

@@ -80,6 +80,9 @@ POLICIES: dict[str, Policy] = {
     _MESSAGES + "AddMessage": owns_session("session_id", writes=True),
     _MESSAGES + "ListMessages": owns_session("session_id"),
     _MESSAGES + "StreamMessages": owns_session("session_id"),
+    # A user searches their own messages (an empty user_id becomes theirs); an admin's empty user_id
+    # searches everyone's. The statement filters by the owner as well (owner_scope()).
+    _MESSAGES + "SearchMessages": acts_for("user_id"),
     _MEMORIES + "CreateMemory": owns_session("session_id", writes=True),
     _MEMORIES + "GetMemory": owns_session("session_id"),
     _MEMORIES + "UpdateMemory": owns_session("memory.session_id", writes=True),

@@ -257,6 +257,15 @@ def idle_for(request: pb.ExpireSessionsRequest) -> timedelta:
     return duration.ToTimedelta()
 
 
+SESSION_ORDERS = {
+    "": records.SessionOrder.CREATE_TIME,
+    "create_time desc": records.SessionOrder.CREATE_TIME,
+    "last_activity_time desc": records.SessionOrder.LAST_ACTIVITY_TIME,
+}
+MAX_METADATA_FILTER_KEYS = 16
+MAX_TITLE_CONTAINS_LENGTH = 200
+
+
 def sessions_query(
     request: pb.ListSessionsRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
 ) -> records.SessionsQuery:
@@ -267,16 +276,67 @@ def sessions_query(
         status = STATUS_FROM_PROTO.get(request.status)
         if status is None:
             check.add("status", STATUS_FILTER_HINT)
+    statuses = _statuses(check, request)
     app_name = check.app_name("app_name", request.app_name) or None
     page_size = check.page_size("page_size", request.page_size, DEFAULT_SESSIONS_PAGE_SIZE)
+    times = {
+        name: _start_time(check, getattr(request, name), name) if request.HasField(name) else None
+        for name in ("create_time_start", "create_time_end", "update_time_start", "update_time_end")
+    }
+    for start, end in (("create_time_start", "create_time_end"), ("update_time_start", "update_time_end")):
+        start_at, end_at = times[start], times[end]
+        if start_at is not None and end_at is not None and end_at <= start_at:
+            check.add(end, f"must be after {start}")
+    metadata = None
+    if request.HasField("metadata_contains") and request.metadata_contains.fields:
+        if len(request.metadata_contains.fields) > MAX_METADATA_FILTER_KEYS:
+            check.add("metadata_contains", f"must have at most {MAX_METADATA_FILTER_KEYS} keys")
+        else:
+            metadata = _struct(check, "metadata_contains", request.metadata_contains)
+    title = check.text("title_contains", request.title_contains, max_length=MAX_TITLE_CONTAINS_LENGTH) or None
+    order = SESSION_ORDERS.get(" ".join(request.order_by.lower().split()))
+    if order is None:
+        check.add("order_by", 'must be "create_time desc" or "last_activity_time desc"')
     check.raise_if_any()
+    assert order is not None
     scope: dict[str, Any] = {"user_id": user_id, "status": request.status}
     if app_name is not None:
         # Only when filtering, so tokens of the unfiltered listing issued before apps existed
         # still hold across the upgrade; with it, a token of one app's listing fails another's.
         scope["app_name"] = app_name
-    after = tokens.after(paging.SESSIONS, request.page_token, scope)
-    return records.SessionsQuery(user_id, status, app_name, page_size, after, scope, paging.RESPONSE_BYTES)
+    # The same for each filter and the order: in the scope only when set.
+    extra: dict[str, Any] = {
+        "statuses": None if statuses is None else [s.value for s in statuses],
+        **{name: None if when is None else when.isoformat() for name, when in times.items()},
+        "metadata_contains": metadata,
+        "title_contains": title,
+        "order": None if order is records.SessionOrder.CREATE_TIME else order.value,
+    }
+    scope.update({key: value for key, value in extra.items() if value is not None})
+    after = tokens.after(paging.SESSION_LISTINGS[order], request.page_token, scope)
+    if status is not None:
+        statuses = [status]
+    return records.SessionsQuery(
+        user_id, status, app_name, page_size, after, scope, paging.RESPONSE_BYTES, statuses,
+        times["create_time_start"], times["create_time_end"], times["update_time_start"], times["update_time_end"],
+        metadata, title, order,
+    )
+
+
+def _statuses(check: Violations, request: pb.ListSessionsRequest) -> list[records.SessionStatus] | None:
+    if not request.statuses:
+        return None
+    if request.status != pb.SESSION_STATUS_UNSPECIFIED:
+        check.add("statuses", "set status or statuses, not both")
+        return None
+    found = [STATUS_FROM_PROTO.get(number) for number in request.statuses]
+    if None in found:
+        check.add("statuses", _one_of(pb.SessionStatus, STATUS_FROM_PROTO))
+        return None
+    if len(found) > len(STATUS_FROM_PROTO):
+        check.add("statuses", f"must name at most {len(STATUS_FROM_PROTO)} statuses")
+        return None
+    return sorted({status for status in found if status is not None})
 
 
 def messages_query(
@@ -311,9 +371,9 @@ def messages_query(
     )
 
 
-def _start_time(check: Violations, given: timestamp_pb2.Timestamp) -> datetime | None:
-    """The microsecond a message must be created at or after: a finer fraction rounds up, so "at
-    or after" keeps its meaning at the database's precision."""
+def _start_time(check: Violations, given: timestamp_pb2.Timestamp, field: str = "start_time") -> datetime | None:
+    """The microsecond a message must be created at or after (or, for an end, before): a finer
+    fraction rounds up, so "at or after" and "before" keep their meaning at the database's precision."""
     micros, rest = divmod(given.nanos, 1000)
     try:
         if not 0 <= given.nanos < 1_000_000_000:
@@ -321,7 +381,7 @@ def _start_time(check: Violations, given: timestamp_pb2.Timestamp) -> datetime |
         start = datetime.fromtimestamp(given.seconds, timezone.utc)
         return start + timedelta(microseconds=micros + (1 if rest else 0))
     except (ValueError, OverflowError, OSError):
-        check.add("start_time", "must be a time between 0001-01-01 and 9999-12-31 with nanos 0..999999999")
+        check.add(field, "must be a time between 0001-01-01 and 9999-12-31 with nanos 0..999999999")
         return None
 
 
@@ -337,3 +397,57 @@ def stream_query(request: pb.StreamMessagesRequest, limits: Limits = DEFAULT_LIM
         records.SessionRef(sid, owner_scope()), page_size, request.after_sequence, {"session_id": sid},
         paging.STREAM_BATCH_BYTES,
     )
+
+
+DEFAULT_SEARCH_PAGE_SIZE = 20
+MAX_SEARCH_SESSIONS = 100
+
+
+def message_search(
+    request: pb.SearchMessagesRequest, tokens: PageTokens, config: str, limits: Limits = DEFAULT_LIMITS
+) -> records.MessageSearch:
+    """A search of the caller's messages (Authorize has put the caller into an empty user_id; an
+    admin's empty user_id stays empty: every user's), its filters checked and bound to its tokens."""
+    check = Violations(limits)
+    query = check.text("query", request.query, required=True, max_length=limits.search_query_length)
+    user_id = check.text("user_id", request.user_id, max_length=255) or None
+    app_name = check.app_name("app_name", request.app_name) or None
+    session_ids: list[str] | None = None
+    if len(request.session_ids) > MAX_SEARCH_SESSIONS:
+        check.add("session_ids", f"must name at most {MAX_SEARCH_SESSIONS} sessions")
+    elif request.session_ids:
+        parsed = [check.uuid(f"session_ids[{i}]", value) for i, value in enumerate(request.session_ids)]
+        session_ids = sorted({value for value in parsed if value is not None})
+    roles: list[records.Role] | None = None
+    if request.roles:
+        found = [ROLE_FROM_PROTO.get(number) for number in request.roles]
+        if None in found:
+            check.add("roles", ROLE_HINT)
+        roles = sorted({role for role in found if role is not None})
+    start = _start_time(check, request.start_time) if request.HasField("start_time") else None
+    end = _start_time(check, request.end_time, "end_time") if request.HasField("end_time") else None
+    if start is not None and end is not None and end <= start:
+        check.add("end_time", "must be after start_time")
+    page_size = _search_page_size(check, request.page_size, limits)
+    check.raise_if_any()
+    scope: dict[str, Any] = {
+        "query": query, "config": config, "user_id": user_id, "app_name": app_name, "session_ids": session_ids,
+        "roles": None if roles is None else [role.value for role in roles],
+        "start_time": None if start is None else start.isoformat(),
+        "end_time": None if end is None else end.isoformat(),
+    }
+    after = tokens.after(paging.SEARCH, request.page_token, scope)
+    return records.MessageSearch(
+        query, config, owner_scope(), user_id, app_name, session_ids, roles, start, end, page_size, after, scope,
+        paging.RESPONSE_BYTES,
+    )
+
+
+def _search_page_size(check: Violations, value: int, limits: Limits) -> int:
+    if value < 0:
+        check.add("page_size", "must not be negative")
+    elif value > limits.search_page_size:
+        check.add("page_size", f"must be at most {limits.search_page_size}")
+    else:
+        return value or DEFAULT_SEARCH_PAGE_SIZE
+    return DEFAULT_SEARCH_PAGE_SIZE

@@ -162,3 +162,7 @@ def stats_to_proto(stats: records.ServiceStats) -> pb.ServiceStats:
             for app in stats.apps
         ],
     )
+
+
+def search_hit_to_proto(hit: records.SearchHit) -> pb.SearchResult:
+    return pb.SearchResult(message=message_to_proto(hit.message), snippet=hit.snippet, rank=hit.rank)

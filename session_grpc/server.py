@@ -20,7 +20,8 @@ from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
 from .servicers.sessions import SessionServicer
 from .settings import Settings, SettingsError, format_duration
-from .storage import sessions
+from .domain.errors import DomainError
+from .storage import search, sessions
 from .storage.database import Database, create_engine
 from .binding import AddressInUse, ensure_free, in_use_message
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
@@ -64,6 +65,7 @@ class SessionServer:
 
     async def start(self) -> None:
         await self.check_health()
+        await self.check_search_configuration()
         self.hub.start()
         await self.server.start()
         if self.observability is not None and self.settings.metrics_port:
@@ -157,6 +159,23 @@ class SessionServer:
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, status)
 
+    async def check_search_configuration(self) -> None:
+        """Refuse to serve search in another text search configuration than the stored vectors':
+        a query parsed in `english` against vectors made in `simple` finds the wrong things
+        silently. A database that does not answer yet, or is not migrated that far, is left to
+        the health check and to the migration."""
+        try:
+            stored = await self.db.run(search.stored_configuration)
+        except DomainError:
+            log.warning("could not read the search configuration of the database; not checked")
+            return
+        wanted = self.settings.search_config
+        if stored is not None and stored != wanted:
+            raise SettingsError(
+                f"SESSION_SEARCH_CONFIG is {wanted!r} but the database's messages are indexed in {stored!r}: "
+                "set it to that, or change the database's first (README, Searching messages)"
+            )
+
     async def expire_idle(self) -> None:
         idle = timedelta(seconds=self.settings.expiry_idle)
         count = await self.db.run(sessions.expire_sessions, idle)
@@ -216,7 +235,7 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     session_pb2_grpc.add_SessionServiceServicer_to_server(
         SessionServicer(db, tokens, limits, watches), server
     )
-    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits), server)
+    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits, settings.search_config), server)
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -317,3 +336,6 @@ def serve(settings: Settings, share_port: bool = False) -> None:
         except AddressInUse as error:
             log.error("%s", error)
             raise SystemExit(1) from None
+        except SettingsError as error:
+            log.error("%s", error)
+            raise SystemExit(2) from None

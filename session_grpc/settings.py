@@ -88,6 +88,10 @@ class Settings:
     page_token_secret: str = "session-grpc-page-token"
     """SESSION_PAGE_TOKEN_SECRET: HMAC key that seals page tokens; same on every replica. This
     default is public: enough in mode none (every caller is an admin anyway), refused in token mode."""
+    search_config: str = "simple"
+    """SESSION_SEARCH_CONFIG: PostgreSQL text search configuration of SearchMessages (simple, english, ...);
+    the migration that adds search stores message vectors in it, and the server refuses to start when
+    the database's differs (see README, Searching messages)."""
     log_level: str = "INFO"
     """SESSION_LOG_LEVEL: DEBUG, INFO, WARNING or ERROR."""
     metrics_port: int = 0
@@ -191,6 +195,7 @@ class Settings:
                 ),
                 page_token_secret=_read(env, "SESSION_PAGE_TOKEN_SECRET", cls.page_token_secret, _text),
                 log_level=_read(env, "SESSION_LOG_LEVEL", cls.log_level, _log_level),
+                search_config=_read(env, "SESSION_SEARCH_CONFIG", cls.search_config, search_config),
                 metrics_port=_read(env, "SESSION_METRICS_PORT", cls.metrics_port, _int),
                 metrics_host=_read(env, "SESSION_METRICS_HOST", cls.metrics_host, _text),
                 access_log=_read(env, "SESSION_ACCESS_LOG", cls.access_log, _bool),
@@ -285,6 +290,17 @@ def _file(text: str, name: str) -> Path:
     return path
 
 
+SEARCH_CONFIG = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+
+
+def search_config(text: str, name: str = "SESSION_SEARCH_CONFIG") -> str:
+    """A text search configuration's name (optionally schema-qualified), lowercase; it is written
+    into SQL by the migration, so nothing else passes."""
+    if not SEARCH_CONFIG.fullmatch(text):
+        raise SettingsError(f"{name} must name a text search configuration like simple or english, got {text!r}")
+    return text
+
+
 def _log_level(text: str, name: str) -> str:
     level = text.upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -301,6 +317,8 @@ LIMIT_VARIABLES = {
     "facts": "SESSION_MAX_FACTS",
     "fact_length": "SESSION_MAX_FACT_LENGTH",
     "page_size": "SESSION_MAX_PAGE_SIZE",
+    "search_query_length": "SESSION_MAX_SEARCH_QUERY_LENGTH",
+    "search_page_size": "SESSION_MAX_SEARCH_PAGE_SIZE",
     "payload_bytes": "SESSION_MAX_PAYLOAD_BYTES",
 }
 

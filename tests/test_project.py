@@ -44,6 +44,9 @@ async def test_migrated_schema_matches_the_models(database_url):
             )
     finally:
         await engine.dispose()
+    # The title's trigram index exists only where pg_trgm does (migration 0005), so the models
+    # leave it out.
+    diff = [d for d in diff if not (d[0] == "remove_index" and d[1].name == "ix_sessions_title_trgm")]
     assert diff == []
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
@@ -349,3 +349,50 @@ async def test_an_error_message_names_its_code_once_and_a_reason_only_when_it_sa
     assert text.startswith("NOT_FOUND: ") and text.count("NOT_FOUND") == 1, text
     assert str(backwards.value).endswith(" [INVALID_STATUS_TRANSITION]"), str(backwards.value)
     assert str(backwards.value).count("FAILED_PRECONDITION") == 1
+
+
+async def test_search_messages_pages_through_every_result_with_filters(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice", app_name="search")
+        other = await client.create_session("alice")
+        for i in range(5):
+            await client.add_message(session.session_id, "user", f"kettle number {i}")
+        await client.add_message(session.session_id, "assistant", "the kettle boils")
+        await client.add_message(other.session_id, "user", "kettle elsewhere")
+        every = [r async for r in client.search_messages("kettle", user_id="alice", page_size=2)]
+        assert len(every) == 7 and all("<mark>kettle</mark>" in r.snippet for r in every)
+        assert [r.rank for r in every] == sorted((r.rank for r in every), reverse=True)
+        mine = [r.message.content async for r in client.search_messages("kettle", app_name="search", roles=["assistant"])]
+        assert mine == ["the kettle boils"]
+        since = datetime.now(timezone.utc) - timedelta(hours=1)
+        page = await client.search_messages_page("kettle", session_ids=[other.session_id], start_time=since)
+        assert [r.message.content for r in page.results] == ["kettle elsewhere"] and page.next_page_token == ""
+        with pytest.raises(InvalidArgument) as caught:
+            await client.search_messages_page("kettle", end_time=since.replace(tzinfo=None))
+        assert set(caught.value.violations) == {"end_time"}
+        with pytest.raises(InvalidArgument) as caught:
+            await client.search_messages_page("")
+        assert set(caught.value.violations) == {"query"}
+
+
+async def test_list_sessions_filters_and_orders_by_last_activity(service, sql):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        web = await client.create_session("carol", title="Trip to Lisbon", metadata={"channel": "web"})
+        app = await client.create_session("carol", title="Groceries", metadata={"channel": "app"})
+        ended = await client.create_session("carol", title="Old lisbon trip", metadata={"channel": "web"})
+        await client.end_session(ended.session_id)
+        await client.add_message(web.session_id, "user", "hello")  # web is now the latest active
+        by_activity = [s.title async for s in client.list_sessions("carol", by_last_activity=True, page_size=1)]
+        assert by_activity[0] == "Trip to Lisbon" and len(by_activity) == 3
+        found = [s.title async for s in client.list_sessions("carol", title_contains="LISBON", metadata_contains={"channel": "web"})]
+        assert found == ["Old lisbon trip", "Trip to Lisbon"]
+        page = await client.list_sessions_page("carol", statuses=["active", "SESSION_STATUS_COMPLETED"], page_size=1)
+        assert page.total_size == 2 and page.next_page_token
+        since = datetime.now(timezone.utc) - timedelta(hours=1)
+        assert len([s async for s in client.list_sessions("carol", created_after=since, updated_before=since)]) == 0
+        assert {s.session_id async for s in client.list_sessions("carol", created_after=since)} == {
+            web.session_id, app.session_id, ended.session_id,
+        }
+        with pytest.raises(InvalidArgument) as caught:
+            await client.list_sessions_page("carol", created_before=since.replace(tzinfo=None))
+        assert set(caught.value.violations) == {"create_time_end"}

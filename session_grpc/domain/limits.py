@@ -42,6 +42,10 @@ class Limits:
     """Characters per fact."""
     page_size: int = 1000
     """Largest page of ListSessions, ListMessages and StreamMessages."""
+    search_query_length: int = 256
+    """A SearchMessages query, in characters."""
+    search_page_size: int = 100
+    """Largest page of SearchMessages (each result's snippet is made by parsing its content)."""
     payload_bytes: int = MIB
     """A message's payload (AddMessageRequest.payload), bytes as sent."""
 

@@ -222,15 +222,23 @@ class ServiceStats:
 
 @dataclass(frozen=True)
 class SessionKey:
-    """Position of a session in the newest-first listing (keyset pagination)."""
+    """Position of a session in a newest-first listing (keyset pagination): its time in the
+    listing's order (create_time, or last_activity_time) and its id."""
 
-    create_time: datetime
+    time: datetime
     session_id: str
+
+
+class SessionOrder(enum.StrEnum):
+    """The column a listing of sessions is ordered by, newest first (then id, descending)."""
+
+    CREATE_TIME = "create_time"
+    LAST_ACTIVITY_TIME = "last_activity_time"
 
 
 @dataclass(frozen=True)
 class SessionsQuery:
-    """One page of a user's sessions, newest first."""
+    """One page of a user's sessions, newest first (by creation or by last activity), filtered."""
 
     user_id: str
     status: SessionStatus | None
@@ -243,6 +251,18 @@ class SessionsQuery:
     """What a page token of this query is bound to (its filters)."""
     byte_budget: int
     """Sessions that start past this many bytes (title and JSON fields) wait for the next page."""
+    statuses: list[SessionStatus] | None = None
+    """Only sessions in one of these (None: any). `status` is the one-status form of the same."""
+    create_time_start: datetime | None = None
+    create_time_end: datetime | None = None
+    update_time_start: datetime | None = None
+    update_time_end: datetime | None = None
+    """Time ranges, start inclusive, end exclusive (None: open)."""
+    metadata_contains: JsonObject | None = None
+    """Only sessions whose metadata contains this object (jsonb @>)."""
+    title_contains: str | None = None
+    """Only sessions whose title contains this text, ignoring case."""
+    order: SessionOrder = SessionOrder.CREATE_TIME
 
 
 @dataclass(frozen=True)
@@ -263,6 +283,46 @@ class MessagesQuery:
     recent_count: int | None = None
     """Only the last this many (of those from start_time); None: all. Applies to the first page only:
     a later page continues after its token's position."""
+
+
+@dataclass(frozen=True)
+class SearchKey:
+    """Position of a result in a search's best-first order (keyset pagination)."""
+
+    rank: float
+    message_id: str
+
+
+@dataclass(frozen=True)
+class MessageSearch:
+    """One page of a full-text search over messages, best first."""
+
+    query: str
+    """What the user typed (websearch_to_tsquery syntax)."""
+    config: str
+    """The text search configuration the query is parsed in (the stored vectors' one)."""
+    owner: Owner
+    """The user whose messages the call may find (None: any, an admin)."""
+    user_id: str | None
+    """Only this user's messages; None for every user (an admin's search)."""
+    app_name: str | None
+    session_ids: list[str] | None
+    roles: list[Role] | None
+    start_time: datetime | None
+    end_time: datetime | None
+    page_size: int
+    after: SearchKey | None
+    scope: dict[str, Any]
+    """What a page token of this search is bound to."""
+    byte_budget: int
+    """Results that start past this many bytes (content and metadata) wait for the next page."""
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    message: Message
+    snippet: str
+    rank: float
 
 
 @dataclass(frozen=True)

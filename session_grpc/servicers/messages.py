@@ -10,15 +10,16 @@ from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
 from ..paging import PageTokens
-from ..storage import messages
+from ..storage import messages, search
 from ..storage.database import Database
 
 
 class MessageServicer(session_pb2_grpc.MessageServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits) -> None:
+    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, search_config: str = "simple") -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
+        self.search_config = search_config
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
         new = requests.new_message(request, self.limits)
@@ -43,3 +44,9 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
             if not page.more:
                 return
             query = replace(query, position=page.items[-1].sequence)
+
+    async def SearchMessages(self, request: pb.SearchMessagesRequest, context: grpc.aio.ServicerContext):
+        query = requests.message_search(request, self.tokens, self.search_config, self.limits)
+        page = await self.db.run(search.search_messages, query)
+        found, token = self.tokens.fit(paging.SEARCH, query.scope, page, resources.search_hit_to_proto)
+        return pb.SearchMessagesResponse(results=found, next_page_token=token)

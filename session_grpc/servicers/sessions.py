@@ -46,7 +46,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = requests.sessions_query(request, self.tokens, self.limits)
         page = await self.db.run(sessions.list_sessions, query)
-        found, token = self.tokens.fit(paging.SESSIONS, query.scope, page, resources.session_to_proto)
+        found, token = self.tokens.fit(paging.SESSION_LISTINGS[query.order], query.scope, page, resources.session_to_proto)
         return pb.ListSessionsResponse(sessions=found, next_page_token=token, total_size=page.total)
 
     async def GetSessionSummary(self, request: pb.GetSessionSummaryRequest, context: grpc.aio.ServicerContext):

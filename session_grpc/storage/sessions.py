@@ -3,7 +3,10 @@ marked with how it runs (units.py)."""
 
 from __future__ import annotations
 
+import functools
+import re
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
@@ -20,6 +23,7 @@ from ..domain.records import (
     Session,
     SessionPatch,
     SessionRef,
+    SessionOrder,
     SessionStatus,
     SessionsQuery,
     SessionSummary,
@@ -175,19 +179,92 @@ _LIGHT = "id, user_id, app_name, status, message_count, total_tokens, total_cost
     "end_time, version, last_event_time"
 
 
-def _list_sessions_sql(by_status: bool, by_app: bool, keyset: bool) -> str:
+@dataclass(frozen=True)
+class _Filters:
+    """Which of a listing's filters are set: one fixed statement per combination, so each keeps a
+    plan of its own (generic plans included) instead of one plan for `$n IS NULL OR ...`."""
+
+    statuses: int
+    """0: any status; 1: one (`status = $n`, which keeps the status index's order); 2: several."""
+    app: bool
+    create_start: bool
+    create_end: bool
+    update_start: bool
+    update_end: bool
+    metadata: bool
+    title: bool
+    order: SessionOrder
+    keyset: bool
+
+    @classmethod
+    def of(cls, query: SessionsQuery) -> _Filters:
+        statuses = 0 if query.statuses is None else min(len(query.statuses), 2)
+        return cls(
+            statuses, query.app_name is not None, query.create_time_start is not None,
+            query.create_time_end is not None, query.update_time_start is not None,
+            query.update_time_end is not None, query.metadata_contains is not None,
+            query.title_contains is not None, query.order, query.after is not None,
+        )
+
+    def params(self, query: SessionsQuery) -> list[object]:
+        """The parameters after $1 user, $2 limit and $3 byte budget, in the order of `sql`."""
+        values: list[object] = []
+        if query.statuses is not None:
+            values.append(query.statuses[0].value if len(query.statuses) == 1 else [s.value for s in query.statuses])
+        if query.app_name is not None:
+            values.append(query.app_name)
+        for when in (query.create_time_start, query.create_time_end, query.update_time_start, query.update_time_end):
+            if when is not None:
+                values.append(when)
+        if query.metadata_contains is not None:
+            values.append(rows.jsonb(query.metadata_contains))
+        if query.title_contains is not None:
+            values.append("%" + _LIKE_SPECIAL.sub(lambda special: "\\" + special[0], query.title_contains) + "%")
+        if query.after is not None:
+            values += [query.after.time, query.after.session_id]
+        return values
+
+
+_LIKE_SPECIAL = re.compile(r"[\\%_]")
+
+
+@functools.cache
+def _list_sessions_sql(filters: _Filters) -> str:
     """The page and the total in one statement; a total of 0 still gives one row (of NULL columns).
-    Parameters: $1 user, $2 limit, $3 byte budget, then the status, the app and the key, each
-    only when the query has it."""
+    Parameters: $1 user, $2 limit, $3 byte budget, then each set filter's and the key (_Filters.params).
+
+    Every variant starts from one of the (user_id, ...) indexes: a user's sessions in the listing's
+    order (ix_sessions_user_id_create_time, ix_sessions_user_id_last_activity_time, or the status and
+    app ones), the other filters checked on the way; the planner may add ix_sessions_metadata
+    (jsonb_path_ops) or the title's trigram index when they are selective. The total counts the
+    same rows without the key.
+    """
     n = 4
     where = "user_id = $1"
-    if by_status:
-        where += f" AND status = ${n}"
+
+    def add(condition: str) -> None:
+        nonlocal n, where
+        where += " AND " + condition.replace("$n", f"${n}")
         n += 1
-    if by_app:
-        where += f" AND app_name = ${n}"
-        n += 1
-    after = f" AND (create_time, id) < (${n}::timestamptz, ${n + 1}::uuid)" if keyset else ""
+
+    if filters.statuses:
+        add("status = $n" if filters.statuses == 1 else "status = ANY($n::text[])")
+    if filters.app:
+        add("app_name = $n")
+    for present, condition in (
+        (filters.create_start, "create_time >= $n"),
+        (filters.create_end, "create_time < $n"),
+        (filters.update_start, "update_time >= $n"),
+        (filters.update_end, "update_time < $n"),
+    ):
+        if present:
+            add(condition)
+    if filters.metadata:
+        add("metadata @> $n::jsonb")
+    if filters.title:
+        add("title ILIKE $n")
+    order = filters.order.value
+    after = f" AND ({order}, id) < (${n}::timestamptz, ${n + 1}::uuid)" if filters.keyset else ""
     return f"""
 SELECT t.total, s.* FROM (SELECT count(*) AS total FROM sessions WHERE {where}) t
 LEFT JOIN LATERAL (
@@ -195,37 +272,34 @@ LEFT JOIN LATERAL (
            CASE WHEN {_WITHIN} THEN conversation_data END AS conversation_data,
            CASE WHEN {_WITHIN} THEN metadata END AS metadata
     FROM sessions WHERE {where}{after}
-    WINDOW w AS (ORDER BY create_time DESC, id DESC)
-    ORDER BY create_time DESC, id DESC LIMIT $2
+    WINDOW w AS (ORDER BY {order} DESC, id DESC)
+    ORDER BY {order} DESC, id DESC LIMIT $2
 ) s ON true
 """
 
 
 LIST_SESSIONS = {
-    (by_status, by_app, keyset): _list_sessions_sql(by_status, by_app, keyset)
+    (by_status, by_app, keyset): _list_sessions_sql(
+        _Filters(int(by_status), by_app, False, False, False, False, False, False, SessionOrder.CREATE_TIME, keyset)
+    )
     for by_status in (False, True)
     for by_app in (False, True)
     for keyset in (False, True)
 }
+"""The statements of the listings by status and app only (bench.explain and the plan tests read them)."""
 
 
 @statement
 async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[Session]:
-    """One page of a user's sessions, newest first (at most page_size, and no more than
-    byte_budget but one), and the total.
+    """One page of a user's sessions, filtered, newest first by creation or by last activity (at
+    most page_size, and no more than byte_budget but one), and the exact total of the filter.
 
-    Keyset pagination on the (user_id, [status | app_name,] create_time DESC, id DESC) indexes: a
+    Keyset pagination on the (user_id, [status | app_name,] <order> DESC, id DESC) indexes: a
     deep page costs what the first does. The total is a count over the user's index entries.
     """
-    params: list[object] = [query.user_id, query.page_size + 1, query.byte_budget]
-    if query.status is not None:
-        params.append(query.status.value)
-    if query.app_name is not None:
-        params.append(query.app_name)
-    if query.after is not None:
-        params += [query.after.create_time, query.after.session_id]
-    sql = LIST_SESSIONS[(query.status is not None, query.app_name is not None, query.after is not None)]
-    found = await fetch(conn, sql, *params)
+    filters = _Filters.of(query)
+    params: list[object] = [query.user_id, query.page_size + 1, query.byte_budget, *filters.params(query)]
+    found = await fetch(conn, _list_sessions_sql(filters), *params)
     sessions = [rows.session(row) for row in found[: query.page_size] if row["within"]]
     return Page(sessions, len(found) > len(sessions) and found[0]["id"] is not None, found[0]["total"])
 

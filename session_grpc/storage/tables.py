@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Computed,
     ForeignKey,
     Index,
     MetaData,
@@ -21,7 +22,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, TIMESTAMP, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, TIMESTAMP, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..domain import records
@@ -86,6 +87,13 @@ class SessionRow(Base):
             text("id DESC"),
         ),
         Index(
+            "ix_sessions_user_id_last_activity_time",
+            "user_id",
+            text("last_activity_time DESC"),
+            text("id DESC"),
+        ),
+        Index("ix_sessions_metadata", "metadata", postgresql_using="gin", postgresql_ops={"metadata": "jsonb_path_ops"}),
+        Index(
             "ix_sessions_active_last_activity_time",
             "last_activity_time",
             postgresql_where=text("status = 'active'"),
@@ -119,10 +127,15 @@ class MessageRow(Base):
     payload: Mapped[bytes | None] = mapped_column(BYTEA, nullable=True)
     payload_type: Mapped[str | None] = mapped_column(Text, nullable=True)
     event_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    search_vector: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed("to_tsvector('simple'::regconfig, content)", persisted=True), nullable=True
+    )
+    """Written by PostgreSQL from content, in the configuration the migration chose (SESSION_SEARCH_CONFIG)."""
 
     __table_args__ = (
         CheckConstraint(_one_of("role", records.Role), name="role"),
         CheckConstraint("(payload IS NULL) = (payload_type IS NULL)", name="payload"),
+        Index("ix_messages_search_vector", "search_vector", postgresql_using="gin"),
         CheckConstraint(_one_of("message_type", records.MessageType), name="message_type"),
         CheckConstraint("sequence >= 1 AND tokens_used >= 0 AND cost >= 0", name="amounts"),
         Index("uq_messages_session_id_sequence", "session_id", "sequence", unique=True),
@@ -169,7 +182,7 @@ class UserFeedRow(Base):
 
 
 class SessionChangeRow(Base):
-    """One change of a session, written by the triggers of migration 0004 (storage/feed.py reads it)."""
+    """One change of a session, written by the triggers of migration 0007 (storage/feed.py reads it)."""
 
     __tablename__ = "session_changes"
 

@@ -335,13 +335,25 @@ class SessionClient:
         page_size: int = 0,
         page_token: str = "",
         app_name: str = "",
+        statuses: Sequence[int | str] = (),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        metadata_contains: JsonObject | struct_pb2.Struct | None = None,
+        title_contains: str = "",
+        by_last_activity: bool = False,
     ) -> pb.ListSessionsResponse:
-        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50), of
-        the application `app_name` only, or of every app when it is empty.
+        """One page of the user's sessions, newest first (page_size 1..1000; 0 means 50): by
+        creation, or with by_last_activity=True by their latest message. Filters, all optional:
+        the application `app_name` (every app when empty); a status, or several in `statuses`
+        (not both); created or updated in [after, before) (timezone-aware); metadata containing
+        `metadata_contains` (every key with an equal value); a title containing `title_contains`
+        (ignoring case).
 
         The response has `sessions`, `next_page_token` (empty on the last page) and
         `total_size` (all matching sessions). InvalidArgument for a changed or foreign token
-        (one from a listing with another status or app_name).
+        (one from a listing with other filters or another order).
         """
         request = pb.ListSessionsRequest(
             user_id=user_id,
@@ -349,18 +361,46 @@ class SessionClient:
             page_size=page_size,
             page_token=page_token,
             app_name=app_name,
+            statuses=[_enum(pb.SessionStatus, "SESSION_STATUS_", s, "statuses") for s in statuses],
+            metadata_contains=_struct(metadata_contains),
+            title_contains=title_contains,
+            order_by="last_activity_time desc" if by_last_activity else "",
         )
+        for field, when in (
+            ("create_time_start", created_after), ("create_time_end", created_before),
+            ("update_time_start", updated_after), ("update_time_end", updated_before),
+        ):
+            if when is not None:
+                if when.tzinfo is None:
+                    raise invalid_argument(field, "must be timezone-aware (a naive datetime is no instant)")
+                getattr(request, field).FromDatetime(when)
         return await self._unary(self._sessions.ListSessions, request, retry=True)
 
     async def list_sessions(
-        self, user_id: str, *, status: int | str | None = None, page_size: int = 0, app_name: str = ""
+        self,
+        user_id: str,
+        *,
+        status: int | str | None = None,
+        page_size: int = 0,
+        app_name: str = "",
+        statuses: Sequence[int | str] = (),
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        updated_after: datetime | None = None,
+        updated_before: datetime | None = None,
+        metadata_contains: JsonObject | struct_pb2.Struct | None = None,
+        title_contains: str = "",
+        by_last_activity: bool = False,
     ) -> AsyncIterator[pb.Session]:
-        """Every session of the user (in `app_name` only, when given), newest first, fetched
-        page by page as you iterate."""
+        """Every session of the user that passes the filters (list_sessions_page's), in its
+        order, fetched page by page as you iterate."""
         token = ""
         while True:
             page = await self.list_sessions_page(
-                user_id, status=status, page_size=page_size, page_token=token, app_name=app_name
+                user_id, status=status, page_size=page_size, page_token=token, app_name=app_name,
+                statuses=statuses, created_after=created_after, created_before=created_before,
+                updated_after=updated_after, updated_before=updated_before, metadata_contains=metadata_contains,
+                title_contains=title_contains, by_last_activity=by_last_activity,
             )
             for session in page.sessions:
                 yield session
@@ -505,6 +545,69 @@ class SessionClient:
             )
             for message in page.messages:
                 yield message
+            token = page.next_page_token
+            if not token:
+                return
+
+    async def search_messages_page(
+        self,
+        query: str,
+        *,
+        user_id: str = "",
+        app_name: str = "",
+        session_ids: Sequence[str] = (),
+        roles: Sequence[int | str] = (),
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> pb.SearchMessagesResponse:
+        """One page of the messages matching `query` (what a person types in a search box:
+        words, "a phrase", -word, or), best first, each result with its `message`, a `snippet`
+        with the matches between <mark> and </mark> (plain text, not HTML-escaped) and its `rank`.
+
+        user_id empty: the caller's own messages (every user's for an admin). The filters
+        narrow it: an app, sessions, roles ("user", "ROLE_ASSISTANT", ...), and created in
+        [start_time, end_time) (timezone-aware). page_size 1..100; 0 means 20. A page_token works
+        only with the query and filters that produced it.
+        """
+        request = pb.SearchMessagesRequest(
+            query=query,
+            user_id=user_id,
+            app_name=app_name,
+            session_ids=list(session_ids),
+            roles=[_enum(pb.Role, "ROLE_", role, "roles") for role in roles],
+            page_size=page_size,
+            page_token=page_token,
+        )
+        for field, when in (("start_time", start_time), ("end_time", end_time)):
+            if when is not None:
+                if when.tzinfo is None:
+                    raise invalid_argument(field, "must be timezone-aware (a naive datetime is no instant)")
+                getattr(request, field).FromDatetime(when)
+        return await self._unary(self._messages.SearchMessages, request, retry=True)
+
+    async def search_messages(
+        self,
+        query: str,
+        *,
+        user_id: str = "",
+        app_name: str = "",
+        session_ids: Sequence[str] = (),
+        roles: Sequence[int | str] = (),
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+        page_size: int = 0,
+    ) -> AsyncIterator[pb.SearchResult]:
+        """Every result of search_messages_page's search, best first, fetched page by page as you iterate."""
+        token = ""
+        while True:
+            page = await self.search_messages_page(
+                query, user_id=user_id, app_name=app_name, session_ids=session_ids, roles=roles,
+                start_time=start_time, end_time=end_time, page_size=page_size, page_token=token,
+            )
+            for result in page.results:
+                yield result
             token = page.next_page_token
             if not token:
                 return

@@ -621,6 +621,16 @@ type MessageServiceClient interface {
 	// database page by page; the stream ends at the last stored message (it does
 	// not wait for new ones). NOT_FOUND without the session, before any message.
 	StreamMessages(ctx context.Context, in *StreamMessagesRequest, opts ...grpc.CallOption) (MessageService_StreamMessagesClient, error)
+	// Full-text search over messages' content: the query is what a person types
+	// in a search box (words, "a quoted phrase", -excluded, or), matched with
+	// PostgreSQL's websearch_to_tsquery in the server's text search configuration
+	// (SESSION_SEARCH_CONFIG, default "simple"). Results are ranked, best first,
+	// each with a highlighted snippet, and paged with opaque keyset tokens. A user
+	// finds only their own messages (user_id empty means the caller; another
+	// user is PERMISSION_DENIED, reason OTHER_USER); an admin may search every
+	// user's by leaving user_id empty. INVALID_ARGUMENT for an empty or too long
+	// query, too many filters, a bad time range or a foreign page token.
+	SearchMessages(ctx context.Context, in *SearchMessagesRequest, opts ...grpc.CallOption) (*SearchMessagesResponse, error)
 }
 
 type messageServiceClient struct {
@@ -681,6 +691,15 @@ func (x *messageServiceStreamMessagesClient) Recv() (*StreamMessagesResponse, er
 	return m, nil
 }
 
+func (c *messageServiceClient) SearchMessages(ctx context.Context, in *SearchMessagesRequest, opts ...grpc.CallOption) (*SearchMessagesResponse, error) {
+	out := new(SearchMessagesResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.MessageService/SearchMessages", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // MessageServiceServer is the server API for MessageService service.
 // All implementations must embed UnimplementedMessageServiceServer
 // for forward compatibility
@@ -703,6 +722,16 @@ type MessageServiceServer interface {
 	// database page by page; the stream ends at the last stored message (it does
 	// not wait for new ones). NOT_FOUND without the session, before any message.
 	StreamMessages(*StreamMessagesRequest, MessageService_StreamMessagesServer) error
+	// Full-text search over messages' content: the query is what a person types
+	// in a search box (words, "a quoted phrase", -excluded, or), matched with
+	// PostgreSQL's websearch_to_tsquery in the server's text search configuration
+	// (SESSION_SEARCH_CONFIG, default "simple"). Results are ranked, best first,
+	// each with a highlighted snippet, and paged with opaque keyset tokens. A user
+	// finds only their own messages (user_id empty means the caller; another
+	// user is PERMISSION_DENIED, reason OTHER_USER); an admin may search every
+	// user's by leaving user_id empty. INVALID_ARGUMENT for an empty or too long
+	// query, too many filters, a bad time range or a foreign page token.
+	SearchMessages(context.Context, *SearchMessagesRequest) (*SearchMessagesResponse, error)
 	mustEmbedUnimplementedMessageServiceServer()
 }
 
@@ -718,6 +747,9 @@ func (UnimplementedMessageServiceServer) ListMessages(context.Context, *ListMess
 }
 func (UnimplementedMessageServiceServer) StreamMessages(*StreamMessagesRequest, MessageService_StreamMessagesServer) error {
 	return status.Errorf(codes.Unimplemented, "method StreamMessages not implemented")
+}
+func (UnimplementedMessageServiceServer) SearchMessages(context.Context, *SearchMessagesRequest) (*SearchMessagesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SearchMessages not implemented")
 }
 func (UnimplementedMessageServiceServer) mustEmbedUnimplementedMessageServiceServer() {}
 
@@ -789,6 +821,24 @@ func (x *messageServiceStreamMessagesServer) Send(m *StreamMessagesResponse) err
 	return x.ServerStream.SendMsg(m)
 }
 
+func _MessageService_SearchMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SearchMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessageServiceServer).SearchMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.MessageService/SearchMessages",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessageServiceServer).SearchMessages(ctx, req.(*SearchMessagesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 var _MessageService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "session.v1.MessageService",
 	HandlerType: (*MessageServiceServer)(nil),
@@ -800,6 +850,10 @@ var _MessageService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMessages",
 			Handler:    _MessageService_ListMessages_Handler,
+		},
+		{
+			MethodName: "SearchMessages",
+			Handler:    _MessageService_SearchMessages_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -320,18 +320,34 @@ class DeleteSessionResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class ListSessionsRequest(_message.Message):
-    __slots__ = ("user_id", "status", "page_size", "page_token", "app_name")
+    __slots__ = ("user_id", "status", "page_size", "page_token", "app_name", "statuses", "create_time_start", "create_time_end", "update_time_start", "update_time_end", "metadata_contains", "title_contains", "order_by")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_START_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_END_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_START_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_END_FIELD_NUMBER: _ClassVar[int]
+    METADATA_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    TITLE_CONTAINS_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     status: SessionStatus
     page_size: int
     page_token: str
     app_name: str
-    def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., app_name: _Optional[str] = ...) -> None: ...
+    statuses: _containers.RepeatedScalarFieldContainer[SessionStatus]
+    create_time_start: _timestamp_pb2.Timestamp
+    create_time_end: _timestamp_pb2.Timestamp
+    update_time_start: _timestamp_pb2.Timestamp
+    update_time_end: _timestamp_pb2.Timestamp
+    metadata_contains: _struct_pb2.Struct
+    title_contains: str
+    order_by: str
+    def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., app_name: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[SessionStatus, str]]] = ..., create_time_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metadata_contains: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., title_contains: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
 
 class ListSessionsResponse(_message.Message):
     __slots__ = ("sessions", "next_page_token", "total_size")
@@ -506,6 +522,46 @@ class StreamMessagesResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     message: Message
     def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
+
+class SearchMessagesRequest(_message.Message):
+    __slots__ = ("query", "user_id", "app_name", "session_ids", "roles", "start_time", "end_time", "page_size", "page_token")
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_IDS_FIELD_NUMBER: _ClassVar[int]
+    ROLES_FIELD_NUMBER: _ClassVar[int]
+    START_TIME_FIELD_NUMBER: _ClassVar[int]
+    END_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    query: str
+    user_id: str
+    app_name: str
+    session_ids: _containers.RepeatedScalarFieldContainer[str]
+    roles: _containers.RepeatedScalarFieldContainer[Role]
+    start_time: _timestamp_pb2.Timestamp
+    end_time: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, query: _Optional[str] = ..., user_id: _Optional[str] = ..., app_name: _Optional[str] = ..., session_ids: _Optional[_Iterable[str]] = ..., roles: _Optional[_Iterable[_Union[Role, str]]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class SearchResult(_message.Message):
+    __slots__ = ("message", "snippet", "rank")
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SNIPPET_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    message: Message
+    snippet: str
+    rank: float
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., snippet: _Optional[str] = ..., rank: _Optional[float] = ...) -> None: ...
+
+class SearchMessagesResponse(_message.Message):
+    __slots__ = ("results", "next_page_token")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SearchResult]
+    next_page_token: str
+    def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CreateMemoryRequest(_message.Message):
     __slots__ = ("session_id", "conversation_summary", "facts", "preferences", "metadata")

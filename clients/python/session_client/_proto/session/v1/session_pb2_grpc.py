@@ -600,6 +600,11 @@ class MessageServiceStub:
                 request_serializer=session_dot_v1_dot_session__pb2.StreamMessagesRequest.SerializeToString,
                 response_deserializer=session_dot_v1_dot_session__pb2.StreamMessagesResponse.FromString,
                 _registered_method=True)
+        self.SearchMessages = channel.unary_unary(
+                '/session.v1.MessageService/SearchMessages',
+                request_serializer=session_dot_v1_dot_session__pb2.SearchMessagesRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.SearchMessagesResponse.FromString,
+                _registered_method=True)
 
 
 class MessageServiceServicer:
@@ -639,6 +644,21 @@ class MessageServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SearchMessages(self, request, context):
+        """Full-text search over messages' content: the query is what a person types
+        in a search box (words, "a quoted phrase", -excluded, or), matched with
+        PostgreSQL's websearch_to_tsquery in the server's text search configuration
+        (SESSION_SEARCH_CONFIG, default "simple"). Results are ranked, best first,
+        each with a highlighted snippet, and paged with opaque keyset tokens. A user
+        finds only their own messages (user_id empty means the caller; another
+        user is PERMISSION_DENIED, reason OTHER_USER); an admin may search every
+        user's by leaving user_id empty. INVALID_ARGUMENT for an empty or too long
+        query, too many filters, a bad time range or a foreign page token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MessageServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -656,6 +676,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     servicer.StreamMessages,
                     request_deserializer=session_dot_v1_dot_session__pb2.StreamMessagesRequest.FromString,
                     response_serializer=session_dot_v1_dot_session__pb2.StreamMessagesResponse.SerializeToString,
+            ),
+            'SearchMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SearchMessages,
+                    request_deserializer=session_dot_v1_dot_session__pb2.SearchMessagesRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.SearchMessagesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -740,6 +765,33 @@ class MessageService:
             '/session.v1.MessageService/StreamMessages',
             session_dot_v1_dot_session__pb2.StreamMessagesRequest.SerializeToString,
             session_dot_v1_dot_session__pb2.StreamMessagesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SearchMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.MessageService/SearchMessages',
+            session_dot_v1_dot_session__pb2.SearchMessagesRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.SearchMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,101 @@
+"""Full-text search over messages: one statement per page, over the stored `search_vector`
+(a generated column, to_tsvector(<configuration>, content)) and its GIN index.
+
+The statement is planned for the values of each call (a fresh prepared statement, so PostgreSQL
+makes a custom plan): the planner then sees the parsed query and which filters are set, and picks
+the GIN index for a rare word but the user's sessions (ix_sessions_user_id_create_time, then each
+session's messages by uq_messages_session_id_sequence) for a common word with a user filter. A
+cached generic plan would have to choose one of those for every query, blind.
+"""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+
+from ..domain.records import MessageSearch, Page, SearchHit
+from . import rows
+from .rows import owned
+from .units import statement
+
+SNIPPET_OPTIONS = 'StartSel=<mark>, StopSel=</mark>, MaxWords=35, MinWords=15, MaxFragments=2, FragmentDelimiter=" ... "'
+_TSQUERY = "websearch_to_tsquery($2::regconfig, $1)"
+_SIZE = "octet_length(m.content) + octet_length(m.metadata::text) + coalesce(octet_length(m.payload), 0)"
+_LIGHT = (
+    "m.id, m.session_id, m.user_id, m.sequence, m.role, m.message_type, m.tokens_used, m.cost, m.create_time, "
+    "m.payload_type, coalesce(m.event_time, m.create_time) AS event_time"
+)
+"""The message's columns (rows.MESSAGE_COLUMNS) but its large ones: content, metadata, payload."""
+
+# $1 query, $2 configuration, $3 limit (page_size + 1), $4 byte budget, $5 owner (NULL: any),
+# $6 user, $7 app, $8 session ids, $9 roles, $10 start, $11 end, $12/$13 the key to continue after
+# (rank, message id). Unset filters are NULL; a custom plan folds them away.
+#
+# Ranking computes ts_rank for every match that passes the filters (there is no index on rank),
+# then keeps the best $3. Only the page's rows get a snippet (ts_headline parses the content
+# again), and only those within the byte budget: the rest come back without content, to say
+# that more follow.
+SEARCH = f"""
+WITH hits AS (
+    SELECT m.id, ts_rank(m.search_vector, {_TSQUERY}) AS rank
+    FROM messages m JOIN sessions s ON s.id = m.session_id
+    WHERE m.search_vector @@ {_TSQUERY}
+      AND {owned(5, "s.user_id")}
+      AND ($6::text IS NULL OR s.user_id = $6)
+      AND ($7::text IS NULL OR s.app_name = $7)
+      AND ($8::uuid[] IS NULL OR m.session_id = ANY($8::uuid[]))
+      AND ($9::text[] IS NULL OR m.role = ANY($9::text[]))
+      AND ($10::timestamptz IS NULL OR m.create_time >= $10)
+      AND ($11::timestamptz IS NULL OR m.create_time < $11)
+), page AS (
+    SELECT id, rank FROM hits
+    WHERE $12::real IS NULL OR (rank, id) < ($12::real, $13::uuid)
+    ORDER BY rank DESC, id DESC LIMIT $3
+), sized AS (
+    SELECT {_LIGHT}, m.content, m.metadata, m.payload, p.rank,
+           sum({_SIZE}) OVER (ORDER BY p.rank DESC, p.id DESC) - ({_SIZE}) < $4 AS within
+    FROM page p JOIN messages m ON m.id = p.id
+)
+SELECT id, session_id, user_id, sequence, role, message_type, tokens_used, cost, create_time, payload_type,
+       event_time, rank, within, CASE WHEN within THEN content END AS content,
+       CASE WHEN within THEN metadata END AS metadata, CASE WHEN within THEN payload END AS payload,
+       CASE WHEN within THEN ts_headline($2::regconfig, content, {_TSQUERY}, '{SNIPPET_OPTIONS}') END AS snippet
+FROM sized ORDER BY rank DESC, id DESC
+"""
+
+
+@statement
+async def search_messages(conn: asyncpg.Connection, search: MessageSearch) -> Page[SearchHit]:
+    """One page of the messages matching a search, best first (at most page_size, and no more
+    than byte_budget but one). No total: counting every match of a common word would cost what
+    ranking them does, for a number nobody pages to the end of."""
+    after = search.after
+    prepared = await conn.prepare(SEARCH)
+    found = await prepared.fetch(
+        search.query, search.config, search.page_size + 1, search.byte_budget, search.owner, search.user_id,
+        search.app_name, search.session_ids, None if search.roles is None else [role.value for role in search.roles],
+        search.start_time, search.end_time, None if after is None else after.rank,
+        None if after is None else after.message_id,
+    )
+    hits = [
+        SearchHit(rows.message(row), row["snippet"], row["rank"]) for row in found[: search.page_size] if row["within"]
+    ]
+    return Page(hits, len(found) > len(hits), 0)
+
+
+_CONFIGURATION = re.compile(r"to_tsvector\('([^']+)'::regconfig")
+STORED_CONFIGURATION = """
+SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+WHERE d.adrelid = to_regclass('messages') AND a.attname = 'search_vector'
+"""
+
+
+@statement
+async def stored_configuration(conn: asyncpg.Connection) -> str | None:
+    """The text search configuration messages' search_vector is generated in (None when the
+    database has no such column: not migrated that far)."""
+    expression = await conn.fetchval(STORED_CONFIGURATION)
+    match = _CONFIGURATION.search(expression or "")
+    return match[1] if match else None
