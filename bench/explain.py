@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from decimal import Decimal
 
 import asyncpg
 
 from session_grpc import paging
-from session_grpc.storage import messages, sessions
+from session_grpc.storage import history, messages, sessions
 
 from . import seed
 from .run import database_server, prepare
@@ -81,8 +80,16 @@ async def main() -> None:
                 await explain(conn, "ListMessages start_time at message 49,000 and recent_count=20",
                               messages.FILTERED_ASCENDING, long_session, 0, 101, "long-user", paging.RESPONSE_BYTES,
                               at_49000, 20),
-                await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGE, str(uuid.uuid4()), long_session,
-                              12, Decimal("0.00015"), "user", "chat", "hello", "{}", "long-user", None, None, 0),
+                await explain(conn, "AddMessage (rolled back)", messages.ADD_MESSAGES, [str(uuid.uuid4())], long_session,
+                              ["user"], ["chat"], ["hello"], ["12"], ["0.00015"], ["{}"], [None], None, None, 0,
+                              "long-user", [None], [None], [None]),
+                await explain(conn, "AddMessages of 10 (rolled back)", messages.ADD_MESSAGES,
+                              [str(uuid.uuid4()) for _ in range(10)], long_session, ["user"] * 10, ["chat"] * 10,
+                              ["hello"] * 10, ["12"] * 10, ["0.00015"] * 10, ["{}"] * 10, [None] * 10, None, None, 0,
+                              "long-user", [None] * 10, [None] * 10, [None] * 10),
+                await explain(conn, "ForkSession at sequence 10,000 of the 50,000-message session (rolled back)",
+                              history.FORK_SESSION, long_session, "long-user", 10_000, str(uuid.uuid4()), None,
+                              100_000),
                 await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",
                               sessions.SESSION_SUMMARY, long_session, "long-user"),
             ]

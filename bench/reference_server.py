@@ -1,7 +1,7 @@
 """The limit: the least a Python gRPC server can do for AddMessage and GetSession on this schema.
 
 grpc.aio and raw asyncpg, issuing the same SQL in the same transaction shape
-as session-grpc (session_grpc/storage/messages.py ADD_MESSAGE and
+as session-grpc (session_grpc/storage/messages.py ADD_MESSAGES, a batch of one, and
 storage/sessions.py GET_SESSION: one statement in autocommit, one round trip),
 with no ORM, no validation, no interceptors, no error mapping. It is not a
 product: it trusts every request.
@@ -30,7 +30,7 @@ from session_grpc.storage import messages, sessions
 
 # The very statements session-grpc runs (one round trip each, autocommit); on a plain asyncpg
 # pool the jsonb columns come back as text, which _struct parses.
-ADD_MESSAGE = messages.ADD_MESSAGE
+ADD_MESSAGE = messages.ADD_MESSAGES
 GET_SESSION = sessions.GET_SESSION
 
 ROLES = {pb.ROLE_USER: "user", pb.ROLE_ASSISTANT: "assistant", pb.ROLE_SYSTEM: "system", pb.ROLE_TOOL: "tool"}
@@ -67,21 +67,22 @@ class Reference(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.Sessio
         async with self.pool.acquire() as conn:  # autocommit: the statement is its own transaction
             row = await conn.fetchrow(
                 ADD_MESSAGE,
-                str(uuid.uuid4()),
+                [str(uuid.uuid4())],
                 request.session_id,
-                request.tokens_used,
-                _decimal(request.cost),
-                ROLES[request.role],
-                "chat",
-                request.content,
-                metadata,
-                None,  # the owner: any (the reference trusts every request)
+                [ROLES[request.role]],
+                ["chat"],
+                [request.content],
+                [str(request.tokens_used)],
+                [format(_decimal(request.cost), "f")],
+                [metadata],
+                [None],  # no request_id
                 None,  # expected_last_sequence: no condition
                 None,  # expected_etag's version: no condition
                 0,  # and its creation microseconds
-                None,  # no payload
-                None,  # nor its media type
-                None,  # event_time: the server's clock
+                None,  # the owner: any (the reference trusts every request)
+                [None],  # no payload
+                [None],  # nor its media type
+                [None],  # event_time: the server's clock
             )
         return pb.AddMessageResponse(
             message=pb.Message(

@@ -37,7 +37,7 @@ from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.testing import free_port
 
-from . import loadgen, memory, procstat, report, seed
+from . import history, loadgen, memory, procstat, report, seed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -58,6 +58,7 @@ class Config:
     big_messages: int = 50_000
     big_sessions: int = 10_000
     timed_count: int = 200
+    fork_messages: int = 10_000
     peer: bool = True
     chart: bool = True
     workers: tuple[int, ...] = (1, 2)
@@ -76,6 +77,7 @@ class Config:
             big_messages=3_000,
             big_sessions=500,
             timed_count=10,
+            fork_messages=1_000,
             workers=(1,),
         )
         base.update(overrides)
@@ -623,6 +625,9 @@ async def run(cfg: Config) -> dict[str, Any]:
                         await open_loop_add(bench, target, proc.port, proc.pid, channel, rate)
                 if want("chat"):
                     await chat_turns(bench, real.pid, channel)
+                if want("history"):
+                    await history.batch_append(bench, real.pid, channel)
+                    await history.fork_and_truncate(bench, real.pid, channel, urls["session"], cfg.fork_messages)
                 if want("big"):
                     data = await seed_big(urls["session"], cfg)
                     await list_big_user(bench, real.pid, channel, data)
@@ -710,7 +715,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--reps", type=int)
     parser.add_argument("--duration", type=float, help="seconds measured per repetition (closed loop)")
-    parser.add_argument("--only", default="", help="comma list among point,open,chat,big,memory,workers,peer")
+    parser.add_argument("--only", default="", help="comma list among point,open,chat,history,big,memory,workers,peer")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {"peer": not args.no_peer, "chart": not args.no_chart, "out": args.out}

@@ -336,7 +336,16 @@ async def run(size: Size, out: Path, only: set[str]) -> dict[str, Any]:
         began_upgrade = time.monotonic()
         await migrations.upgrade(main_url)
         result["upgrade_head_seconds"] = time.monotonic() - began_upgrade
-        await migrations.upgrade(before_url, before_search)  # stays without search: the "before"
+        # The "before": every migration but search's. The server reads the columns later migrations
+        # add (a fork's lineage, say), so the copy goes to head and loses search's column and index
+        # again (search's own downgrade; dropping a column touches only the catalog).
+        await migrations.upgrade(before_url)
+        conn = await asyncpg.connect(before_url)
+        try:
+            await conn.execute("DROP INDEX IF EXISTS ix_messages_search_vector")
+            await conn.execute("ALTER TABLE messages DROP COLUMN IF EXISTS search_vector")
+        finally:
+            await conn.close()
         conn = await asyncpg.connect(main_url)
         try:
             await seed.analyze(conn)

@@ -44,6 +44,7 @@ SERVER_FAULTS = frozenset(
 )
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 ADD_MESSAGE = "/session.v1.MessageService/AddMessage"
+ADD_MESSAGES = "/session.v1.MessageService/AddMessages"
 
 
 class Metrics:
@@ -242,19 +243,22 @@ class Observe(Step):
         access_log.log(level, json.dumps(line, separators=(",", ":")))
 
     def watch_responses(self, method: str) -> bool:
-        return method == ADD_MESSAGE
+        return method in (ADD_MESSAGE, ADD_MESSAGES)
 
     def response(self, call: Call, response: Any) -> None:
-        """AddMessage's message: count it, its tokens and its cost."""
-        message = getattr(response, "message", None)
-        if message is None:
-            return
-        self.metrics.messages.inc()
-        self.metrics.tokens.inc(max(0, message.tokens_used))
-        try:
-            self.metrics.cost.inc(float(Decimal(message.cost or "0")))
-        except (InvalidOperation, ValueError):
-            pass
+        """AddMessage's message, AddMessages' messages: count them, their tokens and their cost."""
+        if hasattr(response, "messages"):
+            added = list(response.messages)
+        else:
+            message = getattr(response, "message", None)
+            added = [] if message is None else [message]
+        for message in added:
+            self.metrics.messages.inc()
+            self.metrics.tokens.inc(max(0, message.tokens_used))
+            try:
+                self.metrics.cost.inc(float(Decimal(message.cost or "0")))
+            except (InvalidOperation, ValueError):
+                pass
 
 
 def configure_logging() -> None:

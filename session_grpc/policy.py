@@ -75,9 +75,12 @@ POLICIES: dict[str, Policy] = {
     _SESSIONS + "GetSessionSummary": owns_session("session_id"),
     _SESSIONS + "GetServiceStats": admin(),
     _SESSIONS + "ExpireSessions": admin(writes=True),
+    _SESSIONS + "ForkSession": owns_session("session_id", writes=True),
+    _SESSIONS + "TruncateSession": owns_session("session_id", writes=True),
     _SESSIONS + "WatchSession": owns_session("session_id"),
     _SESSIONS + "WatchUserSessions": acts_for("user_id"),
     _MESSAGES + "AddMessage": owns_session("session_id", writes=True),
+    _MESSAGES + "AddMessages": owns_session("session_id", writes=True),
     _MESSAGES + "ListMessages": owns_session("session_id"),
     _MESSAGES + "StreamMessages": owns_session("session_id"),
     # A user searches their own messages (an empty user_id becomes theirs); an admin's empty user_id

@@ -150,35 +150,109 @@ def _mask_paths(
 def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) -> records.NewMessage:
     check = Violations(limits)
     sid = check.uuid("session_id", request.session_id)
-    role = ROLE_FROM_PROTO.get(request.role)
-    if role is None:
-        check.add("role", ROLE_HINT)
-    if request.message_type == pb.MESSAGE_TYPE_UNSPECIFIED:
-        message_type: records.MessageType | None = records.MessageType.CHAT
-    else:
-        message_type = MESSAGE_TYPE_FROM_PROTO.get(request.message_type)
-        if message_type is None:
-            check.add("message_type", MESSAGE_TYPE_HINT)
-    cost = parse_cost(request.cost)
-    if cost is None:
-        check.add("cost", COST_HINT)
-    payload, payload_type = check.payload("payload", "payload_type", request.payload, request.payload_type)
-    event_time = _event_time(check, request.event_time) if request.HasField("event_time") else None
+    body = _message_body(check, request, "")
     result = records.NewMessage(
         session_id=sid or "",
         owner=owner_scope(),
-        role=role or records.Role.USER,
-        message_type=message_type or records.MessageType.CHAT,
-        content=check.content("content", request.content, required=not payload),
-        tokens_used=check.non_negative("tokens_used", request.tokens_used, MAX_TOKENS_PER_MESSAGE),
-        cost=cost if cost is not None else Decimal(0),
-        metadata=_struct(check, "metadata", request.metadata),
+        role=body.role,
+        message_type=body.message_type,
+        content=body.content,
+        tokens_used=body.tokens_used,
+        cost=body.cost,
+        metadata=body.metadata,
         request_id=check.uuid("request_id", request.request_id, required=False),
         expected_last_sequence=_expected_last_sequence(check, request),
         expected_etag=check.text("expected_etag", request.expected_etag, max_length=MAX_ETAG_LENGTH),
+        payload=body.payload,
+        payload_type=body.payload_type,
+        event_time=body.event_time,
+    )
+    check.raise_if_any()
+    return result
+
+
+def new_messages(request: pb.AddMessagesRequest, limits: Limits = DEFAULT_LIMITS) -> records.NewMessages:
+    """AddMessages: each entry checked as AddMessage checks its fields, named messages[i].field."""
+    check = Violations(limits)
+    sid = check.uuid("session_id", request.session_id)
+    count = len(request.messages)
+    if count == 0:
+        check.add("messages", "must hold at least one message")
+    elif count > limits.batch_messages:
+        check.add("messages", f"must hold at most {limits.batch_messages} messages (SESSION_MAX_BATCH_MESSAGES), not {count}")
+    bodies = [] if count > limits.batch_messages else [
+        _message_body(check, entry, f"messages[{index}].") for index, entry in enumerate(request.messages)
+    ]
+    result = records.NewMessages(
+        session_id=sid or "",
+        owner=owner_scope(),
+        messages=bodies,
+        request_id=check.uuid("request_id", request.request_id, required=False),
+        expected_last_sequence=_expected_last_sequence(check, request),
+        expected_etag=check.text("expected_etag", request.expected_etag, max_length=MAX_ETAG_LENGTH),
+    )
+    check.raise_if_any()
+    return result
+
+
+def _message_body(check: Violations, given: pb.AddMessageRequest | pb.NewMessage, prefix: str) -> records.MessageBody:
+    """The fields of one message to append (AddMessage's, or an entry of AddMessages')."""
+    role = ROLE_FROM_PROTO.get(given.role)
+    if role is None:
+        check.add(f"{prefix}role", ROLE_HINT)
+    if given.message_type == pb.MESSAGE_TYPE_UNSPECIFIED:
+        message_type: records.MessageType | None = records.MessageType.CHAT
+    else:
+        message_type = MESSAGE_TYPE_FROM_PROTO.get(given.message_type)
+        if message_type is None:
+            check.add(f"{prefix}message_type", MESSAGE_TYPE_HINT)
+    cost = parse_cost(given.cost)
+    if cost is None:
+        check.add(f"{prefix}cost", COST_HINT)
+    payload, payload_type = check.payload(f"{prefix}payload", f"{prefix}payload_type", given.payload, given.payload_type)
+    event_time = _event_time(check, given.event_time, f"{prefix}event_time") if given.HasField("event_time") else None
+    return records.MessageBody(
+        role=role or records.Role.USER,
+        message_type=message_type or records.MessageType.CHAT,
+        content=check.content(f"{prefix}content", given.content, required=not payload),
+        tokens_used=check.non_negative(f"{prefix}tokens_used", given.tokens_used, MAX_TOKENS_PER_MESSAGE),
+        cost=cost if cost is not None else Decimal(0),
+        metadata=_struct(check, f"{prefix}metadata", given.metadata),
         payload=payload,
         payload_type=payload_type,
         event_time=event_time,
+    )
+
+
+def fork(request: pb.ForkSessionRequest) -> records.Fork:
+    check = Violations()
+    sid = check.uuid("session_id", request.session_id)
+    last_sequence = None
+    if request.HasField("last_sequence"):
+        last_sequence = request.last_sequence
+        if last_sequence < 0:
+            check.add("last_sequence", "must not be negative")
+    result = records.Fork(
+        source=records.SessionRef(sid or "", owner_scope()),
+        last_sequence=last_sequence,
+        request_id=check.uuid("request_id", request.request_id, required=False),
+        fork_session_id=check.uuid("fork_session_id", request.fork_session_id, required=False),
+    )
+    check.raise_if_any()
+    return result
+
+
+def rewind(request: pb.TruncateSessionRequest) -> records.Rewind:
+    check = Violations()
+    sid = check.uuid("session_id", request.session_id)
+    if not request.HasField("last_sequence"):
+        check.add("last_sequence", "is required: the sequence to keep as the last (0 removes every message)")
+    elif request.last_sequence < 0:
+        check.add("last_sequence", "must not be negative")
+    result = records.Rewind(
+        session=records.SessionRef(sid or "", owner_scope()),
+        last_sequence=request.last_sequence,
+        request_id=check.uuid("request_id", request.request_id, required=False),
     )
     check.raise_if_any()
     return result
@@ -187,7 +261,7 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
 TIME_RANGE_HINT = "must be a time between 0001-01-01 and 9999-12-31 with nanos 0..999999999"
 
 
-def _event_time(check: Violations, given: timestamp_pb2.Timestamp) -> datetime | None:
+def _event_time(check: Violations, given: timestamp_pb2.Timestamp, field: str = "event_time") -> datetime | None:
     """The event's time to the microsecond, rounded to the nearest one, half to even: what
     datetime.fromtimestamp does with a float, so a client that converts a float time (Google
     ADK's Event.timestamp) to a Timestamp gets back the datetime it would have made itself."""
@@ -199,11 +273,11 @@ def _event_time(check: Violations, given: timestamp_pb2.Timestamp) -> datetime |
             raise ValueError
         return datetime.fromtimestamp(given.seconds, timezone.utc) + timedelta(microseconds=micros)
     except (ValueError, OverflowError, OSError):
-        check.add("event_time", TIME_RANGE_HINT)
+        check.add(field, TIME_RANGE_HINT)
         return None
 
 
-def _expected_last_sequence(check: Violations, request: pb.AddMessageRequest) -> int | None:
+def _expected_last_sequence(check: Violations, request: pb.AddMessageRequest | pb.AddMessagesRequest) -> int | None:
     """The append's condition (None: unset, no condition); 0 is a condition: no messages yet."""
     if not request.HasField("expected_last_sequence"):
         return None

@@ -72,6 +72,8 @@ def session_to_proto(session: records.Session) -> pb.Session:
         last_activity_time=timestamp(session.last_activity_time),
         etag=session.etag,
         app_name=session.app_name,
+        forked_from_session_id=session.forked_from_session_id or "",
+        forked_at_sequence=session.forked_at_sequence or 0,
     )
     if session.end_time is not None:
         message.end_time.CopyFrom(timestamp(session.end_time))

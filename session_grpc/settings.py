@@ -320,6 +320,8 @@ LIMIT_VARIABLES = {
     "search_query_length": "SESSION_MAX_SEARCH_QUERY_LENGTH",
     "search_page_size": "SESSION_MAX_SEARCH_PAGE_SIZE",
     "payload_bytes": "SESSION_MAX_PAYLOAD_BYTES",
+    "batch_messages": "SESSION_MAX_BATCH_MESSAGES",
+    "fork_messages": "SESSION_MAX_FORK_MESSAGES",
 }
 
 

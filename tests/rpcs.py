@@ -18,6 +18,8 @@ EXTRAS: dict[str, dict[str, Any]] = {
     SESSIONS + "UpdateSession": {"session": {"title": "x"}},
     SESSIONS + "ExpireSessions": {"idle_for": "86400s"},
     "/session.v1.MessageService/AddMessage": {"role": "ROLE_USER", "content": "hi"},
+    "/session.v1.MessageService/AddMessages": {"messages": [{"role": "ROLE_USER", "content": "hi"}]},
+    SESSIONS + "TruncateSession": {"last_sequence": 0},
     "/session.v1.MessageService/SearchMessages": {"query": "hi"},
     MEMORIES + "UpdateMemory": {"memory": {"conversation_summary": "s"}, "allow_missing": True},
 }

@@ -87,7 +87,8 @@ async def test_bench_quick_mode_runs_every_workload_end_to_end(tmp_path):
     assert process.returncode == 0, output.decode()[-3000:]
     result = json.loads((tmp_path / "quick-latest.json").read_text())
     workloads = {row["workload"] for row in result["results"]}
-    assert {"add_message", "get_session", "add_message_open", "chat_turns", "list_big_user", "stream_large"} <= workloads
+    assert {"add_message", "get_session", "add_message_open", "chat_turns", "list_big_user", "stream_large",
+            "add_messages", "fork", "truncate"} <= workloads
     targets = {row["target"] for row in result["results"]}
     assert {"session-grpc", "reference", "no-op"} <= targets
     assert all(row["errors"] == 0 for row in result["results"]), [r for r in result["results"] if r["errors"]]

@@ -92,6 +92,9 @@ def test_the_readme_walk_through_runs_as_a_script_against_a_server_started_like_
     # The event's payload came back as sent (its base64) and stamped the session with its time.
     assert '"payload": "eyJ1c2FnZU1ldGFkYXRhIjp7InRvdGFsVG9rZW5Db3VudCI6OTAwNzE5OTI1NDc0MDk5M319"' in out
     assert '"lastEventTime": "2026-05-01T09:30:00.123456Z"' in out
+    assert '"content": "22 C, sunny"' in out  # AddMessages appended the batch
+    assert '"forkedAtSequence": "3"' in out  # ForkSession's lineage
+    assert '"removedMessageCount": "2"' in out  # TruncateSession removed the batch again
     assert '"status": "SESSION_STATUS_ENDED"' in out
     assert '"kind": "CHANGE_KIND_MESSAGE_ADDED"' in out and '"kind": "CHANGE_KIND_MEMORY_CHANGED"' in out  # the feed
     assert '"status": "SERVING"' in out

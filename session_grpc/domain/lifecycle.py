@@ -36,3 +36,12 @@ def check_accepts_messages(status: SessionStatus) -> None:
             f"messages can be added only to active sessions; this one is {status.value}",
             reason="SESSION_NOT_ACTIVE",
         )
+
+
+def check_rewindable(status: SessionStatus) -> None:
+    """A rewind rewrites the conversation, so it needs a session that still takes messages."""
+    if status is not S.ACTIVE:
+        raise FailedPrecondition(
+            f"only active sessions can be rewound; this one is {status.value}",
+            reason="SESSION_NOT_ACTIVE",
+        )

@@ -18,6 +18,10 @@ MIB = 1024 * KIB
 DEFAULT_CLIENT_RECEIVE_BYTES = 4 * MIB
 """The receive limit of gRPC clients left at their defaults: every resource must fit in it."""
 
+MESSAGE_ENVELOPE_BYTES = 2 * KIB
+"""What the server adds to each message of a batch in its answer beyond what the request carried:
+message_id, session_id, user_id (up to 255 characters of 4 bytes), sequence, create_time, tags."""
+
 RESOURCE_OVERHEAD_BYTES = 8 * KIB
 """Room for everything around the limited fields: ids, user_id (255 characters), app_name (128
 ASCII characters), timestamps,
@@ -48,6 +52,11 @@ class Limits:
     """Largest page of SearchMessages (each result's snippet is made by parsing its content)."""
     payload_bytes: int = MIB
     """A message's payload (AddMessageRequest.payload), bytes as sent."""
+    batch_messages: int = 100
+    """Messages in one AddMessages call. The batch as a whole must also fit the request size limit
+    (max_request_bytes), so a batch of large messages may hold fewer."""
+    fork_messages: int = 100_000
+    """Messages one ForkSession may copy: the fork is one statement, and this bounds its work."""
 
     def __post_init__(self) -> None:
         if self.largest_resource_bytes > DEFAULT_CLIENT_RECEIVE_BYTES:
@@ -56,6 +65,13 @@ class Limits:
                 f"{self.largest_memory_bytes}, session {self.largest_session_bytes}, message "
                 f"{self.largest_message_bytes}), over the 4 MiB ({DEFAULT_CLIENT_RECEIVE_BYTES} bytes) a default "
                 "gRPC client receives: it could be stored and never read back; lower SESSION_MAX_*"
+            )
+        if self.largest_batch_response_bytes > DEFAULT_CLIENT_RECEIVE_BYTES:
+            raise ValueError(
+                f"these size limits admit an AddMessages answer of {self.largest_batch_response_bytes} bytes (a "
+                f"request of {self.max_request_bytes} bytes and {self.batch_messages} messages), over the 4 MiB "
+                f"({DEFAULT_CLIENT_RECEIVE_BYTES} bytes) a default gRPC client receives; lower "
+                "SESSION_MAX_BATCH_MESSAGES or SESSION_MAX_*"
             )
 
     @property
@@ -77,6 +93,12 @@ class Limits:
     @property
     def largest_resource_bytes(self) -> int:
         return max(self.largest_message_bytes, self.largest_session_bytes, self.largest_memory_bytes)
+
+    @property
+    def largest_batch_response_bytes(self) -> int:
+        """The largest AddMessages answer: what its request carried (the transport limit bounds the
+        batch as a whole) plus what the server adds to each message."""
+        return self.max_request_bytes + self.batch_messages * MESSAGE_ENVELOPE_BYTES
 
     @property
     def max_request_bytes(self) -> int:

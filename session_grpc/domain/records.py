@@ -58,6 +58,10 @@ class Session:
     app_name: str = DEFAULT_APP
     last_event_time: datetime | None = None
     """The event_time of the message with the highest sequence; None without messages."""
+    forked_from_session_id: str | None = None
+    """The session this one is a fork of (ForkSession); None for a session CreateSession made."""
+    forked_at_sequence: int | None = None
+    """The last sequence of that session the fork copied."""
 
     @property
     def etag(self) -> str:
@@ -143,6 +147,24 @@ class SessionPatch:
 
 
 @dataclass(frozen=True)
+class MessageBody:
+    """What the writer of one message says about it (AddMessage's fields, one entry of AddMessages)."""
+
+    role: Role
+    message_type: MessageType
+    content: str
+    tokens_used: int = 0
+    cost: Decimal = Decimal(0)
+    metadata: JsonObject = field(default_factory=dict)
+    payload: bytes = b""
+    """Stored as given and never parsed (b"": none)."""
+    payload_type: str = ""
+    """The payload's media type, required with one."""
+    event_time: datetime | None = None
+    """The event's own time, to the microsecond; None: the server's clock at the append."""
+
+
+@dataclass(frozen=True)
 class NewMessage:
     session_id: str
     owner: Owner
@@ -163,6 +185,61 @@ class NewMessage:
     """The payload's media type, required with one."""
     event_time: datetime | None = None
     """The event's own time, to the microsecond; None: the server's clock at the append."""
+
+    def as_batch(self) -> NewMessages:
+        """The same append as a batch of one: storage has one insert path for both RPCs."""
+        body = MessageBody(
+            self.role, self.message_type, self.content, self.tokens_used, self.cost, self.metadata, self.payload,
+            self.payload_type, self.event_time,
+        )
+        return NewMessages(
+            self.session_id, self.owner, [body], self.request_id, self.expected_last_sequence, self.expected_etag
+        )
+
+
+@dataclass(frozen=True)
+class NewMessages:
+    """An append of one or more messages, all or none, with contiguous sequences in list order."""
+
+    session_id: str
+    owner: Owner
+    messages: list[MessageBody]
+    request_id: str | None = None
+    """Makes the batch idempotent as a whole (per session)."""
+    expected_last_sequence: int | None = None
+    """Append only if the session's message_count is this (None: no condition)."""
+    expected_etag: str = ""
+    """Append only if the session's etag is this ("": no condition)."""
+
+
+@dataclass(frozen=True)
+class Fork:
+    """ForkSession: a copy of a session's first messages, state and memory as a new session."""
+
+    source: SessionRef
+    last_sequence: int | None = None
+    """Copy messages 1..last_sequence; None: all."""
+    request_id: str | None = None
+    """Per user, like NewSession.request_id: a repeat returns the first fork."""
+    fork_session_id: str | None = None
+    """The client's id for the fork (canonical UUID); None lets the server choose one."""
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """TruncateSession: remove a session's messages after last_sequence."""
+
+    session: SessionRef
+    last_sequence: int
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Rewound:
+    """The session after a rewind, and how many messages the rewind removed."""
+
+    session: Session
+    removed_count: int
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,11 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         message = await self.db.run(messages.add_message, new)
         return pb.AddMessageResponse(message=resources.message_to_proto(message))
 
+    async def AddMessages(self, request: pb.AddMessagesRequest, context: grpc.aio.ServicerContext):
+        new = requests.new_messages(request, self.limits)
+        added = await self.db.run(messages.add_messages, new)
+        return pb.AddMessagesResponse(messages=[resources.message_to_proto(message) for message in added])
+
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = requests.messages_query(request, self.tokens, self.limits)
         page = await self.db.run(messages.list_messages, query)

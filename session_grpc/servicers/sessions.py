@@ -9,7 +9,7 @@ from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
 from ..paging import PageTokens
-from ..storage import sessions
+from ..storage import history, sessions
 from ..storage.database import Database
 from ..watching import Watches
 
@@ -60,6 +60,16 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):
         count = await self.db.run(sessions.expire_sessions, requests.idle_for(request))
         return pb.ExpireSessionsResponse(expired_count=count)
+
+    async def ForkSession(self, request: pb.ForkSessionRequest, context: grpc.aio.ServicerContext):
+        session = await self.db.run(history.fork_session, requests.fork(request), self.limits.fork_messages)
+        return pb.ForkSessionResponse(session=resources.session_to_proto(session))
+
+    async def TruncateSession(self, request: pb.TruncateSessionRequest, context: grpc.aio.ServicerContext):
+        rewound = await self.db.run(history.truncate_session, requests.rewind(request))
+        return pb.TruncateSessionResponse(
+            session=resources.session_to_proto(rewound.session), removed_message_count=rewound.removed_count
+        )
 
     async def WatchSession(
         self, request: pb.WatchSessionRequest, context: grpc.aio.ServicerContext

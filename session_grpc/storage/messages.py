@@ -2,68 +2,98 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 
 import asyncpg
 
 from ..domain import lifecycle
 from ..domain.errors import Aborted, NotFound
-from ..domain.records import Message, MessagesQuery, NewMessage, Page, SessionRef
+from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page, SessionRef
 from . import rows
-from .rows import MESSAGE_COLUMNS, fetch, fetch_one, owned
+from .rows import MESSAGE_COLUMNS, fetch, owned
 from .sessions import get_session
 from .units import statement
 
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
 LAST_SEQUENCE = 2**63 - 1
 
-# The UPDATE of the session row takes its row lock, so concurrent appends to one
-# session queue up behind each other; the new message_count is the message's
-# sequence, which keeps sequences gapless and counters exact. clock_timestamp(), not
-# now(): now() is the transaction's start, taken before this row's lock was queued
-# for, so a later sequence could get an earlier time. The message's create_time is
-# the session's new last_activity_time, so both follow sequence order. A conditional append
-# ($10, expected_last_sequence; $11/$12, expected_etag's version and creation microseconds;
-# NULL for none) is checked on the locked row in the same WHERE, so of concurrent appends that
-# expect one count exactly one finds it. The message's event time ($15, NULL for none: then its
-# create_time) becomes the session's last_event_time in the same SET, so the session always
-# carries the event time of its highest sequence: the clock is read once (the sub-select) for both
-# columns, and a concurrent append waiting for the lock re-evaluates the SET on the row it gets.
-# The payload ($13) and its media type ($14) are stored as given (bytea), never parsed.
+# One statement appends a batch of messages (AddMessages; AddMessage is a batch of one). The
+# batch arrives as parallel arrays ($1 ids, $3 roles, $4 types, $5 contents, $6 tokens, $7 costs,
+# $8 metadata as JSON text, $9 request ids, $14 payloads in base64, $15 their media types, $16
+# event times), one element per message in sequence order, all text[]: asyncpg knows text[]
+# without asking, while each other array type costs a connection three more round trips (a type
+# introspection query) the first time it is used; the casts are exact.
+# The UPDATE of the session row takes its row lock, so concurrent appends to one session queue up
+# behind each other; it adds the batch's size and the sums of its tokens and costs, and the batch's
+# messages take the sequences up to the new message_count, which keeps sequences gapless and
+# counters exact. clock_timestamp(), not now(): now() is the transaction's start, taken before
+# this row's lock was queued for, so a later sequence could get an earlier time. The messages'
+# create_time is the session's new last_activity_time, so both follow sequence order. A
+# conditional append ($10, expected_last_sequence; $11/$12, expected_etag's version and creation
+# microseconds; NULL for none) is checked on the locked row in the same WHERE, so of concurrent
+# appends that expect one count exactly one finds it. The last message's event time (NULL for
+# none: then its create_time) becomes the session's last_event_time in the same SET, so the
+# session always carries the event time of its highest sequence: the clock is read once (the
+# sub-select) for both columns, and a concurrent append waiting for the lock re-evaluates the SET
+# on the row it gets. Each message's event time is its own, or its create_time. Payloads and
+# their media types are stored as given (bytea), never parsed.
+_BATCH = """
+    SELECT b.id::uuid, b.role, b.message_type, b.content, b.tokens_used::bigint, b.cost::numeric,
+           b.metadata::jsonb, b.request_id::uuid, decode(b.payload, 'base64') AS payload, b.payload_type,
+           b.event_time::timestamptz, b.n
+    FROM unnest($1::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+                $14::text[], $15::text[], $16::text[])
+        WITH ORDINALITY AS b(id, role, message_type, content, tokens_used, cost, metadata, request_id, payload,
+                             payload_type, event_time, n)
+"""
 _BUMP = f"""
     UPDATE sessions
-    SET message_count = message_count + 1,
-        total_tokens = total_tokens + $3,
-        total_cost = total_cost + $4,
+    SET message_count = message_count + cardinality($1::text[]),
+        total_tokens = total_tokens + (SELECT sum(tokens_used) FROM batch),
+        total_cost = total_cost + (SELECT sum(cost) FROM batch),
         (last_activity_time, last_event_time) = (
-            SELECT clock.t, coalesce($15::timestamptz, clock.t)
+            SELECT clock.t, coalesce((SELECT event_time FROM batch WHERE n = cardinality($1::text[])), clock.t)
             FROM (SELECT greatest(sessions.last_activity_time, clock_timestamp()) AS t) clock
         ),
         update_time = greatest(update_time, clock_timestamp())
-    WHERE id = $2 AND status = 'active' AND {owned(9)} AND ($10::bigint IS NULL OR message_count = $10)
+    WHERE id = $2 AND status = 'active' AND {owned(13)} AND ($10::bigint IS NULL OR message_count = $10)
       AND {rows.etag_matches(11, 12)} {{guard}}
-    RETURNING id, user_id, message_count, last_activity_time, last_event_time
+    RETURNING id, user_id, message_count, last_activity_time
 """
 _INSERT = f"""
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
                           tokens_used, cost, metadata, request_id, create_time, payload, payload_type, event_time)
-    SELECT $1, id, user_id, message_count, $5, $6, $7, $3, $4, $8::jsonb, {{request_id}}, last_activity_time,
-           $13::bytea, $14::text, last_event_time
-    FROM bumped
+    SELECT b.id, s.id, s.user_id, s.message_count - cardinality($1::text[]) + b.n, b.role, b.message_type,
+           b.content, b.tokens_used, b.cost, b.metadata, b.request_id, s.last_activity_time, b.payload,
+           b.payload_type, coalesce(b.event_time, s.last_activity_time)
+    FROM bumped s CROSS JOIN batch b
     RETURNING {MESSAGE_COLUMNS}
 """
-ADD_MESSAGE = f"WITH bumped AS ({_BUMP.format(guard='')}) {_INSERT.format(request_id='NULL')}"
-# With a request_id ($16), the same statement first looks for the message that id already made;
-# when there is one, nothing is bumped or inserted and that message is the answer (whatever
-# its conditions say now: the repeat of an append that landed is not stale).
-ADD_MESSAGE_ONCE = f"""
-WITH earlier AS (
-    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = $16 AND {owned(9)}
+ADD_MESSAGES = f"WITH batch AS ({_BATCH}), bumped AS ({_BUMP.format(guard='')}) {_INSERT}"
+# With a request_id, the same statement first looks for the messages that id already made (the
+# batch's request ids, request_ids() below); when there are any, nothing is bumped or inserted and
+# they are the answer (whatever the conditions say now: the repeat of an append that landed is not
+# stale).
+ADD_MESSAGES_ONCE = f"""
+WITH batch AS ({_BATCH}), earlier AS (
+    SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[]) AND {owned(13)}
 ), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
-inserted AS ({_INSERT.format(request_id='$16')})
+inserted AS ({_INSERT})
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
-BY_REQUEST_ID = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = $2"
+BY_REQUEST_IDS = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])"
+
+
+def request_ids(request_id: str | None, size: int) -> list[str | None]:
+    """The request id stored on each message of a batch: the batch's own on the first (so a batch of
+    one stores what AddMessage stores), and one derived from it (UUIDv5) on each of the others, so
+    the unique (session_id, request_id) index holds for all of them and finds them again."""
+    if request_id is None:
+        return [None] * size
+    base = uuid.UUID(request_id)
+    return [request_id, *(str(uuid.uuid5(base, str(n))) for n in range(1, size))]
+
 
 # One page and the session's message count in one statement; no row at all means no session.
 # The page is bounded in bytes as well as rows: of the first $3 messages only those that start
@@ -110,62 +140,77 @@ FILTERED_DESCENDING = _FILTERED.format(op="<", order="DESC", floor=" AND sequenc
 
 @statement
 async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Message:
-    """Append a message and add it to the session's counters, in one autocommit statement.
+    """AddMessage: add_messages with a batch of one."""
+    return (await add_messages(conn, new.as_batch()))[0]
+
+
+@statement
+async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> list[Message]:
+    """Append a batch of messages and add them to the session's counters, in one autocommit
+    statement; the stored messages in sequence order.
 
     With a request_id, a repeat returns the first result, even when the session
     has ended since. Two concurrent first calls with one request_id: the loser's
     insert hits the unique index after the winner commits, and it answers with
-    the winner's message (a statement of its own; nothing of the failed one remains).
+    the winner's messages (a statement of its own; nothing of the failed one remains).
     With expected_last_sequence, a session whose message_count is another is ABORTED
     (STALE_SESSION, its count in the ErrorInfo metadata as lastSequence); with expected_etag,
     a session at another etag is ABORTED (ETAG_MISMATCH, its etag in the metadata as etag).
     """
+    bodies = new.messages
+    ids = request_ids(new.request_id, len(bodies))
     params = (
-        str(uuid.uuid4()),
+        [str(uuid.uuid4()) for _ in bodies],
         new.session_id,
-        new.tokens_used,
-        new.cost,
-        new.role.value,
-        new.message_type.value,
-        new.content,
-        rows.jsonb(new.metadata),
-        new.owner,
+        [body.role.value for body in bodies],
+        [body.message_type.value for body in bodies],
+        [body.content for body in bodies],
+        [str(body.tokens_used) for body in bodies],
+        [format(body.cost, "f") for body in bodies],
+        [rows.jsonb(body.metadata) for body in bodies],
+        ids,
         new.expected_last_sequence,
         *rows.etag_parts(new.expected_etag),
-        new.payload or None,
-        new.payload_type or None,
-        new.event_time,
+        new.owner,
+        [base64.b64encode(body.payload).decode("ascii") if body.payload else None for body in bodies],
+        [body.payload_type or None for body in bodies],
+        [None if body.event_time is None else body.event_time.isoformat() for body in bodies],
     )
     if new.request_id is None:
-        row = await fetch_one(conn, ADD_MESSAGE, *params)
+        found = await fetch(conn, ADD_MESSAGES, *params)
     else:
         try:
-            row = await fetch_one(conn, ADD_MESSAGE_ONCE, *params, new.request_id)
+            found = await fetch(conn, ADD_MESSAGES_ONCE, *params)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name != REQUEST_ID_INDEX:
                 raise
-            row = await fetch_one(conn, BY_REQUEST_ID, new.session_id, new.request_id)
-            assert row is not None
-    if row is None:
-        session = await get_session(conn, SessionRef(new.session_id, new.owner))
-        lifecycle.check_accepts_messages(session.status)
-        if new.expected_etag and new.expected_etag != session.etag:
-            # version only grows, as message_count does: the second read sees why the first refused.
-            raise Aborted(
-                f"etag {new.expected_etag} is stale; the session is now at {session.etag}",
-                reason="ETAG_MISMATCH",
-                metadata={"etag": session.etag},
-            )
-        expected = new.expected_last_sequence
-        if expected is not None and session.message_count != expected:
-            raise Aborted(
-                f"the session's last sequence is {session.message_count}, not {expected}: "
-                "read the session's messages again, then retry expecting its new last sequence",
-                reason="STALE_SESSION",
-                metadata={"lastSequence": str(session.message_count)},
-            )
-        raise AssertionError(f"session {new.session_id} is active but took no message")
-    return rows.message(row)
+            found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
+            assert found
+    if not found:
+        await _why_not_appended(conn, new)
+    return sorted((rows.message(row) for row in found), key=lambda message: message.sequence)
+
+
+async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages) -> None:
+    """Raise what kept an append from landing, read from the session after the fact."""
+    session = await get_session(conn, SessionRef(new.session_id, new.owner))
+    lifecycle.check_accepts_messages(session.status)
+    if new.expected_etag and new.expected_etag != session.etag:
+        # version only grows, as message_count does: the second read sees why the first refused.
+        raise Aborted(
+            f"etag {new.expected_etag} is stale; the session is now at {session.etag}",
+            reason="ETAG_MISMATCH",
+            metadata={"etag": session.etag},
+        )
+    expected = new.expected_last_sequence
+    if expected is not None and session.message_count != expected:
+        raise Aborted(
+            f"the session's last sequence is {session.message_count}, not {expected}: "
+            "read the session's messages again, then retry expecting its new last sequence",
+            reason="STALE_SESSION",
+            metadata={"lastSequence": str(session.message_count)},
+        )
+    raise AssertionError(f"session {new.session_id} is active but took no message")
 
 
 @statement

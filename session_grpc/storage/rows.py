@@ -19,7 +19,8 @@ from ..domain import records
 
 SESSION_COLUMNS = (
     "id, user_id, status, title, conversation_data, metadata, message_count, total_tokens, total_cost, "
-    "create_time, update_time, last_activity_time, end_time, version, app_name, last_event_time"
+    "create_time, update_time, last_activity_time, end_time, version, app_name, last_event_time, "
+    "forked_from_session_id, forked_at_sequence"
 )
 # event_time is NULL in the rows stored before event times existed: their event is their storing.
 MESSAGE_COLUMNS = (
@@ -71,8 +72,12 @@ def session(row: Row) -> records.Session:
         str(row["id"]), row["user_id"], _STATUSES[row["status"]], row["title"], row["conversation_data"],
         row["metadata"], row["message_count"], row["total_tokens"], row["total_cost"], row["create_time"],
         row["update_time"], row["last_activity_time"], row["end_time"], row["version"], row["app_name"],
-        row["last_event_time"],
+        row["last_event_time"], _text(row["forked_from_session_id"]), row["forked_at_sequence"],
     )
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def message(row: Row) -> records.Message:

@@ -176,7 +176,7 @@ async def delete_session(conn: asyncpg.Connection, ref: SessionRef) -> None:
 _SIZE = "octet_length(title) + octet_length(conversation_data::text) + octet_length(metadata::text)"
 _WITHIN = f"sum({_SIZE}) OVER w - ({_SIZE}) < $3"
 _LIGHT = "id, user_id, app_name, status, message_count, total_tokens, total_cost, create_time, update_time, last_activity_time, " \
-    "end_time, version, last_event_time"
+    "end_time, version, last_event_time, forked_from_session_id, forked_at_sequence"
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,8 @@ class SessionRow(Base):
     request_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
     app_name: Mapped[str] = mapped_column(Text, server_default=records.DEFAULT_APP)
     last_event_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
+    forked_from_session_id: Mapped[str | None] = mapped_column(UUID(as_uuid=False), nullable=True)
+    forked_at_sequence: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (
         CheckConstraint(_one_of("status", records.SessionStatus), name="status"),
@@ -150,6 +152,20 @@ class MessageRow(Base):
     )
 
 
+class RewindRow(Base):
+    """A TruncateSession made with a request_id: what a retry of it answers instead of rewinding again."""
+
+    __tablename__ = "session_rewinds"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
+    last_sequence: Mapped[int] = mapped_column(BigInteger)
+    removed_count: Mapped[int] = mapped_column(BigInteger)
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+
+
 class MemoryRow(Base):
     __tablename__ = "memories"
 
@@ -182,7 +198,7 @@ class UserFeedRow(Base):
 
 
 class SessionChangeRow(Base):
-    """One change of a session, written by the triggers of migration 0007 (storage/feed.py reads it)."""
+    """One change of a session, written by the triggers of migration 0008 (storage/feed.py reads it)."""
 
     __tablename__ = "session_changes"
 

@@ -10,6 +10,7 @@
 
 from ._client import SessionClient
 from ._config import ChannelOptions, RetryPolicy, TlsOptions
+from ._drafts import Draft
 from ._exceptions import (
     Aborted,
     AlreadyExists,
@@ -36,7 +37,7 @@ from ._proto.session.v1 import session_pb2 as pb
 __version__ = "0.1.0"
 
 __all__ = [
-    "SessionClient", "RetryPolicy", "TlsOptions", "ChannelOptions", "pb",
+    "SessionClient", "RetryPolicy", "TlsOptions", "ChannelOptions", "Draft", "pb",
     "SessionError", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
     "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
     "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",

@@ -16,6 +16,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop
 from tenacity.stop import stop_base
 
 from ._config import ChannelOptions, RetryPolicy, TlsOptions
+from ._drafts import Draft
 from ._exceptions import Unavailable, from_rpc_error, invalid_argument
 from ._proto.session.v1 import session_pb2 as pb
 from ._proto.session.v1 import session_pb2_grpc as rpc
@@ -90,6 +91,26 @@ def _instant(value: datetime | float, field: str) -> datetime:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{field} must be a datetime or seconds since the epoch")
     return datetime.fromtimestamp(value, timezone.utc)
+
+
+def _draft(draft: Draft, index: int) -> pb.NewMessage:
+    field = f"messages[{index}]"
+    message = pb.NewMessage(
+        role=_enum(pb.Role, "ROLE_", draft.role, f"{field}.role"),
+        message_type=(
+            _enum(pb.MessageType, "MESSAGE_TYPE_", draft.message_type, f"{field}.message_type")
+            if draft.message_type is not None else None
+        ),
+        content=draft.content,
+        tokens_used=draft.tokens_used,
+        cost=_cost(draft.cost),
+        metadata=_struct(draft.metadata),
+        payload=draft.payload or b"",
+        payload_type=draft.payload_type,
+    )
+    if draft.event_time is not None:
+        message.event_time.FromDatetime(_instant(draft.event_time, f"{field}.event_time"))
+    return message
 
 
 def _cost(value: Cost | None) -> str:
@@ -428,6 +449,49 @@ class SessionClient:
         request = pb.ExpireSessionsRequest(idle_for=duration)
         return (await self._unary(self._sessions.ExpireSessions, request, retry=False)).expired_count
 
+    async def fork_session(
+        self,
+        session_id: str,
+        *,
+        last_sequence: int | None = None,
+        request_id: str | None = None,
+        fork_session_id: str = "",
+    ) -> pb.Session:
+        """A new ACTIVE session (same user and app) holding a copy of the session's messages
+        1..`last_sequence` (all when None), its title, state, metadata and memory; its
+        `forked_from_session_id` and `forked_at_sequence` say where it came from, its totals are
+        the exact sums over the copied messages. The source may be in any status.
+
+        `fork_session_id` (a UUID) chooses the fork's id (AlreadyExists when taken). `request_id`
+        makes the call idempotent per user; one is generated when omitted, so a retry after
+        UNAVAILABLE returns the same fork. NotFound without the source; FailedPrecondition
+        (FORK_TOO_LONG) past the server's SESSION_MAX_FORK_MESSAGES.
+        """
+        request = pb.ForkSessionRequest(
+            session_id=session_id,
+            last_sequence=last_sequence,
+            request_id=request_id or str(uuid.uuid4()),
+            fork_session_id=fork_session_id,
+        )
+        return (await self._unary(self._sessions.ForkSession, request, retry=True)).session
+
+    async def truncate_session(
+        self, session_id: str, last_sequence: int, *, request_id: str | None = None
+    ) -> pb.TruncateSessionResponse:
+        """Rewind the session: remove its messages after `last_sequence` (0 removes all) and their
+        tokens and cost from its totals. The response has the `session` (new totals and etag) and
+        `removed_message_count`.
+
+        An append racing the rewind lands before it (and is removed) or after it (as
+        last_sequence + 1). `request_id` makes the call idempotent per session; one is generated
+        when omitted, so a retry after UNAVAILABLE removes nothing more (not even messages added
+        since). FailedPrecondition (SESSION_NOT_ACTIVE) when the session is not ACTIVE.
+        """
+        request = pb.TruncateSessionRequest(
+            session_id=session_id, last_sequence=last_sequence, request_id=request_id or str(uuid.uuid4())
+        )
+        return await self._unary(self._sessions.TruncateSession, request, retry=True)
+
     # -- MessageService ------------------------------------------------------------------------
 
     async def add_message(
@@ -490,6 +554,32 @@ class SessionClient:
         if event_time is not None:
             request.event_time.FromDatetime(_instant(event_time, "event_time"))
         return (await self._unary(self._messages.AddMessage, request, retry=True)).message
+
+    async def add_messages(
+        self,
+        session_id: str,
+        drafts: Sequence[Draft | pb.NewMessage],
+        *,
+        request_id: str | None = None,
+        expected_last_sequence: int | None = None,
+        expected_etag: str = "",
+    ) -> list[pb.Message]:
+        """Append several messages at once (at most the server's SESSION_MAX_BATCH_MESSAGES, 100 by
+        default), all or none, in one statement: they get contiguous sequences in the order given,
+        each adds its own tokens and cost. Returns them in sequence order.
+
+        The conditions and errors are add_message's, for the batch as a whole; a bad draft is
+        InvalidArgument naming it (`messages[2].content`). `request_id` makes the batch idempotent
+        per session; one is generated when omitted, so a retry after UNAVAILABLE never adds it twice.
+        """
+        request = pb.AddMessagesRequest(
+            session_id=session_id,
+            messages=[draft if isinstance(draft, pb.NewMessage) else _draft(draft, n) for n, draft in enumerate(drafts)],
+            request_id=request_id or str(uuid.uuid4()),
+            expected_last_sequence=expected_last_sequence,
+            expected_etag=expected_etag,
+        )
+        return list((await self._unary(self._messages.AddMessages, request, retry=True)).messages)
 
     async def list_messages_page(
         self,

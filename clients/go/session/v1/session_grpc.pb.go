@@ -52,6 +52,24 @@ type SessionServiceClient interface {
 	// INVALID_ARGUMENT for a missing or non-positive idle_for. In token mode only
 	// for the sessions.admin scope (PERMISSION_DENIED, ADMIN_REQUIRED).
 	ExpireSessions(ctx context.Context, in *ExpireSessionsRequest, opts ...grpc.CallOption) (*ExpireSessionsResponse, error)
+	// A new ACTIVE session holding a copy of the session's messages 1..last_sequence
+	// (all of them when unset), its conversation_data, metadata, title and memory,
+	// in the same user and app, with totals that are the exact sums over the
+	// copied messages; forked_from_session_id and forked_at_sequence name the
+	// source and the fork point. The source may be in any status and is left
+	// unchanged. One statement, whatever the session's length. NOT_FOUND without
+	// the source; ALREADY_EXISTS when fork_session_id is taken; FAILED_PRECONDITION
+	// (FORK_TOO_LONG) past SESSION_MAX_FORK_MESSAGES messages. With request_id, a
+	// retry returns the first fork.
+	ForkSession(ctx context.Context, in *ForkSessionRequest, opts ...grpc.CallOption) (*ForkSessionResponse, error)
+	// Rewinds the session: removes its messages after last_sequence and takes
+	// their tokens and cost off its totals, exactly, under the session's row lock
+	// (an AddMessage racing it lands either before, and is removed, or after, as
+	// last_sequence + 1). Changes the etag when it removes anything.
+	// FAILED_PRECONDITION (SESSION_NOT_ACTIVE) when the session is not ACTIVE;
+	// NOT_FOUND without it. With request_id, a retry returns the first result
+	// and removes nothing more.
+	TruncateSession(ctx context.Context, in *TruncateSessionRequest, opts ...grpc.CallOption) (*TruncateSessionResponse, error)
 	// A live stream of the changes of one session, oldest first: messages
 	// added, status and other updates, memory changes, messages removed, and its
 	// deletion. Starts after after_change_id (unset: only what changes from now
@@ -163,6 +181,24 @@ func (c *sessionServiceClient) ExpireSessions(ctx context.Context, in *ExpireSes
 	return out, nil
 }
 
+func (c *sessionServiceClient) ForkSession(ctx context.Context, in *ForkSessionRequest, opts ...grpc.CallOption) (*ForkSessionResponse, error) {
+	out := new(ForkSessionResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.SessionService/ForkSession", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionServiceClient) TruncateSession(ctx context.Context, in *TruncateSessionRequest, opts ...grpc.CallOption) (*TruncateSessionResponse, error) {
+	out := new(TruncateSessionResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.SessionService/TruncateSession", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sessionServiceClient) WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (SessionService_WatchSessionClient, error) {
 	stream, err := c.cc.NewStream(ctx, &_SessionService_serviceDesc.Streams[0], "/session.v1.SessionService/WatchSession", opts...)
 	if err != nil {
@@ -266,6 +302,24 @@ type SessionServiceServer interface {
 	// INVALID_ARGUMENT for a missing or non-positive idle_for. In token mode only
 	// for the sessions.admin scope (PERMISSION_DENIED, ADMIN_REQUIRED).
 	ExpireSessions(context.Context, *ExpireSessionsRequest) (*ExpireSessionsResponse, error)
+	// A new ACTIVE session holding a copy of the session's messages 1..last_sequence
+	// (all of them when unset), its conversation_data, metadata, title and memory,
+	// in the same user and app, with totals that are the exact sums over the
+	// copied messages; forked_from_session_id and forked_at_sequence name the
+	// source and the fork point. The source may be in any status and is left
+	// unchanged. One statement, whatever the session's length. NOT_FOUND without
+	// the source; ALREADY_EXISTS when fork_session_id is taken; FAILED_PRECONDITION
+	// (FORK_TOO_LONG) past SESSION_MAX_FORK_MESSAGES messages. With request_id, a
+	// retry returns the first fork.
+	ForkSession(context.Context, *ForkSessionRequest) (*ForkSessionResponse, error)
+	// Rewinds the session: removes its messages after last_sequence and takes
+	// their tokens and cost off its totals, exactly, under the session's row lock
+	// (an AddMessage racing it lands either before, and is removed, or after, as
+	// last_sequence + 1). Changes the etag when it removes anything.
+	// FAILED_PRECONDITION (SESSION_NOT_ACTIVE) when the session is not ACTIVE;
+	// NOT_FOUND without it. With request_id, a retry returns the first result
+	// and removes nothing more.
+	TruncateSession(context.Context, *TruncateSessionRequest) (*TruncateSessionResponse, error)
 	// A live stream of the changes of one session, oldest first: messages
 	// added, status and other updates, memory changes, messages removed, and its
 	// deletion. Starts after after_change_id (unset: only what changes from now
@@ -319,6 +373,12 @@ func (UnimplementedSessionServiceServer) GetServiceStats(context.Context, *GetSe
 }
 func (UnimplementedSessionServiceServer) ExpireSessions(context.Context, *ExpireSessionsRequest) (*ExpireSessionsResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ExpireSessions not implemented")
+}
+func (UnimplementedSessionServiceServer) ForkSession(context.Context, *ForkSessionRequest) (*ForkSessionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ForkSession not implemented")
+}
+func (UnimplementedSessionServiceServer) TruncateSession(context.Context, *TruncateSessionRequest) (*TruncateSessionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method TruncateSession not implemented")
 }
 func (UnimplementedSessionServiceServer) WatchSession(*WatchSessionRequest, SessionService_WatchSessionServer) error {
 	return status.Errorf(codes.Unimplemented, "method WatchSession not implemented")
@@ -501,6 +561,42 @@ func _SessionService_ExpireSessions_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_ForkSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForkSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).ForkSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.SessionService/ForkSession",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).ForkSession(ctx, req.(*ForkSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionService_TruncateSession_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(TruncateSessionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).TruncateSession(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.SessionService/TruncateSession",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).TruncateSession(ctx, req.(*TruncateSessionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _SessionService_WatchSession_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchSessionRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -583,6 +679,14 @@ var _SessionService_serviceDesc = grpc.ServiceDesc{
 			MethodName: "ExpireSessions",
 			Handler:    _SessionService_ExpireSessions_Handler,
 		},
+		{
+			MethodName: "ForkSession",
+			Handler:    _SessionService_ForkSession_Handler,
+		},
+		{
+			MethodName: "TruncateSession",
+			Handler:    _SessionService_TruncateSession_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -612,6 +716,14 @@ type MessageServiceClient interface {
 	// (reason STALE_SESSION); with expected_etag only to a session at that etag,
 	// else ABORTED (reason ETAG_MISMATCH).
 	AddMessage(ctx context.Context, in *AddMessageRequest, opts ...grpc.CallOption) (*AddMessageResponse, error)
+	// Appends up to SESSION_MAX_BATCH_MESSAGES messages in one statement, all or
+	// none: they get contiguous sequences in the order given and each adds its own
+	// tokens and cost to the session's counters. The same rules and errors as
+	// AddMessage, for the batch as a whole (its conditions are checked before the
+	// first message); a batch larger than the request size limit is
+	// RESOURCE_EXHAUSTED. With request_id, a retry returns the first call's
+	// messages.
+	AddMessages(ctx context.Context, in *AddMessagesRequest, opts ...grpc.CallOption) (*AddMessagesResponse, error)
 	// Messages in sequence order (or newest first with order_by "sequence desc"),
 	// paged with opaque keyset tokens. NOT_FOUND without the session;
 	// INVALID_ARGUMENT for an unknown order_by, a page_size out of range or a
@@ -644,6 +756,15 @@ func NewMessageServiceClient(cc grpc.ClientConnInterface) MessageServiceClient {
 func (c *messageServiceClient) AddMessage(ctx context.Context, in *AddMessageRequest, opts ...grpc.CallOption) (*AddMessageResponse, error) {
 	out := new(AddMessageResponse)
 	err := c.cc.Invoke(ctx, "/session.v1.MessageService/AddMessage", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *messageServiceClient) AddMessages(ctx context.Context, in *AddMessagesRequest, opts ...grpc.CallOption) (*AddMessagesResponse, error) {
+	out := new(AddMessagesResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.MessageService/AddMessages", in, out, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -713,6 +834,14 @@ type MessageServiceServer interface {
 	// (reason STALE_SESSION); with expected_etag only to a session at that etag,
 	// else ABORTED (reason ETAG_MISMATCH).
 	AddMessage(context.Context, *AddMessageRequest) (*AddMessageResponse, error)
+	// Appends up to SESSION_MAX_BATCH_MESSAGES messages in one statement, all or
+	// none: they get contiguous sequences in the order given and each adds its own
+	// tokens and cost to the session's counters. The same rules and errors as
+	// AddMessage, for the batch as a whole (its conditions are checked before the
+	// first message); a batch larger than the request size limit is
+	// RESOURCE_EXHAUSTED. With request_id, a retry returns the first call's
+	// messages.
+	AddMessages(context.Context, *AddMessagesRequest) (*AddMessagesResponse, error)
 	// Messages in sequence order (or newest first with order_by "sequence desc"),
 	// paged with opaque keyset tokens. NOT_FOUND without the session;
 	// INVALID_ARGUMENT for an unknown order_by, a page_size out of range or a
@@ -741,6 +870,9 @@ type UnimplementedMessageServiceServer struct {
 
 func (UnimplementedMessageServiceServer) AddMessage(context.Context, *AddMessageRequest) (*AddMessageResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method AddMessage not implemented")
+}
+func (UnimplementedMessageServiceServer) AddMessages(context.Context, *AddMessagesRequest) (*AddMessagesResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method AddMessages not implemented")
 }
 func (UnimplementedMessageServiceServer) ListMessages(context.Context, *ListMessagesRequest) (*ListMessagesResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListMessages not implemented")
@@ -778,6 +910,24 @@ func _MessageService_AddMessage_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(MessageServiceServer).AddMessage(ctx, req.(*AddMessageRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _MessageService_AddMessages_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AddMessagesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(MessageServiceServer).AddMessages(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.MessageService/AddMessages",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(MessageServiceServer).AddMessages(ctx, req.(*AddMessagesRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -846,6 +996,10 @@ var _MessageService_serviceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AddMessage",
 			Handler:    _MessageService_AddMessage_Handler,
+		},
+		{
+			MethodName: "AddMessages",
+			Handler:    _MessageService_AddMessages_Handler,
 		},
 		{
 			MethodName: "ListMessages",

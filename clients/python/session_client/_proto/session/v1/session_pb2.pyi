@@ -76,7 +76,7 @@ CHANGE_KIND_MEMORY_DELETED: ChangeKind
 CHANGE_KIND_SESSION_DELETED: ChangeKind
 
 class Session(_message.Message):
-    __slots__ = ("session_id", "user_id", "status", "title", "conversation_data", "metadata", "message_count", "total_tokens", "total_cost", "create_time", "update_time", "last_activity_time", "end_time", "etag", "app_name", "last_event_time")
+    __slots__ = ("session_id", "user_id", "status", "title", "conversation_data", "metadata", "message_count", "total_tokens", "total_cost", "create_time", "update_time", "last_activity_time", "end_time", "etag", "app_name", "last_event_time", "forked_from_session_id", "forked_at_sequence")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -93,6 +93,8 @@ class Session(_message.Message):
     ETAG_FIELD_NUMBER: _ClassVar[int]
     APP_NAME_FIELD_NUMBER: _ClassVar[int]
     LAST_EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    FORKED_FROM_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    FORKED_AT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     user_id: str
     status: SessionStatus
@@ -109,7 +111,9 @@ class Session(_message.Message):
     etag: str
     app_name: str
     last_event_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., app_name: _Optional[str] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    forked_from_session_id: str
+    forked_at_sequence: int
+    def __init__(self, session_id: _Optional[str] = ..., user_id: _Optional[str] = ..., status: _Optional[_Union[SessionStatus, str]] = ..., title: _Optional[str] = ..., conversation_data: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_activity_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., app_name: _Optional[str] = ..., last_event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., forked_from_session_id: _Optional[str] = ..., forked_at_sequence: _Optional[int] = ...) -> None: ...
 
 class Message(_message.Message):
     __slots__ = ("message_id", "session_id", "user_id", "sequence", "role", "message_type", "content", "tokens_used", "cost", "metadata", "create_time", "payload", "payload_type", "event_time")
@@ -393,6 +397,42 @@ class ExpireSessionsResponse(_message.Message):
     expired_count: int
     def __init__(self, expired_count: _Optional[int] = ...) -> None: ...
 
+class ForkSessionRequest(_message.Message):
+    __slots__ = ("session_id", "last_sequence", "request_id", "fork_session_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    FORK_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    last_sequence: int
+    request_id: str
+    fork_session_id: str
+    def __init__(self, session_id: _Optional[str] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ..., fork_session_id: _Optional[str] = ...) -> None: ...
+
+class ForkSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class TruncateSessionRequest(_message.Message):
+    __slots__ = ("session_id", "last_sequence", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    last_sequence: int
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., last_sequence: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class TruncateSessionResponse(_message.Message):
+    __slots__ = ("session", "removed_message_count")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    removed_message_count: int
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., removed_message_count: _Optional[int] = ...) -> None: ...
+
 class SessionChange(_message.Message):
     __slots__ = ("change_id", "session_id", "kind", "change_time", "session", "message", "memory", "changed_fields")
     CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -480,6 +520,48 @@ class AddMessageResponse(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     message: Message
     def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
+
+class NewMessage(_message.Message):
+    __slots__ = ("role", "message_type", "content", "tokens_used", "cost", "metadata", "payload", "payload_type", "event_time")
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_USED_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_TYPE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    role: Role
+    message_type: MessageType
+    content: str
+    tokens_used: int
+    cost: str
+    metadata: _struct_pb2.Struct
+    payload: bytes
+    payload_type: str
+    event_time: _timestamp_pb2.Timestamp
+    def __init__(self, role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AddMessagesRequest(_message.Message):
+    __slots__ = ("session_id", "messages", "request_id", "expected_last_sequence", "expected_etag")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_LAST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_ETAG_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    messages: _containers.RepeatedCompositeFieldContainer[NewMessage]
+    request_id: str
+    expected_last_sequence: int
+    expected_etag: str
+    def __init__(self, session_id: _Optional[str] = ..., messages: _Optional[_Iterable[_Union[NewMessage, _Mapping]]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ...) -> None: ...
+
+class AddMessagesResponse(_message.Message):
+    __slots__ = ("messages",)
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class ListMessagesRequest(_message.Message):
     __slots__ = ("session_id", "page_size", "page_token", "order_by", "start_time", "recent_count")

@@ -81,6 +81,16 @@ class SessionServiceStub:
                 request_serializer=session_dot_v1_dot_session__pb2.ExpireSessionsRequest.SerializeToString,
                 response_deserializer=session_dot_v1_dot_session__pb2.ExpireSessionsResponse.FromString,
                 _registered_method=True)
+        self.ForkSession = channel.unary_unary(
+                '/session.v1.SessionService/ForkSession',
+                request_serializer=session_dot_v1_dot_session__pb2.ForkSessionRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.ForkSessionResponse.FromString,
+                _registered_method=True)
+        self.TruncateSession = channel.unary_unary(
+                '/session.v1.SessionService/TruncateSession',
+                request_serializer=session_dot_v1_dot_session__pb2.TruncateSessionRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.TruncateSessionResponse.FromString,
+                _registered_method=True)
         self.WatchSession = channel.unary_stream(
                 '/session.v1.SessionService/WatchSession',
                 request_serializer=session_dot_v1_dot_session__pb2.WatchSessionRequest.SerializeToString,
@@ -177,6 +187,34 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ForkSession(self, request, context):
+        """A new ACTIVE session holding a copy of the session's messages 1..last_sequence
+        (all of them when unset), its conversation_data, metadata, title and memory,
+        in the same user and app, with totals that are the exact sums over the
+        copied messages; forked_from_session_id and forked_at_sequence name the
+        source and the fork point. The source may be in any status and is left
+        unchanged. One statement, whatever the session's length. NOT_FOUND without
+        the source; ALREADY_EXISTS when fork_session_id is taken; FAILED_PRECONDITION
+        (FORK_TOO_LONG) past SESSION_MAX_FORK_MESSAGES messages. With request_id, a
+        retry returns the first fork.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def TruncateSession(self, request, context):
+        """Rewinds the session: removes its messages after last_sequence and takes
+        their tokens and cost off its totals, exactly, under the session's row lock
+        (an AddMessage racing it lands either before, and is removed, or after, as
+        last_sequence + 1). Changes the etag when it removes anything.
+        FAILED_PRECONDITION (SESSION_NOT_ACTIVE) when the session is not ACTIVE;
+        NOT_FOUND without it. With request_id, a retry returns the first result
+        and removes nothing more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchSession(self, request, context):
         """A live stream of the changes of one session, oldest first: messages
         added, status and other updates, memory changes, messages removed, and its
@@ -254,6 +292,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.ExpireSessions,
                     request_deserializer=session_dot_v1_dot_session__pb2.ExpireSessionsRequest.FromString,
                     response_serializer=session_dot_v1_dot_session__pb2.ExpireSessionsResponse.SerializeToString,
+            ),
+            'ForkSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ForkSession,
+                    request_deserializer=session_dot_v1_dot_session__pb2.ForkSessionRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.ForkSessionResponse.SerializeToString,
+            ),
+            'TruncateSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.TruncateSession,
+                    request_deserializer=session_dot_v1_dot_session__pb2.TruncateSessionRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.TruncateSessionResponse.SerializeToString,
             ),
             'WatchSession': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchSession,
@@ -521,6 +569,60 @@ class SessionService:
             _registered_method=True)
 
     @staticmethod
+    def ForkSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.SessionService/ForkSession',
+            session_dot_v1_dot_session__pb2.ForkSessionRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.ForkSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TruncateSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.SessionService/TruncateSession',
+            session_dot_v1_dot_session__pb2.TruncateSessionRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.TruncateSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def WatchSession(request,
             target,
             options=(),
@@ -590,6 +692,11 @@ class MessageServiceStub:
                 request_serializer=session_dot_v1_dot_session__pb2.AddMessageRequest.SerializeToString,
                 response_deserializer=session_dot_v1_dot_session__pb2.AddMessageResponse.FromString,
                 _registered_method=True)
+        self.AddMessages = channel.unary_unary(
+                '/session.v1.MessageService/AddMessages',
+                request_serializer=session_dot_v1_dot_session__pb2.AddMessagesRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.AddMessagesResponse.FromString,
+                _registered_method=True)
         self.ListMessages = channel.unary_unary(
                 '/session.v1.MessageService/ListMessages',
                 request_serializer=session_dot_v1_dot_session__pb2.ListMessagesRequest.SerializeToString,
@@ -620,6 +727,19 @@ class MessageServiceServicer:
         appends only to a session whose last sequence is that value, else ABORTED
         (reason STALE_SESSION); with expected_etag only to a session at that etag,
         else ABORTED (reason ETAG_MISMATCH).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddMessages(self, request, context):
+        """Appends up to SESSION_MAX_BATCH_MESSAGES messages in one statement, all or
+        none: they get contiguous sequences in the order given and each adds its own
+        tokens and cost to the session's counters. The same rules and errors as
+        AddMessage, for the batch as a whole (its conditions are checked before the
+        first message); a batch larger than the request size limit is
+        RESOURCE_EXHAUSTED. With request_id, a retry returns the first call's
+        messages.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -667,6 +787,11 @@ def add_MessageServiceServicer_to_server(servicer, server):
                     request_deserializer=session_dot_v1_dot_session__pb2.AddMessageRequest.FromString,
                     response_serializer=session_dot_v1_dot_session__pb2.AddMessageResponse.SerializeToString,
             ),
+            'AddMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddMessages,
+                    request_deserializer=session_dot_v1_dot_session__pb2.AddMessagesRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.AddMessagesResponse.SerializeToString,
+            ),
             'ListMessages': grpc.unary_unary_rpc_method_handler(
                     servicer.ListMessages,
                     request_deserializer=session_dot_v1_dot_session__pb2.ListMessagesRequest.FromString,
@@ -711,6 +836,33 @@ class MessageService:
             '/session.v1.MessageService/AddMessage',
             session_dot_v1_dot_session__pb2.AddMessageRequest.SerializeToString,
             session_dot_v1_dot_session__pb2.AddMessageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.MessageService/AddMessages',
+            session_dot_v1_dot_session__pb2.AddMessagesRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.AddMessagesResponse.FromString,
             options,
             channel_credentials,
             insecure,

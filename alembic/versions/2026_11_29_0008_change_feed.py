@@ -1,7 +1,7 @@
 """the change feed: every change of a session recorded, in commit order per user
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-11-29 20:15:00
 
 WatchSession and WatchUserSessions read `session_changes` by cursor (`change_id`). A change id is
@@ -18,8 +18,9 @@ change, and AddMessage stays one statement:
 - sessions INSERT / DELETE: SESSION_CREATED / SESSION_DELETED (which also drops the session's
   earlier changes: their snapshots hold its title and data);
 - sessions UPDATE when `version` changes (every change of title, status, conversation_data or
-  metadata bumps it: the etag rule) or `message_count` drops (messages removed): SESSION_UPDATED
-  / MESSAGES_REMOVED with a snapshot of the row; the counters AddMessage bumps fire nothing;
+  metadata bumps it: the etag rule) or `message_count` drops (messages removed, TruncateSession):
+  SESSION_UPDATED or MESSAGES_REMOVED with a snapshot of the row; the counters AddMessage bumps
+  fire nothing;
 - memories INSERT / UPDATE (version) / DELETE: MEMORY_CHANGED / MEMORY_DELETED.
 Each also sends `NOTIFY session_changes, '<session_id> <user_id>'` (delivered at commit), which
 only tells the listening servers to look.
@@ -35,8 +36,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP, UUID
 
-revision: str = "0007"
-down_revision: str | None = "0006"
+revision: str = "0008"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -89,9 +90,9 @@ BEGIN
         PERFORM feed_record(OLD.user_id, OLD.id, 'session_deleted', '{}'::jsonb);
     ELSE
         IF NEW.message_count < OLD.message_count THEN
+            -- A rewind (TruncateSession) also bumps the version; its snapshot carries the new etag.
             PERFORM feed_record(NEW.user_id, NEW.id, 'messages_removed', to_jsonb(NEW) - 'request_id');
-        END IF;
-        IF NEW.version IS DISTINCT FROM OLD.version THEN
+        ELSIF NEW.version IS DISTINCT FROM OLD.version THEN
             IF NEW.title IS DISTINCT FROM OLD.title THEN changed := changed || 'title'::text; END IF;
             IF NEW.status IS DISTINCT FROM OLD.status THEN changed := changed || 'status'::text; END IF;
             IF NEW.conversation_data IS DISTINCT FROM OLD.conversation_data THEN
