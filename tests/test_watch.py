@@ -368,3 +368,40 @@ def test_watch_settings_come_from_the_environment_and_refuse_nonsense():
         except SettingsError:
             continue
         raise AssertionError(f"{bad} was accepted")
+
+
+async def test_batch_appends_forks_and_rewinds_are_in_the_feed(sessions, messages):
+    """The writes of ForkSession, TruncateSession and AddMessages record their changes too (the
+    triggers see every write, whichever path makes it)."""
+    source = await new_session(sessions, user_id="history")
+    stream = sessions.WatchUserSessions(pb.WatchUserSessionsRequest(user_id="history"))
+    await first(stream)
+    await messages.AddMessages(pb.AddMessagesRequest(
+        session_id=source.session_id,
+        messages=[pb.NewMessage(role=pb.ROLE_USER, content=f"batch {n}") for n in range(3)],
+    ))
+    got = await take(stream, 3)
+    assert [(r.change.kind, r.change.message.sequence) for r in got] == [
+        (K.CHANGE_KIND_MESSAGE_ADDED, n) for n in (1, 2, 3)
+    ]
+    forked = await sessions.ForkSession(pb.ForkSessionRequest(session_id=source.session_id, last_sequence=2))
+    got = await take(stream, 3)
+    assert [(r.change.kind, r.change.session_id) for r in got] == [
+        (K.CHANGE_KIND_SESSION_CREATED, forked.session.session_id),
+        (K.CHANGE_KIND_MESSAGE_ADDED, forked.session.session_id),
+        (K.CHANGE_KIND_MESSAGE_ADDED, forked.session.session_id),
+    ]
+    assert [r.change.message.content for r in got[1:]] == ["batch 0", "batch 1"]
+    await sessions.TruncateSession(pb.TruncateSessionRequest(session_id=source.session_id, last_sequence=1))
+    (rewound,) = await take(stream, 1)
+    stream.cancel()
+    assert rewound.change.kind == K.CHANGE_KIND_MESSAGES_REMOVED
+    assert rewound.change.session.message_count == 1
+    # From the start, the rewound session's history leaves out the messages removed since.
+    replay = watch(sessions, source.session_id, after=0)
+    history = await take(replay, 3)
+    replay.cancel()
+    assert [(r.change.kind, r.change.message.sequence) for r in history] == [
+        (K.CHANGE_KIND_SESSION_CREATED, 0), (K.CHANGE_KIND_MESSAGE_ADDED, 1), (K.CHANGE_KIND_MESSAGES_REMOVED, 0),
+    ]
+
