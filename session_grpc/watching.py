@@ -22,10 +22,11 @@ from dataclasses import dataclass, replace
 
 import asyncpg
 
-from . import auth
-from .domain.changes import Change, ChangeKind, FeedQuery
+from . import auth, deadlines
+from .domain.changes import Change, ChangeKind, FeedBatch, FeedQuery
 from .domain.errors import NotFound, ResourceExhausted, Unavailable
 from .inflight import subject
+from .singleflight import SingleFlight
 from .storage import feed
 from .storage.database import Database
 
@@ -57,6 +58,9 @@ class FeedHub:
         """Set while the LISTEN connection is open (tests wait for it)."""
         self.connections = 0
         """How many times the LISTEN connection was opened (1 + reconnects)."""
+        self.wakeups = 0
+        """Notifications received and reconnections so far: a read that begins after the n-th saw
+        every change it announced (see Watches.read)."""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen())
@@ -91,6 +95,7 @@ class FeedHub:
                 del table[key]
 
     def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:
+        self.wakeups += 1
         session_id, _, user_id = payload.partition(" ")
         for wake in self._sessions.get(session_id, ()):
             wake.set()
@@ -98,6 +103,7 @@ class FeedHub:
             wake.set()
 
     def _wake_all(self) -> None:
+        self.wakeups += 1
         for table in (self._sessions, self._users):
             for waiting in table.values():
                 for wake in waiting:
@@ -183,6 +189,23 @@ class Watches:
         self.hub = hub
         self.heartbeat = heartbeat
         self.counter = counter
+        self._reads: SingleFlight[tuple[FeedQuery, int], FeedBatch] = SingleFlight()
+
+    async def read(self, query: FeedQuery) -> FeedBatch:
+        """The feed after the query's cursor; one statement shared by every watcher asking the
+        same (the ten watchers of a session, woken by one notification, make one read, not ten).
+
+        A watcher only joins a read that began after every wake-up the hub had seen when the
+        watcher asked: the read it joins was sent after the notification that woke it, so its
+        snapshot holds the change that notification announced. The read runs with the server's
+        default bound, not the deadline of whichever watcher started it.
+        """
+
+        async def work() -> FeedBatch:
+            deadlines.start_call(None)  # this task's own context: no caller's deadline
+            return await self.db.run(feed.read_changes, query)
+
+        return await self._reads.run((query, self.hub.wakeups), work)
 
     async def watch(self, query: FeedQuery) -> AsyncIterator[Event]:
         """Every change after the query's cursor, then each as it commits; a heartbeat after every
@@ -193,7 +216,7 @@ class Watches:
                 if self.hub.closed:
                     raise Unavailable("the server is shutting down; resume elsewhere with the cursor", reason="SHUTTING_DOWN")
                 wake.clear()
-                batch = await self.db.run(feed.read_changes, query)
+                batch = await self.read(query)
                 if first and not batch.found:
                     raise NotFound("session", query.session_id or "")
                 for change in batch.changes:

@@ -405,3 +405,30 @@ async def test_batch_appends_forks_and_rewinds_are_in_the_feed(sessions, message
         (K.CHANGE_KIND_SESSION_CREATED, 0), (K.CHANGE_KIND_MESSAGE_ADDED, 1), (K.CHANGE_KIND_MESSAGES_REMOVED, 0),
     ]
 
+
+
+async def test_watchers_of_a_session_at_one_cursor_share_one_read(database_url):
+    """Ten watchers woken by one notification make one read of the feed between them, not ten."""
+    from session_grpc.storage import feed
+
+    async with serving_with(database_url) as (server, channel):
+        stub = session_pb2_grpc.SessionServiceStub(channel)
+        session = await new_session(stub)
+        streams = [watch(stub, session.session_id) for _ in range(10)]
+        hellos = [await first(s) for s in streams]
+        assert len({h.cursor for h in hellos}) == 1
+        reads = 0
+        run = server.db.run
+
+        async def counting(work, *args, **kwargs):
+            nonlocal reads
+            reads += work is feed.read_changes
+            return await run(work, *args, **kwargs)
+
+        server.db.run = counting  # type: ignore[method-assign]
+        await add(session_pb2_grpc.MessageServiceStub(channel), session.session_id, "once")
+        for stream in streams:
+            (got,) = await take(stream, 1)
+            assert got.change.message.content == "once"
+            stream.cancel()
+    assert 1 <= reads <= 2, reads
