@@ -32,9 +32,10 @@ import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from session_grpc import embedded, migrations
+from session_grpc import embedded, localpg, migrations
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc
+from session_grpc.localpg.bouncer import pgbouncer
 from session_grpc.testing import free_port
 
 from . import history, loadgen, memory, procstat, report, seed
@@ -524,6 +525,30 @@ async def peer_workloads(bench: Bench, url: str, equivalents: dict[str, float]) 
         await peer.close()
 
 
+async def pgbouncer_workloads(
+    bench: Bench, real: Proc, url: str, channel: grpc.aio.Channel, procs: list[Proc]
+) -> None:
+    """The same point workloads against session-grpc connected directly and through pgbouncer in
+    transaction pooling mode (SESSION_DB_PGBOUNCER=true: no prepared statements kept, so each
+    statement is parsed again in the message that runs it, plus pgbouncer's own hop), their
+    repetitions interleaved so the ratio is fair on a shared box."""
+    missing = localpg.missing("pgbouncer")
+    if missing:
+        bench.notes.append(f"pgbouncer comparison skipped: {missing}")
+        return
+    with pgbouncer(url, pool_mode="transaction", pool_size=20) as bouncer:
+        bounced = start_process(
+            "session-grpc-pgbouncer", ["-m", "session_grpc", "serve"],
+            {**server_env(bouncer.url_for(url)), "SESSION_DB_PGBOUNCER": "true"},
+        )
+        procs.append(bounced)
+        await wait_ready(bounced, health=True)
+        await point_workloads(
+            bench, [("direct", real.port, real.pid), ("via pgbouncer", bounced.port, bounced.pid)], channel,
+        )
+        bounced.stop()
+
+
 # ---- the run -------------------------------------------------------------------------------------
 
 
@@ -647,6 +672,8 @@ async def run(cfg: Config) -> dict[str, Any]:
                     await channel_noop.close()
                 if want("memory"):
                     bench.memory = await memory.big_pages(real.pid, real.port, urls["session"])
+                if want("pgbouncer"):
+                    await pgbouncer_workloads(bench, real, urls["session"], channel, procs)
             for proc in (reference, noop):
                 proc.stop()
             if want("workers") and len(cfg.workers) > 1:
@@ -715,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--reps", type=int)
     parser.add_argument("--duration", type=float, help="seconds measured per repetition (closed loop)")
-    parser.add_argument("--only", default="", help="comma list among point,open,chat,history,big,memory,workers,peer")
+    parser.add_argument("--only", default="", help="comma list among point,open,chat,history,big,memory,pgbouncer,workers,peer")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {"peer": not args.no_peer, "chart": not args.no_chart, "out": args.out}

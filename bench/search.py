@@ -245,6 +245,41 @@ async def add_message_cost(bench: Bench, before: Proc, after: Proc, messages: in
             await channel.close()
 
 
+async def insert_cost(urls: dict[str, str], rows: int, reps: int = 5) -> dict[str, dict[str, float]]:
+    """PostgreSQL's own time to insert `rows` messages of the walk-through's user content in one
+    statement (rolled back), without and with the tsvector: to_tsvector plus the GIN insert, per
+    message, free of the gRPC and Python noise around AddMessage. Repetitions interleaved."""
+    conns = {name: await asyncpg.connect(url) for name, url in urls.items()}
+    times: dict[str, list[float]] = {name: [] for name in urls}
+    try:
+        for _ in range(reps):
+            for name, conn in conns.items():
+                session_id = uuid.uuid4()
+                tx = conn.transaction()
+                await tx.start()
+                try:
+                    await conn.execute(
+                        "INSERT INTO sessions (id, user_id, status) VALUES ($1, 'insert-cost', 'active')", session_id
+                    )
+                    began = time.perf_counter()
+                    await conn.execute(
+                        """
+                        INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
+                                              tokens_used, cost)
+                        SELECT gen_random_uuid(), $1, 'insert-cost', g, 'user', 'chat', $2 || ' ' || g, 12, 0
+                        FROM generate_series(1, $3::int) g
+                        """,
+                        session_id, seed.USER_CONTENT, rows,
+                    )
+                    times[name].append((time.perf_counter() - began) / rows * 1e6)
+                finally:
+                    await tx.rollback()
+    finally:
+        for conn in conns.values():
+            await conn.close()
+    return {name: loadgen.median_and_spread(values) for name, values in times.items()}
+
+
 async def list_cases(bench: Bench, proc: Proc, count: int) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
         stub = session_pb2_grpc.SessionServiceStub(channel)
@@ -370,6 +405,10 @@ async def run(size: Size, out: Path, only: set[str]) -> dict[str, Any]:
             if not only or "list" in only:
                 await list_cases(bench, procs[0], size.list_sessions)
             if not only or "add" in only:
+                result["insert_us_per_message"] = await insert_cost(
+                    {"without tsvector": before_url, "with tsvector+GIN": main_url}, 20_000
+                )
+                print(f"# insert, microseconds per message: {result['insert_us_per_message']}", flush=True)
                 await add_message_cost(bench, procs[1], procs[0], size.messages)
         finally:
             for proc in procs:
@@ -402,6 +441,12 @@ def markdown(result: dict[str, Any]) -> str:
         f"- messages heap {before['messages_heap'] / mib:.0f} MiB before, {after['messages_heap'] / mib:.0f} MiB "
         f"after (the stored vectors); ix_messages_search_vector {after['search_index'] / mib:.0f} MiB; "
         f"messages with indexes and TOAST {before['messages_total'] / mib:.0f} -> {after['messages_total'] / mib:.0f} MiB.",
+        "",
+        *(
+            f"- PostgreSQL inserting 20,000 messages of {len(seed.USER_CONTENT)} characters in one statement, "
+            f"{name}: {cell(stat)} microseconds per message."
+            for name, stat in result.get("insert_us_per_message", {}).items()
+        ),
         "",
         "| workload | server | variant | throughput | p50 ms | p99 ms | server cores | PostgreSQL cores |",
         "|---|---|---|---|---|---|---|---|",

@@ -16,7 +16,9 @@ from pathlib import Path
 
 from session_grpc.testing import EmbeddedCluster
 
-from . import partition, scenarios, shutdown
+from session_grpc import localpg
+
+from . import failover, partition, replicas, scenarios, shutdown
 
 COLUMNS = [
     "scenario", "attempted", "acknowledged", "failed by code", "faults", "slowest failure s", "recovery s",
@@ -26,6 +28,16 @@ COLUMNS = [
 
 async def run(quick: bool) -> list[scenarios.Outcome]:
     scale = 0.3 if quick else 1.0
+    outcomes = await _on_embedded(scale)
+    missing = localpg.missing("pg_autoctl", "pg_basebackup")
+    if missing:
+        print(f"PostgreSQL failover scenario skipped: {missing}")
+    else:
+        outcomes.append(await failover.run(writers=16, before=5 * scale, after=8 * scale))
+    return outcomes
+
+
+async def _on_embedded(scale: float) -> list[scenarios.Outcome]:
     with tempfile.TemporaryDirectory(prefix="session-grpc-chaos-") as folder:
         cluster = EmbeddedCluster(Path(folder) / "pg")
         try:
@@ -48,6 +60,7 @@ async def run(quick: bool) -> list[scenarios.Outcome]:
                 await scenarios.shutdown_under_load(cluster.url, writers=16, before=5 * scale),
                 await shutdown.shutdown_behind_health(cluster.url, clients=16, drain_delay=0, before=5 * scale),
                 await shutdown.shutdown_behind_health(cluster.url, clients=16, drain_delay=2, before=5 * scale),
+                await replicas.replica_killed(cluster.url, writers=16, before=5 * scale, after=8 * scale, pool_size=10),
                 await partition.database_partition(
                     cluster.url, writers=16, before=3 * scale, partition=8 * scale, after=5 * scale
                 ),

@@ -23,6 +23,8 @@ from .settings import Settings, SettingsError, format_duration
 from .domain.errors import DomainError
 from .storage import search, sessions
 from .storage.database import Database, create_engine
+from .storage.routing import ReadRouting
+from .consistency import ReadYourWrites
 from .binding import AddressInUse, ensure_free, in_use_message
 from .accounts import AccountCheck, AccountChecker, NoAccountCheck
 from .auth import Authenticate, TokenVerifier
@@ -58,6 +60,8 @@ class SessionServer:
     port: int
     hub: FeedHub
     observability: Observability | None = None
+    reads: ReadRouting | None = None
+    """Where heavy reads run (the standby of SESSION_READ_DATABASE_URL, or the primary)."""
     metrics_port: int | None = None
     """The bound metrics port once started, when SESSION_METRICS_PORT is set."""
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -138,6 +142,8 @@ class SessionServer:
         if self.observability is not None:
             self.observability.stop_http()
         await self.db.close()
+        if self.reads is not None:
+            await self.reads.close()
         log.info("stopped")
 
     async def check_health(self) -> None:
@@ -178,8 +184,10 @@ class SessionServer:
 
     async def expire_idle(self) -> None:
         idle = timedelta(seconds=self.settings.expiry_idle)
-        count = await self.db.run(sessions.expire_sessions, idle)
-        if count:
+        count = await self.db.run(sessions.expire_sessions_if_free, idle)
+        if count is None:
+            log.debug("another replica is expiring sessions; skipping this turn")
+        elif count:
             log.info("expired %d sessions idle for more than %s", count, format_duration(self.settings.expiry_idle))
 
     @staticmethod
@@ -206,7 +214,9 @@ async def running(settings: Settings, grace: float = 0.0) -> AsyncIterator[Sessi
 def build_server(settings: Settings, *, share_port: bool = False) -> SessionServer:
     """Everything wired and bound, not yet started. The database URL must be set. A port in use
     is AddressInUse; `share_port` (the workers of `serve --workers N`) binds with SO_REUSEPORT."""
-    db = Database(create_engine(settings), settings.default_deadline)
+    standby = settings.read_sqlalchemy_url
+    db = Database(create_engine(settings), settings.default_deadline, track_commits=standby is not None)
+    reads = ReadRouting(db, None if standby is None else Database(create_engine(settings, standby), settings.default_deadline))
     tokens = PageTokens(settings.page_token_secret)
     limits = settings.limits
     drain = Drain()
@@ -218,7 +228,10 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     per_principal = settings.max_calls_per_principal
     limit = [LimitInFlight(per_principal)] if verifier is not None and per_principal > 0 else []
     boundary = Boundary(
-        [observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline(), Authorize(), *limit, *standing]
+        [
+            observability.step, drain, *authenticate, RefuseMalformed(), StartDeadline(), Authorize(), *limit, *standing,
+            ReadYourWrites(),
+        ]
     )
     server = grpc.aio.server(
         interceptors=[*tracing_interceptors(), boundary],
@@ -233,9 +246,11 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     watchers = WatcherCount(settings.max_watchers_per_principal if verifier is not None else 0)
     watches = Watches(db, hub, settings.watch_heartbeat, watchers)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(db, tokens, limits, watches), server
+        SessionServicer(db, tokens, limits, watches, reads=reads), server
     )
-    session_pb2_grpc.add_MessageServiceServicer_to_server(MessageServicer(db, tokens, limits, settings.search_config), server)
+    session_pb2_grpc.add_MessageServiceServicer_to_server(
+        MessageServicer(db, tokens, limits, settings.search_config, reads=reads), server
+    )
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -243,7 +258,7 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     port = _bind(server, settings, share_port)
     return SessionServer(
         settings=settings, server=server, db=db, health=health_servicer, drain=drain, accounts=accounts, port=port,
-        verifier=verifier, observability=observability, hub=hub,
+        verifier=verifier, observability=observability, reads=reads, hub=hub,
     )
 
 

@@ -47,11 +47,24 @@ def format_duration(seconds: float) -> str:
 
 
 def asyncpg_url(url: str) -> str:
-    """Accept the usual postgresql:// (or postgres://) URL and name the asyncpg driver."""
+    """Accept the usual postgresql:// (or postgres://) URL and name the asyncpg driver. A URL
+    with several hosts (`postgresql://user@h1:5432,h2:5432/db?target_session_attrs=read-write`,
+    what `pg_autoctl show uri` prints) becomes SQLAlchemy's spelling of it (`?host=h1:5432&host=...`)."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
+            return "postgresql+asyncpg://" + _hosts_as_query(url[len(prefix) :])
     raise SettingsError(f"DATABASE_URL must start with postgresql://, got {url.split(':', 1)[0]}://")
+
+
+def _hosts_as_query(rest: str) -> str:
+    authority, slash, path = rest.partition("/")
+    userinfo, at, hosts = authority.rpartition("@")
+    if "," not in hosts:
+        return rest
+    database, _, query = path.partition("?")
+    listed = [host if ":" in host.rsplit("]", 1)[-1] else f"{host}:5432" for host in hosts.split(",")]
+    extra = "&".join(f"host={host}" for host in listed)
+    return f"{userinfo}{at}/{database}?{extra}" + (f"&{query}" if query else "")
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,12 @@ class Settings:
     """SESSION_METRICS_HOST: address the metrics endpoint binds; loopback unless set (it has no auth)."""
     access_log: bool = False
     """SESSION_ACCESS_LOG: one JSON log line per call at INFO; failed calls are logged regardless."""
+    read_database_url: str | None = None
+    """SESSION_READ_DATABASE_URL: a hot standby of DATABASE_URL; heavy reads go there (read-your-writes
+    by commit position, see session_grpc/consistency.py); unset: everything on DATABASE_URL."""
+    db_pgbouncer: bool = False
+    """SESSION_DB_PGBOUNCER: DATABASE_URL is a pgbouncer in transaction (or statement) pooling mode:
+    no prepared statements are kept and no statement_timeout is sent at connect (set it in pgbouncer)."""
     db_connect_timeout: float = 1.0
     """SESSION_DB_CONNECT_TIMEOUT: how long opening a database connection may take before UNAVAILABLE."""
     default_deadline: float = 30.0
@@ -170,6 +189,10 @@ class Settings:
             raise SettingsError("no database URL; start the embedded database first")
         return asyncpg_url(self.database_url)
 
+    @property
+    def read_sqlalchemy_url(self) -> str | None:
+        return None if self.read_database_url is None else asyncpg_url(self.read_database_url)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """The settings named in `environ` (default os.environ); each unset or empty variable
@@ -199,6 +222,8 @@ class Settings:
                 metrics_port=_read(env, "SESSION_METRICS_PORT", cls.metrics_port, _int),
                 metrics_host=_read(env, "SESSION_METRICS_HOST", cls.metrics_host, _text),
                 access_log=_read(env, "SESSION_ACCESS_LOG", cls.access_log, _bool),
+                read_database_url=_read(env, "SESSION_READ_DATABASE_URL", cls.read_database_url, _text),
+                db_pgbouncer=_read(env, "SESSION_DB_PGBOUNCER", cls.db_pgbouncer, _bool),
                 db_connect_timeout=_read(env, "SESSION_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, parse_duration),
                 default_deadline=_read(env, "SESSION_DEFAULT_DEADLINE", cls.default_deadline, parse_duration),
                 keepalive_time=_read(env, "SESSION_KEEPALIVE_TIME", cls.keepalive_time, parse_duration),

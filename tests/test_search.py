@@ -15,6 +15,7 @@ from session_grpc import testing
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc.server import build_server
 from session_grpc.settings import SettingsError
+from session_grpc.storage import search as search_storage
 
 from .conftest import test_settings
 from .helpers import add, expect_failure, new_session
@@ -243,3 +244,36 @@ def _server(url: str, **overrides):
             yield Stubs(channel, None)
 
     return running()
+
+
+async def test_a_narrowed_search_finds_the_same_whether_it_reads_the_messages_or_the_index(sessions, messages, sql):
+    """A user's search reads the user's messages one by one up to SCAN_LIMIT of them, else goes
+    through the GIN index (storage/search.py): both ways find the same, filters and order alike."""
+    ann = await new_session(sessions, "ann", app_name="travel")
+    other = await new_session(sessions, "ann")
+    await new_session(sessions, "ben")
+    for i in range(12):
+        await add(messages, (ann if i % 3 else other).session_id, "tea " * (1 + i % 4) + f"cup {i}",
+                  role=pb.ROLE_USER if i % 2 else pb.ROLE_ASSISTANT)
+    cases = [
+        {"query": "tea", "user_id": "ann"},
+        {"query": "tea cup", "user_id": "ann", "app_name": "travel"},
+        {"query": "tea", "user_id": "ann", "roles": [pb.ROLE_USER]},
+        {"query": "tea", "session_ids": [other.session_id]},
+    ]
+
+    async def every(fields) -> list[tuple[str, float]]:
+        found, token = [], ""
+        while True:
+            page = await search(messages, page_size=5, page_token=token, **fields)
+            found += [(r.message.content, r.rank) for r in page.results]
+            token = page.next_page_token
+            if not token:
+                return found
+
+    read_one_by_one = [await every(fields) for fields in cases]
+    assert all(found and len(set(found)) == len(found) for found in read_one_by_one)  # one way, never both
+    # The counts steer the choice (they are what the statement sums), so past the limit it is the index.
+    await sql.execute("UPDATE sessions SET message_count = $1 WHERE user_id = 'ann'", search_storage.SCAN_LIMIT + 1)
+    through_the_index = [await every(fields) for fields in cases]
+    assert through_the_index == read_one_by_one

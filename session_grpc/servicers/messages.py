@@ -12,14 +12,20 @@ from ..domain.limits import Limits
 from ..paging import PageTokens
 from ..storage import messages, search
 from ..storage.database import Database
+from ..storage.routing import ReadRouting
 
 
 class MessageServicer(session_pb2_grpc.MessageServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, search_config: str = "simple") -> None:
+    def __init__(
+        self, db: Database, tokens: PageTokens, limits: Limits, search_config: str = "simple", *,
+        reads: ReadRouting | None = None,
+    ) -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
         self.search_config = search_config
+        self.reads = reads or ReadRouting(db)
+        """The heavy reads (listing, streaming, search) run here: on a standby when there is one."""
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
         new = requests.new_message(request, self.limits)
@@ -33,7 +39,7 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def ListMessages(self, request: pb.ListMessagesRequest, context: grpc.aio.ServicerContext):
         query = requests.messages_query(request, self.tokens, self.limits)
-        page = await self.db.run(messages.list_messages, query)
+        page = await self.reads.run(messages.list_messages, query)
         found, token = self.tokens.fit(paging.MESSAGES, query.scope, page, resources.message_to_proto)
         return pb.ListMessagesResponse(messages=found, next_page_token=token, total_size=page.total)
 
@@ -43,7 +49,7 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         """Pages through the session by sequence, one statement per page (the first finds the session)."""
         query = requests.stream_query(request, self.limits)
         while True:
-            page = await self.db.run(messages.list_messages, query)
+            page = await self.reads.run(messages.list_messages, query)
             for message in page.items:
                 yield pb.StreamMessagesResponse(message=resources.message_to_proto(message))
             if not page.more:
@@ -52,6 +58,6 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def SearchMessages(self, request: pb.SearchMessagesRequest, context: grpc.aio.ServicerContext):
         query = requests.message_search(request, self.tokens, self.search_config, self.limits)
-        page = await self.db.run(search.search_messages, query)
+        page = await self.reads.run(search.search_messages, query)
         found, token = self.tokens.fit(paging.SEARCH, query.scope, page, resources.search_hit_to_proto)
         return pb.SearchMessagesResponse(results=found, next_page_token=token)

@@ -11,15 +11,20 @@ from ..domain.limits import Limits
 from ..paging import PageTokens
 from ..storage import history, sessions
 from ..storage.database import Database
+from ..storage.routing import ReadRouting
 from ..watching import Watches
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, watches: Watches) -> None:
+    def __init__(
+        self, db: Database, tokens: PageTokens, limits: Limits, watches: Watches, *, reads: ReadRouting | None = None
+    ) -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
         self.watches = watches
+        self.reads = reads or ReadRouting(db)
+        """The heavy reads (listing, the service's stats) run here: on a standby when there is one."""
 
     async def CreateSession(self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext):
         new = requests.new_session(request, self.limits)
@@ -45,7 +50,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
 
     async def ListSessions(self, request: pb.ListSessionsRequest, context: grpc.aio.ServicerContext):
         query = requests.sessions_query(request, self.tokens, self.limits)
-        page = await self.db.run(sessions.list_sessions, query)
+        page = await self.reads.run(sessions.list_sessions, query)
         found, token = self.tokens.fit(paging.SESSION_LISTINGS[query.order], query.scope, page, resources.session_to_proto)
         return pb.ListSessionsResponse(sessions=found, next_page_token=token, total_size=page.total)
 
@@ -54,7 +59,7 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.GetSessionSummaryResponse(summary=resources.summary_to_proto(summary))
 
     async def GetServiceStats(self, request: pb.GetServiceStatsRequest, context: grpc.aio.ServicerContext):
-        stats = await self.db.run(sessions.service_stats)
+        stats = await self.reads.run(sessions.service_stats)
         return pb.GetServiceStatsResponse(stats=resources.stats_to_proto(stats))
 
     async def ExpireSessions(self, request: pb.ExpireSessionsRequest, context: grpc.aio.ServicerContext):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
@@ -14,9 +15,10 @@ from sqlalchemy import event, exc, text
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from .. import deadlines
+from .. import consistency, deadlines
 from ..domain.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
 from ..settings import Settings
+from . import replication
 from .units import Unit, unit_of
 
 log = logging.getLogger(__name__)
@@ -32,22 +34,40 @@ PING_AFTER_IDLE = 1.0
 """Seconds a pooled connection may sit unused before it is checked (one ping) on its next checkout."""
 
 
-def create_engine(settings: Settings) -> AsyncEngine:
+def create_engine(settings: Settings, url: str | None = None) -> AsyncEngine:
     """A pool that checks connections before use (so it recovers after a database restart) and a
-    server-side statement_timeout as the backstop behind the per-call deadline."""
+    server-side statement_timeout as the backstop behind the per-call deadline; on `url` (the
+    standby's) instead of DATABASE_URL when given."""
     engine = create_async_engine(
-        settings.sqlalchemy_url,
+        url or settings.sqlalchemy_url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
-        connect_args={
-            "timeout": settings.db_connect_timeout,
-            "server_settings": {"statement_timeout": str(int(settings.default_deadline * 1000) + 1000)},
-        },
+        connect_args=_connect_args(settings),
     )
     _ping_idle_connections(engine)
     _invalidate_unusable_connections(engine)
     return engine
+
+
+def _connect_args(settings: Settings) -> dict[str, Any]:
+    """asyncpg's connect arguments. Behind pgbouncer in transaction pooling mode (1.18 keeps no
+    prepared statements) consecutive statements of one client connection may run on different
+    server connections, so none may rely on a statement prepared earlier: asyncpg's statement
+    cache is off (it then parses each statement again in the message that runs it: a second round
+    trip per statement, see docs/performance.md), SQLAlchemy's too, and SQLAlchemy's named
+    statements get names no two clients share. pgbouncer refuses startup parameters it does not
+    know, statement_timeout among them: it is set in pgbouncer's connect_query instead (README)."""
+    args: dict[str, Any] = {"timeout": settings.db_connect_timeout}
+    if settings.db_pgbouncer:
+        args.update(
+            statement_cache_size=0,
+            prepared_statement_cache_size=0,
+            prepared_statement_name_func=lambda: f"__session_grpc_{uuid.uuid4().hex}__",
+        )
+    else:
+        args["server_settings"] = {"statement_timeout": str(int(settings.default_deadline * 1000) + 1000)}
+    return args
 
 
 def _ping_idle_connections(engine: AsyncEngine) -> None:
@@ -207,9 +227,12 @@ UnitOfWork = Callable[[], contextlib.AbstractAsyncContextManager[Any]]
 class Database:
     """Runs storage functions the way each declares (storage/units.py), on the driver's connection."""
 
-    def __init__(self, engine: AsyncEngine, default_deadline: float = 30.0) -> None:
+    def __init__(self, engine: AsyncEngine, default_deadline: float = 30.0, *, track_commits: bool = False) -> None:
         self.engine = engine
         self.default_deadline = default_deadline
+        self.track_commits = track_commits
+        """Record where each write call's commits reached in the WAL (consistency.py): on when
+        reads may go to a standby (SESSION_READ_DATABASE_URL), since it costs a statement."""
         self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def run(
@@ -229,7 +252,40 @@ class Database:
         rather than returned to the pool.
         """
         unit = self._transaction if unit_of(work) is Unit.TRANSACTION else self._driver
-        return await self._bounded(unit, work, args, kwargs)
+        result = await self._bounded(unit, work, args, kwargs)
+        if self.track_commits:
+            await self._record_commit_position()
+        return result
+
+    async def _record_commit_position(self) -> None:
+        """When the current call writes, where its commits reached: pg_current_wal_lsn() read
+        after them is at or past the end of their commit records. A failure to read it leaves
+        the call without a position (its reads then go to the primary or wait for nothing)
+        rather than failing a write that committed."""
+        position = consistency.commit_position()
+        if position is None:
+            return
+        try:
+            position.lsn = await self._bounded(self._driver, replication.wal_position, (), {})
+        except DomainError:
+            log.warning("could not read the commit position of a write", exc_info=log.isEnabledFor(logging.DEBUG))
+
+    async def run_replayed(
+        self, lsn: str | None, work: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]], /,
+        *args: P.args, **kwargs: P.kwargs,
+    ) -> T:
+        """run(), on a standby: with `lsn`, only once the standby has replayed the WAL up to it,
+        checked on the connection the work then runs on (else replication.NotReplayed)."""
+        if lsn is None:
+            return await self.run(work, *args, **kwargs)
+
+        async def checked(conn: asyncpg.Connection) -> T:
+            if not await replication.replayed_past(conn, lsn):
+                raise replication.NotReplayed(lsn)
+            return await work(conn, *args, **kwargs)
+
+        unit = self._transaction if unit_of(work) is Unit.TRANSACTION else self._driver
+        return await self._bounded(unit, checked, (), {})
 
     @contextlib.asynccontextmanager
     async def _driver(self) -> AsyncIterator[asyncpg.Connection]:

@@ -108,3 +108,15 @@ async def fetch(conn: asyncpg.Connection, statement: str, *params: Any) -> Seque
 
 async def fetch_one(conn: asyncpg.Connection, statement: str, *params: Any) -> Row | None:
     return await conn.fetchrow(statement, *params)
+
+
+async def fetch_planned_for_values(conn: asyncpg.Connection, statement: str, *params: Any) -> Sequence[Row]:
+    """`statement` with a plan made for these parameter values (a custom plan, never a cached
+    generic one): a freshly prepared statement each time. Without asyncpg's statement cache (behind
+    pgbouncer in transaction mode, SESSION_DB_PGBOUNCER) asyncpg already parses an unnamed statement
+    in the message that runs it, which PostgreSQL plans for its values too, and a named statement
+    would be parsed on one server connection and run on another (so it is not used there)."""
+    if getattr(conn, "_stmt_cache_enabled", True):  # asyncpg's own flag: statement_cache_size > 0
+        prepared = await conn.prepare(statement)
+        return await prepared.fetch(*params)
+    return await conn.fetch(statement, *params)

@@ -372,14 +372,45 @@ async def service_stats(conn: asyncpg.Connection) -> ServiceStats:
     )
 
 
-EXPIRE_SESSIONS = """
-UPDATE sessions SET status = 'expired', version = version + 1, update_time = now()
-WHERE status = 'active' AND last_activity_time < now() - $1::interval
+EXPIRY_LOCK = 0x5E55_E7E1
+"""The advisory lock key (transaction-scoped) that lets one replica at a time expire sessions."""
+
+# The whole expiry is one statement under a transaction-scoped advisory lock: with several
+# replicas (or workers) each running the expiry job, one does the work and the others find the
+# lock held and skip their turn, instead of all of them scanning the same rows and queueing on
+# their row locks. (Concurrent expiries would still be correct without it: the UPDATE re-checks
+# status = 'active' on each row it waits for.) Transaction-scoped, so it is released at commit
+# and works behind pgbouncer in transaction pooling mode, where a session lock would stay on a
+# server connection other clients then use.
+_EXPIRE = """
+    UPDATE sessions SET status = 'expired', version = version + 1, update_time = now()
+    FROM lock WHERE lock.held AND status = 'active' AND last_activity_time < now() - $1::interval
+    RETURNING 1
+"""
+EXPIRE_SESSIONS = f"""
+WITH lock AS MATERIALIZED (SELECT true AS held FROM pg_advisory_xact_lock($2)),
+expired AS ({_EXPIRE})
+SELECT true AS held, (SELECT count(*) FROM expired) AS expired
+"""
+EXPIRE_SESSIONS_IF_FREE = f"""
+WITH lock AS MATERIALIZED (SELECT pg_try_advisory_xact_lock($2) AS held),
+expired AS ({_EXPIRE})
+SELECT (SELECT held FROM lock) AS held, (SELECT count(*) FROM expired) AS expired
 """
 
 
 @statement
 async def expire_sessions(conn: asyncpg.Connection, idle_for: timedelta) -> int:
-    """Move ACTIVE sessions idle for longer than `idle_for` to EXPIRED; how many moved."""
-    status = await conn.execute(EXPIRE_SESSIONS, idle_for)
-    return int(status.split()[-1])
+    """Move ACTIVE sessions idle for longer than `idle_for` to EXPIRED; how many moved. Waits
+    (within the call's deadline) while another replica is expiring (ExpireSessions asked for it)."""
+    row = await fetch_one(conn, EXPIRE_SESSIONS, idle_for, EXPIRY_LOCK)
+    assert row is not None
+    return int(row["expired"])
+
+
+@statement
+async def expire_sessions_if_free(conn: asyncpg.Connection, idle_for: timedelta) -> int | None:
+    """The expiry job's turn: expire_sessions, or None at once when another replica is expiring."""
+    row = await fetch_one(conn, EXPIRE_SESSIONS_IF_FREE, idle_for, EXPIRY_LOCK)
+    assert row is not None
+    return int(row["expired"]) if row["held"] else None

@@ -132,6 +132,18 @@ class _BearerToken(grpc.AuthMetadataPlugin):
         callback((("authorization", f"Bearer {token}"),), None)
 
 
+COMMIT_LSN = "session-commit-lsn"
+READ_AFTER_LSN = "session-read-after-lsn"
+
+
+def _lsn_key(lsn: str) -> tuple[int, int]:
+    high, _, low = lsn.partition("/")
+    try:
+        return int(high, 16), int(low, 16)
+    except ValueError:
+        return (-1, -1)
+
+
 class SessionClient:
     """An async client of the session service.
 
@@ -158,6 +170,10 @@ class SessionClient:
     channel_options: keepalive, message sizes and other channel arguments.
     metadata:        extra metadata sent with every call.
     channel:         an existing grpc.aio.Channel to use instead (the client will not close it).
+    read_your_writes: remember the commit position each write answers with (trailing metadata
+                     session-commit-lsn, sent by a server with a read standby) and send the
+                     newest with every call (session-read-after-lsn), so reads served by the
+                     standby include this client's own writes. Harmless without a standby.
     """
 
     def __init__(
@@ -172,8 +188,12 @@ class SessionClient:
         channel_options: ChannelOptions = ChannelOptions(),
         metadata: Mapping[str, str] | None = None,
         channel: grpc.aio.Channel | None = None,
+        read_your_writes: bool = True,
     ) -> None:
         self.target = target
+        self.read_your_writes = read_your_writes
+        self.commit_lsn: str | None = None
+        """The newest commit position this client's writes were answered with (read_your_writes)."""
         self.timeout = timeout
         self.retry = retry
         self._metadata: tuple[tuple[str, str], ...] = tuple((metadata or {}).items())
@@ -223,11 +243,20 @@ class SessionClient:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _call_metadata(self) -> tuple[tuple[str, str], ...]:
+        metadata = self._metadata
+        if self.read_your_writes and self.commit_lsn is not None:
+            metadata += ((READ_AFTER_LSN, self.commit_lsn),)
         if self._plain_token is None:
-            return self._metadata
+            return metadata
         headers: list[tuple[str, str]] = []
         self._plain_token(None, lambda items, error: headers.extend(items))
-        return self._metadata + tuple(headers)
+        return metadata + tuple(headers)
+
+    def _note_commit(self, trailers: Any) -> None:
+        """Keep the newest commit position a write answered with."""
+        for key, value in trailers or ():
+            if key == COMMIT_LSN and (self.commit_lsn is None or _lsn_key(value) > _lsn_key(self.commit_lsn)):
+                self.commit_lsn = value
 
     def _retrying(self, retry: bool) -> AsyncRetrying:
         """`retry`: the call is safe to repeat after UNAVAILABLE. Any call is repeated after a
@@ -258,7 +287,11 @@ class SessionClient:
             if deadline is not None:
                 left = max(0.001, deadline - (time.monotonic() - started))
                 timeout = left if timeout is None else min(timeout, left)
-            return await method(request, timeout=timeout, metadata=self._call_metadata())
+            call: Any = method(request, timeout=timeout, metadata=self._call_metadata())
+            response: T = await call
+            if self.read_your_writes:
+                self._note_commit(await call.trailing_metadata())
+            return response
 
         try:
             return await self._retrying(retry)(attempt)

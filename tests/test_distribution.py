@@ -1,0 +1,188 @@
+"""The Citus plan (docs/scaling.md) distributes sessions, messages and memories by the session
+(sessions.id, messages.session_id, memories.session_id), colocated. This checks every SQL
+statement the storage modules hold, read from the modules themselves (so a statement added
+tomorrow is checked too): each one a call of a session sends must name the distribution key, so
+that Citus routes it to one shard; the statements that span shards by design (listing a user's
+sessions, the service's stats, expiry) are named here with the reason, and docs/scaling.md lists
+the same ones.
+
+The check is textual (Citus is not installable here): a statement is single-shard when it names
+the key with a parameter (`id = $n` on sessions, `session_id = $n` on messages or memories, or the
+key column of an INSERT bound to a parameter) and every messages or memories table it reads is
+tied to the key (`session_id = s.id`, `session_id = (SELECT id FROM s)`, `session_id = $n`) or
+written from a CTE of the same statement.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from types import CodeType
+
+import session_grpc.storage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+DISTRIBUTION_KEY = {"sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id"}
+"""Every table, with its distribution column (test_every_table_has_its_distribution_column checks
+that no table is left out)."""
+
+MULTI_SHARD = {
+    "sessions.CREATE_SESSION": "a repeated request_id is found by (user_id, request_id); the plan derives the id "
+    "of a session created with a request_id from them (UUIDv5), which makes it a lookup by id",
+    "sessions.BY_REQUEST_ID": "the same lookup by (user_id, request_id), after a concurrent first create",
+    "sessions.LIST_SESSIONS": "a user's sessions live on every shard: Citus runs the page on each and merges",
+    "sessions.SERVICE_STATS": "totals over every session: one aggregate per shard, summed by the coordinator",
+    "sessions.EXPIRE_SESSIONS": "maintenance over every shard, one at a time (advisory lock on the coordinator)",
+    "sessions.EXPIRE_SESSIONS_IF_FREE": "the expiry job's form of the same",
+    "search.SEARCH": "a search over a user's sessions or the service runs on every shard and merges by rank",
+    "history.FORK_SESSION": "a fork is a new session, so (by its new id) another shard: the coordinator copies "
+    "the messages across (forks are rare and bounded by SESSION_MAX_FORK_MESSAGES)",
+}
+"""Statements that span shards by design, and why. Keyed by module.NAME (a dict of statements is
+one entry)."""
+
+_SQL = re.compile(r"^\s*(WITH|SELECT|INSERT|UPDATE|DELETE)\s")  # upper case: SQL, not a docstring
+_TABLES = "|".join(DISTRIBUTION_KEY)
+_PARAM_PIN = re.compile(r"(?<![\w.])(?:\w+\.)?(id|session_id)\s*=\s*\$\d+")
+_REFERENCE = re.compile(
+    rf"(?:\b(?:FROM|JOIN|UPDATE)|,)\s*({_TABLES})\b(?:\s+(?:AS\s+)?(?!WHERE|SET|ON|LEFT|JOIN|GROUP|ORDER|WINDOW|RETURNING|CROSS)(\w+))?",
+    re.IGNORECASE,
+)
+_INSERT = re.compile(rf"\bINSERT\s+INTO\s+({_TABLES})\s*\(([^)]*)\)\s*(VALUES\s*\(([^)]*)\)|SELECT\b)", re.IGNORECASE)
+_TIED = re.compile(r"(?:\w+\.)?session_id\s*=\s*(\$\d+|\w+\.id\b|\(SELECT id FROM \w+\))")
+
+
+def statements() -> Iterator[tuple[str, str]]:
+    """(name, SQL) of every statement in session_grpc.storage's modules: module-level strings,
+    the values of module-level dicts of strings, and strings inside the modules' public functions;
+    each under the module that assigns it (not one that imports it)."""
+    for info in pkgutil.iter_modules(session_grpc.storage.__path__):
+        module = importlib.import_module(f"session_grpc.storage.{info.name}")
+        source = inspect.getsource(module)
+        for name, value in vars(module).items():
+            if name.startswith("_") or not re.search(rf"^{name}\s*=", source, re.MULTILINE):
+                continue
+            if isinstance(value, str) and _SQL.match(value):
+                yield f"{info.name}.{name}", value
+            elif isinstance(value, dict) and value and all(isinstance(v, str) and _SQL.match(v) for v in value.values()):
+                for key, sql in value.items():
+                    yield f"{info.name}.{name}[{key}]", sql
+        for name, function in vars(module).items():  # private functions hold templates (their results are above)
+            if inspect.isfunction(function) and function.__module__ == module.__name__ and not name.startswith("_"):
+                for index, sql in enumerate(_inline(function.__code__)):
+                    yield f"{info.name}.{name}:inline{index}", sql
+
+
+def _inline(code: CodeType) -> Iterator[str]:
+    for constant in code.co_consts:
+        if isinstance(constant, str) and _SQL.match(constant):
+            yield constant
+        elif isinstance(constant, CodeType):
+            yield from _inline(constant)
+
+
+def touches_distributed_tables(sql: str) -> bool:
+    return bool(_REFERENCE.search(sql) or _INSERT.search(sql))
+
+
+def why_not_single_shard(sql: str) -> str | None:
+    """None when the statement routes to one shard by the rules above; else what is missing."""
+    ctes = set(re.findall(r"(?:\bWITH|,)\s*(\w+)\s+AS\s*(?:MATERIALIZED\s*)?\(", sql, re.IGNORECASE))
+    pinned = bool(_PARAM_PIN.search(sql))
+    for match in _INSERT.finditer(sql):
+        table, columns, _, values = match.groups()
+        names = [c.strip() for c in columns.split(",")]
+        key = DISTRIBUTION_KEY[table]
+        if values is not None:
+            bound = [v.strip() for v in values.split(",")]
+            if key in names and re.fullmatch(r"\$\d+", bound[names.index(key)] if names.index(key) < len(bound) else ""):
+                pinned = True
+            else:
+                return f"INSERT INTO {table} without its {key} bound to a parameter"
+        else:
+            source = re.search(r"\bFROM\s+(\w+)", sql[match.end():], re.IGNORECASE)
+            if source is None or source.group(1) not in ctes:
+                return f"INSERT INTO {table} ... SELECT not fed from a CTE of the statement"
+    if not pinned:
+        return "no distribution key bound to a parameter"
+    for match in _REFERENCE.finditer(sql):
+        table, alias = match.group(1).lower(), match.group(2)
+        scope = _scope(sql, match.end())
+        if table == "sessions":  # its id bound to a parameter, or joined to another table's pinned session_id
+            prefix = rf"(?:{alias}\.)?" if alias else ""
+            own = rf"(?<![\w.]){prefix}id\s*=\s*(\$\d+|\w+\.session_id\b)"
+            if not re.search(own, scope):
+                return "sessions read without id bound to a parameter"
+        elif not _TIED.search(scope):
+            return f"{table} read without session_id tied to the key"
+    return None
+
+
+def _scope(sql: str, start: int) -> str:
+    """The text from `start` to the end of the (sub)query it is in: up to the parenthesis that
+    closes the one it opened in, or the end."""
+    depth = 0
+    for index in range(start, len(sql)):
+        if sql[index] == "(":
+            depth += 1
+        elif sql[index] == ")":
+            depth -= 1
+            if depth < 0:
+                return sql[start:index]
+    return sql[start:]
+
+
+def test_every_table_has_its_distribution_column():
+    from session_grpc.storage.tables import Base
+
+    assert set(Base.metadata.tables) == set(DISTRIBUTION_KEY), "a new table needs its place in docs/scaling.md's plan"
+    for table, column in DISTRIBUTION_KEY.items():
+        assert column in Base.metadata.tables[table].columns
+
+
+def test_the_storage_modules_hold_the_statements_the_service_runs():
+    """The discovery itself: the hot statements are found where they are written."""
+    names = {name.split("[")[0] for name, _ in statements()}
+    assert {"messages.PAGE_ASCENDING", "sessions.GET_SESSION", "sessions.LIST_SESSIONS", "memories.CREATE_MEMORY"} <= names
+    assert any(name.startswith("messages.ADD_MESSAGE") for name in names)
+
+
+def test_every_statement_of_a_sessions_call_routes_to_one_shard_by_the_session():
+    offending = {}
+    for name, sql in statements():
+        if not touches_distributed_tables(sql) or name.split("[")[0] in MULTI_SHARD:
+            continue
+        reason = why_not_single_shard(sql)
+        if reason is not None:
+            offending[name] = reason
+    assert not offending, (
+        "statements that would span Citus shards (docs/scaling.md): filter them on the session, or add them "
+        f"to MULTI_SHARD with the reason and to docs/scaling.md's list: {offending}"
+    )
+
+
+def test_the_multi_shard_statements_exist_really_span_shards_and_are_the_ones_the_plan_lists():
+    found = {}
+    for name, sql in statements():
+        found.setdefault(name.split("[")[0], []).append(sql)
+    assert set(MULTI_SHARD) <= set(found), set(MULTI_SHARD) - set(found)
+    for name in MULTI_SHARD:
+        assert any(why_not_single_shard(sql) for sql in found[name]), f"{name} routes to one shard: drop it from MULTI_SHARD"
+    plan = (ROOT / "docs" / "scaling.md").read_text()
+    listed = set(re.findall(r"`(\w+\.[A-Z_]+)`", plan.split("<!-- multi-shard: begin -->")[1].split("<!-- multi-shard: end -->")[0]))
+    assert listed == set(MULTI_SHARD)
+
+
+def test_the_rule_tells_single_shard_from_multi_shard_statements():
+    assert why_not_single_shard("SELECT * FROM sessions WHERE id = $1 AND ($2::text IS NULL OR user_id = $2)") is None
+    assert why_not_single_shard("SELECT * FROM sessions WHERE user_id = $1") is not None
+    assert why_not_single_shard("SELECT s.*, m.* FROM sessions s JOIN messages m ON m.session_id = s.id WHERE s.id = $1") is None
+    assert why_not_single_shard("SELECT * FROM sessions s, messages m WHERE s.id = $1 AND m.role = 'user'") is not None
+    assert why_not_single_shard("INSERT INTO messages (id, session_id) VALUES ($1, $2)") is None
+    assert why_not_single_shard("INSERT INTO messages (id, session_id) VALUES ($1, gen_random_uuid())") is not None
+    assert why_not_single_shard("SELECT count(*) FROM messages WHERE request_id = $1") is not None
