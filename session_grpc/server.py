@@ -34,7 +34,7 @@ from .deadlines import StartDeadline
 from .draining import Drain
 from .inflight import LimitInFlight
 from .wire import RefuseMalformed
-from .watching import FeedHub, WatcherCount, Watches, listen_dsn
+from .watching import FeedHub, WatcherCount, Watches, listen_url
 from .observability import Observability, configure_logging, tracing_interceptors
 
 log = logging.getLogger(__name__)
@@ -239,7 +239,7 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     )
     observability.watch_accounts(accounts)
     hub = FeedHub(
-        listen_dsn(settings.sqlalchemy_url),
+        listen_url(settings),
         check_interval=max(1.0, settings.health_interval),
         connect_timeout=settings.db_connect_timeout,
     )

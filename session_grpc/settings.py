@@ -119,6 +119,11 @@ class Settings:
     db_pgbouncer: bool = False
     """SESSION_DB_PGBOUNCER: DATABASE_URL is a pgbouncer in transaction (or statement) pooling mode:
     no prepared statements are kept and no statement_timeout is sent at connect (set it in pgbouncer)."""
+    listen_database_url: str | None = None
+    """SESSION_LISTEN_DATABASE_URL: PostgreSQL itself (the primary), for the change feed's one LISTEN
+    connection; unset: DATABASE_URL, or with SESSION_DB_PGBOUNCER no listening at all (LISTEN needs
+    a session of its own, which transaction pooling does not keep): watches then read once per
+    SESSION_WATCH_HEARTBEAT."""
     db_connect_timeout: float = 1.0
     """SESSION_DB_CONNECT_TIMEOUT: how long opening a database connection may take before UNAVAILABLE."""
     default_deadline: float = 30.0
@@ -224,6 +229,7 @@ class Settings:
                 access_log=_read(env, "SESSION_ACCESS_LOG", cls.access_log, _bool),
                 read_database_url=_read(env, "SESSION_READ_DATABASE_URL", cls.read_database_url, _text),
                 db_pgbouncer=_read(env, "SESSION_DB_PGBOUNCER", cls.db_pgbouncer, _bool),
+                listen_database_url=_read(env, "SESSION_LISTEN_DATABASE_URL", cls.listen_database_url, _text),
                 db_connect_timeout=_read(env, "SESSION_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, parse_duration),
                 default_deadline=_read(env, "SESSION_DEFAULT_DEADLINE", cls.default_deadline, parse_duration),
                 keepalive_time=_read(env, "SESSION_KEEPALIVE_TIME", cls.keepalive_time, parse_duration),

@@ -26,6 +26,7 @@ from . import auth, deadlines
 from .domain.changes import Change, ChangeKind, FeedBatch, FeedQuery
 from .domain.errors import NotFound, ResourceExhausted, Unavailable
 from .inflight import subject
+from .settings import Settings, asyncpg_url
 from .singleflight import SingleFlight
 from .storage import feed
 from .storage.database import Database
@@ -38,15 +39,22 @@ FIRST_RETRY = 0.1
 LAST_RETRY = 5.0
 
 
-def listen_dsn(database_url: str) -> str:
-    """The server's DATABASE_URL as asyncpg.connect takes it (no SQLAlchemy driver name)."""
-    return database_url.replace("postgresql+asyncpg://", "postgresql://", 1)
+def listen_url(settings: Settings) -> str | None:
+    """Where the LISTEN connection goes (SESSION_LISTEN_DATABASE_URL, else DATABASE_URL unless that is
+    a pgbouncer: None, no listening), as asyncpg.connect takes it."""
+    if settings.listen_database_url is not None:
+        url = asyncpg_url(settings.listen_database_url)
+    elif settings.db_pgbouncer:
+        return None
+    else:
+        url = settings.sqlalchemy_url
+    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
 class FeedHub:
     """Who watches what in this process, and the one connection that listens for all of them."""
 
-    def __init__(self, dsn: str, *, check_interval: float, connect_timeout: float) -> None:
+    def __init__(self, dsn: str | None, *, check_interval: float, connect_timeout: float) -> None:
         self._dsn = dsn
         self._check_interval = check_interval
         self._connect_timeout = connect_timeout
@@ -63,6 +71,12 @@ class FeedHub:
         every change it announced (see Watches.read)."""
 
     def start(self) -> None:
+        if self._dsn is None:
+            log.warning(
+                "change feed: not listening (DATABASE_URL is a pgbouncer and SESSION_LISTEN_DATABASE_URL is not set); "
+                "watches see changes once per SESSION_WATCH_HEARTBEAT"
+            )
+            return
         self._task = asyncio.create_task(self._listen())
 
     async def close(self) -> None:
@@ -123,6 +137,7 @@ class FeedHub:
             retry = min(LAST_RETRY, retry * 2)
 
     async def _listen_once(self) -> None:
+        assert self._dsn is not None
         conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout)
         lost = asyncio.Event()
         try:

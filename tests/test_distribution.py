@@ -27,7 +27,10 @@ import session_grpc.storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DISTRIBUTION_KEY = {"sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id"}
+DISTRIBUTION_KEY = {
+    "sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id",
+    "session_changes": "session_id", "user_feeds": "user_id",
+}
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
 that no table is left out)."""
 
@@ -40,6 +43,9 @@ MULTI_SHARD = {
     "sessions.EXPIRE_SESSIONS": "maintenance over every shard, one at a time (advisory lock on the coordinator)",
     "sessions.EXPIRE_SESSIONS_IF_FREE": "the expiry job's form of the same",
     "search.SEARCH": "a search over a user's sessions or the service runs on every shard and merges by rank",
+    "feed.SESSION_CHANGES": "the session's changes are on its shard, but the user's head (user_feeds, distributed "
+    "by user) is read beside them",
+    "feed.USER_CHANGES": "a user's changes are on the shards of their sessions: Citus reads each and merges by change id",
     "history.FORK_SESSION": "a fork is a new session, so (by its new id) another shard: the coordinator copies "
     "the messages across (forks are rare and bounded by SESSION_MAX_FORK_MESSAGES)",
 }

@@ -432,3 +432,21 @@ async def test_watchers_of_a_session_at_one_cursor_share_one_read(database_url):
             assert got.change.message.content == "once"
             stream.cancel()
     assert 1 <= reads <= 2, reads
+
+
+async def test_behind_pgbouncer_the_feed_listens_on_the_listen_url_or_else_reads_each_heartbeat(database_url, messages):
+    """LISTEN needs a session of its own, which pgbouncer's transaction pooling does not keep: with
+    SESSION_DB_PGBOUNCER the hub listens only on SESSION_LISTEN_DATABASE_URL; without one, watches
+    still get every change, once per heartbeat."""
+    async with serving_with(database_url, db_pgbouncer=True, watch_heartbeat=0.3) as (server, channel):
+        stub = session_pb2_grpc.SessionServiceStub(channel)
+        session = await new_session(stub)
+        stream = watch(stub, session.session_id)
+        await first(stream)
+        await add(messages, session.session_id, "polled")
+        (got,) = await take(stream, 1)
+        stream.cancel()
+        assert got.change.message.content == "polled"
+        assert server.hub.connections == 0 and not server.hub.listening.is_set()
+    async with serving_with(database_url, db_pgbouncer=True, listen_database_url=database_url) as (server, _):
+        await asyncio.wait_for(server.hub.listening.wait(), 10)
