@@ -18,7 +18,7 @@ from session_grpc.testing import EmbeddedCluster
 
 from session_grpc import localpg
 
-from . import failover, partition, replicas, scenarios, shutdown
+from . import failover, history, partition, replicas, scenarios, shutdown
 
 COLUMNS = [
     "scenario", "attempted", "acknowledged", "failed by code", "faults", "slowest failure s", "recovery s",
@@ -43,6 +43,7 @@ async def _on_embedded(scale: float) -> list[scenarios.Outcome]:
         try:
             return [
                 await scenarios.concurrent_writers(cluster.url, hot_writers=24, cold_sessions=48, seconds=20 * scale),
+                await history.rewinds_racing_appends(cluster.url, seconds=20 * scale),
                 await scenarios.database_outage(
                     cluster, writers=16, before=5 * scale, outage=8 * scale, after=8 * scale
                 ),

@@ -6,7 +6,8 @@ boundary, by the policy table (session_grpc.policy):
   ids cannot be probed.
 - Naming another user in CreateSession or ListSessions is PERMISSION_DENIED (OTHER_USER); left
   empty, that user_id is the caller's own.
-- GetServiceStats and ExpireSessions need the admin scope (sessions.admin).
+- GetServiceStats and ExpireSessions need the admin scope (sessions.admin), and so does a write
+  that changes an app's state (a policy's `app_state` field; see session_grpc.policy for why).
 - An admin (and the operator of mode none) may do everything.
 - A method with no policy is refused for everyone (NO_POLICY), the operator included.
 - In token mode, a user whose account is suspended (or deleted) may still read but not write:
@@ -48,6 +49,13 @@ def _field(request: Any, path: str) -> tuple[Any, str]:
     return request, name
 
 
+def _changes_state(request: Any, path: str) -> bool:
+    """Whether the StateDelta at dotted `path` sets or deletes anything."""
+    holder, name = _field(request, path)
+    delta = getattr(holder, name)
+    return bool(delta.set.fields) or bool(delta.delete)
+
+
 class Authorize(Step):
     """The boundary step that applies the policy table; it costs no query (ownership of a session
     is the storage statements' filter)."""
@@ -60,6 +68,10 @@ class Authorize(Step):
         if policy is None:
             log.error("%s has no authorization policy (session_grpc/policy.py); refused", call.method)
             raise PermissionDenied(f"{call.method} has no authorization policy", reason="NO_POLICY")
+        if policy.app_state and _changes_state(call.request, policy.app_state) and not auth.current().admin:
+            raise PermissionDenied(
+                f"changing an app's state needs the {auth.ADMIN_SCOPE} scope", reason="ADMIN_REQUIRED"
+            )
         kind = policy.kind
         if kind is Kind.PUBLIC:
             return

@@ -16,6 +16,14 @@ The kinds:
 
 `writes` marks the RPCs that change something: in token mode the caller's account standing
 is checked on those (a suspended user can still read).
+
+`app_state` names the request field that may carry a delta to an app's state (a
+ScopedStateDelta's `app_state`): a request whose delta there changes something needs the
+sessions.admin scope, whatever its kind allows otherwise (PERMISSION_DENIED, ADMIN_REQUIRED, and
+nothing of it is stored). App state is shared by every user of the app, and apps are namespaces,
+not an access boundary (any user may create a session in any app), so a user who could write it
+could change what every other user's agent sees, in any app. Google ADK lets every append_event
+write "app:" keys; its runners serve many users and so hold an admin token anyway.
 """
 
 from __future__ import annotations
@@ -43,10 +51,13 @@ class Policy:
     field: str = ""
     """Dotted path of the request field naming the session or the user ("memory.session_id")."""
     writes: bool = False
+    app_state: str = ""
+    """Dotted path of a request field holding an app-state delta (StateDelta); changing app state
+    needs the admin scope."""
 
 
-def owns_session(field: str, *, writes: bool = False) -> Policy:
-    return Policy(Kind.OWNS_SESSION, field, writes)
+def owns_session(field: str, *, writes: bool = False, app_state: str = "") -> Policy:
+    return Policy(Kind.OWNS_SESSION, field, writes, app_state)
 
 
 def acts_for(field: str, *, writes: bool = False) -> Policy:
@@ -79,7 +90,10 @@ POLICIES: dict[str, Policy] = {
     _SESSIONS + "TruncateSession": owns_session("session_id", writes=True),
     _SESSIONS + "WatchSession": owns_session("session_id"),
     _SESSIONS + "WatchUserSessions": acts_for("user_id"),
-    _MESSAGES + "AddMessage": owns_session("session_id", writes=True),
+    _SESSIONS + "UpdateState": owns_session("session_id", writes=True, app_state="state_delta.app_state"),
+    _SESSIONS + "GetUserState": acts_for("user_id"),
+    _SESSIONS + "GetAppState": public(),
+    _MESSAGES + "AddMessage": owns_session("session_id", writes=True, app_state="state_delta.app_state"),
     _MESSAGES + "AddMessages": owns_session("session_id", writes=True),
     _MESSAGES + "ListMessages": owns_session("session_id"),
     _MESSAGES + "StreamMessages": owns_session("session_id"),

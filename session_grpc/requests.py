@@ -77,6 +77,52 @@ def _from_value(value: struct_pb2.Value) -> Any:
 
 
 
+def _state_delta(check: Violations, field: str, message: pb.StateDelta) -> records.StateDelta | None:
+    """One scope's delta; None when it changes nothing (unset or empty)."""
+    values = _struct(check, f"{field}.set", message.set)
+    delete = check.delete_keys(f"{field}.delete", list(message.delete), values)
+    delta = records.StateDelta(values, delete)
+    return delta or None
+
+
+def state_delta(check: Violations, field: str, message: pb.ScopedStateDelta) -> records.ScopedStateDelta:
+    """The deltas of a write for the session, its user and its app (`field` names the request's
+    ScopedStateDelta in violations: "state_delta.user_state.set")."""
+    return records.ScopedStateDelta(
+        session=_state_delta(check, f"{field}.session_state", message.session_state),
+        user=_state_delta(check, f"{field}.user_state", message.user_state),
+        app=_state_delta(check, f"{field}.app_state", message.app_state),
+        max_bytes=check.limits.struct_bytes,
+    )
+
+
+def state_update(request: pb.UpdateStateRequest, limits: Limits = DEFAULT_LIMITS) -> records.StateUpdate:
+    check = Violations(limits)
+    sid = check.uuid("session_id", request.session_id)
+    result = records.StateUpdate(
+        session=records.SessionRef(sid or "", owner_scope()),
+        delta=state_delta(check, "state_delta", request.state_delta),
+        request_id=check.uuid("request_id", request.request_id, required=False),
+    )
+    check.raise_if_any()
+    return result
+
+
+def user_state_ref(request: pb.GetUserStateRequest) -> records.UserStateRef:
+    check = Violations()
+    app_name = check.app_name("app_name", request.app_name) or records.DEFAULT_APP
+    user_id = check.user_id("user_id", request.user_id)
+    check.raise_if_any()
+    return records.UserStateRef(app_name, user_id)
+
+
+def app_name(request: pb.GetAppStateRequest) -> str:
+    check = Violations()
+    name = check.app_name("app_name", request.app_name) or records.DEFAULT_APP
+    check.raise_if_any()
+    return name
+
+
 def session_ref(value: str, field: str = "session_id") -> records.SessionRef:
     check = Violations()
     parsed = check.uuid(field, value)
@@ -166,6 +212,7 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
         payload=body.payload,
         payload_type=body.payload_type,
         event_time=body.event_time,
+        state_delta=state_delta(check, "state_delta", request.state_delta),
     )
     check.raise_if_any()
     return result

@@ -82,6 +82,36 @@ def session_to_proto(session: records.Session) -> pb.Session:
     return message
 
 
+def user_state_to_proto(state: records.UserState) -> pb.UserState:
+    message = pb.UserState(app_name=state.app_name, user_id=state.user_id, state=struct(state.state))
+    if state.update_time is not None:
+        message.update_time.CopyFrom(timestamp(state.update_time))
+    return message
+
+
+def app_state_to_proto(state: records.AppState) -> pb.AppState:
+    message = pb.AppState(app_name=state.app_name, state=struct(state.state))
+    if state.update_time is not None:
+        message.update_time.CopyFrom(timestamp(state.update_time))
+    return message
+
+
+def get_session_response(found: records.SessionState) -> pb.GetSessionResponse:
+    return pb.GetSessionResponse(
+        session=session_to_proto(found.session),
+        user_state=user_state_to_proto(found.user_state),
+        app_state=app_state_to_proto(found.app_state),
+    )
+
+
+def update_state_response(found: records.SessionState) -> pb.UpdateStateResponse:
+    return pb.UpdateStateResponse(
+        session=session_to_proto(found.session),
+        user_state=user_state_to_proto(found.user_state),
+        app_state=app_state_to_proto(found.app_state),
+    )
+
+
 def message_to_proto(message: records.Message) -> pb.Message:
     return pb.Message(
         message_id=message.message_id,

@@ -17,6 +17,7 @@ MEMORIES = "/session.v1.MemoryService/"
 EXTRAS: dict[str, dict[str, Any]] = {
     SESSIONS + "UpdateSession": {"session": {"title": "x"}},
     SESSIONS + "ExpireSessions": {"idle_for": "86400s"},
+    SESSIONS + "UpdateState": {"state_delta": {"session_state": {"set": {"s": 1}}, "user_state": {"set": {"u": 1}}}},
     "/session.v1.MessageService/AddMessage": {"role": "ROLE_USER", "content": "hi"},
     "/session.v1.MessageService/AddMessages": {"messages": [{"role": "ROLE_USER", "content": "hi"}]},
     SESSIONS + "TruncateSession": {"last_sequence": 0},

@@ -132,6 +132,7 @@ ID_CALLS = {
     "AddMessage": lambda s, m, mem, sid: m.AddMessage(
         pb.AddMessageRequest(session_id=sid, role=pb.ROLE_USER, content="hi")
     ),
+    "UpdateState": lambda s, m, mem, sid: s.UpdateState(pb.UpdateStateRequest(session_id=sid)),
 }
 
 
@@ -470,6 +471,92 @@ async def test_struct_nested_deeper_than_the_parser_allows_is_invalid_argument(c
     failure = await expect_failure(create(payload))
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert await row_counts(sql) == (0, 0, 0)
+
+
+# ---- state deltas ------------------------------------------------------------------------------
+
+SCOPES = ["session_state", "user_state", "app_state"]
+
+
+def _scoped(scope: str, given: pb.StateDelta) -> pb.ScopedStateDelta:
+    return pb.ScopedStateDelta(**{scope: given})
+
+
+def _delta_calls(session_id: str, change: pb.ScopedStateDelta):
+    """The two writes that carry state deltas, each with `change`."""
+    return {
+        "AddMessage": lambda s, m: m.AddMessage(
+            pb.AddMessageRequest(session_id=session_id, role=pb.ROLE_USER, content="hi", state_delta=change)
+        ),
+        "UpdateState": lambda s, m: s.UpdateState(pb.UpdateStateRequest(session_id=session_id, state_delta=change)),
+    }
+
+
+async def assert_no_state_changed(sessions, sql, session_id: str, before: pb.Session) -> None:
+    assert await sql.fetchval("SELECT count(*) FROM messages") == 0
+    assert await sql.fetchval("SELECT count(*) FROM user_states") == 0
+    assert await sql.fetchval("SELECT count(*) FROM app_states") == 0
+    assert (await sessions.GetSession(pb.GetSessionRequest(session_id=session_id))).session == before
+
+
+@pytest.mark.parametrize("kind", BAD_STRUCTS.keys())
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("rpc", ["AddMessage", "UpdateState"])
+async def test_state_delta_set_postgres_cannot_store_is_invalid_argument_naming_it(
+    sessions, messages, sql, session_id, rpc, scope, kind
+):
+    before = (await sessions.GetSession(pb.GetSessionRequest(session_id=session_id))).session
+    change = _scoped(scope, pb.StateDelta(set=struct(BAD_STRUCTS[kind])))
+    await expect_invalid(_delta_calls(session_id, change)[rpc](sessions, messages), f"state_delta.{scope}.set")
+    await assert_no_state_changed(sessions, sql, session_id, before)
+
+
+BAD_DELTAS = {
+    "set-over-64-KiB": (pb.StateDelta(set=struct({"k": "x" * 70_000})), "set"),
+    "nul-in-delete": (pb.StateDelta(delete=["ok", "a\x00b"]), "delete[1]"),
+    "delete-over-64-KiB": (pb.StateDelta(delete=[f"{i:02d}" + "k" * 998 for i in range(70)]), "delete"),
+    "set-and-delete-one-key": (pb.StateDelta(set=struct({"k": 1, "j": 2}), delete=["k"]), "delete[0]"),
+}
+
+
+@pytest.mark.parametrize("kind", BAD_DELTAS.keys())
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("rpc", ["AddMessage", "UpdateState"])
+async def test_bad_state_delta_is_invalid_argument_naming_the_field(sessions, messages, sql, session_id, rpc, scope, kind):
+    given, field = BAD_DELTAS[kind]
+    before = (await sessions.GetSession(pb.GetSessionRequest(session_id=session_id))).session
+    await expect_invalid(_delta_calls(session_id, _scoped(scope, given))[rpc](sessions, messages), f"state_delta.{scope}.{field}")
+    await assert_no_state_changed(sessions, sql, session_id, before)
+
+
+async def test_state_delta_at_its_limits_is_accepted(sessions, session_id):
+    keys = [f"{i:02d}" + "k" * 998 for i in range(65)]  # 65,000 bytes of keys to delete
+    change = pb.ScopedStateDelta(user_state=pb.StateDelta(set=struct(nested_objects(32)), delete=keys))
+    changed = await sessions.UpdateState(pb.UpdateStateRequest(session_id=session_id, state_delta=change))
+    assert changed.user_state.state == struct(nested_objects(32))
+
+
+async def test_update_state_malformed_request_id_is_invalid_argument_naming_request_id(sessions, sql, session_id):
+    change = pb.ScopedStateDelta(user_state=pb.StateDelta(set=struct({"u": 1})))
+    await expect_invalid(
+        sessions.UpdateState(pb.UpdateStateRequest(session_id=session_id, state_delta=change, request_id="nope")),
+        "request_id",
+    )
+    assert await sql.fetchval("SELECT count(*) FROM user_states") == 0
+
+
+BAD_APP_NAMES = ["-starts-with-dash", "has space", "a" * 129, "slash/", "nul\x00"]
+
+
+@pytest.mark.parametrize("app_name", BAD_APP_NAMES)
+async def test_state_reads_with_a_bad_app_name_are_invalid_argument_naming_app_name(sessions, app_name):
+    await expect_invalid(sessions.GetUserState(pb.GetUserStateRequest(app_name=app_name, user_id="alice")), "app_name")
+    await expect_invalid(sessions.GetAppState(pb.GetAppStateRequest(app_name=app_name)), "app_name")
+
+
+@pytest.mark.parametrize("user_id", ["", "   ", "x" * 256, "al\x00ice"], ids=["empty", "spaces", "256-chars", "nul"])
+async def test_get_user_state_bad_user_id_is_invalid_argument_naming_user_id(sessions, user_id):
+    await expect_invalid(sessions.GetUserState(pb.GetUserStateRequest(user_id=user_id)), "user_id")
 
 
 # ---- SQL-looking text is data ------------------------------------------------------------------

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 DISTRIBUTION_KEY = {
     "sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id",
+    "state_updates": "session_id", "user_states": "user_id", "app_states": "app_name", "rewound_requests": "session_id",
     "session_changes": "session_id", "user_feeds": "user_id",
 }
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
@@ -48,18 +49,22 @@ MULTI_SHARD = {
     "feed.USER_CHANGES": "a user's changes are on the shards of their sessions: Citus reads each and merges by change id",
     "history.FORK_SESSION": "a fork is a new session, so (by its new id) another shard: the coordinator copies "
     "the messages across (forks are rare and bounded by SESSION_MAX_FORK_MESSAGES)",
+    "messages.ADD_MESSAGES_WITH_STATE": "an append with user or app state deltas also writes those states, "
+    "distributed by user_id and app_name: one distributed transaction over the session's shard and theirs",
+    "state.UPDATE_STATE": "the same deltas without a message: the session's shard, the user's and the app's",
+    "state.GET_SESSION_STATE": "the session joined to its user's and app's state rows, on their own shards",
 }
 """Statements that span shards by design, and why. Keyed by module.NAME (a dict of statements is
 one entry)."""
 
 _SQL = re.compile(r"^\s*(WITH|SELECT|INSERT|UPDATE|DELETE)\s")  # upper case: SQL, not a docstring
 _TABLES = "|".join(DISTRIBUTION_KEY)
-_PARAM_PIN = re.compile(r"(?<![\w.])(?:\w+\.)?(id|session_id)\s*=\s*\$\d+")
+_PARAM_PIN = re.compile(r"(?<![\w.])(?:\w+\.)?(id|session_id|user_id|app_name)\s*=\s*\$\d+")
 _REFERENCE = re.compile(
     rf"(?:\b(?:FROM|JOIN|UPDATE)|,)\s*({_TABLES})\b(?:\s+(?:AS\s+)?(?!WHERE|SET|ON|LEFT|JOIN|GROUP|ORDER|WINDOW|RETURNING|CROSS)(\w+))?",
     re.IGNORECASE,
 )
-_INSERT = re.compile(rf"\bINSERT\s+INTO\s+({_TABLES})\s*\(([^)]*)\)\s*(VALUES\s*\(([^)]*)\)|SELECT\b)", re.IGNORECASE)
+_INSERT = re.compile(rf"\bINSERT\s+INTO\s+({_TABLES})(?:\s+AS\s+\w+)?\s*\(([^)]*)\)\s*(VALUES\s*\(([^)]*)\)|SELECT\b)", re.IGNORECASE)
 _TIED = re.compile(r"(?:\w+\.)?session_id\s*=\s*(\$\d+|\w+\.id\b|\(SELECT id FROM \w+\))")
 
 
@@ -114,6 +119,8 @@ def why_not_single_shard(sql: str) -> str | None:
             source = re.search(r"\bFROM\s+(\w+)", sql[match.end():], re.IGNORECASE)
             if source is None or source.group(1) not in ctes:
                 return f"INSERT INTO {table} ... SELECT not fed from a CTE of the statement"
+            if key != "session_id":  # the CTE's row is the session's; this table lives elsewhere
+                return f"INSERT INTO {table}, distributed by {key}, from a session's row"
     if not pinned:
         return "no distribution key bound to a parameter"
     for match in _REFERENCE.finditer(sql):
@@ -124,6 +131,9 @@ def why_not_single_shard(sql: str) -> str | None:
             own = rf"(?<![\w.]){prefix}id\s*=\s*(\$\d+|\w+\.session_id\b)"
             if not re.search(own, scope):
                 return "sessions read without id bound to a parameter"
+        elif DISTRIBUTION_KEY[table] != "session_id":  # user_states, app_states: their own key
+            if not re.search(rf"(?<![\w.])(?:\w+\.)?{DISTRIBUTION_KEY[table]}\s*=\s*\$\d+", scope):
+                return f"{table} read without its {DISTRIBUTION_KEY[table]} bound to a parameter"
         elif not _TIED.search(scope):
             return f"{table} read without session_id tied to the key"
     return None

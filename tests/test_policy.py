@@ -40,6 +40,20 @@ def test_every_policy_field_names_a_string_field_of_the_request():
         assert name == expected, (method, policy.field)
 
 
+def test_every_app_state_field_names_a_state_delta_of_the_request():
+    """The boundary refuses app-state deltas without the admin scope by this field: a wrong path
+    would let them through (or fail every call)."""
+    methods = service_methods()
+    named = [method for method, policy in POLICIES.items() if policy.app_state]
+    assert {m.rsplit("/", 1)[1] for m in named} >= {"AddMessage", "UpdateState"}
+    for method in named:
+        message = methods[method].input_type
+        *parents, name = POLICIES[method].app_state.split(".")
+        for parent in parents:
+            message = message.fields_by_name[parent].message_type
+        assert message.fields_by_name[name].message_type.full_name == "session.v1.StateDelta", method
+
+
 def test_every_rpc_that_changes_something_is_marked_as_a_write():
     """Reads are Get*, List*, Stream*, Search*, Watch*: everything else writes (the standing check depends on it)."""
     for method, policy in POLICIES.items():

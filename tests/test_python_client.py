@@ -20,7 +20,7 @@ import pytest
 
 from session_client import (
     AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, RetryPolicy, SessionClient, TlsOptions,
-    Unauthenticated, Unavailable, pb,
+    Unauthenticated, Unavailable, pb, state_delta,
 )
 
 from session_grpc.server import build_server, running
@@ -183,6 +183,28 @@ async def test_add_message_carries_a_payload_and_an_event_time_back_exactly(serv
         with pytest.raises(InvalidArgument) as caught:
             await client.add_message(session.session_id, "user", "hi", payload=b"{}")
         assert set(caught.value.violations) == {"payload_type"}
+
+
+async def test_state_changes_ride_on_messages_or_go_alone_and_read_back_in_one_call(service, sql):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice", app_name="travel")
+        await client.add_message(
+            session.session_id, "user", "hi", session_state={"step": 1}, user_state={"seat": "aisle", "tmp": 1},
+            app_state={"model": "m1"},
+        )
+        changed = await client.update_state(session.session_id, user_state=state_delta({"currency": "EUR"}, ["tmp"]))
+        assert dict(changed.user_state.state) == {"seat": "aisle", "currency": "EUR"}
+        both = await client.get_session_with_state(session.session_id)
+        assert (dict(both.session.conversation_data), dict(both.app_state.state)) == ({"step": 1}, {"model": "m1"})
+        assert dict(both.user_state.state) == {"seat": "aisle", "currency": "EUR"}
+        assert dict((await client.get_user_state("alice", app_name="travel")).state) == dict(both.user_state.state)
+        assert dict((await client.get_app_state("travel")).state) == {"model": "m1"}
+        await client.update_state(session.session_id, app_state={"big": "x" * 40_000})
+        with pytest.raises(FailedPrecondition) as caught:
+            await client.update_state(session.session_id, app_state={"more": "y" * 40_000})
+        assert caught.value.reason == "STATE_TOO_LARGE"
+    # update_state sent a request_id of its own (so a retry after UNAVAILABLE applies nothing twice).
+    assert await sql.fetchval("SELECT count(*) FROM state_updates") == 2
 
 
 async def test_invalid_argument_exposes_the_field_violations(service):

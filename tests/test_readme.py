@@ -89,6 +89,9 @@ def test_the_readme_walk_through_runs_as_a_script_against_a_server_started_like_
     assert '"title": "Chosen id"' in out  # a client-chosen session id was accepted
     assert re.search(r'"snippet": "(<|\\u003c)mark(>|\\u003e)Where', out), out  # SearchMessages found it
     assert '"totalCost": "0.00075"' in out
+    # Scoped state: the AddMessage deltas, then UpdateState's (seat deleted, currency set).
+    assert '"step": "booking"' in out and '"model": "m1"' in out
+    assert re.search(r'"userState": \{[^}]*"state": \{\s*"currency": "EUR"\s*\}', out), out
     # The event's payload came back as sent (its base64) and stamped the session with its time.
     assert '"payload": "eyJ1c2FnZU1ldGFkYXRhIjp7InRvdGFsVG9rZW5Db3VudCI6OTAwNzE5OTI1NDc0MDk5M319"' in out
     assert '"lastEventTime": "2026-05-01T09:30:00.123456Z"' in out

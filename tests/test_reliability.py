@@ -279,3 +279,13 @@ async def test_errors_about_huge_or_many_bad_fields_stay_small_enough_for_client
         assert failure.field_violations["memory.facts[0]"] == "must not contain NUL characters"
         assert failure.field_violations[""].endswith("more problems")
         assert len(failure.message) <= 1000
+
+
+async def test_rewinds_and_forks_racing_appends_leave_the_session_exact(server_url):
+    """reliability.history's scenario at a small size: nothing lost, moved or miscounted."""
+    from reliability.history import rewinds_racing_appends
+
+    outcome = await rewinds_racing_appends(server_url, appenders=4, batchers=2, rewinders=2, forkers=1, seconds=2.0)
+    assert outcome.acknowledged > 50 and not outcome.failed, outcome
+    assert (outcome.lost, outcome.counter_mismatches) == (0, 0), outcome
+    assert "removed by rewinds" in outcome.notes and " 0 removed" not in outcome.notes, outcome.notes

@@ -222,3 +222,40 @@ async def test_after_a_rewind_the_last_event_time_is_the_remaining_last_messages
     assert after.last_event_time == timestamp_pb2.Timestamp(seconds=1_800_000_000 - 200)
     emptied = (await rewind(sessions, session.session_id, 0)).session
     assert not emptied.HasField("last_event_time")
+
+
+async def test_an_append_retried_after_a_rewind_removed_it_is_refused_not_appended_again(sessions, messages, sql):
+    """The retry must not undo the rewind behind the user's back."""
+    session = await filled(sessions, messages, 2)
+    rid, batch_rid = str(uuid.uuid4()), str(uuid.uuid4())
+    await add(messages, session.session_id, "removed later", request_id=rid)
+    await messages.AddMessages(pb.AddMessagesRequest(
+        session_id=session.session_id, request_id=batch_rid,
+        messages=[pb.NewMessage(role=pb.ROLE_USER, content=c) for c in ("b1", "b2")],
+    ))
+    await rewind(sessions, session.session_id, 2)
+    for call in (
+        add(messages, session.session_id, "removed later", request_id=rid),
+        messages.AddMessages(pb.AddMessagesRequest(
+            session_id=session.session_id, request_id=batch_rid,
+            messages=[pb.NewMessage(role=pb.ROLE_USER, content=c) for c in ("b1", "b2")],
+        )),
+    ):
+        failure = await expect_failure(call)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "REQUEST_REWOUND")
+    assert await sql.fetchval("SELECT count(*) FROM messages") == 2
+    await assert_totals_are_the_sums_of_its_messages(sql, session.session_id)
+    again = await add(messages, session.session_id, "removed later", request_id=str(uuid.uuid4()))
+    assert again.sequence == 3, "a new request_id appends it anew"
+
+
+async def test_a_batch_partly_removed_by_a_rewind_returns_what_is_left_of_it(sessions, messages):
+    session = await new_session(sessions)
+    rid = str(uuid.uuid4())
+    entries = [pb.NewMessage(role=pb.ROLE_USER, content=c) for c in ("a", "b", "c")]
+    first = await messages.AddMessages(pb.AddMessagesRequest(session_id=session.session_id, request_id=rid, messages=entries))
+    await rewind(sessions, session.session_id, 1)
+    again = await messages.AddMessages(pb.AddMessagesRequest(session_id=session.session_id, request_id=rid, messages=entries))
+    assert list(again.messages) == [first.messages[0]]
+    now = (await sessions.GetSession(pb.GetSessionRequest(session_id=session.session_id))).session
+    assert now.message_count == 1

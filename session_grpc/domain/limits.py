@@ -27,13 +27,21 @@ RESOURCE_OVERHEAD_BYTES = 8 * KIB
 ASCII characters), timestamps,
 counters, cost, etag, field tags and lengths, the response that wraps the resource."""
 
+STATE_PROTO_FACTOR = 6
+"""How much larger than its JSON text a state can be as a protobuf Struct. States changed by deltas
+(a session's conversation_data, user and app state) are limited by the JSON text the database
+merges (struct_bytes), the one size a statement can measure; the worst case is a list of one-digit
+numbers: 2 bytes of JSON each, 11 bytes of Struct (a tag, a length, a double). 5.5, rounded up."""
+
 
 @dataclass(frozen=True)
 class Limits:
     content_bytes: int = 256 * KIB
     """A message's content, UTF-8 encoded."""
     struct_bytes: int = 64 * KIB
-    """Each of metadata, conversation_data and preferences, protobuf-serialized."""
+    """Each of metadata, conversation_data and preferences, protobuf-serialized; also each
+    StateDelta's `set` (serialized) and `delete` (the keys' UTF-8 bytes), and the JSON text of a
+    state a delta produces (session, user or app state)."""
     struct_depth: int = 32
     """Nesting depth of those Structs (the object itself is level 1)."""
     title_length: int = 1000
@@ -62,7 +70,7 @@ class Limits:
         if self.largest_resource_bytes > DEFAULT_CLIENT_RECEIVE_BYTES:
             raise ValueError(
                 f"these size limits admit a resource of {self.largest_resource_bytes} bytes (memory "
-                f"{self.largest_memory_bytes}, session {self.largest_session_bytes}, message "
+                f"{self.largest_memory_bytes}, session with its user and app state {self.largest_session_with_state_bytes}, message "
                 f"{self.largest_message_bytes}), over the 4 MiB ({DEFAULT_CLIENT_RECEIVE_BYTES} bytes) a default "
                 "gRPC client receives: it could be stored and never read back; lower SESSION_MAX_*"
             )
@@ -80,9 +88,31 @@ class Limits:
         return self.content_bytes + self.struct_bytes + self.payload_bytes + RESOURCE_OVERHEAD_BYTES
 
     @property
+    def largest_state_bytes(self) -> int:
+        """The largest state a delta can leave (struct_bytes of JSON text), as a protobuf Struct."""
+        return STATE_PROTO_FACTOR * self.struct_bytes
+
+    @property
     def largest_session_bytes(self) -> int:
-        """The largest Session, serialized (UTF-8 takes up to 4 bytes a character)."""
-        return 4 * self.title_length + 2 * self.struct_bytes + RESOURCE_OVERHEAD_BYTES
+        """The largest Session, serialized (UTF-8 takes up to 4 bytes a character); deltas can grow
+        its conversation_data to the largest state."""
+        return 4 * self.title_length + self.struct_bytes + self.largest_state_bytes + RESOURCE_OVERHEAD_BYTES
+
+    @property
+    def largest_session_with_state_bytes(self) -> int:
+        """GetSession with include_scoped_state (and UpdateState): the session, its user's state
+        and its app's state."""
+        return self.largest_session_bytes + 2 * self.largest_state_bytes
+
+    @property
+    def largest_state_delta_bytes(self) -> int:
+        """One StateDelta a request may carry: `set` and `delete` of struct_bytes each."""
+        return 2 * self.struct_bytes + RESOURCE_OVERHEAD_BYTES
+
+    @property
+    def largest_add_message_bytes(self) -> int:
+        """The largest AddMessage request: a message and a delta for each of the three scopes."""
+        return self.largest_message_bytes + 3 * self.largest_state_delta_bytes
 
     @property
     def largest_memory_bytes(self) -> int:
@@ -92,7 +122,7 @@ class Limits:
 
     @property
     def largest_resource_bytes(self) -> int:
-        return max(self.largest_message_bytes, self.largest_session_bytes, self.largest_memory_bytes)
+        return max(self.largest_message_bytes, self.largest_session_with_state_bytes, self.largest_memory_bytes)
 
     @property
     def largest_batch_response_bytes(self) -> int:
@@ -102,8 +132,9 @@ class Limits:
 
     @property
     def max_request_bytes(self) -> int:
-        """The largest request these limits admit, plus framing (a request carries one resource)."""
-        return self.largest_resource_bytes + 64 * KIB
+        """The largest request these limits admit, plus framing (a request carries one resource,
+        or a message with state deltas)."""
+        return max(self.largest_resource_bytes, self.largest_add_message_bytes) + 64 * KIB
 
 
 DEFAULT_LIMITS = Limits()

@@ -165,6 +165,77 @@ class MessageBody:
 
 
 @dataclass(frozen=True)
+class StateDelta:
+    """A change to one JSON state object: top-level keys of `set` replace theirs, then the keys
+    in `delete` go. Storage merges it in the statement that writes, never in Python."""
+
+    set: JsonObject = field(default_factory=dict)
+    delete: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.set or self.delete)
+
+
+@dataclass(frozen=True)
+class ScopedStateDelta:
+    """Deltas for the three scopes of a session: its own state (conversation_data), the state of
+    its (app_name, user_id) and of its app_name. None leaves a scope untouched."""
+
+    session: StateDelta | None = None
+    user: StateDelta | None = None
+    app: StateDelta | None = None
+    max_bytes: int = 64 * 1024
+    """The longest JSON text a state these deltas produce may have (Limits.struct_bytes)."""
+
+    def __bool__(self) -> bool:
+        return any((self.session, self.user, self.app))
+
+
+NO_STATE_DELTA = ScopedStateDelta()
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """UpdateState: deltas applied through a session, without a message."""
+
+    session: SessionRef
+    delta: ScopedStateDelta
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class UserState:
+    app_name: str
+    user_id: str
+    state: JsonObject
+    update_time: datetime | None
+    """None: nothing was ever set."""
+
+
+@dataclass(frozen=True)
+class AppState:
+    app_name: str
+    state: JsonObject
+    update_time: datetime | None
+    """None: nothing was ever set."""
+
+
+@dataclass(frozen=True)
+class UserStateRef:
+    app_name: str
+    user_id: str
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """A session with the state of its (app_name, user_id) and of its app_name."""
+
+    session: Session
+    user_state: UserState
+    app_state: AppState
+
+
+@dataclass(frozen=True)
 class NewMessage:
     session_id: str
     owner: Owner
@@ -179,6 +250,8 @@ class NewMessage:
     """Append only if the session's message_count is this (None: no condition)."""
     expected_etag: str = ""
     """Append only if the session's etag is this ("": no condition)."""
+    state_delta: ScopedStateDelta = NO_STATE_DELTA
+    """Applied in the statement that appends, or not at all."""
     payload: bytes = b""
     """Stored as given and never parsed (b"": none)."""
     payload_type: str = ""
@@ -193,7 +266,8 @@ class NewMessage:
             self.payload_type, self.event_time,
         )
         return NewMessages(
-            self.session_id, self.owner, [body], self.request_id, self.expected_last_sequence, self.expected_etag
+            self.session_id, self.owner, [body], self.request_id, self.expected_last_sequence, self.expected_etag,
+            self.state_delta,
         )
 
 
@@ -210,6 +284,8 @@ class NewMessages:
     """Append only if the session's message_count is this (None: no condition)."""
     expected_etag: str = ""
     """Append only if the session's etag is this ("": no condition)."""
+    state_delta: ScopedStateDelta = NO_STATE_DELTA
+    """Applied in the statement that appends, or not at all."""
 
 
 @dataclass(frozen=True)

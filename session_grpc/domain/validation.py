@@ -128,6 +128,19 @@ class Violations:
             return False
         return True
 
+    def delete_keys(self, field: str, keys: list[str], set_keys: Any) -> tuple[str, ...]:
+        """The keys a StateDelta removes: no NUL, within struct_bytes in all, none also set."""
+        size = 0
+        for index, key in enumerate(keys):
+            if "\x00" in key:
+                self.add(f"{field}[{index}]", "must not contain NUL characters")
+            elif key in set_keys:
+                self.add(f"{field}[{index}]", f"{excerpt(key)} is also in set: a key is either set or deleted")
+            size += len(key.encode("utf-8", "surrogatepass"))
+        if size > self.limits.struct_bytes:
+            self.add(field, f"must hold at most {self.limits.struct_bytes} bytes of keys (UTF-8)")
+        return tuple(dict.fromkeys(keys))
+
     def json_object(self, field: str, value: dict[str, Any]) -> dict[str, Any]:
         problem = _json_problem(value, 1, self.limits.struct_depth)
         if problem:

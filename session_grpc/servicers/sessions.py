@@ -9,7 +9,7 @@ from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
 from ..paging import PageTokens
-from ..storage import history, sessions
+from ..storage import history, sessions, state
 from ..storage.database import Database
 from ..storage.routing import ReadRouting
 from ..watching import Watches
@@ -32,7 +32,10 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.CreateSessionResponse(session=resources.session_to_proto(session))
 
     async def GetSession(self, request: pb.GetSessionRequest, context: grpc.aio.ServicerContext):
-        session = await self.db.run(sessions.get_session, requests.session_ref(request.session_id))
+        ref = requests.session_ref(request.session_id)
+        if request.include_scoped_state:
+            return resources.get_session_response(await self.db.run(state.get_session_state, ref))
+        session = await self.db.run(sessions.get_session, ref)
         return pb.GetSessionResponse(session=resources.session_to_proto(session))
 
     async def UpdateSession(self, request: pb.UpdateSessionRequest, context: grpc.aio.ServicerContext):
@@ -75,6 +78,18 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
         return pb.TruncateSessionResponse(
             session=resources.session_to_proto(rewound.session), removed_message_count=rewound.removed_count
         )
+
+    async def UpdateState(self, request: pb.UpdateStateRequest, context: grpc.aio.ServicerContext):
+        changed = await self.db.run(state.update_state, requests.state_update(request, self.limits))
+        return resources.update_state_response(changed)
+
+    async def GetUserState(self, request: pb.GetUserStateRequest, context: grpc.aio.ServicerContext):
+        found = await self.db.run(state.get_user_state, requests.user_state_ref(request))
+        return pb.GetUserStateResponse(user_state=resources.user_state_to_proto(found))
+
+    async def GetAppState(self, request: pb.GetAppStateRequest, context: grpc.aio.ServicerContext):
+        found = await self.db.run(state.get_app_state, requests.app_name(request))
+        return pb.GetAppStateResponse(app_state=resources.app_state_to_proto(found))
 
     async def WatchSession(
         self, request: pb.WatchSessionRequest, context: grpc.aio.ServicerContext

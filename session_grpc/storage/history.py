@@ -106,11 +106,16 @@ WHERE r.session_id = $1 AND r.request_id = $2 AND {owned(3, "s.user_id")}
 # after $2 and takes exactly their count, tokens and cost off the session's totals, and its
 # last_event_time becomes that of the message now last (none left: NULL) (nothing
 # removed: the session is left as it is, etag included; trim_scale: 0.010 - 0.010 is 0, not 0.000); with a request_id ($4) it records the
-# rewind, so a retry answers without rewinding again.
+# rewind, so a retry answers without rewinding again. The request ids of the removed messages are
+# kept (rewound_requests): an append retried with one of them is refused, not appended again.
 TRUNCATE_SESSION = f"""
 WITH removed AS (
     DELETE FROM messages WHERE session_id = $1 AND sequence > $2 AND {owned(3)}
-    RETURNING tokens_used, cost
+    RETURNING tokens_used, cost, request_id
+), forgotten AS (
+    INSERT INTO rewound_requests (session_id, request_id)
+    SELECT $1, request_id FROM removed WHERE request_id IS NOT NULL
+    ON CONFLICT DO NOTHING
 ), gone AS (
     SELECT count(*) AS n, coalesce(sum(tokens_used), 0) AS tokens, coalesce(sum(cost), 0) AS cost FROM removed
 ), updated AS (

@@ -8,11 +8,10 @@ import uuid
 import asyncpg
 
 from ..domain import lifecycle
-from ..domain.errors import Aborted, NotFound
-from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page, SessionRef
-from . import rows
-from .rows import MESSAGE_COLUMNS, fetch, owned
-from .sessions import get_session
+from ..domain.errors import Aborted, FailedPrecondition, NotFound
+from ..domain.records import Message, MessagesQuery, NewMessage, NewMessages, Page
+from . import rows, state
+from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, fetch, fetch_one, owned
 from .units import statement
 
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
@@ -57,9 +56,10 @@ _BUMP = f"""
             FROM (SELECT greatest(sessions.last_activity_time, clock_timestamp()) AS t) clock
         ),
         update_time = greatest(update_time, clock_timestamp())
+        {{state}}
     WHERE id = $2 AND status = 'active' AND {owned(13)} AND ($10::bigint IS NULL OR message_count = $10)
       AND {rows.etag_matches(11, 12)} {{guard}}
-    RETURNING id, user_id, message_count, last_activity_time
+    RETURNING id, user_id, app_name, message_count, last_activity_time
 """
 _INSERT = f"""
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
@@ -70,19 +70,39 @@ _INSERT = f"""
     FROM bumped s CROSS JOIN batch b
     RETURNING {MESSAGE_COLUMNS}
 """
-ADD_MESSAGES = f"WITH batch AS ({_BATCH}), bumped AS ({_BUMP.format(guard='')}) {_INSERT}"
+ADD_MESSAGES = f"WITH batch AS ({_BATCH}), bumped AS ({_BUMP.format(guard='', state='')}) {_INSERT}"
 # With a request_id, the same statement first looks for the messages that id already made (the
 # batch's request ids, request_ids() below); when there are any, nothing is bumped or inserted and
 # they are the answer (whatever the conditions say now: the repeat of an append that landed is not
-# stale).
-ADD_MESSAGES_ONCE = f"""
+# stale). When a rewind removed what it appended (rewound_requests), nothing is appended either:
+# the retry must not undo the rewind.
+_ONCE = f"""
 WITH batch AS ({_BATCH}), earlier AS (
     SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[]) AND {owned(13)}
-), bumped AS ({_BUMP.format(guard='AND NOT EXISTS (SELECT 1 FROM earlier)')}),
-inserted AS ({_INSERT})
+), rewound AS (
+    SELECT 1 FROM rewound_requests WHERE session_id = $2 AND request_id = ANY($9::text[]::uuid[])
+), bumped AS ({{bump}}),
+inserted AS ({_INSERT}){{more}}
 SELECT * FROM inserted UNION ALL SELECT * FROM earlier
 """
+_GUARD = "AND NOT EXISTS (SELECT 1 FROM earlier) AND NOT EXISTS (SELECT 1 FROM rewound)"
+ADD_MESSAGES_ONCE = _ONCE.format(bump=_BUMP.format(guard=_GUARD, state=""), more="")
+# With state deltas ($17-$23, state.delta_params; the request ids may be NULL), the same statement
+# also merges them: the session's into the row it bumps, the user's and app's in upserts over that
+# row, so they land with the messages or not at all (a stale condition, a repeat, a state too large).
+ADD_MESSAGES_WITH_STATE = _ONCE.format(
+    bump=_BUMP.format(guard=_GUARD, state=", " + state.session_state_sql(17)),
+    more=", " + state.scoped_state_ctes(17, "bumped"),
+)
 BY_REQUEST_IDS = f"SELECT {MESSAGE_COLUMNS} FROM messages WHERE session_id = $1 AND request_id = ANY($2::text[]::uuid[])"
+# Why an append took nothing: the session (no row: missing, or not the owner's) and whether a
+# rewind removed what the request ids ($3; NULL for none) appended before.
+WHY_NOT_APPENDED = f"""
+SELECT {SESSION_COLUMNS}, EXISTS (
+    SELECT 1 FROM rewound_requests r WHERE r.session_id = $1 AND r.request_id = ANY($3::text[]::uuid[])
+) AS rewound
+FROM sessions WHERE id = $1 AND {owned(2)}
+"""
 
 
 def request_ids(request_id: str | None, size: int) -> list[str | None]:
@@ -176,24 +196,41 @@ async def add_messages(conn: asyncpg.Connection, new: NewMessages) -> list[Messa
         [body.payload_type or None for body in bodies],
         [None if body.event_time is None else body.event_time.isoformat() for body in bodies],
     )
-    if new.request_id is None:
+    if new.request_id is None and not new.state_delta:
         found = await fetch(conn, ADD_MESSAGES, *params)
     else:
         try:
-            found = await fetch(conn, ADD_MESSAGES_ONCE, *params)
+            if new.state_delta:
+                found = await fetch(conn, ADD_MESSAGES_WITH_STATE, *params, *state.delta_params(new.state_delta))
+            else:
+                found = await fetch(conn, ADD_MESSAGES_ONCE, *params)
         except asyncpg.UniqueViolationError as error:
             if error.constraint_name != REQUEST_ID_INDEX:
                 raise
             found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
             assert found
+        except asyncpg.PostgresError as error:
+            refused = state.too_large(error, new.state_delta.max_bytes)
+            if refused is None:
+                raise
+            raise refused from None
     if not found:
-        await _why_not_appended(conn, new)
+        await _why_not_appended(conn, new, ids)
     return sorted((rows.message(row) for row in found), key=lambda message: message.sequence)
 
 
-async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages) -> None:
-    """Raise what kept an append from landing, read from the session after the fact."""
-    session = await get_session(conn, SessionRef(new.session_id, new.owner))
+async def _why_not_appended(conn: asyncpg.Connection, new: NewMessages, ids: list[str | None]) -> None:
+    """Raise what kept an append from landing, read from the session after the fact (one statement)."""
+    row = await fetch_one(conn, WHY_NOT_APPENDED, new.session_id, new.owner, ids)
+    if row is None:
+        raise NotFound("session", new.session_id)
+    if row["rewound"]:
+        raise FailedPrecondition(
+            f"what request {new.request_id} appended was removed by a rewind (TruncateSession); it is not "
+            "appended again: send it with a new request_id to append it anew",
+            reason="REQUEST_REWOUND",
+        )
+    session = rows.session(row)
     lifecycle.check_accepts_messages(session.status)
     if new.expected_etag and new.expected_etag != session.etag:
         # version only grows, as message_count does: the second read sees why the first refused.

@@ -166,6 +166,17 @@ class RewindRow(Base):
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
 
 
+class RewoundRequestRow(Base):
+    """The request id of a message a rewind removed: an append repeating it is refused."""
+
+    __tablename__ = "rewound_requests"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
+
+
 class MemoryRow(Base):
     __tablename__ = "memories"
 
@@ -180,6 +191,41 @@ class MemoryRow(Base):
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
     update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
     version: Mapped[int] = mapped_column(BigInteger, server_default="1")
+
+
+class UserStateRow(Base):
+    """The state of one user in one app (ADK's "user:" keys); a row appears with the first delta."""
+
+    __tablename__ = "user_states"
+
+    app_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+
+
+class AppStateRow(Base):
+    """The state of one app (ADK's "app:" keys); a row appears with the first delta."""
+
+    __tablename__ = "app_states"
+
+    app_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    state: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+
+
+class StateUpdateRow(Base):
+    """The request_id of an UpdateState that was applied, so a repeat applies nothing."""
+
+    __tablename__ = "state_updates"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
 
 
 CHANGE_KINDS = (
@@ -198,7 +244,7 @@ class UserFeedRow(Base):
 
 
 class SessionChangeRow(Base):
-    """One change of a session, written by the triggers of migration 0008 (storage/feed.py reads it)."""
+    """One change of a session, written by the triggers of migration 0010 (storage/feed.py reads it)."""
 
     __tablename__ = "session_changes"
 

@@ -8,7 +8,7 @@
 `pb` is the generated session.v1 module (messages and enums: pb.ROLE_USER, pb.SESSION_STATUS_ENDED, ...).
 """
 
-from ._client import SessionClient
+from ._client import SessionClient, StateChange, state_delta
 from ._config import ChannelOptions, RetryPolicy, TlsOptions
 from ._drafts import Draft
 from ._exceptions import (
@@ -37,7 +37,7 @@ from ._proto.session.v1 import session_pb2 as pb
 __version__ = "0.1.0"
 
 __all__ = [
-    "SessionClient", "RetryPolicy", "TlsOptions", "ChannelOptions", "Draft", "pb",
+    "SessionClient", "RetryPolicy", "TlsOptions", "ChannelOptions", "Draft", "pb", "StateChange", "state_delta",
     "SessionError", "Cancelled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
     "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition", "Aborted",
     "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss", "Unauthenticated",

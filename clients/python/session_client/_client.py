@@ -63,6 +63,30 @@ def _struct_of(value: JsonObject | struct_pb2.Struct) -> struct_pb2.Struct:
     return struct
 
 
+StateChange = JsonObject | pb.StateDelta
+"""A change to one scope's state: a mapping of top-level keys to set, or a pb.StateDelta (which
+can also delete keys; build one with `state_delta`)."""
+
+
+def state_delta(set: JsonObject | None = None, delete: Iterable[str] = ()) -> pb.StateDelta:  # noqa: A002
+    """A StateDelta: top-level keys of `set` replace theirs (nested objects whole), then the keys in
+    `delete` are removed. A key may not be in both."""
+    return pb.StateDelta(set=_struct(set), delete=list(delete))
+
+
+def _scoped(session: StateChange | None, user: StateChange | None, app: StateChange | None) -> pb.ScopedStateDelta | None:
+    """The ScopedStateDelta of a write, or None when it changes no state."""
+    if session is None and user is None and app is None:
+        return None
+
+    def one(change: StateChange | None) -> pb.StateDelta | None:
+        if change is None or isinstance(change, pb.StateDelta):
+            return change
+        return state_delta(change)
+
+    return pb.ScopedStateDelta(session_state=one(session), user_state=one(user), app_state=one(app))
+
+
 def _enum(wrapper: Any, prefix: str, value: int | str, field: str) -> Any:
     """Accept the enum value itself, or its name with or without the prefix, any case ("user", "ROLE_USER").
 
@@ -337,6 +361,50 @@ class SessionClient:
         request = pb.GetSessionRequest(session_id=session_id)
         return (await self._unary(self._sessions.GetSession, request, retry=True)).session
 
+    async def get_session_with_state(self, session_id: str) -> pb.GetSessionResponse:
+        """The session (`.session`) with the state of its user in its app (`.user_state.state`) and
+        of its app (`.app_state.state`), read in one call; NotFound when there is no session."""
+        request = pb.GetSessionRequest(session_id=session_id, include_scoped_state=True)
+        return await self._unary(self._sessions.GetSession, request, retry=True)
+
+    async def update_state(
+        self,
+        session_id: str,
+        *,
+        session_state: StateChange | None = None,
+        user_state: StateChange | None = None,
+        app_state: StateChange | None = None,
+        request_id: str | None = None,
+    ) -> pb.UpdateStateResponse:
+        """Change the session's own state, its user's state in its app and its app's state, in one
+        transaction on the server, without a message. Each is a mapping of keys to set, or a
+        `state_delta(set, delete)`; None leaves that scope alone. Concurrent changes to different
+        keys all land (the server merges them).
+
+        `request_id` (a UUID) makes the call idempotent; one is generated when omitted, so a retry
+        after UNAVAILABLE applies nothing twice (a repeat returns the states as they are then).
+        Returns `.session`, `.user_state` and `.app_state` after the change. FailedPrecondition
+        (STATE_TOO_LARGE) when a state would pass its limit; PermissionDenied (ADMIN_REQUIRED) for
+        `app_state` without the admin scope (token mode); nothing is changed then.
+        """
+        request = pb.UpdateStateRequest(
+            session_id=session_id,
+            state_delta=_scoped(session_state, user_state, app_state),
+            request_id=request_id or str(uuid.uuid4()),
+        )
+        return await self._unary(self._sessions.UpdateState, request, retry=True)
+
+    async def get_user_state(self, user_id: str, *, app_name: str = "") -> pb.UserState:
+        """The state of `user_id` in `app_name` ("default" when empty): `.state`, empty when
+        nothing was ever set. In token mode a user reads only their own (PermissionDenied)."""
+        request = pb.GetUserStateRequest(app_name=app_name, user_id=user_id)
+        return (await self._unary(self._sessions.GetUserState, request, retry=True)).user_state
+
+    async def get_app_state(self, app_name: str = "") -> pb.AppState:
+        """The state of `app_name` ("default" when empty): `.state`, empty when nothing was ever set."""
+        request = pb.GetAppStateRequest(app_name=app_name)
+        return (await self._unary(self._sessions.GetAppState, request, retry=True)).app_state
+
     async def update_session(
         self,
         session_id: str,
@@ -543,6 +611,9 @@ class SessionClient:
         payload: bytes | None = None,
         payload_type: str = "",
         event_time: datetime | float | None = None,
+        session_state: StateChange | None = None,
+        user_state: StateChange | None = None,
+        app_state: StateChange | None = None,
     ) -> pb.Message:
         """Append a message; the server gives it the next sequence number and adds to the totals.
 
@@ -565,6 +636,11 @@ class SessionClient:
         event_time:   when the event happened: a timezone-aware datetime, or seconds since the
                       epoch as a float (Google ADK's Event.timestamp), kept to the microsecond;
                       omitted, the server's clock. The session's last_event_time becomes it.
+        session_state, user_state, app_state: changes to the session's own state, its user's
+                      state in its app and its app's state (a mapping of keys to set, or a
+                      `state_delta(set, delete)`), applied with the message or not at all.
+                      FailedPrecondition (STATE_TOO_LARGE) when a state would pass its limit;
+                      PermissionDenied (ADMIN_REQUIRED) for app_state without the admin scope.
         Raises FailedPrecondition (SESSION_NOT_ACTIVE) when the session is not ACTIVE,
         NotFound without the session, InvalidArgument for bad fields.
         """
@@ -583,6 +659,7 @@ class SessionClient:
             expected_etag=expected_etag,
             payload=payload or b"",
             payload_type=payload_type,
+            state_delta=_scoped(session_state, user_state, app_state),
         )
         if event_time is not None:
             request.event_time.FromDatetime(_instant(event_time, "event_time"))

@@ -70,6 +70,23 @@ type SessionServiceClient interface {
 	// NOT_FOUND without it. With request_id, a retry returns the first result
 	// and removes nothing more.
 	TruncateSession(ctx context.Context, in *TruncateSessionRequest, opts ...grpc.CallOption) (*TruncateSessionResponse, error)
+	// Applies state deltas to a session's own state, its user's state and its
+	// app's state, in one statement, without a message (AddMessage carries the
+	// same deltas with a message). With request_id, a repeat applies nothing and
+	// returns the states as they are now. NOT_FOUND without the session;
+	// INVALID_ARGUMENT for bad deltas; FAILED_PRECONDITION (STATE_TOO_LARGE) when
+	// a state would grow past its limit; PERMISSION_DENIED (ADMIN_REQUIRED) for an
+	// app-state delta without the sessions.admin scope (token mode). Any status.
+	UpdateState(ctx context.Context, in *UpdateStateRequest, opts ...grpc.CallOption) (*UpdateStateResponse, error)
+	// The state of a user in an application; empty (not NOT_FOUND) when nothing
+	// was ever set. In token mode a user reads only their own (PERMISSION_DENIED,
+	// OTHER_USER, otherwise); an admin reads any.
+	GetUserState(ctx context.Context, in *GetUserStateRequest, opts ...grpc.CallOption) (*GetUserStateResponse, error)
+	// The state of an application; empty when nothing was ever set. Any
+	// authenticated principal may read it: apps are namespaces, not an access
+	// boundary (any user may create a session in any app and see its app state
+	// there), so keep secrets out of app state.
+	GetAppState(ctx context.Context, in *GetAppStateRequest, opts ...grpc.CallOption) (*GetAppStateResponse, error)
 	// A live stream of the changes of one session, oldest first: messages
 	// added, status and other updates, memory changes, messages removed, and its
 	// deletion. Starts after after_change_id (unset: only what changes from now
@@ -199,6 +216,33 @@ func (c *sessionServiceClient) TruncateSession(ctx context.Context, in *Truncate
 	return out, nil
 }
 
+func (c *sessionServiceClient) UpdateState(ctx context.Context, in *UpdateStateRequest, opts ...grpc.CallOption) (*UpdateStateResponse, error) {
+	out := new(UpdateStateResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.SessionService/UpdateState", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionServiceClient) GetUserState(ctx context.Context, in *GetUserStateRequest, opts ...grpc.CallOption) (*GetUserStateResponse, error) {
+	out := new(GetUserStateResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.SessionService/GetUserState", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *sessionServiceClient) GetAppState(ctx context.Context, in *GetAppStateRequest, opts ...grpc.CallOption) (*GetAppStateResponse, error) {
+	out := new(GetAppStateResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.SessionService/GetAppState", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *sessionServiceClient) WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (SessionService_WatchSessionClient, error) {
 	stream, err := c.cc.NewStream(ctx, &_SessionService_serviceDesc.Streams[0], "/session.v1.SessionService/WatchSession", opts...)
 	if err != nil {
@@ -320,6 +364,23 @@ type SessionServiceServer interface {
 	// NOT_FOUND without it. With request_id, a retry returns the first result
 	// and removes nothing more.
 	TruncateSession(context.Context, *TruncateSessionRequest) (*TruncateSessionResponse, error)
+	// Applies state deltas to a session's own state, its user's state and its
+	// app's state, in one statement, without a message (AddMessage carries the
+	// same deltas with a message). With request_id, a repeat applies nothing and
+	// returns the states as they are now. NOT_FOUND without the session;
+	// INVALID_ARGUMENT for bad deltas; FAILED_PRECONDITION (STATE_TOO_LARGE) when
+	// a state would grow past its limit; PERMISSION_DENIED (ADMIN_REQUIRED) for an
+	// app-state delta without the sessions.admin scope (token mode). Any status.
+	UpdateState(context.Context, *UpdateStateRequest) (*UpdateStateResponse, error)
+	// The state of a user in an application; empty (not NOT_FOUND) when nothing
+	// was ever set. In token mode a user reads only their own (PERMISSION_DENIED,
+	// OTHER_USER, otherwise); an admin reads any.
+	GetUserState(context.Context, *GetUserStateRequest) (*GetUserStateResponse, error)
+	// The state of an application; empty when nothing was ever set. Any
+	// authenticated principal may read it: apps are namespaces, not an access
+	// boundary (any user may create a session in any app and see its app state
+	// there), so keep secrets out of app state.
+	GetAppState(context.Context, *GetAppStateRequest) (*GetAppStateResponse, error)
 	// A live stream of the changes of one session, oldest first: messages
 	// added, status and other updates, memory changes, messages removed, and its
 	// deletion. Starts after after_change_id (unset: only what changes from now
@@ -379,6 +440,15 @@ func (UnimplementedSessionServiceServer) ForkSession(context.Context, *ForkSessi
 }
 func (UnimplementedSessionServiceServer) TruncateSession(context.Context, *TruncateSessionRequest) (*TruncateSessionResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method TruncateSession not implemented")
+}
+func (UnimplementedSessionServiceServer) UpdateState(context.Context, *UpdateStateRequest) (*UpdateStateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UpdateState not implemented")
+}
+func (UnimplementedSessionServiceServer) GetUserState(context.Context, *GetUserStateRequest) (*GetUserStateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetUserState not implemented")
+}
+func (UnimplementedSessionServiceServer) GetAppState(context.Context, *GetAppStateRequest) (*GetAppStateResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetAppState not implemented")
 }
 func (UnimplementedSessionServiceServer) WatchSession(*WatchSessionRequest, SessionService_WatchSessionServer) error {
 	return status.Errorf(codes.Unimplemented, "method WatchSession not implemented")
@@ -597,6 +667,60 @@ func _SessionService_TruncateSession_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_UpdateState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UpdateStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).UpdateState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.SessionService/UpdateState",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).UpdateState(ctx, req.(*UpdateStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionService_GetUserState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetUserStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).GetUserState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.SessionService/GetUserState",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).GetUserState(ctx, req.(*GetUserStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _SessionService_GetAppState_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetAppStateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(SessionServiceServer).GetAppState(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.SessionService/GetAppState",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(SessionServiceServer).GetAppState(ctx, req.(*GetAppStateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _SessionService_WatchSession_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(WatchSessionRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -687,6 +811,18 @@ var _SessionService_serviceDesc = grpc.ServiceDesc{
 			MethodName: "TruncateSession",
 			Handler:    _SessionService_TruncateSession_Handler,
 		},
+		{
+			MethodName: "UpdateState",
+			Handler:    _SessionService_UpdateState_Handler,
+		},
+		{
+			MethodName: "GetUserState",
+			Handler:    _SessionService_GetUserState_Handler,
+		},
+		{
+			MethodName: "GetAppState",
+			Handler:    _SessionService_GetAppState_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
@@ -714,7 +850,11 @@ type MessageServiceClient interface {
 	// result, even after the session has ended. With expected_last_sequence it
 	// appends only to a session whose last sequence is that value, else ABORTED
 	// (reason STALE_SESSION); with expected_etag only to a session at that etag,
-	// else ABORTED (reason ETAG_MISMATCH).
+	// else ABORTED (reason ETAG_MISMATCH). With state_delta it changes the
+	// session's, its user's and its app's state in the same statement (all or
+	// nothing): FAILED_PRECONDITION (STATE_TOO_LARGE) when a state would grow past
+	// its limit, PERMISSION_DENIED (ADMIN_REQUIRED) for an app-state delta without
+	// the sessions.admin scope (token mode).
 	AddMessage(ctx context.Context, in *AddMessageRequest, opts ...grpc.CallOption) (*AddMessageResponse, error)
 	// Appends up to SESSION_MAX_BATCH_MESSAGES messages in one statement, all or
 	// none: they get contiguous sequences in the order given and each adds its own
@@ -832,7 +972,11 @@ type MessageServiceServer interface {
 	// result, even after the session has ended. With expected_last_sequence it
 	// appends only to a session whose last sequence is that value, else ABORTED
 	// (reason STALE_SESSION); with expected_etag only to a session at that etag,
-	// else ABORTED (reason ETAG_MISMATCH).
+	// else ABORTED (reason ETAG_MISMATCH). With state_delta it changes the
+	// session's, its user's and its app's state in the same statement (all or
+	// nothing): FAILED_PRECONDITION (STATE_TOO_LARGE) when a state would grow past
+	// its limit, PERMISSION_DENIED (ADMIN_REQUIRED) for an app-state delta without
+	// the sessions.admin scope (token mode).
 	AddMessage(context.Context, *AddMessageRequest) (*AddMessageResponse, error)
 	// Appends up to SESSION_MAX_BATCH_MESSAGES messages in one statement, all or
 	// none: they get contiguous sequences in the order given and each adds its own

@@ -91,6 +91,21 @@ class SessionServiceStub:
                 request_serializer=session_dot_v1_dot_session__pb2.TruncateSessionRequest.SerializeToString,
                 response_deserializer=session_dot_v1_dot_session__pb2.TruncateSessionResponse.FromString,
                 _registered_method=True)
+        self.UpdateState = channel.unary_unary(
+                '/session.v1.SessionService/UpdateState',
+                request_serializer=session_dot_v1_dot_session__pb2.UpdateStateRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.UpdateStateResponse.FromString,
+                _registered_method=True)
+        self.GetUserState = channel.unary_unary(
+                '/session.v1.SessionService/GetUserState',
+                request_serializer=session_dot_v1_dot_session__pb2.GetUserStateRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.GetUserStateResponse.FromString,
+                _registered_method=True)
+        self.GetAppState = channel.unary_unary(
+                '/session.v1.SessionService/GetAppState',
+                request_serializer=session_dot_v1_dot_session__pb2.GetAppStateRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.GetAppStateResponse.FromString,
+                _registered_method=True)
         self.WatchSession = channel.unary_stream(
                 '/session.v1.SessionService/WatchSession',
                 request_serializer=session_dot_v1_dot_session__pb2.WatchSessionRequest.SerializeToString,
@@ -215,6 +230,38 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateState(self, request, context):
+        """Applies state deltas to a session's own state, its user's state and its
+        app's state, in one statement, without a message (AddMessage carries the
+        same deltas with a message). With request_id, a repeat applies nothing and
+        returns the states as they are now. NOT_FOUND without the session;
+        INVALID_ARGUMENT for bad deltas; FAILED_PRECONDITION (STATE_TOO_LARGE) when
+        a state would grow past its limit; PERMISSION_DENIED (ADMIN_REQUIRED) for an
+        app-state delta without the sessions.admin scope (token mode). Any status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetUserState(self, request, context):
+        """The state of a user in an application; empty (not NOT_FOUND) when nothing
+        was ever set. In token mode a user reads only their own (PERMISSION_DENIED,
+        OTHER_USER, otherwise); an admin reads any.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAppState(self, request, context):
+        """The state of an application; empty when nothing was ever set. Any
+        authenticated principal may read it: apps are namespaces, not an access
+        boundary (any user may create a session in any app and see its app state
+        there), so keep secrets out of app state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def WatchSession(self, request, context):
         """A live stream of the changes of one session, oldest first: messages
         added, status and other updates, memory changes, messages removed, and its
@@ -302,6 +349,21 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.TruncateSession,
                     request_deserializer=session_dot_v1_dot_session__pb2.TruncateSessionRequest.FromString,
                     response_serializer=session_dot_v1_dot_session__pb2.TruncateSessionResponse.SerializeToString,
+            ),
+            'UpdateState': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateState,
+                    request_deserializer=session_dot_v1_dot_session__pb2.UpdateStateRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.UpdateStateResponse.SerializeToString,
+            ),
+            'GetUserState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserState,
+                    request_deserializer=session_dot_v1_dot_session__pb2.GetUserStateRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.GetUserStateResponse.SerializeToString,
+            ),
+            'GetAppState': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAppState,
+                    request_deserializer=session_dot_v1_dot_session__pb2.GetAppStateRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.GetAppStateResponse.SerializeToString,
             ),
             'WatchSession': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchSession,
@@ -623,6 +685,87 @@ class SessionService:
             _registered_method=True)
 
     @staticmethod
+    def UpdateState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.SessionService/UpdateState',
+            session_dot_v1_dot_session__pb2.UpdateStateRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.UpdateStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.SessionService/GetUserState',
+            session_dot_v1_dot_session__pb2.GetUserStateRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.GetUserStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAppState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.SessionService/GetAppState',
+            session_dot_v1_dot_session__pb2.GetAppStateRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.GetAppStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def WatchSession(request,
             target,
             options=(),
@@ -726,7 +869,11 @@ class MessageServiceServicer:
         result, even after the session has ended. With expected_last_sequence it
         appends only to a session whose last sequence is that value, else ABORTED
         (reason STALE_SESSION); with expected_etag only to a session at that etag,
-        else ABORTED (reason ETAG_MISMATCH).
+        else ABORTED (reason ETAG_MISMATCH). With state_delta it changes the
+        session's, its user's and its app's state in the same statement (all or
+        nothing): FAILED_PRECONDITION (STATE_TOO_LARGE) when a state would grow past
+        its limit, PERMISSION_DENIED (ADMIN_REQUIRED) for an app-state delta without
+        the sessions.admin scope (token mode).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -251,6 +251,46 @@ class AppStats(_message.Message):
     distinct_users: int
     def __init__(self, app_name: _Optional[str] = ..., session_count: _Optional[int] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ..., distinct_users: _Optional[int] = ...) -> None: ...
 
+class StateDelta(_message.Message):
+    __slots__ = ("set", "delete")
+    SET_FIELD_NUMBER: _ClassVar[int]
+    DELETE_FIELD_NUMBER: _ClassVar[int]
+    set: _struct_pb2.Struct
+    delete: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, set: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., delete: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ScopedStateDelta(_message.Message):
+    __slots__ = ("session_state", "user_state", "app_state")
+    SESSION_STATE_FIELD_NUMBER: _ClassVar[int]
+    USER_STATE_FIELD_NUMBER: _ClassVar[int]
+    APP_STATE_FIELD_NUMBER: _ClassVar[int]
+    session_state: StateDelta
+    user_state: StateDelta
+    app_state: StateDelta
+    def __init__(self, session_state: _Optional[_Union[StateDelta, _Mapping]] = ..., user_state: _Optional[_Union[StateDelta, _Mapping]] = ..., app_state: _Optional[_Union[StateDelta, _Mapping]] = ...) -> None: ...
+
+class UserState(_message.Message):
+    __slots__ = ("app_name", "user_id", "state", "update_time")
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    user_id: str
+    state: _struct_pb2.Struct
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, app_name: _Optional[str] = ..., user_id: _Optional[str] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AppState(_message.Message):
+    __slots__ = ("app_name", "state", "update_time")
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    state: _struct_pb2.Struct
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, app_name: _Optional[str] = ..., state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class CreateSessionRequest(_message.Message):
     __slots__ = ("user_id", "title", "conversation_data", "metadata", "request_id", "app_name", "session_id")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -276,16 +316,22 @@ class CreateSessionResponse(_message.Message):
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
 
 class GetSessionRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "include_scoped_state")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SCOPED_STATE_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    include_scoped_state: bool
+    def __init__(self, session_id: _Optional[str] = ..., include_scoped_state: _Optional[bool] = ...) -> None: ...
 
 class GetSessionResponse(_message.Message):
-    __slots__ = ("session",)
+    __slots__ = ("session", "user_state", "app_state")
     SESSION_FIELD_NUMBER: _ClassVar[int]
+    USER_STATE_FIELD_NUMBER: _ClassVar[int]
+    APP_STATE_FIELD_NUMBER: _ClassVar[int]
     session: Session
-    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+    user_state: UserState
+    app_state: AppState
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., user_state: _Optional[_Union[UserState, _Mapping]] = ..., app_state: _Optional[_Union[AppState, _Mapping]] = ...) -> None: ...
 
 class UpdateSessionRequest(_message.Message):
     __slots__ = ("session", "update_mask")
@@ -433,6 +479,52 @@ class TruncateSessionResponse(_message.Message):
     removed_message_count: int
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., removed_message_count: _Optional[int] = ...) -> None: ...
 
+class UpdateStateRequest(_message.Message):
+    __slots__ = ("session_id", "state_delta", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    state_delta: ScopedStateDelta
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., state_delta: _Optional[_Union[ScopedStateDelta, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class UpdateStateResponse(_message.Message):
+    __slots__ = ("session", "user_state", "app_state")
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    USER_STATE_FIELD_NUMBER: _ClassVar[int]
+    APP_STATE_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    user_state: UserState
+    app_state: AppState
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ..., user_state: _Optional[_Union[UserState, _Mapping]] = ..., app_state: _Optional[_Union[AppState, _Mapping]] = ...) -> None: ...
+
+class GetUserStateRequest(_message.Message):
+    __slots__ = ("app_name", "user_id")
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    user_id: str
+    def __init__(self, app_name: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class GetUserStateResponse(_message.Message):
+    __slots__ = ("user_state",)
+    USER_STATE_FIELD_NUMBER: _ClassVar[int]
+    user_state: UserState
+    def __init__(self, user_state: _Optional[_Union[UserState, _Mapping]] = ...) -> None: ...
+
+class GetAppStateRequest(_message.Message):
+    __slots__ = ("app_name",)
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    def __init__(self, app_name: _Optional[str] = ...) -> None: ...
+
+class GetAppStateResponse(_message.Message):
+    __slots__ = ("app_state",)
+    APP_STATE_FIELD_NUMBER: _ClassVar[int]
+    app_state: AppState
+    def __init__(self, app_state: _Optional[_Union[AppState, _Mapping]] = ...) -> None: ...
+
 class SessionChange(_message.Message):
     __slots__ = ("change_id", "session_id", "kind", "change_time", "session", "message", "memory", "changed_fields")
     CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -486,7 +578,7 @@ class WatchUserSessionsResponse(_message.Message):
     def __init__(self, change: _Optional[_Union[SessionChange, _Mapping]] = ..., cursor: _Optional[int] = ...) -> None: ...
 
 class AddMessageRequest(_message.Message):
-    __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id", "expected_last_sequence", "expected_etag", "payload", "payload_type", "event_time")
+    __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id", "expected_last_sequence", "expected_etag", "payload", "payload_type", "event_time", "state_delta")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -500,6 +592,7 @@ class AddMessageRequest(_message.Message):
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_TYPE_FIELD_NUMBER: _ClassVar[int]
     EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
+    STATE_DELTA_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     role: Role
     message_type: MessageType
@@ -513,7 +606,8 @@ class AddMessageRequest(_message.Message):
     payload: bytes
     payload_type: str
     event_time: _timestamp_pb2.Timestamp
-    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ..., payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    state_delta: ScopedStateDelta
+    def __init__(self, session_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., message_type: _Optional[_Union[MessageType, str]] = ..., content: _Optional[str] = ..., tokens_used: _Optional[int] = ..., cost: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., request_id: _Optional[str] = ..., expected_last_sequence: _Optional[int] = ..., expected_etag: _Optional[str] = ..., payload: _Optional[bytes] = ..., payload_type: _Optional[str] = ..., event_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state_delta: _Optional[_Union[ScopedStateDelta, _Mapping]] = ...) -> None: ...
 
 class AddMessageResponse(_message.Message):
     __slots__ = ("message",)
