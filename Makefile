@@ -23,8 +23,20 @@ run: $(STAMP)
 	@echo "==> session-grpc serve --migrate (Ctrl-C stops the server, then the embedded PostgreSQL)"
 	$(BIN)/session-grpc serve --migrate
 
-test: $(STAMP)
-	$(BIN)/pytest
+# The Google ADK adapter's tests (tests/adk) run in a virtualenv of their own: google-adk pins
+# opentelemetry below the server's, so it cannot share .venv. tests/test_adk.py runs them there
+# against the suite's live server (it builds a throwaway one when ADK_PYTHON is not set).
+ADK_VENV ?= .venv-adk
+ADK_STAMP := $(ADK_VENV)/.installed
+
+$(ADK_STAMP): clients/python/pyproject.toml tests/adk/requirements.txt
+	@echo "==> Google ADK test virtualenv $(ADK_VENV) (about 20 s the first time)"
+	test -x $(ADK_VENV)/bin/python || $(PYTHON) -m venv $(ADK_VENV)
+	$(ADK_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r tests/adk/requirements.txt --editable './clients/python[adk]'
+	touch $(ADK_STAMP)
+
+test: $(STAMP) $(ADK_STAMP)
+	ADK_PYTHON=$(abspath $(ADK_VENV)/bin/python) $(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -64,9 +76,9 @@ lock:
 BENCH_VENV ?= .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 
-$(BENCH_STAMP): constraints.txt setup.cfg pyproject.toml bench/requirements.txt
+$(BENCH_STAMP): constraints.txt setup.cfg pyproject.toml clients/python/pyproject.toml bench/requirements.txt
 	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable .
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --constraint constraints.txt --editable . --editable ./clients/python
 	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
 	touch $(BENCH_STAMP)
 
@@ -89,11 +101,11 @@ bench-feed: $(STAMP)
 	$(BIN)/python -m bench.feed $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache *.egg-info
+	rm -rf $(VENV) $(BENCH_VENV) $(ADK_VENV) .pytest_cache *.egg-info
 
 # Load, fault and fuzz scenarios at a larger size than the tests (a few minutes); writes docs/reliability-latest.md.
-chaos: $(STAMP)
-	$(BIN)/python -m reliability.chaos --markdown docs/reliability-latest.md
+chaos: $(STAMP) $(ADK_STAMP)
+	ADK_PYTHON=$(abspath $(ADK_VENV)/bin/python) $(BIN)/python -m reliability.chaos --markdown docs/reliability-latest.md
 
 # The PostgreSQL failover scenario alone (pg_auto_failover: monitor, primary, synchronous secondary;
 # about a minute); CI runs it. Skips, saying the apt-get line, when pg_auto_failover is missing.

@@ -146,6 +146,24 @@ def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
         r = _med(adk_list, "p50_ms") / ours_list
         target(f"list a user's {cfg.big_sessions} sessions: ADK list_sessions / ListSessions first page", r,
                ">= 100", r >= 100)
+    from .adk_compare import OURS, PEER
+
+    for workload, variant, key, goal in (
+        ("adk_append_event_state", "c=1", "throughput", 1.0),
+        ("adk_append_event_state", "c=16", "throughput", 1.0),
+        ("adk_get_session_recent", None, "p50_ms", 10.0),
+        ("adk_list_sessions_all", None, "p50_ms", 10.0),
+    ):
+        ours_row, peer_row = _find(results, workload, OURS, variant), _find(results, workload, PEER, variant)
+        if not ours_row or not peer_row:
+            continue
+        label = f"{workload} {ours_row['variant']}"
+        if key == "throughput":
+            r = ratio(f"{label} throughput {OURS} / {PEER}", _med(ours_row, key), _med(peer_row, key))
+        else:
+            r = ratio(f"{label} p50 {PEER} / {OURS}", _med(peer_row, key), _med(ours_row, key))
+        target(f"{label}: {OURS} faster than {PEER}" + (f" by >= {goal:g}x" if goal > 1 else ""),
+               r, f">= {goal:g}", None if r is None else r >= goal)
     return out
 
 

@@ -525,6 +525,18 @@ async def peer_workloads(bench: Bench, url: str, equivalents: dict[str, float]) 
         await peer.close()
 
 
+async def adk_workloads(bench: Bench, peer_url: str, ours_url: str, port: int, pid: int) -> None:
+    """ADK's DatabaseSessionService against session_client.adk, the same ADK calls (bench/adk_compare.py)."""
+    from . import adk_compare, adk_peer
+
+    why = adk_peer.available()
+    if why:
+        bench.notes.append(f"ADK comparison skipped: {why}")
+        print(f"# {bench.notes[-1]}", flush=True)
+        return
+    await adk_compare.run(bench, peer_url, ours_url, port, pid)
+
+
 async def pgbouncer_workloads(
     bench: Bench, real: Proc, url: str, channel: grpc.aio.Channel, procs: list[Proc]
 ) -> None:
@@ -568,12 +580,16 @@ def with_database(url: str, name: str) -> str:
 async def prepare(url: str) -> dict[str, str]:
     admin = await asyncpg.connect(url)
     try:
-        for name in ("session_bench", "adk_bench"):
+        for name in ("session_bench", "adk_bench", "adk_compare"):
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    urls = {"session": with_database(url, "session_bench"), "adk": with_database(url, "adk_bench")}
+    urls = {
+        "session": with_database(url, "session_bench"),
+        "adk": with_database(url, "adk_bench"),
+        "adk_compare": with_database(url, "adk_compare"),
+    }
     await migrations.upgrade(urls["session"])
     return urls
 
@@ -672,6 +688,8 @@ async def run(cfg: Config) -> dict[str, Any]:
                     await channel_noop.close()
                 if want("memory"):
                     bench.memory = await memory.big_pages(real.pid, real.port, urls["session"])
+                if want("adk") and cfg.peer:
+                    await adk_workloads(bench, urls["adk_compare"], urls["session"], real.port, real.pid)
                 if want("pgbouncer"):
                     await pgbouncer_workloads(bench, real, urls["session"], channel, procs)
             for proc in (reference, noop):
@@ -742,7 +760,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--reps", type=int)
     parser.add_argument("--duration", type=float, help="seconds measured per repetition (closed loop)")
-    parser.add_argument("--only", default="", help="comma list among point,open,chat,history,big,memory,pgbouncer,workers,peer")
+    parser.add_argument(
+        "--only", default="",
+        help="comma list among point,open,chat,history,big,memory,adk,pgbouncer,workers,peer",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {"peer": not args.no_peer, "chart": not args.no_chart, "out": args.out}

@@ -59,6 +59,9 @@ class Outcome:
     database: str = field(default="", repr=False)
     notes: str = ""
     """Figures of this scenario that have no column (printed under the table)."""
+    is_peer: bool = False
+    """A row of another system (ADK's own session service) shown for comparison: its losses are
+    reported, not counted against session-grpc in make chaos's exit status."""
 
     def row(self) -> dict[str, object]:
         return {

@@ -20,6 +20,9 @@ from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.server import SessionServer, build_server
 from session_grpc.settings import Settings
 
+# tests/adk/ needs google-adk, which lives in a virtualenv of its own: tests/test_adk.py runs it there.
+collect_ignore = ["adk"]
+
 
 @pytest.fixture(scope="session")
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
