@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    Computed,
     ForeignKey,
     Index,
     MetaData,
@@ -129,10 +128,9 @@ class MessageRow(Base):
     payload: Mapped[bytes | None] = mapped_column(BYTEA, nullable=True)
     payload_type: Mapped[str | None] = mapped_column(Text, nullable=True)
     event_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
-    search_vector: Mapped[Any] = mapped_column(
-        TSVECTOR, Computed("to_tsvector('simple'::regconfig, content)", persisted=True), nullable=True
-    )
-    """Written by PostgreSQL from content, in the configuration the migration chose (SESSION_SEARCH_CONFIG)."""
+    search_vector: Mapped[Any] = mapped_column(TSVECTOR, nullable=True)
+    """Written by the trigger messages_search_vector from content, in the configuration the migrations
+    chose (SESSION_SEARCH_CONFIG), unless the insert brings one (a fork's copy)."""
 
     __table_args__ = (
         CheckConstraint(_one_of("role", records.Role), name="role"),
