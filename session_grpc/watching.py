@@ -2,7 +2,7 @@
 watcher in it, and the loop each WatchSession / WatchUserSessions call runs.
 
 The database is the truth. A notification (`NOTIFY session_changes`, sent by the triggers of
-migration 0010 at commit) only says "look": the watchers of the session and of its user it names
+migration 0011 at commit) only says "look": the watchers of the session and of its user it names
 wake up and read the table by their cursor (storage/feed.py). Nothing is lost when a notification
 is: every watcher also reads once per heartbeat interval, and after the listening connection is
 (re)opened, every watcher reads again (changes may have committed while nobody listened).

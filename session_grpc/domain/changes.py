@@ -10,7 +10,7 @@ from .records import Memory, Message, Owner, Session
 
 
 class ChangeKind(enum.StrEnum):
-    """The `kind` column of session_changes (written by the triggers of migration 0010)."""
+    """The `kind` column of session_changes (written by the triggers of migration 0011)."""
 
     SESSION_CREATED = "session_created"
     SESSION_UPDATED = "session_updated"
@@ -51,7 +51,7 @@ class FeedBatch:
 
     `cursor` is at least the last change's id; when the read was not cut short by the limit it is
     the user's head (their last change id, read in the same snapshot), since every change up to
-    the head has committed and is in the snapshot (migration 0010 says why).
+    the head has committed and is in the snapshot (migration 0011 says why).
     `found` is False when the session (or, for a user, nothing) is there to watch: no session
     and no change of it after the cursor."""
 

@@ -1,4 +1,4 @@
-"""Reading the change feed (session_changes, written by the triggers of migration 0010): one
+"""Reading the change feed (session_changes, written by the triggers of migration 0011): one
 statement per read, by cursor, in autocommit (units.statement).
 
 Each read returns the changes after the cursor and the user's head (their last change id) from

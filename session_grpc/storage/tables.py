@@ -242,7 +242,7 @@ class UserFeedRow(Base):
 
 
 class SessionChangeRow(Base):
-    """One change of a session, written by the triggers of migration 0010 (storage/feed.py reads it)."""
+    """One change of a session, written by the triggers of migration 0011 (storage/feed.py reads it)."""
 
     __tablename__ = "session_changes"
 
