@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-search chaos chaos-failover
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed bench-search chaos chaos-failover
 
 install: $(STAMP)
 
@@ -85,6 +85,7 @@ $(BENCH_STAMP): constraints.txt setup.cfg pyproject.toml clients/python/pyprojec
 # The servers run from .venv (the real install); the load generator and ADK from .venv-bench.
 bench: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.feed
 
 # SearchMessages on 1,000,000 messages, the tsvector's cost to AddMessage, ListSessions filters at
 # 10,000 sessions (bench/search.py; only the server's own dependencies: it runs from .venv).
@@ -93,6 +94,11 @@ bench-search: $(STAMP)
 
 bench-quick: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)
+	$(BIN)/python -m bench.feed --quick
+
+# The change feed alone (bench/feed.py): 200 watchers on 20 sessions, writers through another process.
+bench-feed: $(STAMP)
+	$(BIN)/python -m bench.feed $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(ADK_VENV) .pytest_cache *.egg-info

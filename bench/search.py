@@ -377,6 +377,7 @@ async def run(size: Size, out: Path, only: set[str]) -> dict[str, Any]:
         await migrations.upgrade(before_url)
         conn = await asyncpg.connect(before_url)
         try:
+            await conn.execute("DROP TRIGGER IF EXISTS messages_search_vector ON messages")
             await conn.execute("DROP INDEX IF EXISTS ix_messages_search_vector")
             await conn.execute("ALTER TABLE messages DROP COLUMN IF EXISTS search_vector")
         finally:

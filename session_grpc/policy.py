@@ -94,6 +94,8 @@ POLICIES: dict[str, Policy] = {
     _SESSIONS + "ExpireSessions": admin(writes=True),
     _SESSIONS + "ForkSession": owns_session("session_id", writes=True),
     _SESSIONS + "TruncateSession": owns_session("session_id", writes=True),
+    _SESSIONS + "WatchSession": owns_session("session_id"),
+    _SESSIONS + "WatchUserSessions": acts_for("user_id"),
     _SESSIONS + "UpdateState": owns_session("session_id", writes=True, app_state="state_delta.app_state"),
     _SESSIONS + "GetUserState": acts_for("user_id"),
     _SESSIONS + "GetAppState": public(),

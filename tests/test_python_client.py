@@ -81,7 +81,7 @@ def test_every_example_is_run_by_the_tests():
     names = {path.stem for path in EXAMPLES}
     assert names >= {
         "create_session", "add_messages", "paginate", "stream", "memory", "summary", "user_sessions",
-        "stats", "end_session", "error_handling", "retries", "concurrent_use", "langchain_history",
+        "stats", "end_session", "error_handling", "retries", "concurrent_use", "watch", "langchain_history",
     }
     assert extra_of(CLIENT / "examples" / "langchain_history.py") == "langchain"
 
@@ -279,6 +279,47 @@ async def test_a_broken_stream_resumes_after_the_last_message(service):
             if second is not None:
                 await second.stop(grace=0)
     assert seen == list(range(1, 31))
+
+
+async def test_a_watch_resumes_by_itself_across_a_server_restart_without_gap_or_duplicate(service):
+    """The server under a watch stops (its watches end UNAVAILABLE) while messages keep coming
+    through another server; a new one starts on the same port: the iterator reconnects with its
+    cursor and every message arrives exactly once, in order."""
+    first = build_server(test_settings(service.settings.database_url, port=free_port()))
+    port = first.port
+    await first.start()
+    policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.3, total_deadline=15)
+    writer = SessionClient(f"127.0.0.1:{service.port}")
+    second = None
+    seen: list[int] = []
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", retry=policy) as client:
+            session = await writer.create_session("watching-alice")
+
+            async def write() -> None:
+                for i in range(40):
+                    await writer.add_message(session.session_id, "user", f"m{i}")
+                    await asyncio.sleep(0.01)
+
+            writing = None
+            async for change in client.watch_session(session.session_id, after_change_id=0):
+                if writing is None:
+                    writing = asyncio.create_task(write())
+                if change.kind == pb.CHANGE_KIND_MESSAGE_ADDED:
+                    seen.append(change.message.sequence)
+                    if len(seen) == 10:
+                        await first.stop(grace=0)
+                        second = build_server(test_settings(service.settings.database_url, port=port))
+                        await second.start()
+                    if len(seen) == 40:
+                        break
+            assert writing is not None
+            await writing
+    finally:
+        await writer.close()
+        if second is not None:
+            await second.stop(grace=0)
+    assert seen == list(range(1, 41))
 
 
 @pytest.fixture

@@ -217,13 +217,11 @@ async def test_the_migration_stores_vectors_in_the_configured_language(server_ur
     try:
         conn = await asyncpg.connect(url)
         try:
-            expression = await conn.fetchval(
-                "SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a "
-                "ON a.attrelid = d.adrelid AND a.attnum = d.adnum WHERE a.attname = 'search_vector'"
-            )
+            stored = await search_storage.stored_configuration(conn)
+            trigger = await conn.fetchval("SELECT prosrc FROM pg_proc WHERE proname = 'messages_search_vector'")
         finally:
             await conn.close()
-        assert "'english'::regconfig" in expression
+        assert stored == "english" and "'english'::regconfig" in trigger  # 0005's column, then 0010's trigger
         async with _server(url, search_config="english") as stubs:
             s = (await stubs.sessions.CreateSession(pb.CreateSessionRequest(user_id="ann"))).session
             await stubs.messages.AddMessage(pb.AddMessageRequest(session_id=s.session_id, role=pb.ROLE_USER, content="running dogs"))
@@ -277,3 +275,31 @@ async def test_a_narrowed_search_finds_the_same_whether_it_reads_the_messages_or
     await sql.execute("UPDATE sessions SET message_count = $1 WHERE user_id = 'ann'", search_storage.SCAN_LIMIT + 1)
     through_the_index = [await every(fields) for fields in cases]
     assert through_the_index == read_one_by_one
+
+
+async def test_a_fork_copies_the_vectors_of_the_messages_it_copies(sessions, messages, sql):
+    """The copies keep their source's vectors (not parsed again): a vector made otherwise by hand
+    comes through as it was, and the fork's messages are found like the source's."""
+    source = await new_session(sessions, "ann")
+    await add(messages, source.session_id, "running dogs")
+    await add(messages, source.session_id, "jumping cats")
+    await sql.execute(
+        "UPDATE messages SET search_vector = to_tsvector('english', content) WHERE session_id = $1 AND sequence = 1",
+        uuid.UUID(source.session_id),
+    )
+    fork = (await sessions.ForkSession(pb.ForkSessionRequest(session_id=source.session_id))).session
+    vectors = await sql.fetch(
+        "SELECT sequence, search_vector::text AS v FROM messages WHERE session_id = $1 ORDER BY sequence",
+        uuid.UUID(fork.session_id),
+    )
+    assert [row["v"] for row in vectors] == ["'dog':2 'run':1", "'cats':2 'jumping':1"]
+    found = await search(messages, query="jumping", session_ids=[fork.session_id])
+    assert [r.message.session_id for r in found.results] == [fork.session_id]
+
+
+async def test_a_changed_content_gets_a_new_vector(sessions, messages, sql):
+    s = await new_session(sessions, "ann")
+    await add(messages, s.session_id, "old words")
+    await sql.execute("UPDATE messages SET content = 'new words' WHERE session_id = $1", uuid.UUID(s.session_id))
+    assert contents(await search(messages, query="new")) == ["new words"]
+    assert contents(await search(messages, query="old")) == []

@@ -5,11 +5,11 @@ Revises: 0004
 Create Date: 2026-11-29 20:15:00
 
 `search_vector` is a generated column, to_tsvector(<configuration>, content), so every way a
-message is written (AddMessage, a batch, a copy made by a fork) indexes it without remembering
-to. Its configuration is SESSION_SEARCH_CONFIG when this migration runs (default `simple`: split
+message is written indexes it without remembering to. (0010 makes it a plain column kept by a
+trigger, so that a fork's copies keep their vectors instead of parsing their content again.) Its configuration is SESSION_SEARCH_CONFIG when this migration runs (default `simple`: split
 on non-letters, lowercase, no stemming or stop words, so it works for every language); the server
-refuses to start when its own SESSION_SEARCH_CONFIG differs from the column's. Changing it later
-is a rewrite of every message: see README, Searching messages.
+refuses to start when its own SESSION_SEARCH_CONFIG differs from the database's. Changing it later
+makes every message's vector again: see README, Searching messages.
 
 Cost of the upgrade on a big table: adding a stored generated column rewrites `messages` under an
 ACCESS EXCLUSIVE lock (reads and writes of messages wait), then the GIN index is built (writes

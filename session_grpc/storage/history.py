@@ -20,7 +20,8 @@ from .units import statement, transaction
 # snapshot of the source ($1, owned by $2), however long it is and whatever is appended meanwhile
 # (no lock on the source: it is only read). The fork ($4; its request_id $5) takes the source's
 # user, app, title, conversation_data and metadata, and totals summed over exactly the messages it
-# copies (sequence <= $3): the same sequences, times, contents, payloads and event times, and as
+# copies (sequence <= $3): the same sequences, times, contents, payloads, event times and search
+# vectors (copied, not parsed again: migration 0010), and as
 # its last_event_time the event time of the last one copied. The source's memory comes along.
 # Past $6 copied messages nothing is written. The insert yields to either unique key (the id, the
 # user's request_id); a repeat of a request_id answers with the fork the first call made.
@@ -44,9 +45,9 @@ WITH source AS (
     RETURNING {SESSION_COLUMNS}
 ), copied_messages AS (
     INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost,
-                          metadata, create_time, payload, payload_type, event_time)
+                          metadata, create_time, payload, payload_type, event_time, search_vector)
     SELECT gen_random_uuid(), f.id, f.user_id, m.sequence, m.role, m.message_type, m.content, m.tokens_used, m.cost,
-           m.metadata, m.create_time, m.payload, m.payload_type, m.event_time
+           m.metadata, m.create_time, m.payload, m.payload_type, m.event_time, m.search_vector
     FROM fork f JOIN messages m ON m.session_id = $1 AND m.sequence <= $3
 ), copied_memory AS (
     INSERT INTO memories (session_id, user_id, conversation_summary, facts, preferences, metadata)

@@ -1,5 +1,5 @@
 """Full-text search over messages: one statement per page, over the stored `search_vector`
-(a generated column, to_tsvector(<configuration>, content)) and its GIN index.
+(to_tsvector(<configuration>, content), kept by the trigger messages_search_vector) and its GIN index.
 
 The statement is planned for the values of each call (a fresh prepared statement, so PostgreSQL
 makes a custom plan): the planner then sees the parsed query and which filters are set, and the
@@ -105,16 +105,19 @@ async def search_messages(conn: asyncpg.Connection, search: MessageSearch) -> Pa
 
 _CONFIGURATION = re.compile(r"to_tsvector\('([^']+)'::regconfig")
 STORED_CONFIGURATION = """
-SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
-JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-WHERE d.adrelid = to_regclass('messages') AND a.attname = 'search_vector'
+SELECT coalesce(
+    (SELECT prosrc FROM pg_proc WHERE proname = 'messages_search_vector'),
+    (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d
+     JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+     WHERE d.adrelid = to_regclass('messages') AND a.attname = 'search_vector'))
 """
 
 
 @statement
 async def stored_configuration(conn: asyncpg.Connection) -> str | None:
-    """The text search configuration messages' search_vector is generated in (None when the
-    database has no such column: not migrated that far)."""
-    expression = await conn.fetchval(STORED_CONFIGURATION)
-    match = _CONFIGURATION.search(expression or "")
+    """The text search configuration messages' vectors are made in: the trigger's (migration
+    0010), or the generated column's before it (0005); None when the database has neither (not
+    migrated that far)."""
+    source = await conn.fetchval(STORED_CONFIGURATION)
+    match = _CONFIGURATION.search(source or "")
     return match[1] if match else None

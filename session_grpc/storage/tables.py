@@ -14,7 +14,6 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    Computed,
     ForeignKey,
     Index,
     MetaData,
@@ -130,10 +129,9 @@ class MessageRow(Base):
     payload: Mapped[bytes | None] = mapped_column(BYTEA, nullable=True)
     payload_type: Mapped[str | None] = mapped_column(Text, nullable=True)
     event_time: Mapped[datetime | None] = mapped_column(Timestamp, nullable=True)
-    search_vector: Mapped[Any] = mapped_column(
-        TSVECTOR, Computed("to_tsvector('simple'::regconfig, content)", persisted=True), nullable=True
-    )
-    """Written by PostgreSQL from content, in the configuration the migration chose (SESSION_SEARCH_CONFIG)."""
+    search_vector: Mapped[Any] = mapped_column(TSVECTOR, nullable=True)
+    """Written by the trigger messages_search_vector from content, in the configuration the migrations
+    chose (SESSION_SEARCH_CONFIG), unless the insert brings one (a fork's copy)."""
 
     __table_args__ = (
         CheckConstraint(_one_of("role", records.Role), name="role"),
@@ -227,3 +225,37 @@ class StateUpdateRow(Base):
     )
     request_id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+
+
+CHANGE_KINDS = (
+    "session_created", "session_updated", "message_added", "messages_removed",
+    "memory_changed", "memory_deleted", "session_deleted",
+)
+
+
+class UserFeedRow(Base):
+    """A user's change counter: the last change id given to a change of any of their sessions."""
+
+    __tablename__ = "user_feeds"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    change_count: Mapped[int] = mapped_column(BigInteger)
+
+
+class SessionChangeRow(Base):
+    """One change of a session, written by the triggers of migration 0011 (storage/feed.py reads it)."""
+
+    __tablename__ = "session_changes"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    change_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    session_id: Mapped[str] = mapped_column(UUID(as_uuid=False))
+    kind: Mapped[str] = mapped_column(Text)
+    sequence: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("clock_timestamp()"))
+
+    __table_args__ = (
+        CheckConstraint("kind IN (" + ", ".join(f"'{kind}'" for kind in CHANGE_KINDS) + ")", name="kind"),
+        Index("ix_session_changes_session_id_change_id", "session_id", "change_id"),
+    )

@@ -852,6 +852,68 @@ class SessionClient:
             if call is not None:
                 call.cancel()
 
+    # -- the change feed -----------------------------------------------------------------------
+
+    def watch_session(self, session_id: str, *, after_change_id: int | None = None) -> AsyncIterator[pb.SessionChange]:
+        """The session's changes after `after_change_id` (None: from now on; 0: from the first),
+        then each as it commits, for as long as you iterate; ends after CHANGE_KIND_SESSION_DELETED.
+
+        Keep the `change_id` of the last change you handled: it is the cursor to start from next
+        time. When the stream breaks with UNAVAILABLE (a server stopping, a network hiccup) the
+        client reopens it after the last cursor the server sent (under the retry policy, whose
+        attempts and deadline count per outage), so no change is skipped or repeated.
+        """
+
+        def open_(after: int | None) -> Any:
+            request = pb.WatchSessionRequest(session_id=session_id)
+            if after is not None:
+                request.after_change_id = after
+            return self._sessions.WatchSession(request, metadata=self._call_metadata())
+
+        return self._watch(open_, after_change_id)
+
+    def watch_user_sessions(
+        self, user_id: str = "", *, after_change_id: int | None = None
+    ) -> AsyncIterator[pb.SessionChange]:
+        """`watch_session` over every session of `user_id` (empty: the caller, in token mode),
+        sessions created and deleted included; never ends by itself."""
+
+        def open_(after: int | None) -> Any:
+            request = pb.WatchUserSessionsRequest(user_id=user_id)
+            if after is not None:
+                request.after_change_id = after
+            return self._sessions.WatchUserSessions(request, metadata=self._call_metadata())
+
+        return self._watch(open_, after_change_id)
+
+    async def _watch(self, open_: Callable[[int | None], Any], after: int | None) -> AsyncIterator[pb.SessionChange]:
+        call: Any = None
+
+        async def next_response() -> Any:
+            nonlocal call
+            if call is None:
+                call = open_(after)
+            try:
+                return await call.read()
+            except grpc.aio.AioRpcError:
+                call = None
+                raise
+
+        try:
+            while True:
+                try:
+                    response: Any = await self._retrying(True)(next_response)
+                except grpc.aio.AioRpcError as error:
+                    raise from_rpc_error(error) from None
+                if response is grpc.aio.EOF:
+                    return
+                after = response.cursor  # heartbeats too: a resume skips what is known to be none of ours
+                if response.HasField("change"):
+                    yield response.change
+        finally:
+            if call is not None:
+                call.cancel()
+
     # -- MemoryService -------------------------------------------------------------------------
 
     async def create_memory(

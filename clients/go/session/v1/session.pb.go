@@ -234,6 +234,81 @@ func (MessageType) EnumDescriptor() ([]byte, []int) {
 	return file_session_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
+// What a change of the feed (WatchSession, WatchUserSessions) did.
+type ChangeKind int32
+
+const (
+	ChangeKind_CHANGE_KIND_UNSPECIFIED ChangeKind = 0
+	// The session was created; `session` is it as created.
+	ChangeKind_CHANGE_KIND_SESSION_CREATED ChangeKind = 1
+	// Its title, status, conversation_data or metadata changed (its etag with
+	// them); `session` is it right after the change, `changed_fields` names
+	// what changed.
+	ChangeKind_CHANGE_KIND_SESSION_UPDATED ChangeKind = 2
+	// A message was added; `message` is it.
+	ChangeKind_CHANGE_KIND_MESSAGE_ADDED ChangeKind = 3
+	// Messages were removed from the end; `session` is it after, its
+	// message_count the new last sequence.
+	ChangeKind_CHANGE_KIND_MESSAGES_REMOVED ChangeKind = 4
+	// The memory was created or updated; `memory` is it after the change.
+	ChangeKind_CHANGE_KIND_MEMORY_CHANGED ChangeKind = 5
+	// The memory was deleted.
+	ChangeKind_CHANGE_KIND_MEMORY_DELETED ChangeKind = 6
+	// The session was deleted: its last change (WatchSession ends after it).
+	ChangeKind_CHANGE_KIND_SESSION_DELETED ChangeKind = 7
+)
+
+// Enum value maps for ChangeKind.
+var (
+	ChangeKind_name = map[int32]string{
+		0: "CHANGE_KIND_UNSPECIFIED",
+		1: "CHANGE_KIND_SESSION_CREATED",
+		2: "CHANGE_KIND_SESSION_UPDATED",
+		3: "CHANGE_KIND_MESSAGE_ADDED",
+		4: "CHANGE_KIND_MESSAGES_REMOVED",
+		5: "CHANGE_KIND_MEMORY_CHANGED",
+		6: "CHANGE_KIND_MEMORY_DELETED",
+		7: "CHANGE_KIND_SESSION_DELETED",
+	}
+	ChangeKind_value = map[string]int32{
+		"CHANGE_KIND_UNSPECIFIED":      0,
+		"CHANGE_KIND_SESSION_CREATED":  1,
+		"CHANGE_KIND_SESSION_UPDATED":  2,
+		"CHANGE_KIND_MESSAGE_ADDED":    3,
+		"CHANGE_KIND_MESSAGES_REMOVED": 4,
+		"CHANGE_KIND_MEMORY_CHANGED":   5,
+		"CHANGE_KIND_MEMORY_DELETED":   6,
+		"CHANGE_KIND_SESSION_DELETED":  7,
+	}
+)
+
+func (x ChangeKind) Enum() *ChangeKind {
+	p := new(ChangeKind)
+	*p = x
+	return p
+}
+
+func (x ChangeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_session_v1_session_proto_enumTypes[3].Descriptor()
+}
+
+func (ChangeKind) Type() protoreflect.EnumType {
+	return &file_session_v1_session_proto_enumTypes[3]
+}
+
+func (x ChangeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeKind.Descriptor instead.
+func (ChangeKind) EnumDescriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{3}
+}
+
 // One conversation.
 type Session struct {
 	state         protoimpl.MessageState
@@ -3237,6 +3312,359 @@ func (x *GetAppStateResponse) GetAppState() *AppState {
 	return nil
 }
 
+// One change of a session, as recorded when it committed.
+type SessionChange struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The cursor of this change: per user, growing in commit order (not
+	// gapless within one session: the ids between belong to the user's other
+	// sessions).
+	ChangeId int64 `protobuf:"varint,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	// The session that changed.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// What happened; says which of session, message and memory is set.
+	Kind ChangeKind `protobuf:"varint,3,opt,name=kind,proto3,enum=session.v1.ChangeKind" json:"kind,omitempty"`
+	// When the change was recorded (database clock).
+	ChangeTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	// The session as of the change (SESSION_CREATED, SESSION_UPDATED,
+	// MESSAGES_REMOVED).
+	Session *Session `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`
+	// The message added (MESSAGE_ADDED).
+	Message *Message `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// The memory as of the change (MEMORY_CHANGED).
+	Memory *Memory `protobuf:"bytes,7,opt,name=memory,proto3" json:"memory,omitempty"`
+	// For SESSION_UPDATED: which of title, status, conversation_data, metadata
+	// changed (empty when an update rewrote them unchanged).
+	ChangedFields []string `protobuf:"bytes,8,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+}
+
+func (x *SessionChange) Reset() {
+	*x = SessionChange{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[40]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *SessionChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionChange) ProtoMessage() {}
+
+func (x *SessionChange) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[40]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionChange.ProtoReflect.Descriptor instead.
+func (*SessionChange) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SessionChange) GetChangeId() int64 {
+	if x != nil {
+		return x.ChangeId
+	}
+	return 0
+}
+
+func (x *SessionChange) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SessionChange) GetKind() ChangeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChangeKind_CHANGE_KIND_UNSPECIFIED
+}
+
+func (x *SessionChange) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
+}
+
+func (x *SessionChange) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *SessionChange) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SessionChange) GetMemory() *Memory {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *SessionChange) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
+// Input of WatchSession.
+type WatchSessionRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Required: the session's UUID. INVALID_ARGUMENT when empty or not a UUID.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The cursor: only changes with a greater change_id. Unset: from now on (the
+	// first response says where "now" was). 0: from the first recorded change.
+	// Negative: INVALID_ARGUMENT. A cursor past the user's last change waits
+	// for changes past it.
+	AfterChangeId *int64 `protobuf:"varint,2,opt,name=after_change_id,json=afterChangeId,proto3,oneof" json:"after_change_id,omitempty"`
+}
+
+func (x *WatchSessionRequest) Reset() {
+	*x = WatchSessionRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[41]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionRequest) ProtoMessage() {}
+
+func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[41]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
+func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *WatchSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *WatchSessionRequest) GetAfterChangeId() int64 {
+	if x != nil && x.AfterChangeId != nil {
+		return *x.AfterChangeId
+	}
+	return 0
+}
+
+// One response of WatchSession: a change, or a heartbeat.
+type WatchSessionResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The next change; unset in a heartbeat.
+	Change *SessionChange `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	// Where to resume from: reconnect with after_change_id = cursor and nothing
+	// before it comes again, nothing after it is lost. Always set.
+	Cursor int64 `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+}
+
+func (x *WatchSessionResponse) Reset() {
+	*x = WatchSessionResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[42]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionResponse) ProtoMessage() {}
+
+func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[42]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionResponse.ProtoReflect.Descriptor instead.
+func (*WatchSessionResponse) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *WatchSessionResponse) GetChange() *SessionChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *WatchSessionResponse) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+// Input of WatchUserSessions.
+type WatchUserSessionsRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Required: whose sessions. In token mode the caller's own user_id unless
+	// the token has the sessions.admin scope (PERMISSION_DENIED otherwise).
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// As in WatchSessionRequest.
+	AfterChangeId *int64 `protobuf:"varint,2,opt,name=after_change_id,json=afterChangeId,proto3,oneof" json:"after_change_id,omitempty"`
+}
+
+func (x *WatchUserSessionsRequest) Reset() {
+	*x = WatchUserSessionsRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[43]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchUserSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchUserSessionsRequest) ProtoMessage() {}
+
+func (x *WatchUserSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[43]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchUserSessionsRequest.ProtoReflect.Descriptor instead.
+func (*WatchUserSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *WatchUserSessionsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *WatchUserSessionsRequest) GetAfterChangeId() int64 {
+	if x != nil && x.AfterChangeId != nil {
+		return *x.AfterChangeId
+	}
+	return 0
+}
+
+// One response of WatchUserSessions: a change, or a heartbeat.
+type WatchUserSessionsResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The next change of any of the user's sessions; unset in a heartbeat.
+	Change *SessionChange `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	// Where to resume from (as in WatchSessionResponse).
+	Cursor int64 `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+}
+
+func (x *WatchUserSessionsResponse) Reset() {
+	*x = WatchUserSessionsResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[44]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchUserSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchUserSessionsResponse) ProtoMessage() {}
+
+func (x *WatchUserSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[44]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchUserSessionsResponse.ProtoReflect.Descriptor instead.
+func (*WatchUserSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *WatchUserSessionsResponse) GetChange() *SessionChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *WatchUserSessionsResponse) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
 // Input of AddMessage.
 type AddMessageRequest struct {
 	state         protoimpl.MessageState
@@ -3309,7 +3737,7 @@ type AddMessageRequest struct {
 func (x *AddMessageRequest) Reset() {
 	*x = AddMessageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[40]
+		mi := &file_session_v1_session_proto_msgTypes[45]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3322,7 +3750,7 @@ func (x *AddMessageRequest) String() string {
 func (*AddMessageRequest) ProtoMessage() {}
 
 func (x *AddMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[40]
+	mi := &file_session_v1_session_proto_msgTypes[45]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3335,7 +3763,7 @@ func (x *AddMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessageRequest.ProtoReflect.Descriptor instead.
 func (*AddMessageRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{40}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AddMessageRequest) GetSessionId() string {
@@ -3450,7 +3878,7 @@ type AddMessageResponse struct {
 func (x *AddMessageResponse) Reset() {
 	*x = AddMessageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[41]
+		mi := &file_session_v1_session_proto_msgTypes[46]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3463,7 +3891,7 @@ func (x *AddMessageResponse) String() string {
 func (*AddMessageResponse) ProtoMessage() {}
 
 func (x *AddMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[41]
+	mi := &file_session_v1_session_proto_msgTypes[46]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3476,7 +3904,7 @@ func (x *AddMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessageResponse.ProtoReflect.Descriptor instead.
 func (*AddMessageResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{41}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AddMessageResponse) GetMessage() *Message {
@@ -3520,7 +3948,7 @@ type NewMessage struct {
 func (x *NewMessage) Reset() {
 	*x = NewMessage{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[42]
+		mi := &file_session_v1_session_proto_msgTypes[47]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3533,7 +3961,7 @@ func (x *NewMessage) String() string {
 func (*NewMessage) ProtoMessage() {}
 
 func (x *NewMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[42]
+	mi := &file_session_v1_session_proto_msgTypes[47]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3546,7 +3974,7 @@ func (x *NewMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewMessage.ProtoReflect.Descriptor instead.
 func (*NewMessage) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{42}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *NewMessage) GetRole() Role {
@@ -3639,7 +4067,7 @@ type AddMessagesRequest struct {
 func (x *AddMessagesRequest) Reset() {
 	*x = AddMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[43]
+		mi := &file_session_v1_session_proto_msgTypes[48]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3652,7 +4080,7 @@ func (x *AddMessagesRequest) String() string {
 func (*AddMessagesRequest) ProtoMessage() {}
 
 func (x *AddMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[43]
+	mi := &file_session_v1_session_proto_msgTypes[48]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3665,7 +4093,7 @@ func (x *AddMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessagesRequest.ProtoReflect.Descriptor instead.
 func (*AddMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{43}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AddMessagesRequest) GetSessionId() string {
@@ -3717,7 +4145,7 @@ type AddMessagesResponse struct {
 func (x *AddMessagesResponse) Reset() {
 	*x = AddMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[44]
+		mi := &file_session_v1_session_proto_msgTypes[49]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3730,7 +4158,7 @@ func (x *AddMessagesResponse) String() string {
 func (*AddMessagesResponse) ProtoMessage() {}
 
 func (x *AddMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[44]
+	mi := &file_session_v1_session_proto_msgTypes[49]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3743,7 +4171,7 @@ func (x *AddMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessagesResponse.ProtoReflect.Descriptor instead.
 func (*AddMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{44}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddMessagesResponse) GetMessages() []*Message {
@@ -3792,7 +4220,7 @@ type ListMessagesRequest struct {
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[45]
+		mi := &file_session_v1_session_proto_msgTypes[50]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3805,7 +4233,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[45]
+	mi := &file_session_v1_session_proto_msgTypes[50]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3818,7 +4246,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{45}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListMessagesRequest) GetSessionId() string {
@@ -3881,7 +4309,7 @@ type ListMessagesResponse struct {
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[46]
+		mi := &file_session_v1_session_proto_msgTypes[51]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3894,7 +4322,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[46]
+	mi := &file_session_v1_session_proto_msgTypes[51]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3907,7 +4335,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{46}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -3950,7 +4378,7 @@ type StreamMessagesRequest struct {
 func (x *StreamMessagesRequest) Reset() {
 	*x = StreamMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[47]
+		mi := &file_session_v1_session_proto_msgTypes[52]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3963,7 +4391,7 @@ func (x *StreamMessagesRequest) String() string {
 func (*StreamMessagesRequest) ProtoMessage() {}
 
 func (x *StreamMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[47]
+	mi := &file_session_v1_session_proto_msgTypes[52]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3976,7 +4404,7 @@ func (x *StreamMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamMessagesRequest.ProtoReflect.Descriptor instead.
 func (*StreamMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{47}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StreamMessagesRequest) GetSessionId() string {
@@ -4013,7 +4441,7 @@ type StreamMessagesResponse struct {
 func (x *StreamMessagesResponse) Reset() {
 	*x = StreamMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[48]
+		mi := &file_session_v1_session_proto_msgTypes[53]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4026,7 +4454,7 @@ func (x *StreamMessagesResponse) String() string {
 func (*StreamMessagesResponse) ProtoMessage() {}
 
 func (x *StreamMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[48]
+	mi := &file_session_v1_session_proto_msgTypes[53]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4039,7 +4467,7 @@ func (x *StreamMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamMessagesResponse.ProtoReflect.Descriptor instead.
 func (*StreamMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{48}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StreamMessagesResponse) GetMessage() *Message {
@@ -4083,7 +4511,7 @@ type SearchMessagesRequest struct {
 func (x *SearchMessagesRequest) Reset() {
 	*x = SearchMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[49]
+		mi := &file_session_v1_session_proto_msgTypes[54]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4096,7 +4524,7 @@ func (x *SearchMessagesRequest) String() string {
 func (*SearchMessagesRequest) ProtoMessage() {}
 
 func (x *SearchMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[49]
+	mi := &file_session_v1_session_proto_msgTypes[54]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4109,7 +4537,7 @@ func (x *SearchMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchMessagesRequest.ProtoReflect.Descriptor instead.
 func (*SearchMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{49}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SearchMessagesRequest) GetQuery() string {
@@ -4196,7 +4624,7 @@ type SearchResult struct {
 func (x *SearchResult) Reset() {
 	*x = SearchResult{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[50]
+		mi := &file_session_v1_session_proto_msgTypes[55]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4209,7 +4637,7 @@ func (x *SearchResult) String() string {
 func (*SearchResult) ProtoMessage() {}
 
 func (x *SearchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[50]
+	mi := &file_session_v1_session_proto_msgTypes[55]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4222,7 +4650,7 @@ func (x *SearchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResult.ProtoReflect.Descriptor instead.
 func (*SearchResult) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{50}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SearchResult) GetMessage() *Message {
@@ -4262,7 +4690,7 @@ type SearchMessagesResponse struct {
 func (x *SearchMessagesResponse) Reset() {
 	*x = SearchMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[51]
+		mi := &file_session_v1_session_proto_msgTypes[56]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4275,7 +4703,7 @@ func (x *SearchMessagesResponse) String() string {
 func (*SearchMessagesResponse) ProtoMessage() {}
 
 func (x *SearchMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[51]
+	mi := &file_session_v1_session_proto_msgTypes[56]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4288,7 +4716,7 @@ func (x *SearchMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchMessagesResponse.ProtoReflect.Descriptor instead.
 func (*SearchMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{51}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SearchMessagesResponse) GetResults() []*SearchResult {
@@ -4329,7 +4757,7 @@ type CreateMemoryRequest struct {
 func (x *CreateMemoryRequest) Reset() {
 	*x = CreateMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[52]
+		mi := &file_session_v1_session_proto_msgTypes[57]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4342,7 +4770,7 @@ func (x *CreateMemoryRequest) String() string {
 func (*CreateMemoryRequest) ProtoMessage() {}
 
 func (x *CreateMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[52]
+	mi := &file_session_v1_session_proto_msgTypes[57]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4355,7 +4783,7 @@ func (x *CreateMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMemoryRequest.ProtoReflect.Descriptor instead.
 func (*CreateMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{52}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateMemoryRequest) GetSessionId() string {
@@ -4406,7 +4834,7 @@ type CreateMemoryResponse struct {
 func (x *CreateMemoryResponse) Reset() {
 	*x = CreateMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[53]
+		mi := &file_session_v1_session_proto_msgTypes[58]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4419,7 +4847,7 @@ func (x *CreateMemoryResponse) String() string {
 func (*CreateMemoryResponse) ProtoMessage() {}
 
 func (x *CreateMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[53]
+	mi := &file_session_v1_session_proto_msgTypes[58]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4432,7 +4860,7 @@ func (x *CreateMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMemoryResponse.ProtoReflect.Descriptor instead.
 func (*CreateMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{53}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CreateMemoryResponse) GetMemory() *Memory {
@@ -4456,7 +4884,7 @@ type GetMemoryRequest struct {
 func (x *GetMemoryRequest) Reset() {
 	*x = GetMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[54]
+		mi := &file_session_v1_session_proto_msgTypes[59]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4469,7 +4897,7 @@ func (x *GetMemoryRequest) String() string {
 func (*GetMemoryRequest) ProtoMessage() {}
 
 func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[54]
+	mi := &file_session_v1_session_proto_msgTypes[59]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4482,7 +4910,7 @@ func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{54}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetMemoryRequest) GetSessionId() string {
@@ -4505,7 +4933,7 @@ type GetMemoryResponse struct {
 func (x *GetMemoryResponse) Reset() {
 	*x = GetMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[55]
+		mi := &file_session_v1_session_proto_msgTypes[60]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4518,7 +4946,7 @@ func (x *GetMemoryResponse) String() string {
 func (*GetMemoryResponse) ProtoMessage() {}
 
 func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[55]
+	mi := &file_session_v1_session_proto_msgTypes[60]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4531,7 +4959,7 @@ func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{55}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetMemoryResponse) GetMemory() *Memory {
@@ -4559,7 +4987,7 @@ type UpdateMemoryRequest struct {
 func (x *UpdateMemoryRequest) Reset() {
 	*x = UpdateMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[56]
+		mi := &file_session_v1_session_proto_msgTypes[61]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4572,7 +5000,7 @@ func (x *UpdateMemoryRequest) String() string {
 func (*UpdateMemoryRequest) ProtoMessage() {}
 
 func (x *UpdateMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[56]
+	mi := &file_session_v1_session_proto_msgTypes[61]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4585,7 +5013,7 @@ func (x *UpdateMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMemoryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{56}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *UpdateMemoryRequest) GetMemory() *Memory {
@@ -4622,7 +5050,7 @@ type UpdateMemoryResponse struct {
 func (x *UpdateMemoryResponse) Reset() {
 	*x = UpdateMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[57]
+		mi := &file_session_v1_session_proto_msgTypes[62]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4635,7 +5063,7 @@ func (x *UpdateMemoryResponse) String() string {
 func (*UpdateMemoryResponse) ProtoMessage() {}
 
 func (x *UpdateMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[57]
+	mi := &file_session_v1_session_proto_msgTypes[62]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4648,7 +5076,7 @@ func (x *UpdateMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMemoryResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{57}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *UpdateMemoryResponse) GetMemory() *Memory {
@@ -4672,7 +5100,7 @@ type DeleteMemoryRequest struct {
 func (x *DeleteMemoryRequest) Reset() {
 	*x = DeleteMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[58]
+		mi := &file_session_v1_session_proto_msgTypes[63]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4685,7 +5113,7 @@ func (x *DeleteMemoryRequest) String() string {
 func (*DeleteMemoryRequest) ProtoMessage() {}
 
 func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[58]
+	mi := &file_session_v1_session_proto_msgTypes[63]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4698,7 +5126,7 @@ func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{58}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DeleteMemoryRequest) GetSessionId() string {
@@ -4718,7 +5146,7 @@ type DeleteMemoryResponse struct {
 func (x *DeleteMemoryResponse) Reset() {
 	*x = DeleteMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[59]
+		mi := &file_session_v1_session_proto_msgTypes[64]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4731,7 +5159,7 @@ func (x *DeleteMemoryResponse) String() string {
 func (*DeleteMemoryResponse) ProtoMessage() {}
 
 func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[59]
+	mi := &file_session_v1_session_proto_msgTypes[64]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4744,7 +5172,7 @@ func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{59}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{64}
 }
 
 var File_session_v1_session_proto protoreflect.FileDescriptor
@@ -5206,7 +5634,57 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x31, 0x0a, 0x09, 0x61, 0x70, 0x70,
 	0x5f, 0x73, 0x74, 0x61, 0x74, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x14, 0x2e, 0x73,
 	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x70, 0x70, 0x53, 0x74, 0x61,
-	0x74, 0x65, 0x52, 0x08, 0x61, 0x70, 0x70, 0x53, 0x74, 0x61, 0x74, 0x65, 0x22, 0xe9, 0x04, 0x0a,
+	0x74, 0x65, 0x52, 0x08, 0x61, 0x70, 0x70, 0x53, 0x74, 0x61, 0x74, 0x65, 0x22, 0xe5, 0x02, 0x0a,
+	0x0d, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x12, 0x1b,
+	0x0a, 0x09, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x03, 0x52, 0x08, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x49, 0x64, 0x12, 0x1d, 0x0a, 0x0a, 0x73,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x09, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x49, 0x64, 0x12, 0x2a, 0x0a, 0x04, 0x6b, 0x69,
+	0x6e, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0e, 0x32, 0x16, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x4b, 0x69, 0x6e, 0x64,
+	0x52, 0x04, 0x6b, 0x69, 0x6e, 0x64, 0x12, 0x3b, 0x0a, 0x0b, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65,
+	0x5f, 0x74, 0x69, 0x6d, 0x65, 0x18, 0x04, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f,
+	0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69,
+	0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x0a, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x54,
+	0x69, 0x6d, 0x65, 0x12, 0x2d, 0x0a, 0x07, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x18, 0x05,
+	0x20, 0x01, 0x28, 0x0b, 0x32, 0x13, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
+	0x31, 0x2e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x07, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x12, 0x2d, 0x0a, 0x07, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x18, 0x06, 0x20,
+	0x01, 0x28, 0x0b, 0x32, 0x13, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
+	0x2e, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x07, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67,
+	0x65, 0x12, 0x2a, 0x0a, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x18, 0x07, 0x20, 0x01, 0x28,
+	0x0b, 0x32, 0x12, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4d,
+	0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x25, 0x0a,
+	0x0e, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x64, 0x5f, 0x66, 0x69, 0x65, 0x6c, 0x64, 0x73, 0x18,
+	0x08, 0x20, 0x03, 0x28, 0x09, 0x52, 0x0d, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x64, 0x46, 0x69,
+	0x65, 0x6c, 0x64, 0x73, 0x22, 0x75, 0x0a, 0x13, 0x57, 0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x1d, 0x0a, 0x0a, 0x73,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x09, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x49, 0x64, 0x12, 0x2b, 0x0a, 0x0f, 0x61, 0x66,
+	0x74, 0x65, 0x72, 0x5f, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20,
+	0x01, 0x28, 0x03, 0x48, 0x00, 0x52, 0x0d, 0x61, 0x66, 0x74, 0x65, 0x72, 0x43, 0x68, 0x61, 0x6e,
+	0x67, 0x65, 0x49, 0x64, 0x88, 0x01, 0x01, 0x42, 0x12, 0x0a, 0x10, 0x5f, 0x61, 0x66, 0x74, 0x65,
+	0x72, 0x5f, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x22, 0x61, 0x0a, 0x14, 0x57,
+	0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f,
+	0x6e, 0x73, 0x65, 0x12, 0x31, 0x0a, 0x06, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x18, 0x01, 0x20,
+	0x01, 0x28, 0x0b, 0x32, 0x19, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
+	0x2e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x52, 0x06,
+	0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72,
+	0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x52, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72, 0x22, 0x74,
+	0x0a, 0x18, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65, 0x72, 0x53, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x17, 0x0a, 0x07, 0x75, 0x73,
+	0x65, 0x72, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x75, 0x73, 0x65,
+	0x72, 0x49, 0x64, 0x12, 0x2b, 0x0a, 0x0f, 0x61, 0x66, 0x74, 0x65, 0x72, 0x5f, 0x63, 0x68, 0x61,
+	0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x48, 0x00, 0x52, 0x0d,
+	0x61, 0x66, 0x74, 0x65, 0x72, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x49, 0x64, 0x88, 0x01, 0x01,
+	0x42, 0x12, 0x0a, 0x10, 0x5f, 0x61, 0x66, 0x74, 0x65, 0x72, 0x5f, 0x63, 0x68, 0x61, 0x6e, 0x67,
+	0x65, 0x5f, 0x69, 0x64, 0x22, 0x66, 0x0a, 0x19, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65,
+	0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73,
+	0x65, 0x12, 0x31, 0x0a, 0x06, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x0b, 0x32, 0x19, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x52, 0x06, 0x63, 0x68,
+	0x61, 0x6e, 0x67, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72, 0x18, 0x02,
+	0x20, 0x01, 0x28, 0x03, 0x52, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72, 0x22, 0xe9, 0x04, 0x0a,
 	0x11, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65,
 	0x73, 0x74, 0x12, 0x1d, 0x0a, 0x0a, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64,
 	0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x49,
@@ -5442,7 +5920,24 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x5f, 0x54, 0x59, 0x50, 0x45, 0x5f, 0x54, 0x4f, 0x4f, 0x4c, 0x5f, 0x52, 0x45, 0x53, 0x55, 0x4c,
 	0x54, 0x10, 0x04, 0x12, 0x1d, 0x0a, 0x19, 0x4d, 0x45, 0x53, 0x53, 0x41, 0x47, 0x45, 0x5f, 0x54,
 	0x59, 0x50, 0x45, 0x5f, 0x4e, 0x4f, 0x54, 0x49, 0x46, 0x49, 0x43, 0x41, 0x54, 0x49, 0x4f, 0x4e,
-	0x10, 0x05, 0x32, 0xb5, 0x09, 0x0a, 0x0e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x53, 0x65,
+	0x10, 0x05, 0x2a, 0x8d, 0x02, 0x0a, 0x0a, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x4b, 0x69, 0x6e,
+	0x64, 0x12, 0x1b, 0x0a, 0x17, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44,
+	0x5f, 0x55, 0x4e, 0x53, 0x50, 0x45, 0x43, 0x49, 0x46, 0x49, 0x45, 0x44, 0x10, 0x00, 0x12, 0x1f,
+	0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44, 0x5f, 0x53, 0x45,
+	0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x43, 0x52, 0x45, 0x41, 0x54, 0x45, 0x44, 0x10, 0x01, 0x12,
+	0x1f, 0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44, 0x5f, 0x53,
+	0x45, 0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x55, 0x50, 0x44, 0x41, 0x54, 0x45, 0x44, 0x10, 0x02,
+	0x12, 0x1d, 0x0a, 0x19, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44, 0x5f,
+	0x4d, 0x45, 0x53, 0x53, 0x41, 0x47, 0x45, 0x5f, 0x41, 0x44, 0x44, 0x45, 0x44, 0x10, 0x03, 0x12,
+	0x20, 0x0a, 0x1c, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44, 0x5f, 0x4d,
+	0x45, 0x53, 0x53, 0x41, 0x47, 0x45, 0x53, 0x5f, 0x52, 0x45, 0x4d, 0x4f, 0x56, 0x45, 0x44, 0x10,
+	0x04, 0x12, 0x1e, 0x0a, 0x1a, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44,
+	0x5f, 0x4d, 0x45, 0x4d, 0x4f, 0x52, 0x59, 0x5f, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x44, 0x10,
+	0x05, 0x12, 0x1e, 0x0a, 0x1a, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44,
+	0x5f, 0x4d, 0x45, 0x4d, 0x4f, 0x52, 0x59, 0x5f, 0x44, 0x45, 0x4c, 0x45, 0x54, 0x45, 0x44, 0x10,
+	0x06, 0x12, 0x1f, 0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44,
+	0x5f, 0x53, 0x45, 0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x44, 0x45, 0x4c, 0x45, 0x54, 0x45, 0x44,
+	0x10, 0x07, 0x32, 0xee, 0x0a, 0x0a, 0x0e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x53, 0x65,
 	0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x54, 0x0a, 0x0d, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x53,
 	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x12, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
 	0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f,
@@ -5517,61 +6012,72 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x41, 0x70, 0x70, 0x53, 0x74, 0x61,
 	0x74, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73,
 	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x41, 0x70, 0x70, 0x53, 0x74, 0x61,
-	0x74, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x32, 0xb4, 0x03, 0x0a, 0x0e, 0x4d,
-	0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x4b, 0x0a,
-	0x0a, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x12, 0x1d, 0x2e, 0x73, 0x65,
-	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73,
-	0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1e, 0x2e, 0x73, 0x65, 0x73,
-	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61,
-	0x67, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x4e, 0x0a, 0x0b, 0x41, 0x64,
-	0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x1e, 0x2e, 0x73, 0x65, 0x73, 0x73,
-	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67,
-	0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73,
-	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67,
-	0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x4c, 0x69,
-	0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73,
-	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73,
-	0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65,
-	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73,
-	0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x59, 0x0a,
-	0x0e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12,
-	0x21, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74, 0x72,
-	0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65,
-	0x73, 0x74, 0x1a, 0x22, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e,
-	0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65,
-	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x12, 0x57, 0x0a, 0x0e, 0x53, 0x65, 0x61, 0x72,
-	0x63, 0x68, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x21, 0x2e, 0x73, 0x65, 0x73,
-	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x61, 0x72, 0x63, 0x68, 0x4d, 0x65,
-	0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x22, 0x2e,
-	0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x61, 0x72, 0x63,
-	0x68, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73,
-	0x65, 0x32, 0xd2, 0x02, 0x0a, 0x0d, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x53, 0x65, 0x72, 0x76,
-	0x69, 0x63, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d,
-	0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
-	0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71,
+	0x74, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x53, 0x0a, 0x0c, 0x57, 0x61,
+	0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x53, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x12,
+	0x62, 0x0a, 0x11, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65, 0x72, 0x53, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x73, 0x12, 0x24, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
+	0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65, 0x72, 0x53, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x25, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65,
+	0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73,
+	0x65, 0x30, 0x01, 0x32, 0xb4, 0x03, 0x0a, 0x0e, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x53,
+	0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x4b, 0x0a, 0x0a, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73,
+	0x73, 0x61, 0x67, 0x65, 0x12, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
+	0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75,
+	0x65, 0x73, 0x74, 0x1a, 0x1e, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
+	0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f,
+	0x6e, 0x73, 0x65, 0x12, 0x4e, 0x0a, 0x0b, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67,
+	0x65, 0x73, 0x12, 0x1e, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e,
+	0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65,
+	0x73, 0x74, 0x1a, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e,
+	0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f,
+	0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61,
+	0x67, 0x65, 0x73, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
+	0x2e, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71,
 	0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
-	0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65,
-	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x09, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d,
-	0x6f, 0x72, 0x79, 0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
-	0x2e, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
-	0x74, 0x1a, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47,
-	0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65,
-	0x12, 0x51, 0x0a, 0x0c, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
-	0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70,
-	0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
-	0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55,
-	0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f,
-	0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d,
-	0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
-	0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71,
-	0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
-	0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65,
-	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x42, 0x46, 0x5a, 0x44, 0x67, 0x69, 0x74, 0x68, 0x75, 0x62,
-	0x2e, 0x63, 0x6f, 0x6d, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70,
-	0x63, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x63,
-	0x6c, 0x69, 0x65, 0x6e, 0x74, 0x73, 0x2f, 0x67, 0x6f, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
-	0x6e, 0x2f, 0x76, 0x31, 0x3b, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x76, 0x31, 0x62, 0x06,
-	0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
+	0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65,
+	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x59, 0x0a, 0x0e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d,
+	0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x21, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73,
+	0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x22, 0x2e, 0x73, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d,
+	0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30,
+	0x01, 0x12, 0x57, 0x0a, 0x0e, 0x53, 0x65, 0x61, 0x72, 0x63, 0x68, 0x4d, 0x65, 0x73, 0x73, 0x61,
+	0x67, 0x65, 0x73, 0x12, 0x21, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
+	0x2e, 0x53, 0x65, 0x61, 0x72, 0x63, 0x68, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52,
+	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x22, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
+	0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x61, 0x72, 0x63, 0x68, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67,
+	0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x32, 0xd2, 0x02, 0x0a, 0x0d, 0x4d,
+	0x65, 0x6d, 0x6f, 0x72, 0x79, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x51, 0x0a, 0x0c,
+	0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65,
+	0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e,
+	0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74,
+	0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12,
+	0x48, 0x0a, 0x09, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1c, 0x2e, 0x73,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d,
+	0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1d, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72,
+	0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x55, 0x70, 0x64,
+	0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d,
+	0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65,
+	0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c,
+	0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65,
+	0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e,
+	0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74,
+	0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x42,
+	0x46, 0x5a, 0x44, 0x67, 0x69, 0x74, 0x68, 0x75, 0x62, 0x2e, 0x63, 0x6f, 0x6d, 0x2f, 0x73, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x63, 0x6c, 0x69, 0x65, 0x6e, 0x74, 0x73, 0x2f,
+	0x67, 0x6f, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2f, 0x76, 0x31, 0x3b, 0x73, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x76, 0x31, 0x62, 0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
 }
 
 var (
@@ -5586,220 +6092,237 @@ func file_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_session_v1_session_proto_rawDescData
 }
 
-var file_session_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_session_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 65)
 var file_session_v1_session_proto_goTypes = []interface{}{
 	(SessionStatus)(0),                // 0: session.v1.SessionStatus
 	(Role)(0),                         // 1: session.v1.Role
 	(MessageType)(0),                  // 2: session.v1.MessageType
-	(*Session)(nil),                   // 3: session.v1.Session
-	(*Message)(nil),                   // 4: session.v1.Message
-	(*Memory)(nil),                    // 5: session.v1.Memory
-	(*RoleCount)(nil),                 // 6: session.v1.RoleCount
-	(*SessionSummary)(nil),            // 7: session.v1.SessionSummary
-	(*StatusCount)(nil),               // 8: session.v1.StatusCount
-	(*ServiceStats)(nil),              // 9: session.v1.ServiceStats
-	(*AppStats)(nil),                  // 10: session.v1.AppStats
-	(*StateDelta)(nil),                // 11: session.v1.StateDelta
-	(*ScopedStateDelta)(nil),          // 12: session.v1.ScopedStateDelta
-	(*UserState)(nil),                 // 13: session.v1.UserState
-	(*AppState)(nil),                  // 14: session.v1.AppState
-	(*CreateSessionRequest)(nil),      // 15: session.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 16: session.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),         // 17: session.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 18: session.v1.GetSessionResponse
-	(*UpdateSessionRequest)(nil),      // 19: session.v1.UpdateSessionRequest
-	(*UpdateSessionResponse)(nil),     // 20: session.v1.UpdateSessionResponse
-	(*EndSessionRequest)(nil),         // 21: session.v1.EndSessionRequest
-	(*EndSessionResponse)(nil),        // 22: session.v1.EndSessionResponse
-	(*DeleteSessionRequest)(nil),      // 23: session.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),     // 24: session.v1.DeleteSessionResponse
-	(*ListSessionsRequest)(nil),       // 25: session.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),      // 26: session.v1.ListSessionsResponse
-	(*GetSessionSummaryRequest)(nil),  // 27: session.v1.GetSessionSummaryRequest
-	(*GetSessionSummaryResponse)(nil), // 28: session.v1.GetSessionSummaryResponse
-	(*GetServiceStatsRequest)(nil),    // 29: session.v1.GetServiceStatsRequest
-	(*GetServiceStatsResponse)(nil),   // 30: session.v1.GetServiceStatsResponse
-	(*ExpireSessionsRequest)(nil),     // 31: session.v1.ExpireSessionsRequest
-	(*ExpireSessionsResponse)(nil),    // 32: session.v1.ExpireSessionsResponse
-	(*ForkSessionRequest)(nil),        // 33: session.v1.ForkSessionRequest
-	(*ForkSessionResponse)(nil),       // 34: session.v1.ForkSessionResponse
-	(*TruncateSessionRequest)(nil),    // 35: session.v1.TruncateSessionRequest
-	(*TruncateSessionResponse)(nil),   // 36: session.v1.TruncateSessionResponse
-	(*UpdateStateRequest)(nil),        // 37: session.v1.UpdateStateRequest
-	(*UpdateStateResponse)(nil),       // 38: session.v1.UpdateStateResponse
-	(*GetUserStateRequest)(nil),       // 39: session.v1.GetUserStateRequest
-	(*GetUserStateResponse)(nil),      // 40: session.v1.GetUserStateResponse
-	(*GetAppStateRequest)(nil),        // 41: session.v1.GetAppStateRequest
-	(*GetAppStateResponse)(nil),       // 42: session.v1.GetAppStateResponse
-	(*AddMessageRequest)(nil),         // 43: session.v1.AddMessageRequest
-	(*AddMessageResponse)(nil),        // 44: session.v1.AddMessageResponse
-	(*NewMessage)(nil),                // 45: session.v1.NewMessage
-	(*AddMessagesRequest)(nil),        // 46: session.v1.AddMessagesRequest
-	(*AddMessagesResponse)(nil),       // 47: session.v1.AddMessagesResponse
-	(*ListMessagesRequest)(nil),       // 48: session.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),      // 49: session.v1.ListMessagesResponse
-	(*StreamMessagesRequest)(nil),     // 50: session.v1.StreamMessagesRequest
-	(*StreamMessagesResponse)(nil),    // 51: session.v1.StreamMessagesResponse
-	(*SearchMessagesRequest)(nil),     // 52: session.v1.SearchMessagesRequest
-	(*SearchResult)(nil),              // 53: session.v1.SearchResult
-	(*SearchMessagesResponse)(nil),    // 54: session.v1.SearchMessagesResponse
-	(*CreateMemoryRequest)(nil),       // 55: session.v1.CreateMemoryRequest
-	(*CreateMemoryResponse)(nil),      // 56: session.v1.CreateMemoryResponse
-	(*GetMemoryRequest)(nil),          // 57: session.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),         // 58: session.v1.GetMemoryResponse
-	(*UpdateMemoryRequest)(nil),       // 59: session.v1.UpdateMemoryRequest
-	(*UpdateMemoryResponse)(nil),      // 60: session.v1.UpdateMemoryResponse
-	(*DeleteMemoryRequest)(nil),       // 61: session.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),      // 62: session.v1.DeleteMemoryResponse
-	(*structpb.Struct)(nil),           // 63: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),     // 64: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),     // 65: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),       // 66: google.protobuf.Duration
+	(ChangeKind)(0),                   // 3: session.v1.ChangeKind
+	(*Session)(nil),                   // 4: session.v1.Session
+	(*Message)(nil),                   // 5: session.v1.Message
+	(*Memory)(nil),                    // 6: session.v1.Memory
+	(*RoleCount)(nil),                 // 7: session.v1.RoleCount
+	(*SessionSummary)(nil),            // 8: session.v1.SessionSummary
+	(*StatusCount)(nil),               // 9: session.v1.StatusCount
+	(*ServiceStats)(nil),              // 10: session.v1.ServiceStats
+	(*AppStats)(nil),                  // 11: session.v1.AppStats
+	(*StateDelta)(nil),                // 12: session.v1.StateDelta
+	(*ScopedStateDelta)(nil),          // 13: session.v1.ScopedStateDelta
+	(*UserState)(nil),                 // 14: session.v1.UserState
+	(*AppState)(nil),                  // 15: session.v1.AppState
+	(*CreateSessionRequest)(nil),      // 16: session.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 17: session.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),         // 18: session.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 19: session.v1.GetSessionResponse
+	(*UpdateSessionRequest)(nil),      // 20: session.v1.UpdateSessionRequest
+	(*UpdateSessionResponse)(nil),     // 21: session.v1.UpdateSessionResponse
+	(*EndSessionRequest)(nil),         // 22: session.v1.EndSessionRequest
+	(*EndSessionResponse)(nil),        // 23: session.v1.EndSessionResponse
+	(*DeleteSessionRequest)(nil),      // 24: session.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),     // 25: session.v1.DeleteSessionResponse
+	(*ListSessionsRequest)(nil),       // 26: session.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 27: session.v1.ListSessionsResponse
+	(*GetSessionSummaryRequest)(nil),  // 28: session.v1.GetSessionSummaryRequest
+	(*GetSessionSummaryResponse)(nil), // 29: session.v1.GetSessionSummaryResponse
+	(*GetServiceStatsRequest)(nil),    // 30: session.v1.GetServiceStatsRequest
+	(*GetServiceStatsResponse)(nil),   // 31: session.v1.GetServiceStatsResponse
+	(*ExpireSessionsRequest)(nil),     // 32: session.v1.ExpireSessionsRequest
+	(*ExpireSessionsResponse)(nil),    // 33: session.v1.ExpireSessionsResponse
+	(*ForkSessionRequest)(nil),        // 34: session.v1.ForkSessionRequest
+	(*ForkSessionResponse)(nil),       // 35: session.v1.ForkSessionResponse
+	(*TruncateSessionRequest)(nil),    // 36: session.v1.TruncateSessionRequest
+	(*TruncateSessionResponse)(nil),   // 37: session.v1.TruncateSessionResponse
+	(*UpdateStateRequest)(nil),        // 38: session.v1.UpdateStateRequest
+	(*UpdateStateResponse)(nil),       // 39: session.v1.UpdateStateResponse
+	(*GetUserStateRequest)(nil),       // 40: session.v1.GetUserStateRequest
+	(*GetUserStateResponse)(nil),      // 41: session.v1.GetUserStateResponse
+	(*GetAppStateRequest)(nil),        // 42: session.v1.GetAppStateRequest
+	(*GetAppStateResponse)(nil),       // 43: session.v1.GetAppStateResponse
+	(*SessionChange)(nil),             // 44: session.v1.SessionChange
+	(*WatchSessionRequest)(nil),       // 45: session.v1.WatchSessionRequest
+	(*WatchSessionResponse)(nil),      // 46: session.v1.WatchSessionResponse
+	(*WatchUserSessionsRequest)(nil),  // 47: session.v1.WatchUserSessionsRequest
+	(*WatchUserSessionsResponse)(nil), // 48: session.v1.WatchUserSessionsResponse
+	(*AddMessageRequest)(nil),         // 49: session.v1.AddMessageRequest
+	(*AddMessageResponse)(nil),        // 50: session.v1.AddMessageResponse
+	(*NewMessage)(nil),                // 51: session.v1.NewMessage
+	(*AddMessagesRequest)(nil),        // 52: session.v1.AddMessagesRequest
+	(*AddMessagesResponse)(nil),       // 53: session.v1.AddMessagesResponse
+	(*ListMessagesRequest)(nil),       // 54: session.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),      // 55: session.v1.ListMessagesResponse
+	(*StreamMessagesRequest)(nil),     // 56: session.v1.StreamMessagesRequest
+	(*StreamMessagesResponse)(nil),    // 57: session.v1.StreamMessagesResponse
+	(*SearchMessagesRequest)(nil),     // 58: session.v1.SearchMessagesRequest
+	(*SearchResult)(nil),              // 59: session.v1.SearchResult
+	(*SearchMessagesResponse)(nil),    // 60: session.v1.SearchMessagesResponse
+	(*CreateMemoryRequest)(nil),       // 61: session.v1.CreateMemoryRequest
+	(*CreateMemoryResponse)(nil),      // 62: session.v1.CreateMemoryResponse
+	(*GetMemoryRequest)(nil),          // 63: session.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),         // 64: session.v1.GetMemoryResponse
+	(*UpdateMemoryRequest)(nil),       // 65: session.v1.UpdateMemoryRequest
+	(*UpdateMemoryResponse)(nil),      // 66: session.v1.UpdateMemoryResponse
+	(*DeleteMemoryRequest)(nil),       // 67: session.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),      // 68: session.v1.DeleteMemoryResponse
+	(*structpb.Struct)(nil),           // 69: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 70: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),     // 71: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),       // 72: google.protobuf.Duration
 }
 var file_session_v1_session_proto_depIdxs = []int32{
 	0,   // 0: session.v1.Session.status:type_name -> session.v1.SessionStatus
-	63,  // 1: session.v1.Session.conversation_data:type_name -> google.protobuf.Struct
-	63,  // 2: session.v1.Session.metadata:type_name -> google.protobuf.Struct
-	64,  // 3: session.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	64,  // 4: session.v1.Session.update_time:type_name -> google.protobuf.Timestamp
-	64,  // 5: session.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
-	64,  // 6: session.v1.Session.end_time:type_name -> google.protobuf.Timestamp
-	64,  // 7: session.v1.Session.last_event_time:type_name -> google.protobuf.Timestamp
+	69,  // 1: session.v1.Session.conversation_data:type_name -> google.protobuf.Struct
+	69,  // 2: session.v1.Session.metadata:type_name -> google.protobuf.Struct
+	70,  // 3: session.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	70,  // 4: session.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	70,  // 5: session.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
+	70,  // 6: session.v1.Session.end_time:type_name -> google.protobuf.Timestamp
+	70,  // 7: session.v1.Session.last_event_time:type_name -> google.protobuf.Timestamp
 	1,   // 8: session.v1.Message.role:type_name -> session.v1.Role
 	2,   // 9: session.v1.Message.message_type:type_name -> session.v1.MessageType
-	63,  // 10: session.v1.Message.metadata:type_name -> google.protobuf.Struct
-	64,  // 11: session.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	64,  // 12: session.v1.Message.event_time:type_name -> google.protobuf.Timestamp
-	63,  // 13: session.v1.Memory.preferences:type_name -> google.protobuf.Struct
-	63,  // 14: session.v1.Memory.metadata:type_name -> google.protobuf.Struct
-	64,  // 15: session.v1.Memory.create_time:type_name -> google.protobuf.Timestamp
-	64,  // 16: session.v1.Memory.update_time:type_name -> google.protobuf.Timestamp
+	69,  // 10: session.v1.Message.metadata:type_name -> google.protobuf.Struct
+	70,  // 11: session.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	70,  // 12: session.v1.Message.event_time:type_name -> google.protobuf.Timestamp
+	69,  // 13: session.v1.Memory.preferences:type_name -> google.protobuf.Struct
+	69,  // 14: session.v1.Memory.metadata:type_name -> google.protobuf.Struct
+	70,  // 15: session.v1.Memory.create_time:type_name -> google.protobuf.Timestamp
+	70,  // 16: session.v1.Memory.update_time:type_name -> google.protobuf.Timestamp
 	1,   // 17: session.v1.RoleCount.role:type_name -> session.v1.Role
 	0,   // 18: session.v1.SessionSummary.status:type_name -> session.v1.SessionStatus
-	6,   // 19: session.v1.SessionSummary.message_counts_by_role:type_name -> session.v1.RoleCount
-	64,  // 20: session.v1.SessionSummary.first_message_time:type_name -> google.protobuf.Timestamp
-	64,  // 21: session.v1.SessionSummary.last_message_time:type_name -> google.protobuf.Timestamp
-	64,  // 22: session.v1.SessionSummary.create_time:type_name -> google.protobuf.Timestamp
-	64,  // 23: session.v1.SessionSummary.last_activity_time:type_name -> google.protobuf.Timestamp
+	7,   // 19: session.v1.SessionSummary.message_counts_by_role:type_name -> session.v1.RoleCount
+	70,  // 20: session.v1.SessionSummary.first_message_time:type_name -> google.protobuf.Timestamp
+	70,  // 21: session.v1.SessionSummary.last_message_time:type_name -> google.protobuf.Timestamp
+	70,  // 22: session.v1.SessionSummary.create_time:type_name -> google.protobuf.Timestamp
+	70,  // 23: session.v1.SessionSummary.last_activity_time:type_name -> google.protobuf.Timestamp
 	0,   // 24: session.v1.StatusCount.status:type_name -> session.v1.SessionStatus
-	8,   // 25: session.v1.ServiceStats.sessions_by_status:type_name -> session.v1.StatusCount
-	10,  // 26: session.v1.ServiceStats.apps:type_name -> session.v1.AppStats
-	63,  // 27: session.v1.StateDelta.set:type_name -> google.protobuf.Struct
-	11,  // 28: session.v1.ScopedStateDelta.session_state:type_name -> session.v1.StateDelta
-	11,  // 29: session.v1.ScopedStateDelta.user_state:type_name -> session.v1.StateDelta
-	11,  // 30: session.v1.ScopedStateDelta.app_state:type_name -> session.v1.StateDelta
-	63,  // 31: session.v1.UserState.state:type_name -> google.protobuf.Struct
-	64,  // 32: session.v1.UserState.update_time:type_name -> google.protobuf.Timestamp
-	63,  // 33: session.v1.AppState.state:type_name -> google.protobuf.Struct
-	64,  // 34: session.v1.AppState.update_time:type_name -> google.protobuf.Timestamp
-	63,  // 35: session.v1.CreateSessionRequest.conversation_data:type_name -> google.protobuf.Struct
-	63,  // 36: session.v1.CreateSessionRequest.metadata:type_name -> google.protobuf.Struct
-	3,   // 37: session.v1.CreateSessionResponse.session:type_name -> session.v1.Session
-	3,   // 38: session.v1.GetSessionResponse.session:type_name -> session.v1.Session
-	13,  // 39: session.v1.GetSessionResponse.user_state:type_name -> session.v1.UserState
-	14,  // 40: session.v1.GetSessionResponse.app_state:type_name -> session.v1.AppState
-	3,   // 41: session.v1.UpdateSessionRequest.session:type_name -> session.v1.Session
-	65,  // 42: session.v1.UpdateSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	3,   // 43: session.v1.UpdateSessionResponse.session:type_name -> session.v1.Session
-	3,   // 44: session.v1.EndSessionResponse.session:type_name -> session.v1.Session
+	9,   // 25: session.v1.ServiceStats.sessions_by_status:type_name -> session.v1.StatusCount
+	11,  // 26: session.v1.ServiceStats.apps:type_name -> session.v1.AppStats
+	69,  // 27: session.v1.StateDelta.set:type_name -> google.protobuf.Struct
+	12,  // 28: session.v1.ScopedStateDelta.session_state:type_name -> session.v1.StateDelta
+	12,  // 29: session.v1.ScopedStateDelta.user_state:type_name -> session.v1.StateDelta
+	12,  // 30: session.v1.ScopedStateDelta.app_state:type_name -> session.v1.StateDelta
+	69,  // 31: session.v1.UserState.state:type_name -> google.protobuf.Struct
+	70,  // 32: session.v1.UserState.update_time:type_name -> google.protobuf.Timestamp
+	69,  // 33: session.v1.AppState.state:type_name -> google.protobuf.Struct
+	70,  // 34: session.v1.AppState.update_time:type_name -> google.protobuf.Timestamp
+	69,  // 35: session.v1.CreateSessionRequest.conversation_data:type_name -> google.protobuf.Struct
+	69,  // 36: session.v1.CreateSessionRequest.metadata:type_name -> google.protobuf.Struct
+	4,   // 37: session.v1.CreateSessionResponse.session:type_name -> session.v1.Session
+	4,   // 38: session.v1.GetSessionResponse.session:type_name -> session.v1.Session
+	14,  // 39: session.v1.GetSessionResponse.user_state:type_name -> session.v1.UserState
+	15,  // 40: session.v1.GetSessionResponse.app_state:type_name -> session.v1.AppState
+	4,   // 41: session.v1.UpdateSessionRequest.session:type_name -> session.v1.Session
+	71,  // 42: session.v1.UpdateSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	4,   // 43: session.v1.UpdateSessionResponse.session:type_name -> session.v1.Session
+	4,   // 44: session.v1.EndSessionResponse.session:type_name -> session.v1.Session
 	0,   // 45: session.v1.ListSessionsRequest.status:type_name -> session.v1.SessionStatus
 	0,   // 46: session.v1.ListSessionsRequest.statuses:type_name -> session.v1.SessionStatus
-	64,  // 47: session.v1.ListSessionsRequest.create_time_start:type_name -> google.protobuf.Timestamp
-	64,  // 48: session.v1.ListSessionsRequest.create_time_end:type_name -> google.protobuf.Timestamp
-	64,  // 49: session.v1.ListSessionsRequest.update_time_start:type_name -> google.protobuf.Timestamp
-	64,  // 50: session.v1.ListSessionsRequest.update_time_end:type_name -> google.protobuf.Timestamp
-	63,  // 51: session.v1.ListSessionsRequest.metadata_contains:type_name -> google.protobuf.Struct
-	3,   // 52: session.v1.ListSessionsResponse.sessions:type_name -> session.v1.Session
-	7,   // 53: session.v1.GetSessionSummaryResponse.summary:type_name -> session.v1.SessionSummary
-	9,   // 54: session.v1.GetServiceStatsResponse.stats:type_name -> session.v1.ServiceStats
-	66,  // 55: session.v1.ExpireSessionsRequest.idle_for:type_name -> google.protobuf.Duration
-	3,   // 56: session.v1.ForkSessionResponse.session:type_name -> session.v1.Session
-	3,   // 57: session.v1.TruncateSessionResponse.session:type_name -> session.v1.Session
-	12,  // 58: session.v1.UpdateStateRequest.state_delta:type_name -> session.v1.ScopedStateDelta
-	3,   // 59: session.v1.UpdateStateResponse.session:type_name -> session.v1.Session
-	13,  // 60: session.v1.UpdateStateResponse.user_state:type_name -> session.v1.UserState
-	14,  // 61: session.v1.UpdateStateResponse.app_state:type_name -> session.v1.AppState
-	13,  // 62: session.v1.GetUserStateResponse.user_state:type_name -> session.v1.UserState
-	14,  // 63: session.v1.GetAppStateResponse.app_state:type_name -> session.v1.AppState
-	1,   // 64: session.v1.AddMessageRequest.role:type_name -> session.v1.Role
-	2,   // 65: session.v1.AddMessageRequest.message_type:type_name -> session.v1.MessageType
-	63,  // 66: session.v1.AddMessageRequest.metadata:type_name -> google.protobuf.Struct
-	64,  // 67: session.v1.AddMessageRequest.event_time:type_name -> google.protobuf.Timestamp
-	12,  // 68: session.v1.AddMessageRequest.state_delta:type_name -> session.v1.ScopedStateDelta
-	4,   // 69: session.v1.AddMessageResponse.message:type_name -> session.v1.Message
-	1,   // 70: session.v1.NewMessage.role:type_name -> session.v1.Role
-	2,   // 71: session.v1.NewMessage.message_type:type_name -> session.v1.MessageType
-	63,  // 72: session.v1.NewMessage.metadata:type_name -> google.protobuf.Struct
-	64,  // 73: session.v1.NewMessage.event_time:type_name -> google.protobuf.Timestamp
-	45,  // 74: session.v1.AddMessagesRequest.messages:type_name -> session.v1.NewMessage
-	4,   // 75: session.v1.AddMessagesResponse.messages:type_name -> session.v1.Message
-	64,  // 76: session.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
-	4,   // 77: session.v1.ListMessagesResponse.messages:type_name -> session.v1.Message
-	4,   // 78: session.v1.StreamMessagesResponse.message:type_name -> session.v1.Message
-	1,   // 79: session.v1.SearchMessagesRequest.roles:type_name -> session.v1.Role
-	64,  // 80: session.v1.SearchMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
-	64,  // 81: session.v1.SearchMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
-	4,   // 82: session.v1.SearchResult.message:type_name -> session.v1.Message
-	53,  // 83: session.v1.SearchMessagesResponse.results:type_name -> session.v1.SearchResult
-	63,  // 84: session.v1.CreateMemoryRequest.preferences:type_name -> google.protobuf.Struct
-	63,  // 85: session.v1.CreateMemoryRequest.metadata:type_name -> google.protobuf.Struct
-	5,   // 86: session.v1.CreateMemoryResponse.memory:type_name -> session.v1.Memory
-	5,   // 87: session.v1.GetMemoryResponse.memory:type_name -> session.v1.Memory
-	5,   // 88: session.v1.UpdateMemoryRequest.memory:type_name -> session.v1.Memory
-	65,  // 89: session.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
-	5,   // 90: session.v1.UpdateMemoryResponse.memory:type_name -> session.v1.Memory
-	15,  // 91: session.v1.SessionService.CreateSession:input_type -> session.v1.CreateSessionRequest
-	17,  // 92: session.v1.SessionService.GetSession:input_type -> session.v1.GetSessionRequest
-	19,  // 93: session.v1.SessionService.UpdateSession:input_type -> session.v1.UpdateSessionRequest
-	21,  // 94: session.v1.SessionService.EndSession:input_type -> session.v1.EndSessionRequest
-	23,  // 95: session.v1.SessionService.DeleteSession:input_type -> session.v1.DeleteSessionRequest
-	25,  // 96: session.v1.SessionService.ListSessions:input_type -> session.v1.ListSessionsRequest
-	27,  // 97: session.v1.SessionService.GetSessionSummary:input_type -> session.v1.GetSessionSummaryRequest
-	29,  // 98: session.v1.SessionService.GetServiceStats:input_type -> session.v1.GetServiceStatsRequest
-	31,  // 99: session.v1.SessionService.ExpireSessions:input_type -> session.v1.ExpireSessionsRequest
-	33,  // 100: session.v1.SessionService.ForkSession:input_type -> session.v1.ForkSessionRequest
-	35,  // 101: session.v1.SessionService.TruncateSession:input_type -> session.v1.TruncateSessionRequest
-	37,  // 102: session.v1.SessionService.UpdateState:input_type -> session.v1.UpdateStateRequest
-	39,  // 103: session.v1.SessionService.GetUserState:input_type -> session.v1.GetUserStateRequest
-	41,  // 104: session.v1.SessionService.GetAppState:input_type -> session.v1.GetAppStateRequest
-	43,  // 105: session.v1.MessageService.AddMessage:input_type -> session.v1.AddMessageRequest
-	46,  // 106: session.v1.MessageService.AddMessages:input_type -> session.v1.AddMessagesRequest
-	48,  // 107: session.v1.MessageService.ListMessages:input_type -> session.v1.ListMessagesRequest
-	50,  // 108: session.v1.MessageService.StreamMessages:input_type -> session.v1.StreamMessagesRequest
-	52,  // 109: session.v1.MessageService.SearchMessages:input_type -> session.v1.SearchMessagesRequest
-	55,  // 110: session.v1.MemoryService.CreateMemory:input_type -> session.v1.CreateMemoryRequest
-	57,  // 111: session.v1.MemoryService.GetMemory:input_type -> session.v1.GetMemoryRequest
-	59,  // 112: session.v1.MemoryService.UpdateMemory:input_type -> session.v1.UpdateMemoryRequest
-	61,  // 113: session.v1.MemoryService.DeleteMemory:input_type -> session.v1.DeleteMemoryRequest
-	16,  // 114: session.v1.SessionService.CreateSession:output_type -> session.v1.CreateSessionResponse
-	18,  // 115: session.v1.SessionService.GetSession:output_type -> session.v1.GetSessionResponse
-	20,  // 116: session.v1.SessionService.UpdateSession:output_type -> session.v1.UpdateSessionResponse
-	22,  // 117: session.v1.SessionService.EndSession:output_type -> session.v1.EndSessionResponse
-	24,  // 118: session.v1.SessionService.DeleteSession:output_type -> session.v1.DeleteSessionResponse
-	26,  // 119: session.v1.SessionService.ListSessions:output_type -> session.v1.ListSessionsResponse
-	28,  // 120: session.v1.SessionService.GetSessionSummary:output_type -> session.v1.GetSessionSummaryResponse
-	30,  // 121: session.v1.SessionService.GetServiceStats:output_type -> session.v1.GetServiceStatsResponse
-	32,  // 122: session.v1.SessionService.ExpireSessions:output_type -> session.v1.ExpireSessionsResponse
-	34,  // 123: session.v1.SessionService.ForkSession:output_type -> session.v1.ForkSessionResponse
-	36,  // 124: session.v1.SessionService.TruncateSession:output_type -> session.v1.TruncateSessionResponse
-	38,  // 125: session.v1.SessionService.UpdateState:output_type -> session.v1.UpdateStateResponse
-	40,  // 126: session.v1.SessionService.GetUserState:output_type -> session.v1.GetUserStateResponse
-	42,  // 127: session.v1.SessionService.GetAppState:output_type -> session.v1.GetAppStateResponse
-	44,  // 128: session.v1.MessageService.AddMessage:output_type -> session.v1.AddMessageResponse
-	47,  // 129: session.v1.MessageService.AddMessages:output_type -> session.v1.AddMessagesResponse
-	49,  // 130: session.v1.MessageService.ListMessages:output_type -> session.v1.ListMessagesResponse
-	51,  // 131: session.v1.MessageService.StreamMessages:output_type -> session.v1.StreamMessagesResponse
-	54,  // 132: session.v1.MessageService.SearchMessages:output_type -> session.v1.SearchMessagesResponse
-	56,  // 133: session.v1.MemoryService.CreateMemory:output_type -> session.v1.CreateMemoryResponse
-	58,  // 134: session.v1.MemoryService.GetMemory:output_type -> session.v1.GetMemoryResponse
-	60,  // 135: session.v1.MemoryService.UpdateMemory:output_type -> session.v1.UpdateMemoryResponse
-	62,  // 136: session.v1.MemoryService.DeleteMemory:output_type -> session.v1.DeleteMemoryResponse
-	114, // [114:137] is the sub-list for method output_type
-	91,  // [91:114] is the sub-list for method input_type
-	91,  // [91:91] is the sub-list for extension type_name
-	91,  // [91:91] is the sub-list for extension extendee
-	0,   // [0:91] is the sub-list for field type_name
+	70,  // 47: session.v1.ListSessionsRequest.create_time_start:type_name -> google.protobuf.Timestamp
+	70,  // 48: session.v1.ListSessionsRequest.create_time_end:type_name -> google.protobuf.Timestamp
+	70,  // 49: session.v1.ListSessionsRequest.update_time_start:type_name -> google.protobuf.Timestamp
+	70,  // 50: session.v1.ListSessionsRequest.update_time_end:type_name -> google.protobuf.Timestamp
+	69,  // 51: session.v1.ListSessionsRequest.metadata_contains:type_name -> google.protobuf.Struct
+	4,   // 52: session.v1.ListSessionsResponse.sessions:type_name -> session.v1.Session
+	8,   // 53: session.v1.GetSessionSummaryResponse.summary:type_name -> session.v1.SessionSummary
+	10,  // 54: session.v1.GetServiceStatsResponse.stats:type_name -> session.v1.ServiceStats
+	72,  // 55: session.v1.ExpireSessionsRequest.idle_for:type_name -> google.protobuf.Duration
+	4,   // 56: session.v1.ForkSessionResponse.session:type_name -> session.v1.Session
+	4,   // 57: session.v1.TruncateSessionResponse.session:type_name -> session.v1.Session
+	13,  // 58: session.v1.UpdateStateRequest.state_delta:type_name -> session.v1.ScopedStateDelta
+	4,   // 59: session.v1.UpdateStateResponse.session:type_name -> session.v1.Session
+	14,  // 60: session.v1.UpdateStateResponse.user_state:type_name -> session.v1.UserState
+	15,  // 61: session.v1.UpdateStateResponse.app_state:type_name -> session.v1.AppState
+	14,  // 62: session.v1.GetUserStateResponse.user_state:type_name -> session.v1.UserState
+	15,  // 63: session.v1.GetAppStateResponse.app_state:type_name -> session.v1.AppState
+	3,   // 64: session.v1.SessionChange.kind:type_name -> session.v1.ChangeKind
+	70,  // 65: session.v1.SessionChange.change_time:type_name -> google.protobuf.Timestamp
+	4,   // 66: session.v1.SessionChange.session:type_name -> session.v1.Session
+	5,   // 67: session.v1.SessionChange.message:type_name -> session.v1.Message
+	6,   // 68: session.v1.SessionChange.memory:type_name -> session.v1.Memory
+	44,  // 69: session.v1.WatchSessionResponse.change:type_name -> session.v1.SessionChange
+	44,  // 70: session.v1.WatchUserSessionsResponse.change:type_name -> session.v1.SessionChange
+	1,   // 71: session.v1.AddMessageRequest.role:type_name -> session.v1.Role
+	2,   // 72: session.v1.AddMessageRequest.message_type:type_name -> session.v1.MessageType
+	69,  // 73: session.v1.AddMessageRequest.metadata:type_name -> google.protobuf.Struct
+	70,  // 74: session.v1.AddMessageRequest.event_time:type_name -> google.protobuf.Timestamp
+	13,  // 75: session.v1.AddMessageRequest.state_delta:type_name -> session.v1.ScopedStateDelta
+	5,   // 76: session.v1.AddMessageResponse.message:type_name -> session.v1.Message
+	1,   // 77: session.v1.NewMessage.role:type_name -> session.v1.Role
+	2,   // 78: session.v1.NewMessage.message_type:type_name -> session.v1.MessageType
+	69,  // 79: session.v1.NewMessage.metadata:type_name -> google.protobuf.Struct
+	70,  // 80: session.v1.NewMessage.event_time:type_name -> google.protobuf.Timestamp
+	51,  // 81: session.v1.AddMessagesRequest.messages:type_name -> session.v1.NewMessage
+	5,   // 82: session.v1.AddMessagesResponse.messages:type_name -> session.v1.Message
+	70,  // 83: session.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	5,   // 84: session.v1.ListMessagesResponse.messages:type_name -> session.v1.Message
+	5,   // 85: session.v1.StreamMessagesResponse.message:type_name -> session.v1.Message
+	1,   // 86: session.v1.SearchMessagesRequest.roles:type_name -> session.v1.Role
+	70,  // 87: session.v1.SearchMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	70,  // 88: session.v1.SearchMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
+	5,   // 89: session.v1.SearchResult.message:type_name -> session.v1.Message
+	59,  // 90: session.v1.SearchMessagesResponse.results:type_name -> session.v1.SearchResult
+	69,  // 91: session.v1.CreateMemoryRequest.preferences:type_name -> google.protobuf.Struct
+	69,  // 92: session.v1.CreateMemoryRequest.metadata:type_name -> google.protobuf.Struct
+	6,   // 93: session.v1.CreateMemoryResponse.memory:type_name -> session.v1.Memory
+	6,   // 94: session.v1.GetMemoryResponse.memory:type_name -> session.v1.Memory
+	6,   // 95: session.v1.UpdateMemoryRequest.memory:type_name -> session.v1.Memory
+	71,  // 96: session.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
+	6,   // 97: session.v1.UpdateMemoryResponse.memory:type_name -> session.v1.Memory
+	16,  // 98: session.v1.SessionService.CreateSession:input_type -> session.v1.CreateSessionRequest
+	18,  // 99: session.v1.SessionService.GetSession:input_type -> session.v1.GetSessionRequest
+	20,  // 100: session.v1.SessionService.UpdateSession:input_type -> session.v1.UpdateSessionRequest
+	22,  // 101: session.v1.SessionService.EndSession:input_type -> session.v1.EndSessionRequest
+	24,  // 102: session.v1.SessionService.DeleteSession:input_type -> session.v1.DeleteSessionRequest
+	26,  // 103: session.v1.SessionService.ListSessions:input_type -> session.v1.ListSessionsRequest
+	28,  // 104: session.v1.SessionService.GetSessionSummary:input_type -> session.v1.GetSessionSummaryRequest
+	30,  // 105: session.v1.SessionService.GetServiceStats:input_type -> session.v1.GetServiceStatsRequest
+	32,  // 106: session.v1.SessionService.ExpireSessions:input_type -> session.v1.ExpireSessionsRequest
+	34,  // 107: session.v1.SessionService.ForkSession:input_type -> session.v1.ForkSessionRequest
+	36,  // 108: session.v1.SessionService.TruncateSession:input_type -> session.v1.TruncateSessionRequest
+	38,  // 109: session.v1.SessionService.UpdateState:input_type -> session.v1.UpdateStateRequest
+	40,  // 110: session.v1.SessionService.GetUserState:input_type -> session.v1.GetUserStateRequest
+	42,  // 111: session.v1.SessionService.GetAppState:input_type -> session.v1.GetAppStateRequest
+	45,  // 112: session.v1.SessionService.WatchSession:input_type -> session.v1.WatchSessionRequest
+	47,  // 113: session.v1.SessionService.WatchUserSessions:input_type -> session.v1.WatchUserSessionsRequest
+	49,  // 114: session.v1.MessageService.AddMessage:input_type -> session.v1.AddMessageRequest
+	52,  // 115: session.v1.MessageService.AddMessages:input_type -> session.v1.AddMessagesRequest
+	54,  // 116: session.v1.MessageService.ListMessages:input_type -> session.v1.ListMessagesRequest
+	56,  // 117: session.v1.MessageService.StreamMessages:input_type -> session.v1.StreamMessagesRequest
+	58,  // 118: session.v1.MessageService.SearchMessages:input_type -> session.v1.SearchMessagesRequest
+	61,  // 119: session.v1.MemoryService.CreateMemory:input_type -> session.v1.CreateMemoryRequest
+	63,  // 120: session.v1.MemoryService.GetMemory:input_type -> session.v1.GetMemoryRequest
+	65,  // 121: session.v1.MemoryService.UpdateMemory:input_type -> session.v1.UpdateMemoryRequest
+	67,  // 122: session.v1.MemoryService.DeleteMemory:input_type -> session.v1.DeleteMemoryRequest
+	17,  // 123: session.v1.SessionService.CreateSession:output_type -> session.v1.CreateSessionResponse
+	19,  // 124: session.v1.SessionService.GetSession:output_type -> session.v1.GetSessionResponse
+	21,  // 125: session.v1.SessionService.UpdateSession:output_type -> session.v1.UpdateSessionResponse
+	23,  // 126: session.v1.SessionService.EndSession:output_type -> session.v1.EndSessionResponse
+	25,  // 127: session.v1.SessionService.DeleteSession:output_type -> session.v1.DeleteSessionResponse
+	27,  // 128: session.v1.SessionService.ListSessions:output_type -> session.v1.ListSessionsResponse
+	29,  // 129: session.v1.SessionService.GetSessionSummary:output_type -> session.v1.GetSessionSummaryResponse
+	31,  // 130: session.v1.SessionService.GetServiceStats:output_type -> session.v1.GetServiceStatsResponse
+	33,  // 131: session.v1.SessionService.ExpireSessions:output_type -> session.v1.ExpireSessionsResponse
+	35,  // 132: session.v1.SessionService.ForkSession:output_type -> session.v1.ForkSessionResponse
+	37,  // 133: session.v1.SessionService.TruncateSession:output_type -> session.v1.TruncateSessionResponse
+	39,  // 134: session.v1.SessionService.UpdateState:output_type -> session.v1.UpdateStateResponse
+	41,  // 135: session.v1.SessionService.GetUserState:output_type -> session.v1.GetUserStateResponse
+	43,  // 136: session.v1.SessionService.GetAppState:output_type -> session.v1.GetAppStateResponse
+	46,  // 137: session.v1.SessionService.WatchSession:output_type -> session.v1.WatchSessionResponse
+	48,  // 138: session.v1.SessionService.WatchUserSessions:output_type -> session.v1.WatchUserSessionsResponse
+	50,  // 139: session.v1.MessageService.AddMessage:output_type -> session.v1.AddMessageResponse
+	53,  // 140: session.v1.MessageService.AddMessages:output_type -> session.v1.AddMessagesResponse
+	55,  // 141: session.v1.MessageService.ListMessages:output_type -> session.v1.ListMessagesResponse
+	57,  // 142: session.v1.MessageService.StreamMessages:output_type -> session.v1.StreamMessagesResponse
+	60,  // 143: session.v1.MessageService.SearchMessages:output_type -> session.v1.SearchMessagesResponse
+	62,  // 144: session.v1.MemoryService.CreateMemory:output_type -> session.v1.CreateMemoryResponse
+	64,  // 145: session.v1.MemoryService.GetMemory:output_type -> session.v1.GetMemoryResponse
+	66,  // 146: session.v1.MemoryService.UpdateMemory:output_type -> session.v1.UpdateMemoryResponse
+	68,  // 147: session.v1.MemoryService.DeleteMemory:output_type -> session.v1.DeleteMemoryResponse
+	123, // [123:148] is the sub-list for method output_type
+	98,  // [98:123] is the sub-list for method input_type
+	98,  // [98:98] is the sub-list for extension type_name
+	98,  // [98:98] is the sub-list for extension extendee
+	0,   // [0:98] is the sub-list for field type_name
 }
 
 func init() { file_session_v1_session_proto_init() }
@@ -6289,7 +6812,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[40].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessageRequest); i {
+			switch v := v.(*SessionChange); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6301,7 +6824,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[41].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessageResponse); i {
+			switch v := v.(*WatchSessionRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6313,7 +6836,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[42].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*NewMessage); i {
+			switch v := v.(*WatchSessionResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6325,7 +6848,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[43].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessagesRequest); i {
+			switch v := v.(*WatchUserSessionsRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6337,7 +6860,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[44].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessagesResponse); i {
+			switch v := v.(*WatchUserSessionsResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6349,7 +6872,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[45].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListMessagesRequest); i {
+			switch v := v.(*AddMessageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6361,7 +6884,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[46].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListMessagesResponse); i {
+			switch v := v.(*AddMessageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6373,7 +6896,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[47].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*StreamMessagesRequest); i {
+			switch v := v.(*NewMessage); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6385,7 +6908,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[48].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*StreamMessagesResponse); i {
+			switch v := v.(*AddMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6397,7 +6920,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[49].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SearchMessagesRequest); i {
+			switch v := v.(*AddMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6409,7 +6932,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[50].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SearchResult); i {
+			switch v := v.(*ListMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6421,7 +6944,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[51].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SearchMessagesResponse); i {
+			switch v := v.(*ListMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6433,7 +6956,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[52].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateMemoryRequest); i {
+			switch v := v.(*StreamMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6445,7 +6968,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[53].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateMemoryResponse); i {
+			switch v := v.(*StreamMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6457,7 +6980,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[54].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetMemoryRequest); i {
+			switch v := v.(*SearchMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6469,7 +6992,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[55].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetMemoryResponse); i {
+			switch v := v.(*SearchResult); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6481,7 +7004,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[56].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UpdateMemoryRequest); i {
+			switch v := v.(*SearchMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6493,7 +7016,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[57].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UpdateMemoryResponse); i {
+			switch v := v.(*CreateMemoryRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6505,7 +7028,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[58].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DeleteMemoryRequest); i {
+			switch v := v.(*CreateMemoryResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -6517,6 +7040,66 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[59].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetMemoryRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[60].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetMemoryResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[61].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*UpdateMemoryRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[62].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*UpdateMemoryResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[63].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*DeleteMemoryRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[64].Exporter = func(v interface{}, i int) interface{} {
 			switch v := v.(*DeleteMemoryResponse); i {
 			case 0:
 				return &v.state
@@ -6531,16 +7114,18 @@ func file_session_v1_session_proto_init() {
 	}
 	file_session_v1_session_proto_msgTypes[30].OneofWrappers = []interface{}{}
 	file_session_v1_session_proto_msgTypes[32].OneofWrappers = []interface{}{}
-	file_session_v1_session_proto_msgTypes[40].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[41].OneofWrappers = []interface{}{}
 	file_session_v1_session_proto_msgTypes[43].OneofWrappers = []interface{}{}
 	file_session_v1_session_proto_msgTypes[45].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[48].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[50].OneofWrappers = []interface{}{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: file_session_v1_session_proto_rawDesc,
-			NumEnums:      3,
-			NumMessages:   60,
+			NumEnums:      4,
+			NumMessages:   65,
 			NumExtensions: 0,
 			NumServices:   3,
 		},

@@ -1,7 +1,7 @@
 """an admin lists an app's sessions across its users (ListSessions with app_name, no user_id)
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-11-29 20:40:00
 
 The listing walks (app_name, create_time DESC, id DESC) in keyset order and counts the app's
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0010"
-down_revision: str | None = "0009"
+revision: str = "0012"
+down_revision: str | None = "0011"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
