@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-search bench-usage chaos chaos-failover
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed bench-search bench-usage chaos chaos-failover
 
 install: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): constraints.txt setup.cfg pyproject.toml clients/python/pyproject.toml
 	@echo "==> [1/3] virtualenv $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "==> [2/3] session-grpc, its client and dev tools into $(VENV) (about a minute the first time)"
-	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check --constraint constraints.txt --editable '.[dev]' --editable ./clients/python
+	$(BIN)/python -m pip install --progress-bar off --disable-pip-version-check --constraint constraints.txt --editable '.[dev]' --editable './clients/python[langchain]'
 	@echo "==> [3/3] installed"
 	touch $(STAMP)
 
@@ -66,7 +66,7 @@ migrate: $(STAMP)
 # Re-pin constraints.txt from a throwaway virtualenv with the newest allowed versions.
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/python -m pip install --quiet --editable '.[dev]' --editable ./clients/python
+	.lock-venv/bin/python -m pip install --quiet --editable '.[dev]' --editable './clients/python[langchain]'
 	( echo '# Exact versions CI tested; the Makefile installs with these constraints.'; \
 	  echo '# Regenerate: make lock'; \
 	  .lock-venv/bin/python -m pip freeze --exclude-editable | grep -v '^session-grpc' ) > constraints.txt
@@ -85,6 +85,7 @@ $(BENCH_STAMP): constraints.txt setup.cfg pyproject.toml clients/python/pyprojec
 # The servers run from .venv (the real install); the load generator and ADK from .venv-bench.
 bench: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.feed
 
 # SearchMessages on 1,000,000 messages, the tsvector's cost to AddMessage, ListSessions filters at
 # 10,000 sessions (bench/search.py; only the server's own dependencies: it runs from .venv).
@@ -98,6 +99,11 @@ bench-usage: $(STAMP)
 
 bench-quick: $(STAMP) $(BENCH_STAMP)
 	BENCH_SERVER_PYTHON=$(abspath $(BIN)/python) $(BENCH_VENV)/bin/python -m bench --quick $(BENCH_ARGS)
+	$(BIN)/python -m bench.feed --quick
+
+# The change feed alone (bench/feed.py): 200 watchers on 20 sessions, writers through another process.
+bench-feed: $(STAMP)
+	$(BIN)/python -m bench.feed $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) $(ADK_VENV) .pytest_cache *.egg-info

@@ -6,6 +6,8 @@ boundary, by the policy table (session_grpc.policy):
   ids cannot be probed.
 - Naming another user in CreateSession or ListSessions is PERMISSION_DENIED (OTHER_USER); left
   empty, that user_id is the caller's own.
+- ListSessions with an app_name and no user_id lists the app's sessions of every user: only for
+  the admin scope (a user who leaves user_id empty still lists their own).
 - GetServiceStats and ExpireSessions need the admin scope (sessions.admin), and so does a write
   that changes an app's state (a policy's `app_state` field; see session_grpc.policy for why).
 - An admin (and the operator of mode none) may do everything.
@@ -82,6 +84,13 @@ class Authorize(Step):
         elif kind is Kind.ACTS_FOR:
             holder, name = _field(call.request, policy.field)
             user_id = getattr(holder, name)
+            if not user_id and policy.every_user_with and getattr(call.request, policy.every_user_with):
+                if principal.admin:
+                    return  # every user's
+                if not principal.user_id:
+                    raise PermissionDenied(
+                        f"acting for every user needs the {auth.ADMIN_SCOPE} scope", reason="ADMIN_REQUIRED"
+                    )
             if not user_id and principal.user_id:
                 setattr(holder, name, principal.user_id)  # the caller's own
             elif not principal.admin and user_id != principal.user_id:

@@ -11,6 +11,9 @@ The kinds:
                          user's session is missing (NOT_FOUND) without a query of its own.
     acts_for(field)      the request names a user in `field`; a user may name only themselves.
                          Left empty, the field becomes the caller (a user lists their own sessions).
+                         With `every_user_with=other`: left empty while `other` is set, an admin
+                         acts for every user (ListSessions of an app across its users); a user
+                         still gets their own, a principal that is neither is ADMIN_REQUIRED.
     admin()              needs the sessions.admin scope.
     public()             anyone (authenticated in token mode).
 
@@ -54,14 +57,17 @@ class Policy:
     app_state: str = ""
     """Dotted path of a request field holding an app-state delta (StateDelta); changing app state
     needs the admin scope."""
+    every_user_with: str = ""
+    """acts_for only: the request field that, set while `field` is empty, makes an admin's call
+    act for every user ("" for none)."""
 
 
 def owns_session(field: str, *, writes: bool = False, app_state: str = "") -> Policy:
     return Policy(Kind.OWNS_SESSION, field, writes, app_state)
 
 
-def acts_for(field: str, *, writes: bool = False) -> Policy:
-    return Policy(Kind.ACTS_FOR, field, writes)
+def acts_for(field: str, *, writes: bool = False, every_user_with: str = "") -> Policy:
+    return Policy(Kind.ACTS_FOR, field, writes, every_user_with=every_user_with)
 
 
 def admin(*, writes: bool = False) -> Policy:
@@ -83,12 +89,14 @@ POLICIES: dict[str, Policy] = {
     _SESSIONS + "UpdateSession": owns_session("session.session_id", writes=True),
     _SESSIONS + "EndSession": owns_session("session_id", writes=True),
     _SESSIONS + "DeleteSession": owns_session("session_id", writes=True),
-    _SESSIONS + "ListSessions": acts_for("user_id"),
+    _SESSIONS + "ListSessions": acts_for("user_id", every_user_with="app_name"),
     _SESSIONS + "GetSessionSummary": owns_session("session_id"),
     _SESSIONS + "GetServiceStats": admin(),
     _SESSIONS + "ExpireSessions": admin(writes=True),
     _SESSIONS + "ForkSession": owns_session("session_id", writes=True),
     _SESSIONS + "TruncateSession": owns_session("session_id", writes=True),
+    _SESSIONS + "WatchSession": owns_session("session_id"),
+    _SESSIONS + "WatchUserSessions": acts_for("user_id"),
     _SESSIONS + "UpdateState": owns_session("session_id", writes=True, app_state="state_delta.app_state"),
     _SESSIONS + "GetUserState": acts_for("user_id"),
     _SESSIONS + "GetAppState": public(),

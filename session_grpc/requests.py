@@ -391,7 +391,13 @@ def sessions_query(
     request: pb.ListSessionsRequest, tokens: PageTokens, limits: Limits = DEFAULT_LIMITS
 ) -> records.SessionsQuery:
     check = Violations(limits)
-    user_id = check.user_id("user_id", request.user_id)
+    if not request.user_id and not request.app_name:
+        check.add("user_id", "is required (or, with the admin scope, an app_name alone lists that app's sessions of every user)")
+        user_id: str | None = ""
+    elif request.user_id:
+        user_id = check.user_id("user_id", request.user_id)
+    else:
+        user_id = None  # the app's sessions of every user: the policy let only an admin this far
     status = None
     if request.status != pb.SESSION_STATUS_UNSPECIFIED:
         status = STATUS_FROM_PROTO.get(request.status)

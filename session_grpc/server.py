@@ -35,6 +35,7 @@ from .deadlines import StartDeadline
 from .draining import Drain
 from .inflight import LimitInFlight
 from .wire import RefuseMalformed
+from .watching import FeedHub, WatcherCount, Watches, listen_url
 from .observability import Observability, configure_logging, tracing_interceptors
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class SessionServer:
     accounts: AccountCheck
     verifier: TokenVerifier | None
     port: int
+    hub: FeedHub
     observability: Observability | None = None
     reads: ReadRouting | None = None
     """Where heavy reads run (the standby of SESSION_READ_DATABASE_URL, or the primary)."""
@@ -69,6 +71,7 @@ class SessionServer:
     async def start(self) -> None:
         await self.check_health()
         await self.check_search_configuration()
+        self.hub.start()
         await self.server.start()
         if self.observability is not None and self.settings.metrics_port:
             self.metrics_port = self.observability.start_http(self.settings.metrics_host, self.settings.metrics_port)
@@ -128,6 +131,7 @@ class SessionServer:
             await asyncio.sleep(self.settings.shutdown_drain_delay)
         started = asyncio.get_running_loop().time()
         self.drain.start_draining()
+        await self.hub.close()  # open watches end now (UNAVAILABLE): their clients resume elsewhere
         if not await self.drain.wait_idle(grace):
             log.warning("%d calls still running after %.1fs; cancelling them", self.drain.in_flight, grace)
         left = max(0.0, grace - (asyncio.get_running_loop().time() - started))
@@ -235,8 +239,15 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
         options=channel_options(settings, share_port),
     )
     observability.watch_accounts(accounts)
+    hub = FeedHub(
+        listen_url(settings),
+        check_interval=max(1.0, settings.health_interval),
+        connect_timeout=settings.db_connect_timeout,
+    )
+    watchers = WatcherCount(settings.max_watchers_per_principal if verifier is not None else 0)
+    watches = Watches(db, hub, settings.watch_heartbeat, watchers)
     session_pb2_grpc.add_SessionServiceServicer_to_server(
-        SessionServicer(db, tokens, limits, reads=reads), server
+        SessionServicer(db, tokens, limits, watches, reads=reads), server
     )
     session_pb2_grpc.add_MessageServiceServicer_to_server(
         MessageServicer(db, tokens, limits, settings.search_config, reads=reads), server
@@ -249,7 +260,7 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     port = _bind(server, settings, share_port)
     return SessionServer(
         settings=settings, server=server, db=db, health=health_servicer, drain=drain, accounts=accounts, port=port,
-        verifier=verifier, observability=observability, reads=reads,
+        verifier=verifier, observability=observability, reads=reads, hub=hub,
     )
 
 

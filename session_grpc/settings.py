@@ -119,6 +119,11 @@ class Settings:
     db_pgbouncer: bool = False
     """SESSION_DB_PGBOUNCER: DATABASE_URL is a pgbouncer in transaction (or statement) pooling mode:
     no prepared statements are kept and no statement_timeout is sent at connect (set it in pgbouncer)."""
+    listen_database_url: str | None = None
+    """SESSION_LISTEN_DATABASE_URL: PostgreSQL itself (the primary), for the change feed's one LISTEN
+    connection; unset: DATABASE_URL, or with SESSION_DB_PGBOUNCER no listening at all (LISTEN needs
+    a session of its own, which transaction pooling does not keep): watches then read once per
+    SESSION_WATCH_HEARTBEAT."""
     db_connect_timeout: float = 1.0
     """SESSION_DB_CONNECT_TIMEOUT: how long opening a database connection may take before UNAVAILABLE."""
     default_deadline: float = 30.0
@@ -141,6 +146,10 @@ class Settings:
     """SESSION_MAX_CONNECTIONS: client connections at once, per process; more are closed on accept; 0 = no limit."""
     max_calls_per_principal: int = 64
     """SESSION_MAX_CALLS_PER_PRINCIPAL: calls in flight per principal (token mode); more are RESOURCE_EXHAUSTED."""
+    watch_heartbeat: float = 15.0
+    """SESSION_WATCH_HEARTBEAT: a watch with nothing to send sends a heartbeat this often (keeps proxies from closing it)."""
+    max_watchers_per_principal: int = 16
+    """SESSION_MAX_WATCHERS_PER_PRINCIPAL: open WatchSession/WatchUserSessions calls per principal (token mode); 0 = no limit."""
     limits: Limits = Limits()
     """SESSION_MAX_*: the request size limits, see session_grpc/domain/limits.py."""
     account: AccountSettings | None = None
@@ -220,6 +229,7 @@ class Settings:
                 access_log=_read(env, "SESSION_ACCESS_LOG", cls.access_log, _bool),
                 read_database_url=_read(env, "SESSION_READ_DATABASE_URL", cls.read_database_url, _text),
                 db_pgbouncer=_read(env, "SESSION_DB_PGBOUNCER", cls.db_pgbouncer, _bool),
+                listen_database_url=_read(env, "SESSION_LISTEN_DATABASE_URL", cls.listen_database_url, _text),
                 db_connect_timeout=_read(env, "SESSION_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, parse_duration),
                 default_deadline=_read(env, "SESSION_DEFAULT_DEADLINE", cls.default_deadline, parse_duration),
                 keepalive_time=_read(env, "SESSION_KEEPALIVE_TIME", cls.keepalive_time, parse_duration),
@@ -234,6 +244,10 @@ class Settings:
                 max_connections=_read(env, "SESSION_MAX_CONNECTIONS", cls.max_connections, _count),
                 max_calls_per_principal=_read(
                     env, "SESSION_MAX_CALLS_PER_PRINCIPAL", cls.max_calls_per_principal, _count
+                ),
+                watch_heartbeat=_read(env, "SESSION_WATCH_HEARTBEAT", cls.watch_heartbeat, _positive_duration),
+                max_watchers_per_principal=_read(
+                    env, "SESSION_MAX_WATCHERS_PER_PRINCIPAL", cls.max_watchers_per_principal, _count
                 ),
                 limits=_limits(env),
                 account=_account(env),
@@ -282,6 +296,13 @@ def _positive(text: str, name: str) -> int:
     value = _int(text, name)
     if value < 1:
         raise SettingsError(f"{name} must be at least 1")
+    return value
+
+
+def _positive_duration(text: str, name: str) -> float:
+    value = parse_duration(text, name)
+    if value <= 0:
+        raise SettingsError(f"{name} must be longer than 0s")
     return value
 
 

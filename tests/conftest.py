@@ -101,4 +101,7 @@ async def sql(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 @pytest.fixture(autouse=True)
 async def clean_database(sql: asyncpg.Connection) -> None:
     """Every test starts from empty tables."""
-    await sql.execute("TRUNCATE sessions, messages, memories, session_rewinds, rewound_requests, user_states, app_states, state_updates, budgets")
+    await sql.execute(
+        "TRUNCATE sessions, messages, memories, session_rewinds, rewound_requests, user_states, app_states, "
+        "state_updates, session_changes, user_feeds, budgets"
+    )

@@ -31,6 +31,9 @@ EXTRAS: dict[str, dict[str, Any]] = {
 }
 """What an RPC needs besides the field its policy names to succeed on a fresh session."""
 
+ENDLESS = {"WatchSession", "WatchUserSessions"}
+"""Streams that do not end by themselves (the change feed): a call reads their first response."""
+
 NEEDS_MEMORY = {MEMORIES + "GetMemory", MEMORIES + "DeleteMemory"}
 NEEDS_BUDGET = {"/session.v1.UsageService/GetBudget"}
 """RPCs that succeed only for a user who has a budget."""
@@ -68,7 +71,12 @@ async def call(channel: grpc.aio.Channel, method: str, message: Any, token: str 
     serialize = type(message).SerializeToString
     if descriptor.server_streaming:
         stream = channel.unary_stream(method, request_serializer=serialize, response_deserializer=response)
-        return [item async for item in stream(message, metadata=metadata)]
+        call = stream(message, metadata=metadata)
+        if method.rsplit("/", 1)[1] in ENDLESS:  # never ends by itself: its first response is the answer
+            async for item in call:
+                call.cancel()
+                return [item]
+        return [item async for item in call]
     return await channel.unary_unary(method, request_serializer=serialize, response_deserializer=response)(
         message, metadata=metadata
     )

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION_KEY = {
     "sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id",
     "state_updates": "session_id", "user_states": "user_id", "app_states": "app_name", "rewound_requests": "session_id",
+    "session_changes": "session_id", "user_feeds": "user_id",
 }
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
 that no table is left out)."""
@@ -44,10 +45,15 @@ MULTI_SHARD = {
     "of a session created with a request_id from them (UUIDv5), which makes it a lookup by id",
     "sessions.BY_REQUEST_ID": "the same lookup by (user_id, request_id), after a concurrent first create",
     "sessions.LIST_SESSIONS": "a user's sessions live on every shard: Citus runs the page on each and merges",
+    "sessions.LIST_APP_SESSIONS": "an app's sessions across its users (an admin's listing) live on every shard: "
+    "the same page on each, merged",
     "sessions.SERVICE_STATS": "totals over every session: one aggregate per shard, summed by the coordinator",
     "sessions.EXPIRE_SESSIONS": "maintenance over every shard, one at a time (advisory lock on the coordinator)",
     "sessions.EXPIRE_SESSIONS_IF_FREE": "the expiry job's form of the same",
     "search.SEARCH": "a search over a user's sessions or the service runs on every shard and merges by rank",
+    "feed.SESSION_CHANGES": "the session's changes are on its shard, but the user's head (user_feeds, distributed "
+    "by user) is read beside them",
+    "feed.USER_CHANGES": "a user's changes are on the shards of their sessions: Citus reads each and merges by change id",
     "history.FORK_SESSION": "a fork is a new session, so (by its new id) another shard: the coordinator copies "
     "the messages across (forks are rare and bounded by SESSION_MAX_FORK_MESSAGES)",
     "messages.ADD_MESSAGES_WITH_STATE": "an append with user or app state deltas also writes those states, "

@@ -7,11 +7,12 @@ session, with the repository's constraints, so what is tested is what users get.
 from __future__ import annotations
 
 import asyncio
+import re
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -35,10 +36,34 @@ CLIENT = ROOT / "clients" / "python"
 EXAMPLES = sorted((CLIENT / "examples").glob("*.py"))
 
 
+def extra_of(example: Path) -> str:
+    """The optional extra an example needs (named in its `pip install "./clients/python[extra]"`
+    line), or "" for the base package."""
+    found = re.search(r'pip install "\./clients/python\[(\w+)\]"', example.read_text())
+    return found.group(1) if found else ""
+
+
 @pytest.fixture(scope="session")
 def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Python of a fresh virtualenv holding only the client package and its dependencies."""
-    venv = tmp_path_factory.mktemp("client-venv")
+    return _client_venv(tmp_path_factory, "")
+
+
+@pytest.fixture(scope="session")
+def client_pythons(tmp_path_factory: pytest.TempPathFactory, client_python: Path) -> Iterator[dict[str, Path]]:
+    """Python of a fresh virtualenv per extra (made when first asked for), "" being the base one."""
+    made = {"": client_python}
+
+    class Venvs(dict):
+        def __missing__(self, extra: str) -> Path:
+            self[extra] = _client_venv(tmp_path_factory, extra)
+            return self[extra]
+
+    yield Venvs(made)
+
+
+def _client_venv(tmp_path_factory: pytest.TempPathFactory, extra: str) -> Path:
+    venv = tmp_path_factory.mktemp(f"client-venv-{extra or 'base'}")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     build = tmp_path_factory.mktemp("client-src") / "python"
@@ -46,7 +71,7 @@ def client_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run(["cp", "-r", str(CLIENT), str(build)], check=True)
     install = subprocess.run(
         [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-         "--constraint", str(ROOT / "constraints.txt"), str(build)],
+         "--constraint", str(ROOT / "constraints.txt"), f"{build}[{extra}]" if extra else str(build)],
         capture_output=True, text=True, timeout=600,
     )
     assert install.returncode == 0, install.stdout + install.stderr
@@ -57,14 +82,15 @@ def test_every_example_is_run_by_the_tests():
     names = {path.stem for path in EXAMPLES}
     assert names >= {
         "create_session", "add_messages", "paginate", "stream", "memory", "summary", "user_sessions",
-        "stats", "end_session", "error_handling", "retries", "concurrent_use",
+        "stats", "end_session", "error_handling", "retries", "concurrent_use", "watch", "langchain_history",
     }
+    assert extra_of(CLIENT / "examples" / "langchain_history.py") == "langchain"
 
 
 def test_client_package_installs_without_server_dependencies(client_python):
     probe = (
         "import importlib.util, session_client;"
-        "print([m for m in ('sqlalchemy', 'asyncpg', 'alembic', 'session_grpc', 'pgserver')"
+        "print([m for m in ('sqlalchemy', 'asyncpg', 'alembic', 'session_grpc', 'pgserver', 'langchain_core')"
         " if importlib.util.find_spec(m)])"
     )
     result = subprocess.run([str(client_python), "-c", probe], capture_output=True, text=True, timeout=60, cwd="/")
@@ -73,9 +99,11 @@ def test_client_package_installs_without_server_dependencies(client_python):
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[path.stem for path in EXAMPLES])
-async def test_example_runs_against_a_live_server(example, client_python, service):
+async def test_example_runs_against_a_live_server(example, client_pythons, service):
+    """Each in a fresh install of the client with the extra it names, if any (the others without)."""
+    python = await asyncio.to_thread(client_pythons.__getitem__, extra_of(example))
     process = await asyncio.create_subprocess_exec(
-        str(client_python), str(example), f"127.0.0.1:{service.port}",
+        str(python), str(example), f"127.0.0.1:{service.port}",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd="/",
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
@@ -186,6 +214,15 @@ async def test_add_message_carries_a_payload_and_an_event_time_back_exactly(serv
         assert set(caught.value.violations) == {"payload_type"}
 
 
+async def test_list_sessions_of_an_app_across_users(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        for user in ("alice", "bob"):
+            await client.create_session(user, app_name="across")
+        await client.create_session("carol", app_name="elsewhere")
+        users = [s.user_id async for s in client.list_sessions("", app_name="across", page_size=1)]
+        assert users == ["bob", "alice"]
+
+
 async def test_state_changes_ride_on_messages_or_go_alone_and_read_back_in_one_call(service, sql):
     async with SessionClient(f"127.0.0.1:{service.port}") as client:
         session = await client.create_session("alice", app_name="travel")
@@ -243,6 +280,47 @@ async def test_a_broken_stream_resumes_after_the_last_message(service):
             if second is not None:
                 await second.stop(grace=0)
     assert seen == list(range(1, 31))
+
+
+async def test_a_watch_resumes_by_itself_across_a_server_restart_without_gap_or_duplicate(service):
+    """The server under a watch stops (its watches end UNAVAILABLE) while messages keep coming
+    through another server; a new one starts on the same port: the iterator reconnects with its
+    cursor and every message arrives exactly once, in order."""
+    first = build_server(test_settings(service.settings.database_url, port=free_port()))
+    port = first.port
+    await first.start()
+    policy = RetryPolicy(initial_backoff=0.05, max_backoff=0.3, total_deadline=15)
+    writer = SessionClient(f"127.0.0.1:{service.port}")
+    second = None
+    seen: list[int] = []
+    try:
+        async with SessionClient(f"127.0.0.1:{port}", retry=policy) as client:
+            session = await writer.create_session("watching-alice")
+
+            async def write() -> None:
+                for i in range(40):
+                    await writer.add_message(session.session_id, "user", f"m{i}")
+                    await asyncio.sleep(0.01)
+
+            writing = None
+            async for change in client.watch_session(session.session_id, after_change_id=0):
+                if writing is None:
+                    writing = asyncio.create_task(write())
+                if change.kind == pb.CHANGE_KIND_MESSAGE_ADDED:
+                    seen.append(change.message.sequence)
+                    if len(seen) == 10:
+                        await first.stop(grace=0)
+                        second = build_server(test_settings(service.settings.database_url, port=port))
+                        await second.start()
+                    if len(seen) == 40:
+                        break
+            assert writing is not None
+            await writing
+    finally:
+        await writer.close()
+        if second is not None:
+            await second.stop(grace=0)
+    assert seen == list(range(1, 41))
 
 
 @pytest.fixture

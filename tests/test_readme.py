@@ -102,6 +102,7 @@ def test_the_readme_walk_through_runs_as_a_script_against_a_server_started_like_
     assert '"forkedAtSequence": "3"' in out  # ForkSession's lineage
     assert '"removedMessageCount": "2"' in out  # TruncateSession removed the batch again
     assert '"status": "SESSION_STATUS_ENDED"' in out
+    assert '"kind": "CHANGE_KIND_MESSAGE_ADDED"' in out and '"kind": "CHANGE_KIND_MEMORY_CHANGED"' in out  # the feed
     assert '"status": "SERVING"' in out
 
 

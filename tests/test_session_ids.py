@@ -115,3 +115,23 @@ async def test_deleted_sessions_id_can_be_used_again_at_once(sessions, messages,
     assert reborn.create_time.ToDatetime() >= old.create_time.ToDatetime()
     listed = await messages.ListMessages(pb.ListMessagesRequest(session_id=chosen))
     assert list(listed.messages) == []
+
+
+async def test_appends_racing_the_creation_of_their_session_land_or_are_not_found_never_internal(sessions, messages):
+    """With client-chosen ids an append can run while its session is being created: a statement
+    that began before the creation committed cannot see the session, and the session read right
+    after can. That append is NOT_FOUND (as one just before the creation), never INTERNAL; every
+    append that landed is counted once."""
+    for _ in range(10):
+        chosen = str(uuid.uuid4())
+        appends = [
+            messages.AddMessage(pb.AddMessageRequest(session_id=chosen, role=pb.ROLE_USER, content=f"m{i}"))
+            for i in range(20)
+        ]
+        create = sessions.CreateSession(pb.CreateSessionRequest(user_id="alice", session_id=chosen))
+        outcomes = await asyncio.gather(*appends[:10], create, *appends[10:], return_exceptions=True)
+        codes = [grpc.StatusCode.OK if not isinstance(o, grpc.aio.AioRpcError) else o.code() for o in outcomes]
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND}, codes
+        landed = sorted(o.message.sequence for o in outcomes if isinstance(o, pb.AddMessageResponse))
+        count = (await sessions.GetSession(pb.GetSessionRequest(session_id=chosen))).session.message_count
+        assert landed == list(range(1, count + 1))

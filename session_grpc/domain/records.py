@@ -391,9 +391,11 @@ class SessionOrder(enum.StrEnum):
 
 @dataclass(frozen=True)
 class SessionsQuery:
-    """One page of a user's sessions, newest first (by creation or by last activity), filtered."""
+    """One page of a user's sessions (or of an app's, across its users), newest first (by creation
+    or by last activity), filtered."""
 
-    user_id: str
+    user_id: str | None
+    """Whose sessions; None for every user's (then app_name is set)."""
     status: SessionStatus | None
     app_name: str | None
     """Only this app's sessions; None for every app."""

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
-from .. import paging, requests, resources
+from .. import changes, paging, requests, resources
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
@@ -10,13 +12,17 @@ from ..paging import PageTokens
 from ..storage import history, sessions, state
 from ..storage.database import Database
 from ..storage.routing import ReadRouting
+from ..watching import Watches
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
-    def __init__(self, db: Database, tokens: PageTokens, limits: Limits, *, reads: ReadRouting | None = None) -> None:
+    def __init__(
+        self, db: Database, tokens: PageTokens, limits: Limits, watches: Watches, *, reads: ReadRouting | None = None
+    ) -> None:
         self.db = db
         self.tokens = tokens
         self.limits = limits
+        self.watches = watches
         self.reads = reads or ReadRouting(db)
         """The heavy reads (listing, the service's stats) run here: on a standby when there is one."""
 
@@ -84,3 +90,21 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def GetAppState(self, request: pb.GetAppStateRequest, context: grpc.aio.ServicerContext):
         found = await self.db.run(state.get_app_state, requests.app_name(request))
         return pb.GetAppStateResponse(app_state=resources.app_state_to_proto(found))
+
+    async def WatchSession(
+        self, request: pb.WatchSessionRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchSessionResponse]:
+        async for event in self.watches.watch(changes.session_feed(request, self.limits)):
+            response = pb.WatchSessionResponse(cursor=event.cursor)
+            if event.change is not None:
+                response.change.CopyFrom(changes.change_to_proto(event.change))
+            yield response
+
+    async def WatchUserSessions(
+        self, request: pb.WatchUserSessionsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchUserSessionsResponse]:
+        async for event in self.watches.watch(changes.user_feed(request, self.limits)):
+            response = pb.WatchUserSessionsResponse(cursor=event.cursor)
+            if event.change is not None:
+                response.change.CopyFrom(changes.change_to_proto(event.change))
+            yield response

@@ -301,7 +301,11 @@ async def _why_not_appended(
         )
     if budget_probed:
         raise BudgetApplies(new.session_id)
-    raise AssertionError(f"session {new.session_id} is active but took no message")
+    # Active, and the conditions hold: the session is newer than the append's statement (a
+    # client-chosen id created, or deleted and created again, while it ran; its snapshot could not
+    # see the row). To that statement it was missing: NOT_FOUND, as an append just before the
+    # creation would have been.
+    raise NotFound("session", new.session_id)
 
 
 @statement

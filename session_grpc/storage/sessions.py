@@ -195,6 +195,8 @@ class _Filters:
     title: bool
     order: SessionOrder
     keyset: bool
+    every_user: bool = False
+    """No user: an admin's listing of an app's sessions across its users ($1 is then NULL)."""
 
     @classmethod
     def of(cls, query: SessionsQuery) -> _Filters:
@@ -203,7 +205,7 @@ class _Filters:
             statuses, query.app_name is not None, query.create_time_start is not None,
             query.create_time_end is not None, query.update_time_start is not None,
             query.update_time_end is not None, query.metadata_contains is not None,
-            query.title_contains is not None, query.order, query.after is not None,
+            query.title_contains is not None, query.order, query.after is not None, query.user_id is None,
         )
 
     def params(self, query: SessionsQuery) -> list[object]:
@@ -238,9 +240,13 @@ def _list_sessions_sql(filters: _Filters) -> str:
     app ones), the other filters checked on the way; the planner may add ix_sessions_metadata
     (jsonb_path_ops) or the title's trigram index when they are selective. The total counts the
     same rows without the key.
+
+    Without a user (every_user: an app's sessions across its users; $1 is NULL, so every variant
+    takes the same parameters) the app's ix_sessions_app_name_create_time serves the creation order
+    the same way.
     """
     n = 4
-    where = "user_id = $1"
+    where = "$1::text IS NULL" if filters.every_user else "user_id = $1"
 
     def add(condition: str) -> None:
         nonlocal n, where
@@ -287,12 +293,20 @@ LIST_SESSIONS = {
     for keyset in (False, True)
 }
 """The statements of the listings by status and app only (bench.explain and the plan tests read them)."""
+LIST_APP_SESSIONS = {
+    keyset: _list_sessions_sql(
+        _Filters(0, True, False, False, False, False, False, False, SessionOrder.CREATE_TIME, keyset, every_user=True)
+    )
+    for keyset in (False, True)
+}
+"""The statements of an app's listing across its users, first and later pages (the plan test reads them)."""
 
 
 @statement
 async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[Session]:
-    """One page of a user's sessions, filtered, newest first by creation or by last activity (at
-    most page_size, and no more than byte_budget but one), and the exact total of the filter.
+    """One page of a user's sessions (or, user_id None, of an app's across its users), filtered,
+    newest first by creation or by last activity (at most page_size, and no more than byte_budget
+    but one), and the exact total of the filter.
 
     Keyset pagination on the (user_id, [status | app_name,] <order> DESC, id DESC) indexes: a
     deep page costs what the first does. The total is a count over the user's index entries.

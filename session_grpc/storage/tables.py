@@ -89,6 +89,7 @@ class SessionRow(Base):
             text("create_time DESC"),
             text("id DESC"),
         ),
+        Index("ix_sessions_app_name_create_time", "app_name", text("create_time DESC"), text("id DESC")),
         Index(
             "ix_sessions_user_id_last_activity_time",
             "user_id",
@@ -263,3 +264,37 @@ class StateUpdateRow(Base):
     )
     request_id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
     create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+
+
+CHANGE_KINDS = (
+    "session_created", "session_updated", "message_added", "messages_removed",
+    "memory_changed", "memory_deleted", "session_deleted",
+)
+
+
+class UserFeedRow(Base):
+    """A user's change counter: the last change id given to a change of any of their sessions."""
+
+    __tablename__ = "user_feeds"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    change_count: Mapped[int] = mapped_column(BigInteger)
+
+
+class SessionChangeRow(Base):
+    """One change of a session, written by the triggers of migration 0011 (storage/feed.py reads it)."""
+
+    __tablename__ = "session_changes"
+
+    user_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    change_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    session_id: Mapped[str] = mapped_column(UUID(as_uuid=False))
+    kind: Mapped[str] = mapped_column(Text)
+    sequence: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("clock_timestamp()"))
+
+    __table_args__ = (
+        CheckConstraint("kind IN (" + ", ".join(f"'{kind}'" for kind in CHANGE_KINDS) + ")", name="kind"),
+        Index("ix_session_changes_session_id_change_id", "session_id", "change_id"),
+    )

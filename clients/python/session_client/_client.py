@@ -472,7 +472,8 @@ class SessionClient:
         the application `app_name` (every app when empty); a status, or several in `statuses`
         (not both); created or updated in [after, before) (timezone-aware); metadata containing
         `metadata_contains` (every key with an equal value); a title containing `title_contains`
-        (ignoring case).
+        (ignoring case). user_id "" with an app_name: the app's sessions of every user (needs the
+        sessions.admin scope in token mode; with a user's token, that user's own).
 
         The response has `sessions`, `next_page_token` (empty on the last page) and
         `total_size` (all matching sessions). InvalidArgument for a changed or foreign token
@@ -516,7 +517,8 @@ class SessionClient:
         by_last_activity: bool = False,
     ) -> AsyncIterator[pb.Session]:
         """Every session of the user that passes the filters (list_sessions_page's), in its
-        order, fetched page by page as you iterate."""
+        order, fetched page by page as you iterate (user_id "" with an app_name: the app's sessions of
+        every user, for an admin)."""
         token = ""
         while True:
             page = await self.list_sessions_page(
@@ -847,6 +849,68 @@ class SessionClient:
                     return
                 after = response.message.sequence
                 yield response.message
+        finally:
+            if call is not None:
+                call.cancel()
+
+    # -- the change feed -----------------------------------------------------------------------
+
+    def watch_session(self, session_id: str, *, after_change_id: int | None = None) -> AsyncIterator[pb.SessionChange]:
+        """The session's changes after `after_change_id` (None: from now on; 0: from the first),
+        then each as it commits, for as long as you iterate; ends after CHANGE_KIND_SESSION_DELETED.
+
+        Keep the `change_id` of the last change you handled: it is the cursor to start from next
+        time. When the stream breaks with UNAVAILABLE (a server stopping, a network hiccup) the
+        client reopens it after the last cursor the server sent (under the retry policy, whose
+        attempts and deadline count per outage), so no change is skipped or repeated.
+        """
+
+        def open_(after: int | None) -> Any:
+            request = pb.WatchSessionRequest(session_id=session_id)
+            if after is not None:
+                request.after_change_id = after
+            return self._sessions.WatchSession(request, metadata=self._call_metadata())
+
+        return self._watch(open_, after_change_id)
+
+    def watch_user_sessions(
+        self, user_id: str = "", *, after_change_id: int | None = None
+    ) -> AsyncIterator[pb.SessionChange]:
+        """`watch_session` over every session of `user_id` (empty: the caller, in token mode),
+        sessions created and deleted included; never ends by itself."""
+
+        def open_(after: int | None) -> Any:
+            request = pb.WatchUserSessionsRequest(user_id=user_id)
+            if after is not None:
+                request.after_change_id = after
+            return self._sessions.WatchUserSessions(request, metadata=self._call_metadata())
+
+        return self._watch(open_, after_change_id)
+
+    async def _watch(self, open_: Callable[[int | None], Any], after: int | None) -> AsyncIterator[pb.SessionChange]:
+        call: Any = None
+
+        async def next_response() -> Any:
+            nonlocal call
+            if call is None:
+                call = open_(after)
+            try:
+                return await call.read()
+            except grpc.aio.AioRpcError:
+                call = None
+                raise
+
+        try:
+            while True:
+                try:
+                    response: Any = await self._retrying(True)(next_response)
+                except grpc.aio.AioRpcError as error:
+                    raise from_rpc_error(error) from None
+                if response is grpc.aio.EOF:
+                    return
+                after = response.cursor  # heartbeats too: a resume skips what is known to be none of ours
+                if response.HasField("change"):
+                    yield response.change
         finally:
             if call is not None:
                 call.cancel()

@@ -234,6 +234,81 @@ func (MessageType) EnumDescriptor() ([]byte, []int) {
 	return file_session_v1_session_proto_rawDescGZIP(), []int{2}
 }
 
+// What a change of the feed (WatchSession, WatchUserSessions) did.
+type ChangeKind int32
+
+const (
+	ChangeKind_CHANGE_KIND_UNSPECIFIED ChangeKind = 0
+	// The session was created; `session` is it as created.
+	ChangeKind_CHANGE_KIND_SESSION_CREATED ChangeKind = 1
+	// Its title, status, conversation_data or metadata changed (its etag with
+	// them); `session` is it right after the change, `changed_fields` names
+	// what changed.
+	ChangeKind_CHANGE_KIND_SESSION_UPDATED ChangeKind = 2
+	// A message was added; `message` is it.
+	ChangeKind_CHANGE_KIND_MESSAGE_ADDED ChangeKind = 3
+	// Messages were removed from the end; `session` is it after, its
+	// message_count the new last sequence.
+	ChangeKind_CHANGE_KIND_MESSAGES_REMOVED ChangeKind = 4
+	// The memory was created or updated; `memory` is it after the change.
+	ChangeKind_CHANGE_KIND_MEMORY_CHANGED ChangeKind = 5
+	// The memory was deleted.
+	ChangeKind_CHANGE_KIND_MEMORY_DELETED ChangeKind = 6
+	// The session was deleted: its last change (WatchSession ends after it).
+	ChangeKind_CHANGE_KIND_SESSION_DELETED ChangeKind = 7
+)
+
+// Enum value maps for ChangeKind.
+var (
+	ChangeKind_name = map[int32]string{
+		0: "CHANGE_KIND_UNSPECIFIED",
+		1: "CHANGE_KIND_SESSION_CREATED",
+		2: "CHANGE_KIND_SESSION_UPDATED",
+		3: "CHANGE_KIND_MESSAGE_ADDED",
+		4: "CHANGE_KIND_MESSAGES_REMOVED",
+		5: "CHANGE_KIND_MEMORY_CHANGED",
+		6: "CHANGE_KIND_MEMORY_DELETED",
+		7: "CHANGE_KIND_SESSION_DELETED",
+	}
+	ChangeKind_value = map[string]int32{
+		"CHANGE_KIND_UNSPECIFIED":      0,
+		"CHANGE_KIND_SESSION_CREATED":  1,
+		"CHANGE_KIND_SESSION_UPDATED":  2,
+		"CHANGE_KIND_MESSAGE_ADDED":    3,
+		"CHANGE_KIND_MESSAGES_REMOVED": 4,
+		"CHANGE_KIND_MEMORY_CHANGED":   5,
+		"CHANGE_KIND_MEMORY_DELETED":   6,
+		"CHANGE_KIND_SESSION_DELETED":  7,
+	}
+)
+
+func (x ChangeKind) Enum() *ChangeKind {
+	p := new(ChangeKind)
+	*p = x
+	return p
+}
+
+func (x ChangeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ChangeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_session_v1_session_proto_enumTypes[3].Descriptor()
+}
+
+func (ChangeKind) Type() protoreflect.EnumType {
+	return &file_session_v1_session_proto_enumTypes[3]
+}
+
+func (x ChangeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ChangeKind.Descriptor instead.
+func (ChangeKind) EnumDescriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{3}
+}
+
 // The width of a usage bucket; buckets start at UTC hour, day or month
 // boundaries.
 type UsageBucket int32
@@ -276,11 +351,11 @@ func (x UsageBucket) String() string {
 }
 
 func (UsageBucket) Descriptor() protoreflect.EnumDescriptor {
-	return file_session_v1_session_proto_enumTypes[3].Descriptor()
+	return file_session_v1_session_proto_enumTypes[4].Descriptor()
 }
 
 func (UsageBucket) Type() protoreflect.EnumType {
-	return &file_session_v1_session_proto_enumTypes[3]
+	return &file_session_v1_session_proto_enumTypes[4]
 }
 
 func (x UsageBucket) Number() protoreflect.EnumNumber {
@@ -289,7 +364,7 @@ func (x UsageBucket) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use UsageBucket.Descriptor instead.
 func (UsageBucket) EnumDescriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{3}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{4}
 }
 
 // One conversation.
@@ -2169,8 +2244,11 @@ type ListSessionsRequest struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// Required: whose sessions. In token mode the caller's own user_id unless the
-	// token has the sessions.admin scope (PERMISSION_DENIED otherwise).
+	// Whose sessions. In token mode the caller's own user_id unless the token has
+	// the sessions.admin scope (PERMISSION_DENIED otherwise); left empty, the
+	// caller's own. Empty with app_name set and the admin scope (or in mode
+	// none): the app's sessions of every user. Empty without app_name:
+	// INVALID_ARGUMENT.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Only sessions in this status; UNSPECIFIED means all.
 	Status SessionStatus `protobuf:"varint,2,opt,name=status,proto3,enum=session.v1.SessionStatus" json:"status,omitempty"`
@@ -3292,6 +3370,359 @@ func (x *GetAppStateResponse) GetAppState() *AppState {
 	return nil
 }
 
+// One change of a session, as recorded when it committed.
+type SessionChange struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The cursor of this change: per user, growing in commit order (not
+	// gapless within one session: the ids between belong to the user's other
+	// sessions).
+	ChangeId int64 `protobuf:"varint,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	// The session that changed.
+	SessionId string `protobuf:"bytes,2,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// What happened; says which of session, message and memory is set.
+	Kind ChangeKind `protobuf:"varint,3,opt,name=kind,proto3,enum=session.v1.ChangeKind" json:"kind,omitempty"`
+	// When the change was recorded (database clock).
+	ChangeTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	// The session as of the change (SESSION_CREATED, SESSION_UPDATED,
+	// MESSAGES_REMOVED).
+	Session *Session `protobuf:"bytes,5,opt,name=session,proto3" json:"session,omitempty"`
+	// The message added (MESSAGE_ADDED).
+	Message *Message `protobuf:"bytes,6,opt,name=message,proto3" json:"message,omitempty"`
+	// The memory as of the change (MEMORY_CHANGED).
+	Memory *Memory `protobuf:"bytes,7,opt,name=memory,proto3" json:"memory,omitempty"`
+	// For SESSION_UPDATED: which of title, status, conversation_data, metadata
+	// changed (empty when an update rewrote them unchanged).
+	ChangedFields []string `protobuf:"bytes,8,rep,name=changed_fields,json=changedFields,proto3" json:"changed_fields,omitempty"`
+}
+
+func (x *SessionChange) Reset() {
+	*x = SessionChange{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[40]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *SessionChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionChange) ProtoMessage() {}
+
+func (x *SessionChange) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[40]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionChange.ProtoReflect.Descriptor instead.
+func (*SessionChange) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *SessionChange) GetChangeId() int64 {
+	if x != nil {
+		return x.ChangeId
+	}
+	return 0
+}
+
+func (x *SessionChange) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *SessionChange) GetKind() ChangeKind {
+	if x != nil {
+		return x.Kind
+	}
+	return ChangeKind_CHANGE_KIND_UNSPECIFIED
+}
+
+func (x *SessionChange) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
+}
+
+func (x *SessionChange) GetSession() *Session {
+	if x != nil {
+		return x.Session
+	}
+	return nil
+}
+
+func (x *SessionChange) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *SessionChange) GetMemory() *Memory {
+	if x != nil {
+		return x.Memory
+	}
+	return nil
+}
+
+func (x *SessionChange) GetChangedFields() []string {
+	if x != nil {
+		return x.ChangedFields
+	}
+	return nil
+}
+
+// Input of WatchSession.
+type WatchSessionRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Required: the session's UUID. INVALID_ARGUMENT when empty or not a UUID.
+	SessionId string `protobuf:"bytes,1,opt,name=session_id,json=sessionId,proto3" json:"session_id,omitempty"`
+	// The cursor: only changes with a greater change_id. Unset: from now on (the
+	// first response says where "now" was). 0: from the first recorded change.
+	// Negative: INVALID_ARGUMENT. A cursor past the user's last change waits
+	// for changes past it.
+	AfterChangeId *int64 `protobuf:"varint,2,opt,name=after_change_id,json=afterChangeId,proto3,oneof" json:"after_change_id,omitempty"`
+}
+
+func (x *WatchSessionRequest) Reset() {
+	*x = WatchSessionRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[41]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchSessionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionRequest) ProtoMessage() {}
+
+func (x *WatchSessionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[41]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionRequest.ProtoReflect.Descriptor instead.
+func (*WatchSessionRequest) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *WatchSessionRequest) GetSessionId() string {
+	if x != nil {
+		return x.SessionId
+	}
+	return ""
+}
+
+func (x *WatchSessionRequest) GetAfterChangeId() int64 {
+	if x != nil && x.AfterChangeId != nil {
+		return *x.AfterChangeId
+	}
+	return 0
+}
+
+// One response of WatchSession: a change, or a heartbeat.
+type WatchSessionResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The next change; unset in a heartbeat.
+	Change *SessionChange `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	// Where to resume from: reconnect with after_change_id = cursor and nothing
+	// before it comes again, nothing after it is lost. Always set.
+	Cursor int64 `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+}
+
+func (x *WatchSessionResponse) Reset() {
+	*x = WatchSessionResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[42]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchSessionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchSessionResponse) ProtoMessage() {}
+
+func (x *WatchSessionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[42]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchSessionResponse.ProtoReflect.Descriptor instead.
+func (*WatchSessionResponse) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *WatchSessionResponse) GetChange() *SessionChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *WatchSessionResponse) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
+// Input of WatchUserSessions.
+type WatchUserSessionsRequest struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// Required: whose sessions. In token mode the caller's own user_id unless
+	// the token has the sessions.admin scope (PERMISSION_DENIED otherwise).
+	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// As in WatchSessionRequest.
+	AfterChangeId *int64 `protobuf:"varint,2,opt,name=after_change_id,json=afterChangeId,proto3,oneof" json:"after_change_id,omitempty"`
+}
+
+func (x *WatchUserSessionsRequest) Reset() {
+	*x = WatchUserSessionsRequest{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[43]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchUserSessionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchUserSessionsRequest) ProtoMessage() {}
+
+func (x *WatchUserSessionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[43]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchUserSessionsRequest.ProtoReflect.Descriptor instead.
+func (*WatchUserSessionsRequest) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *WatchUserSessionsRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *WatchUserSessionsRequest) GetAfterChangeId() int64 {
+	if x != nil && x.AfterChangeId != nil {
+		return *x.AfterChangeId
+	}
+	return 0
+}
+
+// One response of WatchUserSessions: a change, or a heartbeat.
+type WatchUserSessionsResponse struct {
+	state         protoimpl.MessageState
+	sizeCache     protoimpl.SizeCache
+	unknownFields protoimpl.UnknownFields
+
+	// The next change of any of the user's sessions; unset in a heartbeat.
+	Change *SessionChange `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	// Where to resume from (as in WatchSessionResponse).
+	Cursor int64 `protobuf:"varint,2,opt,name=cursor,proto3" json:"cursor,omitempty"`
+}
+
+func (x *WatchUserSessionsResponse) Reset() {
+	*x = WatchUserSessionsResponse{}
+	if protoimpl.UnsafeEnabled {
+		mi := &file_session_v1_session_proto_msgTypes[44]
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		ms.StoreMessageInfo(mi)
+	}
+}
+
+func (x *WatchUserSessionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchUserSessionsResponse) ProtoMessage() {}
+
+func (x *WatchUserSessionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_session_v1_session_proto_msgTypes[44]
+	if protoimpl.UnsafeEnabled && x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchUserSessionsResponse.ProtoReflect.Descriptor instead.
+func (*WatchUserSessionsResponse) Descriptor() ([]byte, []int) {
+	return file_session_v1_session_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *WatchUserSessionsResponse) GetChange() *SessionChange {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
+func (x *WatchUserSessionsResponse) GetCursor() int64 {
+	if x != nil {
+		return x.Cursor
+	}
+	return 0
+}
+
 // Input of AddMessage.
 type AddMessageRequest struct {
 	state         protoimpl.MessageState
@@ -3364,7 +3795,7 @@ type AddMessageRequest struct {
 func (x *AddMessageRequest) Reset() {
 	*x = AddMessageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[40]
+		mi := &file_session_v1_session_proto_msgTypes[45]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3377,7 +3808,7 @@ func (x *AddMessageRequest) String() string {
 func (*AddMessageRequest) ProtoMessage() {}
 
 func (x *AddMessageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[40]
+	mi := &file_session_v1_session_proto_msgTypes[45]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3390,7 +3821,7 @@ func (x *AddMessageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessageRequest.ProtoReflect.Descriptor instead.
 func (*AddMessageRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{40}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AddMessageRequest) GetSessionId() string {
@@ -3513,7 +3944,7 @@ type AddMessageResponse struct {
 func (x *AddMessageResponse) Reset() {
 	*x = AddMessageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[41]
+		mi := &file_session_v1_session_proto_msgTypes[46]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3526,7 +3957,7 @@ func (x *AddMessageResponse) String() string {
 func (*AddMessageResponse) ProtoMessage() {}
 
 func (x *AddMessageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[41]
+	mi := &file_session_v1_session_proto_msgTypes[46]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3539,7 +3970,7 @@ func (x *AddMessageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessageResponse.ProtoReflect.Descriptor instead.
 func (*AddMessageResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{41}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AddMessageResponse) GetMessage() *Message {
@@ -3604,7 +4035,7 @@ type NewMessage struct {
 func (x *NewMessage) Reset() {
 	*x = NewMessage{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[42]
+		mi := &file_session_v1_session_proto_msgTypes[47]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3617,7 +4048,7 @@ func (x *NewMessage) String() string {
 func (*NewMessage) ProtoMessage() {}
 
 func (x *NewMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[42]
+	mi := &file_session_v1_session_proto_msgTypes[47]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3630,7 +4061,7 @@ func (x *NewMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NewMessage.ProtoReflect.Descriptor instead.
 func (*NewMessage) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{42}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *NewMessage) GetRole() Role {
@@ -3723,7 +4154,7 @@ type AddMessagesRequest struct {
 func (x *AddMessagesRequest) Reset() {
 	*x = AddMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[43]
+		mi := &file_session_v1_session_proto_msgTypes[48]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3736,7 +4167,7 @@ func (x *AddMessagesRequest) String() string {
 func (*AddMessagesRequest) ProtoMessage() {}
 
 func (x *AddMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[43]
+	mi := &file_session_v1_session_proto_msgTypes[48]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3749,7 +4180,7 @@ func (x *AddMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessagesRequest.ProtoReflect.Descriptor instead.
 func (*AddMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{43}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AddMessagesRequest) GetSessionId() string {
@@ -3810,7 +4241,7 @@ type AddMessagesResponse struct {
 func (x *AddMessagesResponse) Reset() {
 	*x = AddMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[44]
+		mi := &file_session_v1_session_proto_msgTypes[49]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3823,7 +4254,7 @@ func (x *AddMessagesResponse) String() string {
 func (*AddMessagesResponse) ProtoMessage() {}
 
 func (x *AddMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[44]
+	mi := &file_session_v1_session_proto_msgTypes[49]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3836,7 +4267,7 @@ func (x *AddMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddMessagesResponse.ProtoReflect.Descriptor instead.
 func (*AddMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{44}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AddMessagesResponse) GetMessages() []*Message {
@@ -3906,7 +4337,7 @@ type ListMessagesRequest struct {
 func (x *ListMessagesRequest) Reset() {
 	*x = ListMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[45]
+		mi := &file_session_v1_session_proto_msgTypes[50]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -3919,7 +4350,7 @@ func (x *ListMessagesRequest) String() string {
 func (*ListMessagesRequest) ProtoMessage() {}
 
 func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[45]
+	mi := &file_session_v1_session_proto_msgTypes[50]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3932,7 +4363,7 @@ func (x *ListMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesRequest.ProtoReflect.Descriptor instead.
 func (*ListMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{45}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *ListMessagesRequest) GetSessionId() string {
@@ -3995,7 +4426,7 @@ type ListMessagesResponse struct {
 func (x *ListMessagesResponse) Reset() {
 	*x = ListMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[46]
+		mi := &file_session_v1_session_proto_msgTypes[51]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4008,7 +4439,7 @@ func (x *ListMessagesResponse) String() string {
 func (*ListMessagesResponse) ProtoMessage() {}
 
 func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[46]
+	mi := &file_session_v1_session_proto_msgTypes[51]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4021,7 +4452,7 @@ func (x *ListMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMessagesResponse.ProtoReflect.Descriptor instead.
 func (*ListMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{46}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *ListMessagesResponse) GetMessages() []*Message {
@@ -4064,7 +4495,7 @@ type StreamMessagesRequest struct {
 func (x *StreamMessagesRequest) Reset() {
 	*x = StreamMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[47]
+		mi := &file_session_v1_session_proto_msgTypes[52]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4077,7 +4508,7 @@ func (x *StreamMessagesRequest) String() string {
 func (*StreamMessagesRequest) ProtoMessage() {}
 
 func (x *StreamMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[47]
+	mi := &file_session_v1_session_proto_msgTypes[52]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4090,7 +4521,7 @@ func (x *StreamMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamMessagesRequest.ProtoReflect.Descriptor instead.
 func (*StreamMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{47}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *StreamMessagesRequest) GetSessionId() string {
@@ -4127,7 +4558,7 @@ type StreamMessagesResponse struct {
 func (x *StreamMessagesResponse) Reset() {
 	*x = StreamMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[48]
+		mi := &file_session_v1_session_proto_msgTypes[53]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4140,7 +4571,7 @@ func (x *StreamMessagesResponse) String() string {
 func (*StreamMessagesResponse) ProtoMessage() {}
 
 func (x *StreamMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[48]
+	mi := &file_session_v1_session_proto_msgTypes[53]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4153,7 +4584,7 @@ func (x *StreamMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamMessagesResponse.ProtoReflect.Descriptor instead.
 func (*StreamMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{48}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *StreamMessagesResponse) GetMessage() *Message {
@@ -4197,7 +4628,7 @@ type SearchMessagesRequest struct {
 func (x *SearchMessagesRequest) Reset() {
 	*x = SearchMessagesRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[49]
+		mi := &file_session_v1_session_proto_msgTypes[54]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4210,7 +4641,7 @@ func (x *SearchMessagesRequest) String() string {
 func (*SearchMessagesRequest) ProtoMessage() {}
 
 func (x *SearchMessagesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[49]
+	mi := &file_session_v1_session_proto_msgTypes[54]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4223,7 +4654,7 @@ func (x *SearchMessagesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchMessagesRequest.ProtoReflect.Descriptor instead.
 func (*SearchMessagesRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{49}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{54}
 }
 
 func (x *SearchMessagesRequest) GetQuery() string {
@@ -4310,7 +4741,7 @@ type SearchResult struct {
 func (x *SearchResult) Reset() {
 	*x = SearchResult{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[50]
+		mi := &file_session_v1_session_proto_msgTypes[55]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4323,7 +4754,7 @@ func (x *SearchResult) String() string {
 func (*SearchResult) ProtoMessage() {}
 
 func (x *SearchResult) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[50]
+	mi := &file_session_v1_session_proto_msgTypes[55]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4336,7 +4767,7 @@ func (x *SearchResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchResult.ProtoReflect.Descriptor instead.
 func (*SearchResult) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{50}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *SearchResult) GetMessage() *Message {
@@ -4376,7 +4807,7 @@ type SearchMessagesResponse struct {
 func (x *SearchMessagesResponse) Reset() {
 	*x = SearchMessagesResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[51]
+		mi := &file_session_v1_session_proto_msgTypes[56]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4389,7 +4820,7 @@ func (x *SearchMessagesResponse) String() string {
 func (*SearchMessagesResponse) ProtoMessage() {}
 
 func (x *SearchMessagesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[51]
+	mi := &file_session_v1_session_proto_msgTypes[56]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4402,7 +4833,7 @@ func (x *SearchMessagesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SearchMessagesResponse.ProtoReflect.Descriptor instead.
 func (*SearchMessagesResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{51}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *SearchMessagesResponse) GetResults() []*SearchResult {
@@ -4443,7 +4874,7 @@ type CreateMemoryRequest struct {
 func (x *CreateMemoryRequest) Reset() {
 	*x = CreateMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[52]
+		mi := &file_session_v1_session_proto_msgTypes[57]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4456,7 +4887,7 @@ func (x *CreateMemoryRequest) String() string {
 func (*CreateMemoryRequest) ProtoMessage() {}
 
 func (x *CreateMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[52]
+	mi := &file_session_v1_session_proto_msgTypes[57]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4469,7 +4900,7 @@ func (x *CreateMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMemoryRequest.ProtoReflect.Descriptor instead.
 func (*CreateMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{52}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *CreateMemoryRequest) GetSessionId() string {
@@ -4520,7 +4951,7 @@ type CreateMemoryResponse struct {
 func (x *CreateMemoryResponse) Reset() {
 	*x = CreateMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[53]
+		mi := &file_session_v1_session_proto_msgTypes[58]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4533,7 +4964,7 @@ func (x *CreateMemoryResponse) String() string {
 func (*CreateMemoryResponse) ProtoMessage() {}
 
 func (x *CreateMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[53]
+	mi := &file_session_v1_session_proto_msgTypes[58]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4546,7 +4977,7 @@ func (x *CreateMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateMemoryResponse.ProtoReflect.Descriptor instead.
 func (*CreateMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{53}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *CreateMemoryResponse) GetMemory() *Memory {
@@ -4570,7 +5001,7 @@ type GetMemoryRequest struct {
 func (x *GetMemoryRequest) Reset() {
 	*x = GetMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[54]
+		mi := &file_session_v1_session_proto_msgTypes[59]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4583,7 +5014,7 @@ func (x *GetMemoryRequest) String() string {
 func (*GetMemoryRequest) ProtoMessage() {}
 
 func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[54]
+	mi := &file_session_v1_session_proto_msgTypes[59]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4596,7 +5027,7 @@ func (x *GetMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryRequest.ProtoReflect.Descriptor instead.
 func (*GetMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{54}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{59}
 }
 
 func (x *GetMemoryRequest) GetSessionId() string {
@@ -4619,7 +5050,7 @@ type GetMemoryResponse struct {
 func (x *GetMemoryResponse) Reset() {
 	*x = GetMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[55]
+		mi := &file_session_v1_session_proto_msgTypes[60]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4632,7 +5063,7 @@ func (x *GetMemoryResponse) String() string {
 func (*GetMemoryResponse) ProtoMessage() {}
 
 func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[55]
+	mi := &file_session_v1_session_proto_msgTypes[60]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4645,7 +5076,7 @@ func (x *GetMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetMemoryResponse.ProtoReflect.Descriptor instead.
 func (*GetMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{55}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{60}
 }
 
 func (x *GetMemoryResponse) GetMemory() *Memory {
@@ -4673,7 +5104,7 @@ type UpdateMemoryRequest struct {
 func (x *UpdateMemoryRequest) Reset() {
 	*x = UpdateMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[56]
+		mi := &file_session_v1_session_proto_msgTypes[61]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4686,7 +5117,7 @@ func (x *UpdateMemoryRequest) String() string {
 func (*UpdateMemoryRequest) ProtoMessage() {}
 
 func (x *UpdateMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[56]
+	mi := &file_session_v1_session_proto_msgTypes[61]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4699,7 +5130,7 @@ func (x *UpdateMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMemoryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{56}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{61}
 }
 
 func (x *UpdateMemoryRequest) GetMemory() *Memory {
@@ -4736,7 +5167,7 @@ type UpdateMemoryResponse struct {
 func (x *UpdateMemoryResponse) Reset() {
 	*x = UpdateMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[57]
+		mi := &file_session_v1_session_proto_msgTypes[62]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4749,7 +5180,7 @@ func (x *UpdateMemoryResponse) String() string {
 func (*UpdateMemoryResponse) ProtoMessage() {}
 
 func (x *UpdateMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[57]
+	mi := &file_session_v1_session_proto_msgTypes[62]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4762,7 +5193,7 @@ func (x *UpdateMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateMemoryResponse.ProtoReflect.Descriptor instead.
 func (*UpdateMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{57}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{62}
 }
 
 func (x *UpdateMemoryResponse) GetMemory() *Memory {
@@ -4786,7 +5217,7 @@ type DeleteMemoryRequest struct {
 func (x *DeleteMemoryRequest) Reset() {
 	*x = DeleteMemoryRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[58]
+		mi := &file_session_v1_session_proto_msgTypes[63]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4799,7 +5230,7 @@ func (x *DeleteMemoryRequest) String() string {
 func (*DeleteMemoryRequest) ProtoMessage() {}
 
 func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[58]
+	mi := &file_session_v1_session_proto_msgTypes[63]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4812,7 +5243,7 @@ func (x *DeleteMemoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{58}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{63}
 }
 
 func (x *DeleteMemoryRequest) GetSessionId() string {
@@ -4832,7 +5263,7 @@ type DeleteMemoryResponse struct {
 func (x *DeleteMemoryResponse) Reset() {
 	*x = DeleteMemoryResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[59]
+		mi := &file_session_v1_session_proto_msgTypes[64]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4845,7 +5276,7 @@ func (x *DeleteMemoryResponse) String() string {
 func (*DeleteMemoryResponse) ProtoMessage() {}
 
 func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[59]
+	mi := &file_session_v1_session_proto_msgTypes[64]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4858,7 +5289,7 @@ func (x *DeleteMemoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteMemoryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteMemoryResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{59}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{64}
 }
 
 // Limits on what a user, or all users of an app, may add per UTC day and
@@ -4895,7 +5326,7 @@ type Budget struct {
 func (x *Budget) Reset() {
 	*x = Budget{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[60]
+		mi := &file_session_v1_session_proto_msgTypes[65]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -4908,7 +5339,7 @@ func (x *Budget) String() string {
 func (*Budget) ProtoMessage() {}
 
 func (x *Budget) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[60]
+	mi := &file_session_v1_session_proto_msgTypes[65]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4921,7 +5352,7 @@ func (x *Budget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Budget.ProtoReflect.Descriptor instead.
 func (*Budget) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{60}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{65}
 }
 
 func (x *Budget) GetUserId() string {
@@ -5002,7 +5433,7 @@ type BudgetLimitUse struct {
 func (x *BudgetLimitUse) Reset() {
 	*x = BudgetLimitUse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[61]
+		mi := &file_session_v1_session_proto_msgTypes[66]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5015,7 +5446,7 @@ func (x *BudgetLimitUse) String() string {
 func (*BudgetLimitUse) ProtoMessage() {}
 
 func (x *BudgetLimitUse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[61]
+	mi := &file_session_v1_session_proto_msgTypes[66]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5028,7 +5459,7 @@ func (x *BudgetLimitUse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BudgetLimitUse.ProtoReflect.Descriptor instead.
 func (*BudgetLimitUse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{61}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{66}
 }
 
 func (x *BudgetLimitUse) GetLimit() string {
@@ -5081,7 +5512,7 @@ type GetBudgetRequest struct {
 func (x *GetBudgetRequest) Reset() {
 	*x = GetBudgetRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[62]
+		mi := &file_session_v1_session_proto_msgTypes[67]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5094,7 +5525,7 @@ func (x *GetBudgetRequest) String() string {
 func (*GetBudgetRequest) ProtoMessage() {}
 
 func (x *GetBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[62]
+	mi := &file_session_v1_session_proto_msgTypes[67]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5107,7 +5538,7 @@ func (x *GetBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBudgetRequest.ProtoReflect.Descriptor instead.
 func (*GetBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{62}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{67}
 }
 
 func (x *GetBudgetRequest) GetUserId() string {
@@ -5139,7 +5570,7 @@ type GetBudgetResponse struct {
 func (x *GetBudgetResponse) Reset() {
 	*x = GetBudgetResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[63]
+		mi := &file_session_v1_session_proto_msgTypes[68]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5152,7 +5583,7 @@ func (x *GetBudgetResponse) String() string {
 func (*GetBudgetResponse) ProtoMessage() {}
 
 func (x *GetBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[63]
+	mi := &file_session_v1_session_proto_msgTypes[68]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5165,7 +5596,7 @@ func (x *GetBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBudgetResponse.ProtoReflect.Descriptor instead.
 func (*GetBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{63}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{68}
 }
 
 func (x *GetBudgetResponse) GetBudget() *Budget {
@@ -5195,7 +5626,7 @@ type SetBudgetRequest struct {
 func (x *SetBudgetRequest) Reset() {
 	*x = SetBudgetRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[64]
+		mi := &file_session_v1_session_proto_msgTypes[69]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5208,7 +5639,7 @@ func (x *SetBudgetRequest) String() string {
 func (*SetBudgetRequest) ProtoMessage() {}
 
 func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[64]
+	mi := &file_session_v1_session_proto_msgTypes[69]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5221,7 +5652,7 @@ func (x *SetBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetRequest.ProtoReflect.Descriptor instead.
 func (*SetBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{64}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{69}
 }
 
 func (x *SetBudgetRequest) GetBudget() *Budget {
@@ -5244,7 +5675,7 @@ type SetBudgetResponse struct {
 func (x *SetBudgetResponse) Reset() {
 	*x = SetBudgetResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[65]
+		mi := &file_session_v1_session_proto_msgTypes[70]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5257,7 +5688,7 @@ func (x *SetBudgetResponse) String() string {
 func (*SetBudgetResponse) ProtoMessage() {}
 
 func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[65]
+	mi := &file_session_v1_session_proto_msgTypes[70]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5270,7 +5701,7 @@ func (x *SetBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBudgetResponse.ProtoReflect.Descriptor instead.
 func (*SetBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{65}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{70}
 }
 
 func (x *SetBudgetResponse) GetBudget() *Budget {
@@ -5295,7 +5726,7 @@ type DeleteBudgetRequest struct {
 func (x *DeleteBudgetRequest) Reset() {
 	*x = DeleteBudgetRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[66]
+		mi := &file_session_v1_session_proto_msgTypes[71]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5308,7 +5739,7 @@ func (x *DeleteBudgetRequest) String() string {
 func (*DeleteBudgetRequest) ProtoMessage() {}
 
 func (x *DeleteBudgetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[66]
+	mi := &file_session_v1_session_proto_msgTypes[71]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5321,7 +5752,7 @@ func (x *DeleteBudgetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBudgetRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBudgetRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{66}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{71}
 }
 
 func (x *DeleteBudgetRequest) GetUserId() string {
@@ -5351,7 +5782,7 @@ type DeleteBudgetResponse struct {
 func (x *DeleteBudgetResponse) Reset() {
 	*x = DeleteBudgetResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[67]
+		mi := &file_session_v1_session_proto_msgTypes[72]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5364,7 +5795,7 @@ func (x *DeleteBudgetResponse) String() string {
 func (*DeleteBudgetResponse) ProtoMessage() {}
 
 func (x *DeleteBudgetResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[67]
+	mi := &file_session_v1_session_proto_msgTypes[72]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5377,7 +5808,7 @@ func (x *DeleteBudgetResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBudgetResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBudgetResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{67}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{72}
 }
 
 func (x *DeleteBudgetResponse) GetDeleted() bool {
@@ -5414,7 +5845,7 @@ type GetUsageRequest struct {
 func (x *GetUsageRequest) Reset() {
 	*x = GetUsageRequest{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[68]
+		mi := &file_session_v1_session_proto_msgTypes[73]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5427,7 +5858,7 @@ func (x *GetUsageRequest) String() string {
 func (*GetUsageRequest) ProtoMessage() {}
 
 func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[68]
+	mi := &file_session_v1_session_proto_msgTypes[73]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5440,7 +5871,7 @@ func (x *GetUsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageRequest.ProtoReflect.Descriptor instead.
 func (*GetUsageRequest) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{68}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{73}
 }
 
 func (x *GetUsageRequest) GetUserId() string {
@@ -5506,7 +5937,7 @@ type UsageBucketTotals struct {
 func (x *UsageBucketTotals) Reset() {
 	*x = UsageBucketTotals{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[69]
+		mi := &file_session_v1_session_proto_msgTypes[74]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5519,7 +5950,7 @@ func (x *UsageBucketTotals) String() string {
 func (*UsageBucketTotals) ProtoMessage() {}
 
 func (x *UsageBucketTotals) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[69]
+	mi := &file_session_v1_session_proto_msgTypes[74]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5532,7 +5963,7 @@ func (x *UsageBucketTotals) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageBucketTotals.ProtoReflect.Descriptor instead.
 func (*UsageBucketTotals) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{69}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{74}
 }
 
 func (x *UsageBucketTotals) GetStartTime() *timestamppb.Timestamp {
@@ -5590,7 +6021,7 @@ type GetUsageResponse struct {
 func (x *GetUsageResponse) Reset() {
 	*x = GetUsageResponse{}
 	if protoimpl.UnsafeEnabled {
-		mi := &file_session_v1_session_proto_msgTypes[70]
+		mi := &file_session_v1_session_proto_msgTypes[75]
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		ms.StoreMessageInfo(mi)
 	}
@@ -5603,7 +6034,7 @@ func (x *GetUsageResponse) String() string {
 func (*GetUsageResponse) ProtoMessage() {}
 
 func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_session_v1_session_proto_msgTypes[70]
+	mi := &file_session_v1_session_proto_msgTypes[75]
 	if protoimpl.UnsafeEnabled && x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -5616,7 +6047,7 @@ func (x *GetUsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetUsageResponse.ProtoReflect.Descriptor instead.
 func (*GetUsageResponse) Descriptor() ([]byte, []int) {
-	return file_session_v1_session_proto_rawDescGZIP(), []int{70}
+	return file_session_v1_session_proto_rawDescGZIP(), []int{75}
 }
 
 func (x *GetUsageResponse) GetBuckets() []*UsageBucketTotals {
@@ -6106,7 +6537,57 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x31, 0x0a, 0x09, 0x61, 0x70, 0x70,
 	0x5f, 0x73, 0x74, 0x61, 0x74, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x14, 0x2e, 0x73,
 	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x70, 0x70, 0x53, 0x74, 0x61,
-	0x74, 0x65, 0x52, 0x08, 0x61, 0x70, 0x70, 0x53, 0x74, 0x61, 0x74, 0x65, 0x22, 0xe9, 0x04, 0x0a,
+	0x74, 0x65, 0x52, 0x08, 0x61, 0x70, 0x70, 0x53, 0x74, 0x61, 0x74, 0x65, 0x22, 0xe5, 0x02, 0x0a,
+	0x0d, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x12, 0x1b,
+	0x0a, 0x09, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x03, 0x52, 0x08, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x49, 0x64, 0x12, 0x1d, 0x0a, 0x0a, 0x73,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x09, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x49, 0x64, 0x12, 0x2a, 0x0a, 0x04, 0x6b, 0x69,
+	0x6e, 0x64, 0x18, 0x03, 0x20, 0x01, 0x28, 0x0e, 0x32, 0x16, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x4b, 0x69, 0x6e, 0x64,
+	0x52, 0x04, 0x6b, 0x69, 0x6e, 0x64, 0x12, 0x3b, 0x0a, 0x0b, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65,
+	0x5f, 0x74, 0x69, 0x6d, 0x65, 0x18, 0x04, 0x20, 0x01, 0x28, 0x0b, 0x32, 0x1a, 0x2e, 0x67, 0x6f,
+	0x6f, 0x67, 0x6c, 0x65, 0x2e, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x62, 0x75, 0x66, 0x2e, 0x54, 0x69,
+	0x6d, 0x65, 0x73, 0x74, 0x61, 0x6d, 0x70, 0x52, 0x0a, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x54,
+	0x69, 0x6d, 0x65, 0x12, 0x2d, 0x0a, 0x07, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x18, 0x05,
+	0x20, 0x01, 0x28, 0x0b, 0x32, 0x13, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
+	0x31, 0x2e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x07, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x12, 0x2d, 0x0a, 0x07, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x18, 0x06, 0x20,
+	0x01, 0x28, 0x0b, 0x32, 0x13, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
+	0x2e, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x07, 0x6d, 0x65, 0x73, 0x73, 0x61, 0x67,
+	0x65, 0x12, 0x2a, 0x0a, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x18, 0x07, 0x20, 0x01, 0x28,
+	0x0b, 0x32, 0x12, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4d,
+	0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x06, 0x6d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x25, 0x0a,
+	0x0e, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x64, 0x5f, 0x66, 0x69, 0x65, 0x6c, 0x64, 0x73, 0x18,
+	0x08, 0x20, 0x03, 0x28, 0x09, 0x52, 0x0d, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x64, 0x46, 0x69,
+	0x65, 0x6c, 0x64, 0x73, 0x22, 0x75, 0x0a, 0x13, 0x57, 0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73,
+	0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x1d, 0x0a, 0x0a, 0x73,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52,
+	0x09, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x49, 0x64, 0x12, 0x2b, 0x0a, 0x0f, 0x61, 0x66,
+	0x74, 0x65, 0x72, 0x5f, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20,
+	0x01, 0x28, 0x03, 0x48, 0x00, 0x52, 0x0d, 0x61, 0x66, 0x74, 0x65, 0x72, 0x43, 0x68, 0x61, 0x6e,
+	0x67, 0x65, 0x49, 0x64, 0x88, 0x01, 0x01, 0x42, 0x12, 0x0a, 0x10, 0x5f, 0x61, 0x66, 0x74, 0x65,
+	0x72, 0x5f, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x22, 0x61, 0x0a, 0x14, 0x57,
+	0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f,
+	0x6e, 0x73, 0x65, 0x12, 0x31, 0x0a, 0x06, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x18, 0x01, 0x20,
+	0x01, 0x28, 0x0b, 0x32, 0x19, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
+	0x2e, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x52, 0x06,
+	0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72,
+	0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x52, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72, 0x22, 0x74,
+	0x0a, 0x18, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65, 0x72, 0x53, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x12, 0x17, 0x0a, 0x07, 0x75, 0x73,
+	0x65, 0x72, 0x5f, 0x69, 0x64, 0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x06, 0x75, 0x73, 0x65,
+	0x72, 0x49, 0x64, 0x12, 0x2b, 0x0a, 0x0f, 0x61, 0x66, 0x74, 0x65, 0x72, 0x5f, 0x63, 0x68, 0x61,
+	0x6e, 0x67, 0x65, 0x5f, 0x69, 0x64, 0x18, 0x02, 0x20, 0x01, 0x28, 0x03, 0x48, 0x00, 0x52, 0x0d,
+	0x61, 0x66, 0x74, 0x65, 0x72, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x49, 0x64, 0x88, 0x01, 0x01,
+	0x42, 0x12, 0x0a, 0x10, 0x5f, 0x61, 0x66, 0x74, 0x65, 0x72, 0x5f, 0x63, 0x68, 0x61, 0x6e, 0x67,
+	0x65, 0x5f, 0x69, 0x64, 0x22, 0x66, 0x0a, 0x19, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65,
+	0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73,
+	0x65, 0x12, 0x31, 0x0a, 0x06, 0x63, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x18, 0x01, 0x20, 0x01, 0x28,
+	0x0b, 0x32, 0x19, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65, 0x52, 0x06, 0x63, 0x68,
+	0x61, 0x6e, 0x67, 0x65, 0x12, 0x16, 0x0a, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72, 0x18, 0x02,
+	0x20, 0x01, 0x28, 0x03, 0x52, 0x06, 0x63, 0x75, 0x72, 0x73, 0x6f, 0x72, 0x22, 0xe9, 0x04, 0x0a,
 	0x11, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65,
 	0x73, 0x74, 0x12, 0x1d, 0x0a, 0x0a, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x5f, 0x69, 0x64,
 	0x18, 0x01, 0x20, 0x01, 0x28, 0x09, 0x52, 0x09, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x49,
@@ -6457,14 +6938,31 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x41, 0x47, 0x45, 0x5f, 0x54, 0x59, 0x50, 0x45, 0x5f, 0x54, 0x4f, 0x4f, 0x4c, 0x5f, 0x52, 0x45,
 	0x53, 0x55, 0x4c, 0x54, 0x10, 0x04, 0x12, 0x1d, 0x0a, 0x19, 0x4d, 0x45, 0x53, 0x53, 0x41, 0x47,
 	0x45, 0x5f, 0x54, 0x59, 0x50, 0x45, 0x5f, 0x4e, 0x4f, 0x54, 0x49, 0x46, 0x49, 0x43, 0x41, 0x54,
-	0x49, 0x4f, 0x4e, 0x10, 0x05, 0x2a, 0x70, 0x0a, 0x0b, 0x55, 0x73, 0x61, 0x67, 0x65, 0x42, 0x75,
+	0x49, 0x4f, 0x4e, 0x10, 0x05, 0x2a, 0x8d, 0x02, 0x0a, 0x0a, 0x43, 0x68, 0x61, 0x6e, 0x67, 0x65,
+	0x4b, 0x69, 0x6e, 0x64, 0x12, 0x1b, 0x0a, 0x17, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b,
+	0x49, 0x4e, 0x44, 0x5f, 0x55, 0x4e, 0x53, 0x50, 0x45, 0x43, 0x49, 0x46, 0x49, 0x45, 0x44, 0x10,
+	0x00, 0x12, 0x1f, 0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e, 0x44,
+	0x5f, 0x53, 0x45, 0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x43, 0x52, 0x45, 0x41, 0x54, 0x45, 0x44,
+	0x10, 0x01, 0x12, 0x1f, 0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e,
+	0x44, 0x5f, 0x53, 0x45, 0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x55, 0x50, 0x44, 0x41, 0x54, 0x45,
+	0x44, 0x10, 0x02, 0x12, 0x1d, 0x0a, 0x19, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49,
+	0x4e, 0x44, 0x5f, 0x4d, 0x45, 0x53, 0x53, 0x41, 0x47, 0x45, 0x5f, 0x41, 0x44, 0x44, 0x45, 0x44,
+	0x10, 0x03, 0x12, 0x20, 0x0a, 0x1c, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b, 0x49, 0x4e,
+	0x44, 0x5f, 0x4d, 0x45, 0x53, 0x53, 0x41, 0x47, 0x45, 0x53, 0x5f, 0x52, 0x45, 0x4d, 0x4f, 0x56,
+	0x45, 0x44, 0x10, 0x04, 0x12, 0x1e, 0x0a, 0x1a, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b,
+	0x49, 0x4e, 0x44, 0x5f, 0x4d, 0x45, 0x4d, 0x4f, 0x52, 0x59, 0x5f, 0x43, 0x48, 0x41, 0x4e, 0x47,
+	0x45, 0x44, 0x10, 0x05, 0x12, 0x1e, 0x0a, 0x1a, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b,
+	0x49, 0x4e, 0x44, 0x5f, 0x4d, 0x45, 0x4d, 0x4f, 0x52, 0x59, 0x5f, 0x44, 0x45, 0x4c, 0x45, 0x54,
+	0x45, 0x44, 0x10, 0x06, 0x12, 0x1f, 0x0a, 0x1b, 0x43, 0x48, 0x41, 0x4e, 0x47, 0x45, 0x5f, 0x4b,
+	0x49, 0x4e, 0x44, 0x5f, 0x53, 0x45, 0x53, 0x53, 0x49, 0x4f, 0x4e, 0x5f, 0x44, 0x45, 0x4c, 0x45,
+	0x54, 0x45, 0x44, 0x10, 0x07, 0x2a, 0x70, 0x0a, 0x0b, 0x55, 0x73, 0x61, 0x67, 0x65, 0x42, 0x75,
 	0x63, 0x6b, 0x65, 0x74, 0x12, 0x1c, 0x0a, 0x18, 0x55, 0x53, 0x41, 0x47, 0x45, 0x5f, 0x42, 0x55,
 	0x43, 0x4b, 0x45, 0x54, 0x5f, 0x55, 0x4e, 0x53, 0x50, 0x45, 0x43, 0x49, 0x46, 0x49, 0x45, 0x44,
 	0x10, 0x00, 0x12, 0x15, 0x0a, 0x11, 0x55, 0x53, 0x41, 0x47, 0x45, 0x5f, 0x42, 0x55, 0x43, 0x4b,
 	0x45, 0x54, 0x5f, 0x48, 0x4f, 0x55, 0x52, 0x10, 0x01, 0x12, 0x14, 0x0a, 0x10, 0x55, 0x53, 0x41,
 	0x47, 0x45, 0x5f, 0x42, 0x55, 0x43, 0x4b, 0x45, 0x54, 0x5f, 0x44, 0x41, 0x59, 0x10, 0x02, 0x12,
 	0x16, 0x0a, 0x12, 0x55, 0x53, 0x41, 0x47, 0x45, 0x5f, 0x42, 0x55, 0x43, 0x4b, 0x45, 0x54, 0x5f,
-	0x4d, 0x4f, 0x4e, 0x54, 0x48, 0x10, 0x03, 0x32, 0xb5, 0x09, 0x0a, 0x0e, 0x53, 0x65, 0x73, 0x73,
+	0x4d, 0x4f, 0x4e, 0x54, 0x48, 0x10, 0x03, 0x32, 0xee, 0x0a, 0x0a, 0x0e, 0x53, 0x65, 0x73, 0x73,
 	0x69, 0x6f, 0x6e, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x54, 0x0a, 0x0d, 0x43, 0x72,
 	0x65, 0x61, 0x74, 0x65, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x12, 0x20, 0x2e, 0x73, 0x65,
 	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x53,
@@ -6539,81 +7037,93 @@ var file_session_v1_session_proto_rawDesc = []byte{
 	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x41,
 	0x70, 0x70, 0x53, 0x74, 0x61, 0x74, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1f,
 	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x41,
-	0x70, 0x70, 0x53, 0x74, 0x61, 0x74, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x32,
-	0xb4, 0x03, 0x0a, 0x0e, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x53, 0x65, 0x72, 0x76, 0x69,
-	0x63, 0x65, 0x12, 0x4b, 0x0a, 0x0a, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65,
-	0x12, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64,
-	0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a,
-	0x1e, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64,
-	0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12,
-	0x4e, 0x0a, 0x0b, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x1e,
-	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d,
-	0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1f,
-	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d,
-	0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12,
-	0x51, 0x0a, 0x0c, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12,
-	0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73,
-	0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
-	0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69,
-	0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e,
-	0x73, 0x65, 0x12, 0x59, 0x0a, 0x0e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73,
-	0x61, 0x67, 0x65, 0x73, 0x12, 0x21, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76,
-	0x31, 0x2e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73,
-	0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x22, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
-	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61,
-	0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x12, 0x57, 0x0a,
-	0x0e, 0x53, 0x65, 0x61, 0x72, 0x63, 0x68, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12,
-	0x21, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x61,
-	0x72, 0x63, 0x68, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65,
-	0x73, 0x74, 0x1a, 0x22, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e,
-	0x53, 0x65, 0x61, 0x72, 0x63, 0x68, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65,
-	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x32, 0xd2, 0x02, 0x0a, 0x0d, 0x4d, 0x65, 0x6d, 0x6f, 0x72,
-	0x79, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x43, 0x72, 0x65, 0x61,
-	0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
-	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f,
-	0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73,
-	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d,
-	0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x09, 0x47,
-	0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
-	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52,
-	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
-	0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73,
-	0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d,
-	0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e,
-	0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52,
-	0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
-	0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79,
-	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x44, 0x65, 0x6c, 0x65,
-	0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
-	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f,
-	0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73,
-	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d,
-	0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x32, 0xbc, 0x02, 0x0a, 0x0c,
-	0x55, 0x73, 0x61, 0x67, 0x65, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x45, 0x0a, 0x08,
-	0x47, 0x65, 0x74, 0x55, 0x73, 0x61, 0x67, 0x65, 0x12, 0x1b, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
-	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x55, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65,
-	0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e,
-	0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x55, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f,
-	0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x09, 0x47, 0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74,
-	0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65,
-	0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1d,
-	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x42,
-	0x75, 0x64, 0x67, 0x65, 0x74, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a,
-	0x09, 0x53, 0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73,
-	0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65,
-	0x74, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
-	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x52,
-	0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x44, 0x65, 0x6c, 0x65, 0x74,
-	0x65, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
-	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x42, 0x75, 0x64, 0x67, 0x65,
-	0x74, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
-	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x42, 0x75, 0x64, 0x67,
-	0x65, 0x74, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x42, 0x46, 0x5a, 0x44, 0x67, 0x69,
-	0x74, 0x68, 0x75, 0x62, 0x2e, 0x63, 0x6f, 0x6d, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
-	0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d, 0x67, 0x72,
-	0x70, 0x63, 0x2f, 0x63, 0x6c, 0x69, 0x65, 0x6e, 0x74, 0x73, 0x2f, 0x67, 0x6f, 0x2f, 0x73, 0x65,
-	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2f, 0x76, 0x31, 0x3b, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e,
-	0x76, 0x31, 0x62, 0x06, 0x70, 0x72, 0x6f, 0x74, 0x6f, 0x33,
+	0x70, 0x70, 0x53, 0x74, 0x61, 0x74, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12,
+	0x53, 0x0a, 0x0c, 0x57, 0x61, 0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x12,
+	0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74,
+	0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
+	0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61,
+	0x74, 0x63, 0x68, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e,
+	0x73, 0x65, 0x30, 0x01, 0x12, 0x62, 0x0a, 0x11, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65,
+	0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x12, 0x24, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74, 0x63, 0x68, 0x55, 0x73, 0x65, 0x72,
+	0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a,
+	0x25, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x57, 0x61, 0x74,
+	0x63, 0x68, 0x55, 0x73, 0x65, 0x72, 0x53, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x73, 0x52, 0x65,
+	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x32, 0xb4, 0x03, 0x0a, 0x0e, 0x4d, 0x65, 0x73,
+	0x73, 0x61, 0x67, 0x65, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x4b, 0x0a, 0x0a, 0x41,
+	0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x12, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67,
+	0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1e, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65,
+	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x4e, 0x0a, 0x0b, 0x41, 0x64, 0x64, 0x4d,
+	0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x1e, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
+	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73,
+	0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
+	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x41, 0x64, 0x64, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73,
+	0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51, 0x0a, 0x0c, 0x4c, 0x69, 0x73, 0x74,
+	0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67,
+	0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x4c, 0x69, 0x73, 0x74, 0x4d, 0x65, 0x73, 0x73, 0x61,
+	0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x59, 0x0a, 0x0e, 0x53,
+	0x74, 0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x21, 0x2e,
+	0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74, 0x72, 0x65, 0x61,
+	0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74,
+	0x1a, 0x22, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x74,
+	0x72, 0x65, 0x61, 0x6d, 0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70,
+	0x6f, 0x6e, 0x73, 0x65, 0x30, 0x01, 0x12, 0x57, 0x0a, 0x0e, 0x53, 0x65, 0x61, 0x72, 0x63, 0x68,
+	0x4d, 0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x12, 0x21, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69,
+	0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x61, 0x72, 0x63, 0x68, 0x4d, 0x65, 0x73, 0x73,
+	0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x22, 0x2e, 0x73, 0x65,
+	0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53, 0x65, 0x61, 0x72, 0x63, 0x68, 0x4d,
+	0x65, 0x73, 0x73, 0x61, 0x67, 0x65, 0x73, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x32,
+	0xd2, 0x02, 0x0a, 0x0d, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x53, 0x65, 0x72, 0x76, 0x69, 0x63,
+	0x65, 0x12, 0x51, 0x0a, 0x0c, 0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72,
+	0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x43,
+	0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65,
+	0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e,
+	0x43, 0x72, 0x65, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70,
+	0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x09, 0x47, 0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72,
+	0x79, 0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47,
+	0x65, 0x74, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a,
+	0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74,
+	0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x51,
+	0x0a, 0x0c, 0x55, 0x70, 0x64, 0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x12, 0x1f,
+	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64, 0x61,
+	0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a,
+	0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x55, 0x70, 0x64,
+	0x61, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73,
+	0x65, 0x12, 0x51, 0x0a, 0x0c, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72,
+	0x79, 0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44,
+	0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x71, 0x75, 0x65,
+	0x73, 0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e,
+	0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x4d, 0x65, 0x6d, 0x6f, 0x72, 0x79, 0x52, 0x65, 0x73, 0x70,
+	0x6f, 0x6e, 0x73, 0x65, 0x32, 0xbc, 0x02, 0x0a, 0x0c, 0x55, 0x73, 0x61, 0x67, 0x65, 0x53, 0x65,
+	0x72, 0x76, 0x69, 0x63, 0x65, 0x12, 0x45, 0x0a, 0x08, 0x47, 0x65, 0x74, 0x55, 0x73, 0x61, 0x67,
+	0x65, 0x12, 0x1b, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47,
+	0x65, 0x74, 0x55, 0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1c,
+	0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x55,
+	0x73, 0x61, 0x67, 0x65, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x09,
+	0x47, 0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73,
+	0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74,
+	0x52, 0x65, 0x71, 0x75, 0x65, 0x73, 0x74, 0x1a, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f,
+	0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x47, 0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x52, 0x65,
+	0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65, 0x12, 0x48, 0x0a, 0x09, 0x53, 0x65, 0x74, 0x42, 0x75, 0x64,
+	0x67, 0x65, 0x74, 0x12, 0x1c, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31,
+	0x2e, 0x53, 0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
+	0x74, 0x1a, 0x1d, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x53,
+	0x65, 0x74, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x52, 0x65, 0x73, 0x70, 0x6f, 0x6e, 0x73, 0x65,
+	0x12, 0x51, 0x0a, 0x0c, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74,
+	0x12, 0x1f, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44, 0x65,
+	0x6c, 0x65, 0x74, 0x65, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x52, 0x65, 0x71, 0x75, 0x65, 0x73,
+	0x74, 0x1a, 0x20, 0x2e, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2e, 0x76, 0x31, 0x2e, 0x44,
+	0x65, 0x6c, 0x65, 0x74, 0x65, 0x42, 0x75, 0x64, 0x67, 0x65, 0x74, 0x52, 0x65, 0x73, 0x70, 0x6f,
+	0x6e, 0x73, 0x65, 0x42, 0x46, 0x5a, 0x44, 0x67, 0x69, 0x74, 0x68, 0x75, 0x62, 0x2e, 0x63, 0x6f,
+	0x6d, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x73,
+	0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2d, 0x67, 0x72, 0x70, 0x63, 0x2f, 0x63, 0x6c, 0x69, 0x65,
+	0x6e, 0x74, 0x73, 0x2f, 0x67, 0x6f, 0x2f, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x2f, 0x76,
+	0x31, 0x3b, 0x73, 0x65, 0x73, 0x73, 0x69, 0x6f, 0x6e, 0x76, 0x31, 0x62, 0x06, 0x70, 0x72, 0x6f,
+	0x74, 0x6f, 0x33,
 }
 
 var (
@@ -6628,252 +7138,269 @@ func file_session_v1_session_proto_rawDescGZIP() []byte {
 	return file_session_v1_session_proto_rawDescData
 }
 
-var file_session_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 71)
+var file_session_v1_session_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_session_v1_session_proto_msgTypes = make([]protoimpl.MessageInfo, 76)
 var file_session_v1_session_proto_goTypes = []interface{}{
 	(SessionStatus)(0),                // 0: session.v1.SessionStatus
 	(Role)(0),                         // 1: session.v1.Role
 	(MessageType)(0),                  // 2: session.v1.MessageType
-	(UsageBucket)(0),                  // 3: session.v1.UsageBucket
-	(*Session)(nil),                   // 4: session.v1.Session
-	(*Message)(nil),                   // 5: session.v1.Message
-	(*Memory)(nil),                    // 6: session.v1.Memory
-	(*RoleCount)(nil),                 // 7: session.v1.RoleCount
-	(*SessionSummary)(nil),            // 8: session.v1.SessionSummary
-	(*StatusCount)(nil),               // 9: session.v1.StatusCount
-	(*ServiceStats)(nil),              // 10: session.v1.ServiceStats
-	(*AppStats)(nil),                  // 11: session.v1.AppStats
-	(*StateDelta)(nil),                // 12: session.v1.StateDelta
-	(*ScopedStateDelta)(nil),          // 13: session.v1.ScopedStateDelta
-	(*UserState)(nil),                 // 14: session.v1.UserState
-	(*AppState)(nil),                  // 15: session.v1.AppState
-	(*CreateSessionRequest)(nil),      // 16: session.v1.CreateSessionRequest
-	(*CreateSessionResponse)(nil),     // 17: session.v1.CreateSessionResponse
-	(*GetSessionRequest)(nil),         // 18: session.v1.GetSessionRequest
-	(*GetSessionResponse)(nil),        // 19: session.v1.GetSessionResponse
-	(*UpdateSessionRequest)(nil),      // 20: session.v1.UpdateSessionRequest
-	(*UpdateSessionResponse)(nil),     // 21: session.v1.UpdateSessionResponse
-	(*EndSessionRequest)(nil),         // 22: session.v1.EndSessionRequest
-	(*EndSessionResponse)(nil),        // 23: session.v1.EndSessionResponse
-	(*DeleteSessionRequest)(nil),      // 24: session.v1.DeleteSessionRequest
-	(*DeleteSessionResponse)(nil),     // 25: session.v1.DeleteSessionResponse
-	(*ListSessionsRequest)(nil),       // 26: session.v1.ListSessionsRequest
-	(*ListSessionsResponse)(nil),      // 27: session.v1.ListSessionsResponse
-	(*GetSessionSummaryRequest)(nil),  // 28: session.v1.GetSessionSummaryRequest
-	(*GetSessionSummaryResponse)(nil), // 29: session.v1.GetSessionSummaryResponse
-	(*GetServiceStatsRequest)(nil),    // 30: session.v1.GetServiceStatsRequest
-	(*GetServiceStatsResponse)(nil),   // 31: session.v1.GetServiceStatsResponse
-	(*ExpireSessionsRequest)(nil),     // 32: session.v1.ExpireSessionsRequest
-	(*ExpireSessionsResponse)(nil),    // 33: session.v1.ExpireSessionsResponse
-	(*ForkSessionRequest)(nil),        // 34: session.v1.ForkSessionRequest
-	(*ForkSessionResponse)(nil),       // 35: session.v1.ForkSessionResponse
-	(*TruncateSessionRequest)(nil),    // 36: session.v1.TruncateSessionRequest
-	(*TruncateSessionResponse)(nil),   // 37: session.v1.TruncateSessionResponse
-	(*UpdateStateRequest)(nil),        // 38: session.v1.UpdateStateRequest
-	(*UpdateStateResponse)(nil),       // 39: session.v1.UpdateStateResponse
-	(*GetUserStateRequest)(nil),       // 40: session.v1.GetUserStateRequest
-	(*GetUserStateResponse)(nil),      // 41: session.v1.GetUserStateResponse
-	(*GetAppStateRequest)(nil),        // 42: session.v1.GetAppStateRequest
-	(*GetAppStateResponse)(nil),       // 43: session.v1.GetAppStateResponse
-	(*AddMessageRequest)(nil),         // 44: session.v1.AddMessageRequest
-	(*AddMessageResponse)(nil),        // 45: session.v1.AddMessageResponse
-	(*NewMessage)(nil),                // 46: session.v1.NewMessage
-	(*AddMessagesRequest)(nil),        // 47: session.v1.AddMessagesRequest
-	(*AddMessagesResponse)(nil),       // 48: session.v1.AddMessagesResponse
-	(*ListMessagesRequest)(nil),       // 49: session.v1.ListMessagesRequest
-	(*ListMessagesResponse)(nil),      // 50: session.v1.ListMessagesResponse
-	(*StreamMessagesRequest)(nil),     // 51: session.v1.StreamMessagesRequest
-	(*StreamMessagesResponse)(nil),    // 52: session.v1.StreamMessagesResponse
-	(*SearchMessagesRequest)(nil),     // 53: session.v1.SearchMessagesRequest
-	(*SearchResult)(nil),              // 54: session.v1.SearchResult
-	(*SearchMessagesResponse)(nil),    // 55: session.v1.SearchMessagesResponse
-	(*CreateMemoryRequest)(nil),       // 56: session.v1.CreateMemoryRequest
-	(*CreateMemoryResponse)(nil),      // 57: session.v1.CreateMemoryResponse
-	(*GetMemoryRequest)(nil),          // 58: session.v1.GetMemoryRequest
-	(*GetMemoryResponse)(nil),         // 59: session.v1.GetMemoryResponse
-	(*UpdateMemoryRequest)(nil),       // 60: session.v1.UpdateMemoryRequest
-	(*UpdateMemoryResponse)(nil),      // 61: session.v1.UpdateMemoryResponse
-	(*DeleteMemoryRequest)(nil),       // 62: session.v1.DeleteMemoryRequest
-	(*DeleteMemoryResponse)(nil),      // 63: session.v1.DeleteMemoryResponse
-	(*Budget)(nil),                    // 64: session.v1.Budget
-	(*BudgetLimitUse)(nil),            // 65: session.v1.BudgetLimitUse
-	(*GetBudgetRequest)(nil),          // 66: session.v1.GetBudgetRequest
-	(*GetBudgetResponse)(nil),         // 67: session.v1.GetBudgetResponse
-	(*SetBudgetRequest)(nil),          // 68: session.v1.SetBudgetRequest
-	(*SetBudgetResponse)(nil),         // 69: session.v1.SetBudgetResponse
-	(*DeleteBudgetRequest)(nil),       // 70: session.v1.DeleteBudgetRequest
-	(*DeleteBudgetResponse)(nil),      // 71: session.v1.DeleteBudgetResponse
-	(*GetUsageRequest)(nil),           // 72: session.v1.GetUsageRequest
-	(*UsageBucketTotals)(nil),         // 73: session.v1.UsageBucketTotals
-	(*GetUsageResponse)(nil),          // 74: session.v1.GetUsageResponse
-	(*structpb.Struct)(nil),           // 75: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil),     // 76: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),     // 77: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),       // 78: google.protobuf.Duration
+	(ChangeKind)(0),                   // 3: session.v1.ChangeKind
+	(UsageBucket)(0),                  // 4: session.v1.UsageBucket
+	(*Session)(nil),                   // 5: session.v1.Session
+	(*Message)(nil),                   // 6: session.v1.Message
+	(*Memory)(nil),                    // 7: session.v1.Memory
+	(*RoleCount)(nil),                 // 8: session.v1.RoleCount
+	(*SessionSummary)(nil),            // 9: session.v1.SessionSummary
+	(*StatusCount)(nil),               // 10: session.v1.StatusCount
+	(*ServiceStats)(nil),              // 11: session.v1.ServiceStats
+	(*AppStats)(nil),                  // 12: session.v1.AppStats
+	(*StateDelta)(nil),                // 13: session.v1.StateDelta
+	(*ScopedStateDelta)(nil),          // 14: session.v1.ScopedStateDelta
+	(*UserState)(nil),                 // 15: session.v1.UserState
+	(*AppState)(nil),                  // 16: session.v1.AppState
+	(*CreateSessionRequest)(nil),      // 17: session.v1.CreateSessionRequest
+	(*CreateSessionResponse)(nil),     // 18: session.v1.CreateSessionResponse
+	(*GetSessionRequest)(nil),         // 19: session.v1.GetSessionRequest
+	(*GetSessionResponse)(nil),        // 20: session.v1.GetSessionResponse
+	(*UpdateSessionRequest)(nil),      // 21: session.v1.UpdateSessionRequest
+	(*UpdateSessionResponse)(nil),     // 22: session.v1.UpdateSessionResponse
+	(*EndSessionRequest)(nil),         // 23: session.v1.EndSessionRequest
+	(*EndSessionResponse)(nil),        // 24: session.v1.EndSessionResponse
+	(*DeleteSessionRequest)(nil),      // 25: session.v1.DeleteSessionRequest
+	(*DeleteSessionResponse)(nil),     // 26: session.v1.DeleteSessionResponse
+	(*ListSessionsRequest)(nil),       // 27: session.v1.ListSessionsRequest
+	(*ListSessionsResponse)(nil),      // 28: session.v1.ListSessionsResponse
+	(*GetSessionSummaryRequest)(nil),  // 29: session.v1.GetSessionSummaryRequest
+	(*GetSessionSummaryResponse)(nil), // 30: session.v1.GetSessionSummaryResponse
+	(*GetServiceStatsRequest)(nil),    // 31: session.v1.GetServiceStatsRequest
+	(*GetServiceStatsResponse)(nil),   // 32: session.v1.GetServiceStatsResponse
+	(*ExpireSessionsRequest)(nil),     // 33: session.v1.ExpireSessionsRequest
+	(*ExpireSessionsResponse)(nil),    // 34: session.v1.ExpireSessionsResponse
+	(*ForkSessionRequest)(nil),        // 35: session.v1.ForkSessionRequest
+	(*ForkSessionResponse)(nil),       // 36: session.v1.ForkSessionResponse
+	(*TruncateSessionRequest)(nil),    // 37: session.v1.TruncateSessionRequest
+	(*TruncateSessionResponse)(nil),   // 38: session.v1.TruncateSessionResponse
+	(*UpdateStateRequest)(nil),        // 39: session.v1.UpdateStateRequest
+	(*UpdateStateResponse)(nil),       // 40: session.v1.UpdateStateResponse
+	(*GetUserStateRequest)(nil),       // 41: session.v1.GetUserStateRequest
+	(*GetUserStateResponse)(nil),      // 42: session.v1.GetUserStateResponse
+	(*GetAppStateRequest)(nil),        // 43: session.v1.GetAppStateRequest
+	(*GetAppStateResponse)(nil),       // 44: session.v1.GetAppStateResponse
+	(*SessionChange)(nil),             // 45: session.v1.SessionChange
+	(*WatchSessionRequest)(nil),       // 46: session.v1.WatchSessionRequest
+	(*WatchSessionResponse)(nil),      // 47: session.v1.WatchSessionResponse
+	(*WatchUserSessionsRequest)(nil),  // 48: session.v1.WatchUserSessionsRequest
+	(*WatchUserSessionsResponse)(nil), // 49: session.v1.WatchUserSessionsResponse
+	(*AddMessageRequest)(nil),         // 50: session.v1.AddMessageRequest
+	(*AddMessageResponse)(nil),        // 51: session.v1.AddMessageResponse
+	(*NewMessage)(nil),                // 52: session.v1.NewMessage
+	(*AddMessagesRequest)(nil),        // 53: session.v1.AddMessagesRequest
+	(*AddMessagesResponse)(nil),       // 54: session.v1.AddMessagesResponse
+	(*ListMessagesRequest)(nil),       // 55: session.v1.ListMessagesRequest
+	(*ListMessagesResponse)(nil),      // 56: session.v1.ListMessagesResponse
+	(*StreamMessagesRequest)(nil),     // 57: session.v1.StreamMessagesRequest
+	(*StreamMessagesResponse)(nil),    // 58: session.v1.StreamMessagesResponse
+	(*SearchMessagesRequest)(nil),     // 59: session.v1.SearchMessagesRequest
+	(*SearchResult)(nil),              // 60: session.v1.SearchResult
+	(*SearchMessagesResponse)(nil),    // 61: session.v1.SearchMessagesResponse
+	(*CreateMemoryRequest)(nil),       // 62: session.v1.CreateMemoryRequest
+	(*CreateMemoryResponse)(nil),      // 63: session.v1.CreateMemoryResponse
+	(*GetMemoryRequest)(nil),          // 64: session.v1.GetMemoryRequest
+	(*GetMemoryResponse)(nil),         // 65: session.v1.GetMemoryResponse
+	(*UpdateMemoryRequest)(nil),       // 66: session.v1.UpdateMemoryRequest
+	(*UpdateMemoryResponse)(nil),      // 67: session.v1.UpdateMemoryResponse
+	(*DeleteMemoryRequest)(nil),       // 68: session.v1.DeleteMemoryRequest
+	(*DeleteMemoryResponse)(nil),      // 69: session.v1.DeleteMemoryResponse
+	(*Budget)(nil),                    // 70: session.v1.Budget
+	(*BudgetLimitUse)(nil),            // 71: session.v1.BudgetLimitUse
+	(*GetBudgetRequest)(nil),          // 72: session.v1.GetBudgetRequest
+	(*GetBudgetResponse)(nil),         // 73: session.v1.GetBudgetResponse
+	(*SetBudgetRequest)(nil),          // 74: session.v1.SetBudgetRequest
+	(*SetBudgetResponse)(nil),         // 75: session.v1.SetBudgetResponse
+	(*DeleteBudgetRequest)(nil),       // 76: session.v1.DeleteBudgetRequest
+	(*DeleteBudgetResponse)(nil),      // 77: session.v1.DeleteBudgetResponse
+	(*GetUsageRequest)(nil),           // 78: session.v1.GetUsageRequest
+	(*UsageBucketTotals)(nil),         // 79: session.v1.UsageBucketTotals
+	(*GetUsageResponse)(nil),          // 80: session.v1.GetUsageResponse
+	(*structpb.Struct)(nil),           // 81: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),     // 82: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil),     // 83: google.protobuf.FieldMask
+	(*durationpb.Duration)(nil),       // 84: google.protobuf.Duration
 }
 var file_session_v1_session_proto_depIdxs = []int32{
 	0,   // 0: session.v1.Session.status:type_name -> session.v1.SessionStatus
-	75,  // 1: session.v1.Session.conversation_data:type_name -> google.protobuf.Struct
-	75,  // 2: session.v1.Session.metadata:type_name -> google.protobuf.Struct
-	76,  // 3: session.v1.Session.create_time:type_name -> google.protobuf.Timestamp
-	76,  // 4: session.v1.Session.update_time:type_name -> google.protobuf.Timestamp
-	76,  // 5: session.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
-	76,  // 6: session.v1.Session.end_time:type_name -> google.protobuf.Timestamp
-	76,  // 7: session.v1.Session.last_event_time:type_name -> google.protobuf.Timestamp
+	81,  // 1: session.v1.Session.conversation_data:type_name -> google.protobuf.Struct
+	81,  // 2: session.v1.Session.metadata:type_name -> google.protobuf.Struct
+	82,  // 3: session.v1.Session.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 4: session.v1.Session.update_time:type_name -> google.protobuf.Timestamp
+	82,  // 5: session.v1.Session.last_activity_time:type_name -> google.protobuf.Timestamp
+	82,  // 6: session.v1.Session.end_time:type_name -> google.protobuf.Timestamp
+	82,  // 7: session.v1.Session.last_event_time:type_name -> google.protobuf.Timestamp
 	1,   // 8: session.v1.Message.role:type_name -> session.v1.Role
 	2,   // 9: session.v1.Message.message_type:type_name -> session.v1.MessageType
-	75,  // 10: session.v1.Message.metadata:type_name -> google.protobuf.Struct
-	76,  // 11: session.v1.Message.create_time:type_name -> google.protobuf.Timestamp
-	76,  // 12: session.v1.Message.event_time:type_name -> google.protobuf.Timestamp
-	75,  // 13: session.v1.Memory.preferences:type_name -> google.protobuf.Struct
-	75,  // 14: session.v1.Memory.metadata:type_name -> google.protobuf.Struct
-	76,  // 15: session.v1.Memory.create_time:type_name -> google.protobuf.Timestamp
-	76,  // 16: session.v1.Memory.update_time:type_name -> google.protobuf.Timestamp
+	81,  // 10: session.v1.Message.metadata:type_name -> google.protobuf.Struct
+	82,  // 11: session.v1.Message.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 12: session.v1.Message.event_time:type_name -> google.protobuf.Timestamp
+	81,  // 13: session.v1.Memory.preferences:type_name -> google.protobuf.Struct
+	81,  // 14: session.v1.Memory.metadata:type_name -> google.protobuf.Struct
+	82,  // 15: session.v1.Memory.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 16: session.v1.Memory.update_time:type_name -> google.protobuf.Timestamp
 	1,   // 17: session.v1.RoleCount.role:type_name -> session.v1.Role
 	0,   // 18: session.v1.SessionSummary.status:type_name -> session.v1.SessionStatus
-	7,   // 19: session.v1.SessionSummary.message_counts_by_role:type_name -> session.v1.RoleCount
-	76,  // 20: session.v1.SessionSummary.first_message_time:type_name -> google.protobuf.Timestamp
-	76,  // 21: session.v1.SessionSummary.last_message_time:type_name -> google.protobuf.Timestamp
-	76,  // 22: session.v1.SessionSummary.create_time:type_name -> google.protobuf.Timestamp
-	76,  // 23: session.v1.SessionSummary.last_activity_time:type_name -> google.protobuf.Timestamp
+	8,   // 19: session.v1.SessionSummary.message_counts_by_role:type_name -> session.v1.RoleCount
+	82,  // 20: session.v1.SessionSummary.first_message_time:type_name -> google.protobuf.Timestamp
+	82,  // 21: session.v1.SessionSummary.last_message_time:type_name -> google.protobuf.Timestamp
+	82,  // 22: session.v1.SessionSummary.create_time:type_name -> google.protobuf.Timestamp
+	82,  // 23: session.v1.SessionSummary.last_activity_time:type_name -> google.protobuf.Timestamp
 	0,   // 24: session.v1.StatusCount.status:type_name -> session.v1.SessionStatus
-	9,   // 25: session.v1.ServiceStats.sessions_by_status:type_name -> session.v1.StatusCount
-	11,  // 26: session.v1.ServiceStats.apps:type_name -> session.v1.AppStats
-	75,  // 27: session.v1.StateDelta.set:type_name -> google.protobuf.Struct
-	12,  // 28: session.v1.ScopedStateDelta.session_state:type_name -> session.v1.StateDelta
-	12,  // 29: session.v1.ScopedStateDelta.user_state:type_name -> session.v1.StateDelta
-	12,  // 30: session.v1.ScopedStateDelta.app_state:type_name -> session.v1.StateDelta
-	75,  // 31: session.v1.UserState.state:type_name -> google.protobuf.Struct
-	76,  // 32: session.v1.UserState.update_time:type_name -> google.protobuf.Timestamp
-	75,  // 33: session.v1.AppState.state:type_name -> google.protobuf.Struct
-	76,  // 34: session.v1.AppState.update_time:type_name -> google.protobuf.Timestamp
-	75,  // 35: session.v1.CreateSessionRequest.conversation_data:type_name -> google.protobuf.Struct
-	75,  // 36: session.v1.CreateSessionRequest.metadata:type_name -> google.protobuf.Struct
-	4,   // 37: session.v1.CreateSessionResponse.session:type_name -> session.v1.Session
-	4,   // 38: session.v1.GetSessionResponse.session:type_name -> session.v1.Session
-	14,  // 39: session.v1.GetSessionResponse.user_state:type_name -> session.v1.UserState
-	15,  // 40: session.v1.GetSessionResponse.app_state:type_name -> session.v1.AppState
-	4,   // 41: session.v1.UpdateSessionRequest.session:type_name -> session.v1.Session
-	77,  // 42: session.v1.UpdateSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
-	4,   // 43: session.v1.UpdateSessionResponse.session:type_name -> session.v1.Session
-	4,   // 44: session.v1.EndSessionResponse.session:type_name -> session.v1.Session
+	10,  // 25: session.v1.ServiceStats.sessions_by_status:type_name -> session.v1.StatusCount
+	12,  // 26: session.v1.ServiceStats.apps:type_name -> session.v1.AppStats
+	81,  // 27: session.v1.StateDelta.set:type_name -> google.protobuf.Struct
+	13,  // 28: session.v1.ScopedStateDelta.session_state:type_name -> session.v1.StateDelta
+	13,  // 29: session.v1.ScopedStateDelta.user_state:type_name -> session.v1.StateDelta
+	13,  // 30: session.v1.ScopedStateDelta.app_state:type_name -> session.v1.StateDelta
+	81,  // 31: session.v1.UserState.state:type_name -> google.protobuf.Struct
+	82,  // 32: session.v1.UserState.update_time:type_name -> google.protobuf.Timestamp
+	81,  // 33: session.v1.AppState.state:type_name -> google.protobuf.Struct
+	82,  // 34: session.v1.AppState.update_time:type_name -> google.protobuf.Timestamp
+	81,  // 35: session.v1.CreateSessionRequest.conversation_data:type_name -> google.protobuf.Struct
+	81,  // 36: session.v1.CreateSessionRequest.metadata:type_name -> google.protobuf.Struct
+	5,   // 37: session.v1.CreateSessionResponse.session:type_name -> session.v1.Session
+	5,   // 38: session.v1.GetSessionResponse.session:type_name -> session.v1.Session
+	15,  // 39: session.v1.GetSessionResponse.user_state:type_name -> session.v1.UserState
+	16,  // 40: session.v1.GetSessionResponse.app_state:type_name -> session.v1.AppState
+	5,   // 41: session.v1.UpdateSessionRequest.session:type_name -> session.v1.Session
+	83,  // 42: session.v1.UpdateSessionRequest.update_mask:type_name -> google.protobuf.FieldMask
+	5,   // 43: session.v1.UpdateSessionResponse.session:type_name -> session.v1.Session
+	5,   // 44: session.v1.EndSessionResponse.session:type_name -> session.v1.Session
 	0,   // 45: session.v1.ListSessionsRequest.status:type_name -> session.v1.SessionStatus
 	0,   // 46: session.v1.ListSessionsRequest.statuses:type_name -> session.v1.SessionStatus
-	76,  // 47: session.v1.ListSessionsRequest.create_time_start:type_name -> google.protobuf.Timestamp
-	76,  // 48: session.v1.ListSessionsRequest.create_time_end:type_name -> google.protobuf.Timestamp
-	76,  // 49: session.v1.ListSessionsRequest.update_time_start:type_name -> google.protobuf.Timestamp
-	76,  // 50: session.v1.ListSessionsRequest.update_time_end:type_name -> google.protobuf.Timestamp
-	75,  // 51: session.v1.ListSessionsRequest.metadata_contains:type_name -> google.protobuf.Struct
-	4,   // 52: session.v1.ListSessionsResponse.sessions:type_name -> session.v1.Session
-	8,   // 53: session.v1.GetSessionSummaryResponse.summary:type_name -> session.v1.SessionSummary
-	10,  // 54: session.v1.GetServiceStatsResponse.stats:type_name -> session.v1.ServiceStats
-	78,  // 55: session.v1.ExpireSessionsRequest.idle_for:type_name -> google.protobuf.Duration
-	4,   // 56: session.v1.ForkSessionResponse.session:type_name -> session.v1.Session
-	4,   // 57: session.v1.TruncateSessionResponse.session:type_name -> session.v1.Session
-	13,  // 58: session.v1.UpdateStateRequest.state_delta:type_name -> session.v1.ScopedStateDelta
-	4,   // 59: session.v1.UpdateStateResponse.session:type_name -> session.v1.Session
-	14,  // 60: session.v1.UpdateStateResponse.user_state:type_name -> session.v1.UserState
-	15,  // 61: session.v1.UpdateStateResponse.app_state:type_name -> session.v1.AppState
-	14,  // 62: session.v1.GetUserStateResponse.user_state:type_name -> session.v1.UserState
-	15,  // 63: session.v1.GetAppStateResponse.app_state:type_name -> session.v1.AppState
-	1,   // 64: session.v1.AddMessageRequest.role:type_name -> session.v1.Role
-	2,   // 65: session.v1.AddMessageRequest.message_type:type_name -> session.v1.MessageType
-	75,  // 66: session.v1.AddMessageRequest.metadata:type_name -> google.protobuf.Struct
-	76,  // 67: session.v1.AddMessageRequest.event_time:type_name -> google.protobuf.Timestamp
-	13,  // 68: session.v1.AddMessageRequest.state_delta:type_name -> session.v1.ScopedStateDelta
-	5,   // 69: session.v1.AddMessageResponse.message:type_name -> session.v1.Message
-	1,   // 70: session.v1.NewMessage.role:type_name -> session.v1.Role
-	2,   // 71: session.v1.NewMessage.message_type:type_name -> session.v1.MessageType
-	75,  // 72: session.v1.NewMessage.metadata:type_name -> google.protobuf.Struct
-	76,  // 73: session.v1.NewMessage.event_time:type_name -> google.protobuf.Timestamp
-	46,  // 74: session.v1.AddMessagesRequest.messages:type_name -> session.v1.NewMessage
-	5,   // 75: session.v1.AddMessagesResponse.messages:type_name -> session.v1.Message
-	76,  // 76: session.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
-	5,   // 77: session.v1.ListMessagesResponse.messages:type_name -> session.v1.Message
-	5,   // 78: session.v1.StreamMessagesResponse.message:type_name -> session.v1.Message
-	1,   // 79: session.v1.SearchMessagesRequest.roles:type_name -> session.v1.Role
-	76,  // 80: session.v1.SearchMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
-	76,  // 81: session.v1.SearchMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
-	5,   // 82: session.v1.SearchResult.message:type_name -> session.v1.Message
-	54,  // 83: session.v1.SearchMessagesResponse.results:type_name -> session.v1.SearchResult
-	75,  // 84: session.v1.CreateMemoryRequest.preferences:type_name -> google.protobuf.Struct
-	75,  // 85: session.v1.CreateMemoryRequest.metadata:type_name -> google.protobuf.Struct
-	6,   // 86: session.v1.CreateMemoryResponse.memory:type_name -> session.v1.Memory
-	6,   // 87: session.v1.GetMemoryResponse.memory:type_name -> session.v1.Memory
-	6,   // 88: session.v1.UpdateMemoryRequest.memory:type_name -> session.v1.Memory
-	77,  // 89: session.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
-	6,   // 90: session.v1.UpdateMemoryResponse.memory:type_name -> session.v1.Memory
-	76,  // 91: session.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
-	76,  // 92: session.v1.BudgetLimitUse.period_start:type_name -> google.protobuf.Timestamp
-	64,  // 93: session.v1.GetBudgetResponse.budget:type_name -> session.v1.Budget
-	65,  // 94: session.v1.GetBudgetResponse.usage:type_name -> session.v1.BudgetLimitUse
-	64,  // 95: session.v1.SetBudgetRequest.budget:type_name -> session.v1.Budget
-	64,  // 96: session.v1.SetBudgetResponse.budget:type_name -> session.v1.Budget
-	3,   // 97: session.v1.GetUsageRequest.bucket:type_name -> session.v1.UsageBucket
-	76,  // 98: session.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
-	76,  // 99: session.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
-	76,  // 100: session.v1.UsageBucketTotals.start_time:type_name -> google.protobuf.Timestamp
-	1,   // 101: session.v1.UsageBucketTotals.role:type_name -> session.v1.Role
-	73,  // 102: session.v1.GetUsageResponse.buckets:type_name -> session.v1.UsageBucketTotals
-	16,  // 103: session.v1.SessionService.CreateSession:input_type -> session.v1.CreateSessionRequest
-	18,  // 104: session.v1.SessionService.GetSession:input_type -> session.v1.GetSessionRequest
-	20,  // 105: session.v1.SessionService.UpdateSession:input_type -> session.v1.UpdateSessionRequest
-	22,  // 106: session.v1.SessionService.EndSession:input_type -> session.v1.EndSessionRequest
-	24,  // 107: session.v1.SessionService.DeleteSession:input_type -> session.v1.DeleteSessionRequest
-	26,  // 108: session.v1.SessionService.ListSessions:input_type -> session.v1.ListSessionsRequest
-	28,  // 109: session.v1.SessionService.GetSessionSummary:input_type -> session.v1.GetSessionSummaryRequest
-	30,  // 110: session.v1.SessionService.GetServiceStats:input_type -> session.v1.GetServiceStatsRequest
-	32,  // 111: session.v1.SessionService.ExpireSessions:input_type -> session.v1.ExpireSessionsRequest
-	34,  // 112: session.v1.SessionService.ForkSession:input_type -> session.v1.ForkSessionRequest
-	36,  // 113: session.v1.SessionService.TruncateSession:input_type -> session.v1.TruncateSessionRequest
-	38,  // 114: session.v1.SessionService.UpdateState:input_type -> session.v1.UpdateStateRequest
-	40,  // 115: session.v1.SessionService.GetUserState:input_type -> session.v1.GetUserStateRequest
-	42,  // 116: session.v1.SessionService.GetAppState:input_type -> session.v1.GetAppStateRequest
-	44,  // 117: session.v1.MessageService.AddMessage:input_type -> session.v1.AddMessageRequest
-	47,  // 118: session.v1.MessageService.AddMessages:input_type -> session.v1.AddMessagesRequest
-	49,  // 119: session.v1.MessageService.ListMessages:input_type -> session.v1.ListMessagesRequest
-	51,  // 120: session.v1.MessageService.StreamMessages:input_type -> session.v1.StreamMessagesRequest
-	53,  // 121: session.v1.MessageService.SearchMessages:input_type -> session.v1.SearchMessagesRequest
-	56,  // 122: session.v1.MemoryService.CreateMemory:input_type -> session.v1.CreateMemoryRequest
-	58,  // 123: session.v1.MemoryService.GetMemory:input_type -> session.v1.GetMemoryRequest
-	60,  // 124: session.v1.MemoryService.UpdateMemory:input_type -> session.v1.UpdateMemoryRequest
-	62,  // 125: session.v1.MemoryService.DeleteMemory:input_type -> session.v1.DeleteMemoryRequest
-	72,  // 126: session.v1.UsageService.GetUsage:input_type -> session.v1.GetUsageRequest
-	66,  // 127: session.v1.UsageService.GetBudget:input_type -> session.v1.GetBudgetRequest
-	68,  // 128: session.v1.UsageService.SetBudget:input_type -> session.v1.SetBudgetRequest
-	70,  // 129: session.v1.UsageService.DeleteBudget:input_type -> session.v1.DeleteBudgetRequest
-	17,  // 130: session.v1.SessionService.CreateSession:output_type -> session.v1.CreateSessionResponse
-	19,  // 131: session.v1.SessionService.GetSession:output_type -> session.v1.GetSessionResponse
-	21,  // 132: session.v1.SessionService.UpdateSession:output_type -> session.v1.UpdateSessionResponse
-	23,  // 133: session.v1.SessionService.EndSession:output_type -> session.v1.EndSessionResponse
-	25,  // 134: session.v1.SessionService.DeleteSession:output_type -> session.v1.DeleteSessionResponse
-	27,  // 135: session.v1.SessionService.ListSessions:output_type -> session.v1.ListSessionsResponse
-	29,  // 136: session.v1.SessionService.GetSessionSummary:output_type -> session.v1.GetSessionSummaryResponse
-	31,  // 137: session.v1.SessionService.GetServiceStats:output_type -> session.v1.GetServiceStatsResponse
-	33,  // 138: session.v1.SessionService.ExpireSessions:output_type -> session.v1.ExpireSessionsResponse
-	35,  // 139: session.v1.SessionService.ForkSession:output_type -> session.v1.ForkSessionResponse
-	37,  // 140: session.v1.SessionService.TruncateSession:output_type -> session.v1.TruncateSessionResponse
-	39,  // 141: session.v1.SessionService.UpdateState:output_type -> session.v1.UpdateStateResponse
-	41,  // 142: session.v1.SessionService.GetUserState:output_type -> session.v1.GetUserStateResponse
-	43,  // 143: session.v1.SessionService.GetAppState:output_type -> session.v1.GetAppStateResponse
-	45,  // 144: session.v1.MessageService.AddMessage:output_type -> session.v1.AddMessageResponse
-	48,  // 145: session.v1.MessageService.AddMessages:output_type -> session.v1.AddMessagesResponse
-	50,  // 146: session.v1.MessageService.ListMessages:output_type -> session.v1.ListMessagesResponse
-	52,  // 147: session.v1.MessageService.StreamMessages:output_type -> session.v1.StreamMessagesResponse
-	55,  // 148: session.v1.MessageService.SearchMessages:output_type -> session.v1.SearchMessagesResponse
-	57,  // 149: session.v1.MemoryService.CreateMemory:output_type -> session.v1.CreateMemoryResponse
-	59,  // 150: session.v1.MemoryService.GetMemory:output_type -> session.v1.GetMemoryResponse
-	61,  // 151: session.v1.MemoryService.UpdateMemory:output_type -> session.v1.UpdateMemoryResponse
-	63,  // 152: session.v1.MemoryService.DeleteMemory:output_type -> session.v1.DeleteMemoryResponse
-	74,  // 153: session.v1.UsageService.GetUsage:output_type -> session.v1.GetUsageResponse
-	67,  // 154: session.v1.UsageService.GetBudget:output_type -> session.v1.GetBudgetResponse
-	69,  // 155: session.v1.UsageService.SetBudget:output_type -> session.v1.SetBudgetResponse
-	71,  // 156: session.v1.UsageService.DeleteBudget:output_type -> session.v1.DeleteBudgetResponse
-	130, // [130:157] is the sub-list for method output_type
-	103, // [103:130] is the sub-list for method input_type
-	103, // [103:103] is the sub-list for extension type_name
-	103, // [103:103] is the sub-list for extension extendee
-	0,   // [0:103] is the sub-list for field type_name
+	82,  // 47: session.v1.ListSessionsRequest.create_time_start:type_name -> google.protobuf.Timestamp
+	82,  // 48: session.v1.ListSessionsRequest.create_time_end:type_name -> google.protobuf.Timestamp
+	82,  // 49: session.v1.ListSessionsRequest.update_time_start:type_name -> google.protobuf.Timestamp
+	82,  // 50: session.v1.ListSessionsRequest.update_time_end:type_name -> google.protobuf.Timestamp
+	81,  // 51: session.v1.ListSessionsRequest.metadata_contains:type_name -> google.protobuf.Struct
+	5,   // 52: session.v1.ListSessionsResponse.sessions:type_name -> session.v1.Session
+	9,   // 53: session.v1.GetSessionSummaryResponse.summary:type_name -> session.v1.SessionSummary
+	11,  // 54: session.v1.GetServiceStatsResponse.stats:type_name -> session.v1.ServiceStats
+	84,  // 55: session.v1.ExpireSessionsRequest.idle_for:type_name -> google.protobuf.Duration
+	5,   // 56: session.v1.ForkSessionResponse.session:type_name -> session.v1.Session
+	5,   // 57: session.v1.TruncateSessionResponse.session:type_name -> session.v1.Session
+	14,  // 58: session.v1.UpdateStateRequest.state_delta:type_name -> session.v1.ScopedStateDelta
+	5,   // 59: session.v1.UpdateStateResponse.session:type_name -> session.v1.Session
+	15,  // 60: session.v1.UpdateStateResponse.user_state:type_name -> session.v1.UserState
+	16,  // 61: session.v1.UpdateStateResponse.app_state:type_name -> session.v1.AppState
+	15,  // 62: session.v1.GetUserStateResponse.user_state:type_name -> session.v1.UserState
+	16,  // 63: session.v1.GetAppStateResponse.app_state:type_name -> session.v1.AppState
+	3,   // 64: session.v1.SessionChange.kind:type_name -> session.v1.ChangeKind
+	82,  // 65: session.v1.SessionChange.change_time:type_name -> google.protobuf.Timestamp
+	5,   // 66: session.v1.SessionChange.session:type_name -> session.v1.Session
+	6,   // 67: session.v1.SessionChange.message:type_name -> session.v1.Message
+	7,   // 68: session.v1.SessionChange.memory:type_name -> session.v1.Memory
+	45,  // 69: session.v1.WatchSessionResponse.change:type_name -> session.v1.SessionChange
+	45,  // 70: session.v1.WatchUserSessionsResponse.change:type_name -> session.v1.SessionChange
+	1,   // 71: session.v1.AddMessageRequest.role:type_name -> session.v1.Role
+	2,   // 72: session.v1.AddMessageRequest.message_type:type_name -> session.v1.MessageType
+	81,  // 73: session.v1.AddMessageRequest.metadata:type_name -> google.protobuf.Struct
+	82,  // 74: session.v1.AddMessageRequest.event_time:type_name -> google.protobuf.Timestamp
+	14,  // 75: session.v1.AddMessageRequest.state_delta:type_name -> session.v1.ScopedStateDelta
+	6,   // 76: session.v1.AddMessageResponse.message:type_name -> session.v1.Message
+	1,   // 77: session.v1.NewMessage.role:type_name -> session.v1.Role
+	2,   // 78: session.v1.NewMessage.message_type:type_name -> session.v1.MessageType
+	81,  // 79: session.v1.NewMessage.metadata:type_name -> google.protobuf.Struct
+	82,  // 80: session.v1.NewMessage.event_time:type_name -> google.protobuf.Timestamp
+	52,  // 81: session.v1.AddMessagesRequest.messages:type_name -> session.v1.NewMessage
+	6,   // 82: session.v1.AddMessagesResponse.messages:type_name -> session.v1.Message
+	82,  // 83: session.v1.ListMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	6,   // 84: session.v1.ListMessagesResponse.messages:type_name -> session.v1.Message
+	6,   // 85: session.v1.StreamMessagesResponse.message:type_name -> session.v1.Message
+	1,   // 86: session.v1.SearchMessagesRequest.roles:type_name -> session.v1.Role
+	82,  // 87: session.v1.SearchMessagesRequest.start_time:type_name -> google.protobuf.Timestamp
+	82,  // 88: session.v1.SearchMessagesRequest.end_time:type_name -> google.protobuf.Timestamp
+	6,   // 89: session.v1.SearchResult.message:type_name -> session.v1.Message
+	60,  // 90: session.v1.SearchMessagesResponse.results:type_name -> session.v1.SearchResult
+	81,  // 91: session.v1.CreateMemoryRequest.preferences:type_name -> google.protobuf.Struct
+	81,  // 92: session.v1.CreateMemoryRequest.metadata:type_name -> google.protobuf.Struct
+	7,   // 93: session.v1.CreateMemoryResponse.memory:type_name -> session.v1.Memory
+	7,   // 94: session.v1.GetMemoryResponse.memory:type_name -> session.v1.Memory
+	7,   // 95: session.v1.UpdateMemoryRequest.memory:type_name -> session.v1.Memory
+	83,  // 96: session.v1.UpdateMemoryRequest.update_mask:type_name -> google.protobuf.FieldMask
+	7,   // 97: session.v1.UpdateMemoryResponse.memory:type_name -> session.v1.Memory
+	82,  // 98: session.v1.Budget.update_time:type_name -> google.protobuf.Timestamp
+	82,  // 99: session.v1.BudgetLimitUse.period_start:type_name -> google.protobuf.Timestamp
+	70,  // 100: session.v1.GetBudgetResponse.budget:type_name -> session.v1.Budget
+	71,  // 101: session.v1.GetBudgetResponse.usage:type_name -> session.v1.BudgetLimitUse
+	70,  // 102: session.v1.SetBudgetRequest.budget:type_name -> session.v1.Budget
+	70,  // 103: session.v1.SetBudgetResponse.budget:type_name -> session.v1.Budget
+	4,   // 104: session.v1.GetUsageRequest.bucket:type_name -> session.v1.UsageBucket
+	82,  // 105: session.v1.GetUsageRequest.start_time:type_name -> google.protobuf.Timestamp
+	82,  // 106: session.v1.GetUsageRequest.end_time:type_name -> google.protobuf.Timestamp
+	82,  // 107: session.v1.UsageBucketTotals.start_time:type_name -> google.protobuf.Timestamp
+	1,   // 108: session.v1.UsageBucketTotals.role:type_name -> session.v1.Role
+	79,  // 109: session.v1.GetUsageResponse.buckets:type_name -> session.v1.UsageBucketTotals
+	17,  // 110: session.v1.SessionService.CreateSession:input_type -> session.v1.CreateSessionRequest
+	19,  // 111: session.v1.SessionService.GetSession:input_type -> session.v1.GetSessionRequest
+	21,  // 112: session.v1.SessionService.UpdateSession:input_type -> session.v1.UpdateSessionRequest
+	23,  // 113: session.v1.SessionService.EndSession:input_type -> session.v1.EndSessionRequest
+	25,  // 114: session.v1.SessionService.DeleteSession:input_type -> session.v1.DeleteSessionRequest
+	27,  // 115: session.v1.SessionService.ListSessions:input_type -> session.v1.ListSessionsRequest
+	29,  // 116: session.v1.SessionService.GetSessionSummary:input_type -> session.v1.GetSessionSummaryRequest
+	31,  // 117: session.v1.SessionService.GetServiceStats:input_type -> session.v1.GetServiceStatsRequest
+	33,  // 118: session.v1.SessionService.ExpireSessions:input_type -> session.v1.ExpireSessionsRequest
+	35,  // 119: session.v1.SessionService.ForkSession:input_type -> session.v1.ForkSessionRequest
+	37,  // 120: session.v1.SessionService.TruncateSession:input_type -> session.v1.TruncateSessionRequest
+	39,  // 121: session.v1.SessionService.UpdateState:input_type -> session.v1.UpdateStateRequest
+	41,  // 122: session.v1.SessionService.GetUserState:input_type -> session.v1.GetUserStateRequest
+	43,  // 123: session.v1.SessionService.GetAppState:input_type -> session.v1.GetAppStateRequest
+	46,  // 124: session.v1.SessionService.WatchSession:input_type -> session.v1.WatchSessionRequest
+	48,  // 125: session.v1.SessionService.WatchUserSessions:input_type -> session.v1.WatchUserSessionsRequest
+	50,  // 126: session.v1.MessageService.AddMessage:input_type -> session.v1.AddMessageRequest
+	53,  // 127: session.v1.MessageService.AddMessages:input_type -> session.v1.AddMessagesRequest
+	55,  // 128: session.v1.MessageService.ListMessages:input_type -> session.v1.ListMessagesRequest
+	57,  // 129: session.v1.MessageService.StreamMessages:input_type -> session.v1.StreamMessagesRequest
+	59,  // 130: session.v1.MessageService.SearchMessages:input_type -> session.v1.SearchMessagesRequest
+	62,  // 131: session.v1.MemoryService.CreateMemory:input_type -> session.v1.CreateMemoryRequest
+	64,  // 132: session.v1.MemoryService.GetMemory:input_type -> session.v1.GetMemoryRequest
+	66,  // 133: session.v1.MemoryService.UpdateMemory:input_type -> session.v1.UpdateMemoryRequest
+	68,  // 134: session.v1.MemoryService.DeleteMemory:input_type -> session.v1.DeleteMemoryRequest
+	78,  // 135: session.v1.UsageService.GetUsage:input_type -> session.v1.GetUsageRequest
+	72,  // 136: session.v1.UsageService.GetBudget:input_type -> session.v1.GetBudgetRequest
+	74,  // 137: session.v1.UsageService.SetBudget:input_type -> session.v1.SetBudgetRequest
+	76,  // 138: session.v1.UsageService.DeleteBudget:input_type -> session.v1.DeleteBudgetRequest
+	18,  // 139: session.v1.SessionService.CreateSession:output_type -> session.v1.CreateSessionResponse
+	20,  // 140: session.v1.SessionService.GetSession:output_type -> session.v1.GetSessionResponse
+	22,  // 141: session.v1.SessionService.UpdateSession:output_type -> session.v1.UpdateSessionResponse
+	24,  // 142: session.v1.SessionService.EndSession:output_type -> session.v1.EndSessionResponse
+	26,  // 143: session.v1.SessionService.DeleteSession:output_type -> session.v1.DeleteSessionResponse
+	28,  // 144: session.v1.SessionService.ListSessions:output_type -> session.v1.ListSessionsResponse
+	30,  // 145: session.v1.SessionService.GetSessionSummary:output_type -> session.v1.GetSessionSummaryResponse
+	32,  // 146: session.v1.SessionService.GetServiceStats:output_type -> session.v1.GetServiceStatsResponse
+	34,  // 147: session.v1.SessionService.ExpireSessions:output_type -> session.v1.ExpireSessionsResponse
+	36,  // 148: session.v1.SessionService.ForkSession:output_type -> session.v1.ForkSessionResponse
+	38,  // 149: session.v1.SessionService.TruncateSession:output_type -> session.v1.TruncateSessionResponse
+	40,  // 150: session.v1.SessionService.UpdateState:output_type -> session.v1.UpdateStateResponse
+	42,  // 151: session.v1.SessionService.GetUserState:output_type -> session.v1.GetUserStateResponse
+	44,  // 152: session.v1.SessionService.GetAppState:output_type -> session.v1.GetAppStateResponse
+	47,  // 153: session.v1.SessionService.WatchSession:output_type -> session.v1.WatchSessionResponse
+	49,  // 154: session.v1.SessionService.WatchUserSessions:output_type -> session.v1.WatchUserSessionsResponse
+	51,  // 155: session.v1.MessageService.AddMessage:output_type -> session.v1.AddMessageResponse
+	54,  // 156: session.v1.MessageService.AddMessages:output_type -> session.v1.AddMessagesResponse
+	56,  // 157: session.v1.MessageService.ListMessages:output_type -> session.v1.ListMessagesResponse
+	58,  // 158: session.v1.MessageService.StreamMessages:output_type -> session.v1.StreamMessagesResponse
+	61,  // 159: session.v1.MessageService.SearchMessages:output_type -> session.v1.SearchMessagesResponse
+	63,  // 160: session.v1.MemoryService.CreateMemory:output_type -> session.v1.CreateMemoryResponse
+	65,  // 161: session.v1.MemoryService.GetMemory:output_type -> session.v1.GetMemoryResponse
+	67,  // 162: session.v1.MemoryService.UpdateMemory:output_type -> session.v1.UpdateMemoryResponse
+	69,  // 163: session.v1.MemoryService.DeleteMemory:output_type -> session.v1.DeleteMemoryResponse
+	80,  // 164: session.v1.UsageService.GetUsage:output_type -> session.v1.GetUsageResponse
+	73,  // 165: session.v1.UsageService.GetBudget:output_type -> session.v1.GetBudgetResponse
+	75,  // 166: session.v1.UsageService.SetBudget:output_type -> session.v1.SetBudgetResponse
+	77,  // 167: session.v1.UsageService.DeleteBudget:output_type -> session.v1.DeleteBudgetResponse
+	139, // [139:168] is the sub-list for method output_type
+	110, // [110:139] is the sub-list for method input_type
+	110, // [110:110] is the sub-list for extension type_name
+	110, // [110:110] is the sub-list for extension extendee
+	0,   // [0:110] is the sub-list for field type_name
 }
 
 func init() { file_session_v1_session_proto_init() }
@@ -7363,7 +7890,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[40].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessageRequest); i {
+			switch v := v.(*SessionChange); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7375,7 +7902,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[41].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessageResponse); i {
+			switch v := v.(*WatchSessionRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7387,7 +7914,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[42].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*NewMessage); i {
+			switch v := v.(*WatchSessionResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7399,7 +7926,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[43].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessagesRequest); i {
+			switch v := v.(*WatchUserSessionsRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7411,7 +7938,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[44].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*AddMessagesResponse); i {
+			switch v := v.(*WatchUserSessionsResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7423,7 +7950,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[45].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListMessagesRequest); i {
+			switch v := v.(*AddMessageRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7435,7 +7962,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[46].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*ListMessagesResponse); i {
+			switch v := v.(*AddMessageResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7447,7 +7974,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[47].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*StreamMessagesRequest); i {
+			switch v := v.(*NewMessage); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7459,7 +7986,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[48].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*StreamMessagesResponse); i {
+			switch v := v.(*AddMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7471,7 +7998,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[49].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SearchMessagesRequest); i {
+			switch v := v.(*AddMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7483,7 +8010,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[50].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SearchResult); i {
+			switch v := v.(*ListMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7495,7 +8022,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[51].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SearchMessagesResponse); i {
+			switch v := v.(*ListMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7507,7 +8034,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[52].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateMemoryRequest); i {
+			switch v := v.(*StreamMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7519,7 +8046,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[53].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*CreateMemoryResponse); i {
+			switch v := v.(*StreamMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7531,7 +8058,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[54].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetMemoryRequest); i {
+			switch v := v.(*SearchMessagesRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7543,7 +8070,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[55].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetMemoryResponse); i {
+			switch v := v.(*SearchResult); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7555,7 +8082,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[56].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UpdateMemoryRequest); i {
+			switch v := v.(*SearchMessagesResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7567,7 +8094,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[57].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UpdateMemoryResponse); i {
+			switch v := v.(*CreateMemoryRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7579,7 +8106,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[58].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DeleteMemoryRequest); i {
+			switch v := v.(*CreateMemoryResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7591,7 +8118,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[59].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DeleteMemoryResponse); i {
+			switch v := v.(*GetMemoryRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7603,7 +8130,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[60].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*Budget); i {
+			switch v := v.(*GetMemoryResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7615,7 +8142,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[61].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*BudgetLimitUse); i {
+			switch v := v.(*UpdateMemoryRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7627,7 +8154,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[62].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetBudgetRequest); i {
+			switch v := v.(*UpdateMemoryResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7639,7 +8166,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[63].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetBudgetResponse); i {
+			switch v := v.(*DeleteMemoryRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7651,7 +8178,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[64].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SetBudgetRequest); i {
+			switch v := v.(*DeleteMemoryResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7663,7 +8190,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[65].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*SetBudgetResponse); i {
+			switch v := v.(*Budget); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7675,7 +8202,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[66].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DeleteBudgetRequest); i {
+			switch v := v.(*BudgetLimitUse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7687,7 +8214,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[67].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*DeleteBudgetResponse); i {
+			switch v := v.(*GetBudgetRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7699,7 +8226,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[68].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*GetUsageRequest); i {
+			switch v := v.(*GetBudgetResponse); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7711,7 +8238,7 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[69].Exporter = func(v interface{}, i int) interface{} {
-			switch v := v.(*UsageBucketTotals); i {
+			switch v := v.(*SetBudgetRequest); i {
 			case 0:
 				return &v.state
 			case 1:
@@ -7723,6 +8250,66 @@ func file_session_v1_session_proto_init() {
 			}
 		}
 		file_session_v1_session_proto_msgTypes[70].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*SetBudgetResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[71].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*DeleteBudgetRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[72].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*DeleteBudgetResponse); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[73].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*GetUsageRequest); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[74].Exporter = func(v interface{}, i int) interface{} {
+			switch v := v.(*UsageBucketTotals); i {
+			case 0:
+				return &v.state
+			case 1:
+				return &v.sizeCache
+			case 2:
+				return &v.unknownFields
+			default:
+				return nil
+			}
+		}
+		file_session_v1_session_proto_msgTypes[75].Exporter = func(v interface{}, i int) interface{} {
 			switch v := v.(*GetUsageResponse); i {
 			case 0:
 				return &v.state
@@ -7737,17 +8324,19 @@ func file_session_v1_session_proto_init() {
 	}
 	file_session_v1_session_proto_msgTypes[30].OneofWrappers = []interface{}{}
 	file_session_v1_session_proto_msgTypes[32].OneofWrappers = []interface{}{}
-	file_session_v1_session_proto_msgTypes[40].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[41].OneofWrappers = []interface{}{}
 	file_session_v1_session_proto_msgTypes[43].OneofWrappers = []interface{}{}
 	file_session_v1_session_proto_msgTypes[45].OneofWrappers = []interface{}{}
-	file_session_v1_session_proto_msgTypes[60].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[48].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[50].OneofWrappers = []interface{}{}
+	file_session_v1_session_proto_msgTypes[65].OneofWrappers = []interface{}{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: file_session_v1_session_proto_rawDesc,
-			NumEnums:      4,
-			NumMessages:   71,
+			NumEnums:      5,
+			NumMessages:   76,
 			NumExtensions: 0,
 			NumServices:   4,
 		},

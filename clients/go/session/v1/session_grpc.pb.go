@@ -37,9 +37,11 @@ type SessionServiceClient interface {
 	// Removes the session, its messages and its memory for good; the totals of
 	// GetServiceStats drop accordingly. NOT_FOUND without the session.
 	DeleteSession(ctx context.Context, in *DeleteSessionRequest, opts ...grpc.CallOption) (*DeleteSessionResponse, error)
-	// A user's sessions, newest first, paged with opaque keyset tokens.
-	// INVALID_ARGUMENT for an empty user_id, a page_size out of range or a page
-	// token that was changed or made for another query.
+	// A user's sessions, newest first, paged with opaque keyset tokens; or, with
+	// app_name and no user_id, the app's sessions of every user (in token mode
+	// for the sessions.admin scope; a user's token lists that user's own).
+	// INVALID_ARGUMENT for neither user_id nor app_name, a page_size out of range
+	// or a page token that was changed or made for another query.
 	ListSessions(ctx context.Context, in *ListSessionsRequest, opts ...grpc.CallOption) (*ListSessionsResponse, error)
 	// Exact totals of one session (counts by role, tokens, cost, first and last
 	// message time). NOT_FOUND without the session.
@@ -87,6 +89,26 @@ type SessionServiceClient interface {
 	// boundary (any user may create a session in any app and see its app state
 	// there), so keep secrets out of app state.
 	GetAppState(ctx context.Context, in *GetAppStateRequest, opts ...grpc.CallOption) (*GetAppStateResponse, error)
+	// A live stream of the changes of one session, oldest first: messages
+	// added, status and other updates, memory changes, messages removed, and its
+	// deletion. Starts after after_change_id (unset: only what changes from now
+	// on; 0: the session's whole recorded history), so a client that reconnects
+	// with the cursor of the last response it got continues with no gap and no
+	// duplicate. The stream does not end by itself: when nothing changes it sends
+	// a heartbeat (a response without a change) every SESSION_WATCH_HEARTBEAT.
+	// It ends OK after the SESSION_DELETED change; UNAVAILABLE (reason
+	// SHUTTING_DOWN) when the server stops, which a client resumes elsewhere with
+	// its cursor. NOT_FOUND when the session does not exist (or was deleted
+	// before the cursor, or is another user's); RESOURCE_EXHAUSTED (reason
+	// TOO_MANY_WATCHERS) past SESSION_MAX_WATCHERS_PER_PRINCIPAL open watches.
+	WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (SessionService_WatchSessionClient, error)
+	// The same stream over every session of one user (sessions created and
+	// deleted included), in the order the changes committed. The cursor is the
+	// user's: a change_id of WatchSession's stream of one of the user's sessions
+	// is a valid cursor here and the other way round. Never ends by itself; the
+	// errors are WatchSession's, with PERMISSION_DENIED for another user's
+	// user_id in token mode.
+	WatchUserSessions(ctx context.Context, in *WatchUserSessionsRequest, opts ...grpc.CallOption) (SessionService_WatchUserSessionsClient, error)
 }
 
 type sessionServiceClient struct {
@@ -223,6 +245,70 @@ func (c *sessionServiceClient) GetAppState(ctx context.Context, in *GetAppStateR
 	return out, nil
 }
 
+func (c *sessionServiceClient) WatchSession(ctx context.Context, in *WatchSessionRequest, opts ...grpc.CallOption) (SessionService_WatchSessionClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_SessionService_serviceDesc.Streams[0], "/session.v1.SessionService/WatchSession", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &sessionServiceWatchSessionClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type SessionService_WatchSessionClient interface {
+	Recv() (*WatchSessionResponse, error)
+	grpc.ClientStream
+}
+
+type sessionServiceWatchSessionClient struct {
+	grpc.ClientStream
+}
+
+func (x *sessionServiceWatchSessionClient) Recv() (*WatchSessionResponse, error) {
+	m := new(WatchSessionResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func (c *sessionServiceClient) WatchUserSessions(ctx context.Context, in *WatchUserSessionsRequest, opts ...grpc.CallOption) (SessionService_WatchUserSessionsClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_SessionService_serviceDesc.Streams[1], "/session.v1.SessionService/WatchUserSessions", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &sessionServiceWatchUserSessionsClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type SessionService_WatchUserSessionsClient interface {
+	Recv() (*WatchUserSessionsResponse, error)
+	grpc.ClientStream
+}
+
+type sessionServiceWatchUserSessionsClient struct {
+	grpc.ClientStream
+}
+
+func (x *sessionServiceWatchUserSessionsClient) Recv() (*WatchUserSessionsResponse, error) {
+	m := new(WatchUserSessionsResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // SessionServiceServer is the server API for SessionService service.
 // All implementations must embed UnimplementedSessionServiceServer
 // for forward compatibility
@@ -247,9 +333,11 @@ type SessionServiceServer interface {
 	// Removes the session, its messages and its memory for good; the totals of
 	// GetServiceStats drop accordingly. NOT_FOUND without the session.
 	DeleteSession(context.Context, *DeleteSessionRequest) (*DeleteSessionResponse, error)
-	// A user's sessions, newest first, paged with opaque keyset tokens.
-	// INVALID_ARGUMENT for an empty user_id, a page_size out of range or a page
-	// token that was changed or made for another query.
+	// A user's sessions, newest first, paged with opaque keyset tokens; or, with
+	// app_name and no user_id, the app's sessions of every user (in token mode
+	// for the sessions.admin scope; a user's token lists that user's own).
+	// INVALID_ARGUMENT for neither user_id nor app_name, a page_size out of range
+	// or a page token that was changed or made for another query.
 	ListSessions(context.Context, *ListSessionsRequest) (*ListSessionsResponse, error)
 	// Exact totals of one session (counts by role, tokens, cost, first and last
 	// message time). NOT_FOUND without the session.
@@ -297,6 +385,26 @@ type SessionServiceServer interface {
 	// boundary (any user may create a session in any app and see its app state
 	// there), so keep secrets out of app state.
 	GetAppState(context.Context, *GetAppStateRequest) (*GetAppStateResponse, error)
+	// A live stream of the changes of one session, oldest first: messages
+	// added, status and other updates, memory changes, messages removed, and its
+	// deletion. Starts after after_change_id (unset: only what changes from now
+	// on; 0: the session's whole recorded history), so a client that reconnects
+	// with the cursor of the last response it got continues with no gap and no
+	// duplicate. The stream does not end by itself: when nothing changes it sends
+	// a heartbeat (a response without a change) every SESSION_WATCH_HEARTBEAT.
+	// It ends OK after the SESSION_DELETED change; UNAVAILABLE (reason
+	// SHUTTING_DOWN) when the server stops, which a client resumes elsewhere with
+	// its cursor. NOT_FOUND when the session does not exist (or was deleted
+	// before the cursor, or is another user's); RESOURCE_EXHAUSTED (reason
+	// TOO_MANY_WATCHERS) past SESSION_MAX_WATCHERS_PER_PRINCIPAL open watches.
+	WatchSession(*WatchSessionRequest, SessionService_WatchSessionServer) error
+	// The same stream over every session of one user (sessions created and
+	// deleted included), in the order the changes committed. The cursor is the
+	// user's: a change_id of WatchSession's stream of one of the user's sessions
+	// is a valid cursor here and the other way round. Never ends by itself; the
+	// errors are WatchSession's, with PERMISSION_DENIED for another user's
+	// user_id in token mode.
+	WatchUserSessions(*WatchUserSessionsRequest, SessionService_WatchUserSessionsServer) error
 	mustEmbedUnimplementedSessionServiceServer()
 }
 
@@ -345,6 +453,12 @@ func (UnimplementedSessionServiceServer) GetUserState(context.Context, *GetUserS
 }
 func (UnimplementedSessionServiceServer) GetAppState(context.Context, *GetAppStateRequest) (*GetAppStateResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method GetAppState not implemented")
+}
+func (UnimplementedSessionServiceServer) WatchSession(*WatchSessionRequest, SessionService_WatchSessionServer) error {
+	return status.Errorf(codes.Unimplemented, "method WatchSession not implemented")
+}
+func (UnimplementedSessionServiceServer) WatchUserSessions(*WatchUserSessionsRequest, SessionService_WatchUserSessionsServer) error {
+	return status.Errorf(codes.Unimplemented, "method WatchUserSessions not implemented")
 }
 func (UnimplementedSessionServiceServer) mustEmbedUnimplementedSessionServiceServer() {}
 
@@ -611,6 +725,48 @@ func _SessionService_GetAppState_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _SessionService_WatchSession_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchSessionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SessionServiceServer).WatchSession(m, &sessionServiceWatchSessionServer{stream})
+}
+
+type SessionService_WatchSessionServer interface {
+	Send(*WatchSessionResponse) error
+	grpc.ServerStream
+}
+
+type sessionServiceWatchSessionServer struct {
+	grpc.ServerStream
+}
+
+func (x *sessionServiceWatchSessionServer) Send(m *WatchSessionResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
+func _SessionService_WatchUserSessions_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchUserSessionsRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(SessionServiceServer).WatchUserSessions(m, &sessionServiceWatchUserSessionsServer{stream})
+}
+
+type SessionService_WatchUserSessionsServer interface {
+	Send(*WatchUserSessionsResponse) error
+	grpc.ServerStream
+}
+
+type sessionServiceWatchUserSessionsServer struct {
+	grpc.ServerStream
+}
+
+func (x *sessionServiceWatchUserSessionsServer) Send(m *WatchUserSessionsResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _SessionService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "session.v1.SessionService",
 	HandlerType: (*SessionServiceServer)(nil),
@@ -672,7 +828,18 @@ var _SessionService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _SessionService_GetAppState_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchSession",
+			Handler:       _SessionService_WatchSession_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "WatchUserSessions",
+			Handler:       _SessionService_WatchUserSessions_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "session/v1/session.proto",
 }
 

@@ -39,6 +39,17 @@ class MessageType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     MESSAGE_TYPE_TOOL_RESULT: _ClassVar[MessageType]
     MESSAGE_TYPE_NOTIFICATION: _ClassVar[MessageType]
 
+class ChangeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CHANGE_KIND_UNSPECIFIED: _ClassVar[ChangeKind]
+    CHANGE_KIND_SESSION_CREATED: _ClassVar[ChangeKind]
+    CHANGE_KIND_SESSION_UPDATED: _ClassVar[ChangeKind]
+    CHANGE_KIND_MESSAGE_ADDED: _ClassVar[ChangeKind]
+    CHANGE_KIND_MESSAGES_REMOVED: _ClassVar[ChangeKind]
+    CHANGE_KIND_MEMORY_CHANGED: _ClassVar[ChangeKind]
+    CHANGE_KIND_MEMORY_DELETED: _ClassVar[ChangeKind]
+    CHANGE_KIND_SESSION_DELETED: _ClassVar[ChangeKind]
+
 class UsageBucket(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     USAGE_BUCKET_UNSPECIFIED: _ClassVar[UsageBucket]
@@ -62,6 +73,14 @@ MESSAGE_TYPE_SYSTEM: MessageType
 MESSAGE_TYPE_TOOL_CALL: MessageType
 MESSAGE_TYPE_TOOL_RESULT: MessageType
 MESSAGE_TYPE_NOTIFICATION: MessageType
+CHANGE_KIND_UNSPECIFIED: ChangeKind
+CHANGE_KIND_SESSION_CREATED: ChangeKind
+CHANGE_KIND_SESSION_UPDATED: ChangeKind
+CHANGE_KIND_MESSAGE_ADDED: ChangeKind
+CHANGE_KIND_MESSAGES_REMOVED: ChangeKind
+CHANGE_KIND_MEMORY_CHANGED: ChangeKind
+CHANGE_KIND_MEMORY_DELETED: ChangeKind
+CHANGE_KIND_SESSION_DELETED: ChangeKind
 USAGE_BUCKET_UNSPECIFIED: UsageBucket
 USAGE_BUCKET_HOUR: UsageBucket
 USAGE_BUCKET_DAY: UsageBucket
@@ -516,6 +535,58 @@ class GetAppStateResponse(_message.Message):
     APP_STATE_FIELD_NUMBER: _ClassVar[int]
     app_state: AppState
     def __init__(self, app_state: _Optional[_Union[AppState, _Mapping]] = ...) -> None: ...
+
+class SessionChange(_message.Message):
+    __slots__ = ("change_id", "session_id", "kind", "change_time", "session", "message", "memory", "changed_fields")
+    CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_TIME_FIELD_NUMBER: _ClassVar[int]
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    change_id: int
+    session_id: str
+    kind: ChangeKind
+    change_time: _timestamp_pb2.Timestamp
+    session: Session
+    message: Message
+    memory: Memory
+    changed_fields: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, change_id: _Optional[int] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., changed_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class WatchSessionRequest(_message.Message):
+    __slots__ = ("session_id", "after_change_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    after_change_id: int
+    def __init__(self, session_id: _Optional[str] = ..., after_change_id: _Optional[int] = ...) -> None: ...
+
+class WatchSessionResponse(_message.Message):
+    __slots__ = ("change", "cursor")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    change: SessionChange
+    cursor: int
+    def __init__(self, change: _Optional[_Union[SessionChange, _Mapping]] = ..., cursor: _Optional[int] = ...) -> None: ...
+
+class WatchUserSessionsRequest(_message.Message):
+    __slots__ = ("user_id", "after_change_id")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    after_change_id: int
+    def __init__(self, user_id: _Optional[str] = ..., after_change_id: _Optional[int] = ...) -> None: ...
+
+class WatchUserSessionsResponse(_message.Message):
+    __slots__ = ("change", "cursor")
+    CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    change: SessionChange
+    cursor: int
+    def __init__(self, change: _Optional[_Union[SessionChange, _Mapping]] = ..., cursor: _Optional[int] = ...) -> None: ...
 
 class AddMessageRequest(_message.Message):
     __slots__ = ("session_id", "role", "message_type", "content", "tokens_used", "cost", "metadata", "request_id", "expected_last_sequence", "expected_etag", "payload", "payload_type", "event_time", "state_delta")

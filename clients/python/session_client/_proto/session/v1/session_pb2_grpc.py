@@ -106,6 +106,16 @@ class SessionServiceStub:
                 request_serializer=session_dot_v1_dot_session__pb2.GetAppStateRequest.SerializeToString,
                 response_deserializer=session_dot_v1_dot_session__pb2.GetAppStateResponse.FromString,
                 _registered_method=True)
+        self.WatchSession = channel.unary_stream(
+                '/session.v1.SessionService/WatchSession',
+                request_serializer=session_dot_v1_dot_session__pb2.WatchSessionRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.WatchSessionResponse.FromString,
+                _registered_method=True)
+        self.WatchUserSessions = channel.unary_stream(
+                '/session.v1.SessionService/WatchUserSessions',
+                request_serializer=session_dot_v1_dot_session__pb2.WatchUserSessionsRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.WatchUserSessionsResponse.FromString,
+                _registered_method=True)
 
 
 class SessionServiceServicer:
@@ -158,9 +168,11 @@ class SessionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """A user's sessions, newest first, paged with opaque keyset tokens.
-        INVALID_ARGUMENT for an empty user_id, a page_size out of range or a page
-        token that was changed or made for another query.
+        """A user's sessions, newest first, paged with opaque keyset tokens; or, with
+        app_name and no user_id, the app's sessions of every user (in token mode
+        for the sessions.admin scope; a user's token lists that user's own).
+        INVALID_ARGUMENT for neither user_id nor app_name, a page_size out of range
+        or a page token that was changed or made for another query.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -252,6 +264,36 @@ class SessionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchSession(self, request, context):
+        """A live stream of the changes of one session, oldest first: messages
+        added, status and other updates, memory changes, messages removed, and its
+        deletion. Starts after after_change_id (unset: only what changes from now
+        on; 0: the session's whole recorded history), so a client that reconnects
+        with the cursor of the last response it got continues with no gap and no
+        duplicate. The stream does not end by itself: when nothing changes it sends
+        a heartbeat (a response without a change) every SESSION_WATCH_HEARTBEAT.
+        It ends OK after the SESSION_DELETED change; UNAVAILABLE (reason
+        SHUTTING_DOWN) when the server stops, which a client resumes elsewhere with
+        its cursor. NOT_FOUND when the session does not exist (or was deleted
+        before the cursor, or is another user's); RESOURCE_EXHAUSTED (reason
+        TOO_MANY_WATCHERS) past SESSION_MAX_WATCHERS_PER_PRINCIPAL open watches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchUserSessions(self, request, context):
+        """The same stream over every session of one user (sessions created and
+        deleted included), in the order the changes committed. The cursor is the
+        user's: a change_id of WatchSession's stream of one of the user's sessions
+        is a valid cursor here and the other way round. Never ends by itself; the
+        errors are WatchSession's, with PERMISSION_DENIED for another user's
+        user_id in token mode.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SessionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -324,6 +366,16 @@ def add_SessionServiceServicer_to_server(servicer, server):
                     servicer.GetAppState,
                     request_deserializer=session_dot_v1_dot_session__pb2.GetAppStateRequest.FromString,
                     response_serializer=session_dot_v1_dot_session__pb2.GetAppStateResponse.SerializeToString,
+            ),
+            'WatchSession': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchSession,
+                    request_deserializer=session_dot_v1_dot_session__pb2.WatchSessionRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.WatchSessionResponse.SerializeToString,
+            ),
+            'WatchUserSessions': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchUserSessions,
+                    request_deserializer=session_dot_v1_dot_session__pb2.WatchUserSessionsRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.WatchUserSessionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -705,6 +757,60 @@ class SessionService:
             '/session.v1.SessionService/GetAppState',
             session_dot_v1_dot_session__pb2.GetAppStateRequest.SerializeToString,
             session_dot_v1_dot_session__pb2.GetAppStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/session.v1.SessionService/WatchSession',
+            session_dot_v1_dot_session__pb2.WatchSessionRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.WatchSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchUserSessions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/session.v1.SessionService/WatchUserSessions',
+            session_dot_v1_dot_session__pb2.WatchUserSessionsRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.WatchUserSessionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,7 @@
 """Usage ledger: the index GetUsage reads a user's usage from
 
-Revision ID: 0011
-Revises: 0010
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-11-29 21:00:00
 
 - ix_messages_user_id_create_time: a user's messages by creation time, carrying what GetUsage adds
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0011"
-down_revision: str | None = "0010"
+revision: str = "0013"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

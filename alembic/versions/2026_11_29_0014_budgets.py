@@ -1,7 +1,7 @@
 """Budgets: per user and per app limits on tokens and cost per UTC day and month
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-11-29 21:05:00
 
 One row per budget: a user's (app_name '') or an app's (user_id ''), its limits (NULL: none),
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0012"
-down_revision: str | None = "0011"
+revision: str = "0014"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
