@@ -815,7 +815,7 @@ class SessionClient:
             if not token:
                 return
 
-    async def stream_messages(
+    def stream_messages(
         self, session_id: str, *, after_sequence: int = 0, page_size: int = 0
     ) -> AsyncIterator[pb.Message]:
         """Messages after `after_sequence`, in order, as the server streams them; ends at the last one.
@@ -823,35 +823,14 @@ class SessionClient:
         When the stream breaks with UNAVAILABLE the client reopens it after the last
         message it yielded (under the retry policy), so nothing is skipped or repeated.
         """
-        after = after_sequence
-        call: Any = None
+        def open_(after: int | None) -> Any:
+            request = pb.StreamMessagesRequest(session_id=session_id, after_sequence=after or 0, page_size=page_size)
+            return self._messages.StreamMessages(request, metadata=self._call_metadata())
 
-        async def next_response() -> Any:
-            nonlocal call
-            if call is None:
-                call = self._messages.StreamMessages(
-                    pb.StreamMessagesRequest(session_id=session_id, after_sequence=after, page_size=page_size),
-                    metadata=self._call_metadata(),
-                )
-            try:
-                return await call.read()
-            except grpc.aio.AioRpcError:
-                call = None
-                raise
+        def advance(response: Any) -> tuple[int, pb.Message]:
+            return response.message.sequence, response.message
 
-        try:
-            while True:
-                try:
-                    response: Any = await self._retrying(True)(next_response)
-                except grpc.aio.AioRpcError as error:
-                    raise from_rpc_error(error) from None
-                if response is grpc.aio.EOF:
-                    return
-                after = response.message.sequence
-                yield response.message
-        finally:
-            if call is not None:
-                call.cancel()
+        return self._resumable(open_, after_sequence, advance)
 
     # -- the change feed -----------------------------------------------------------------------
 
@@ -887,7 +866,21 @@ class SessionClient:
 
         return self._watch(open_, after_change_id)
 
-    async def _watch(self, open_: Callable[[int | None], Any], after: int | None) -> AsyncIterator[pb.SessionChange]:
+    def _watch(self, open_: Callable[[int | None], Any], after: int | None) -> AsyncIterator[pb.SessionChange]:
+        def advance(response: Any) -> tuple[int, pb.SessionChange | None]:
+            # Heartbeats move the cursor too: a resume skips what is known to be none of ours.
+            return response.cursor, response.change if response.HasField("change") else None
+
+        return self._resumable(open_, after, advance)
+
+    async def _resumable(
+        self,
+        open_: Callable[[int | None], Any],
+        after: int | None,
+        advance: Callable[[Any], tuple[int, Any]],
+    ) -> AsyncIterator[Any]:
+        """A server stream reopened after its last cursor when it breaks with UNAVAILABLE (under
+        the retry policy), so nothing is skipped or repeated: StreamMessages and the change feed."""
         call: Any = None
 
         async def next_response() -> Any:
@@ -908,9 +901,9 @@ class SessionClient:
                     raise from_rpc_error(error) from None
                 if response is grpc.aio.EOF:
                     return
-                after = response.cursor  # heartbeats too: a resume skips what is known to be none of ours
-                if response.HasField("change"):
-                    yield response.change
+                after, item = advance(response)
+                if item is not None:
+                    yield item
         finally:
             if call is not None:
                 call.cancel()
