@@ -103,6 +103,7 @@ def test_the_readme_walk_through_runs_as_a_script_against_a_server_started_like_
     assert '"removedMessageCount": "2"' in out  # TruncateSession removed the batch again
     assert '"status": "SESSION_STATUS_ENDED"' in out
     assert '"kind": "CHANGE_KIND_MESSAGE_ADDED"' in out and '"kind": "CHANGE_KIND_MEMORY_CHANGED"' in out  # the feed
+    assert '"sessionCount": "3"' in out  # DeleteUserData erased alice: S, C and the fork F
     assert '"status": "SERVING"' in out
 
 
