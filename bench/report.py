@@ -128,6 +128,12 @@ def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
             value = _med(row, "p50_ms")
             target(f"{row['variant']} p50 <= 5 ms", value, "<= 5 ms", None if value is None else value <= 5)
 
+    summaries = [r for r in results if r["workload"] == "list_big_user" and r["variant"].startswith("GetSessionSummary")]
+    if len(summaries) == 2:  # the long session's first, then the one-message session's
+        long, one = (_med(r, "p50_ms") for r in summaries)
+        r = ratio("GetSessionSummary p50: long session / one-message session", long, one)
+        target(f"{summaries[0]['variant']} costs what {summaries[1]['variant']} does (p50 ratio <= 1.5)", r,
+               "<= 1.5", None if r is None else r <= 1.5)
     for variant in ("c=1", top):
         ours = _med(_find(results, "add_message", "session-grpc", variant), "throughput")
         adk = _med(_find(results, "adk_append_event", "adk (in-process)", variant), "throughput")

@@ -472,6 +472,11 @@ async def list_big_user(bench: Bench, pid: int, channel: grpc.aio.Channel, data:
         latest = pb.ListMessagesRequest(session_id=sid, order_by="sequence desc", page_size=20)
         cases.append((f"GetSession ({label} session)", lambda r=get: sessions_stub.GetSession(r)))
         cases.append((f"ListMessages latest 20 ({label} session)", lambda r=latest: messages.ListMessages(r)))
+    # The same cost at both sizes: the summary reads the session's per-role totals (migration 0015)
+    for label, sid in ((f"{bench.config.big_messages:,} messages", data["long_session"]),
+                       ("1 message", data["one_message_session"])):
+        summary = pb.GetSessionSummaryRequest(session_id=sid)
+        cases.append((f"GetSessionSummary ({label})", lambda r=summary: sessions_stub.GetSessionSummary(r)))
     middle = pb.ListMessagesRequest(session_id=data["long_session"], page_size=100)
     first = await messages.ListMessages(middle)
     cases.append(("ListMessages first 100 (long session)", lambda: messages.ListMessages(middle)))
@@ -605,6 +610,7 @@ async def seed_big(url: str, cfg: Config) -> dict[str, str]:
             "long_session": await seed.long_session(conn, "long-user", cfg.big_messages),
             "tenth_session": await seed.long_session(conn, "long-user", cfg.big_messages // 10),
             "short_session": await seed.long_session(conn, "short-user", 40),
+            "one_message_session": await seed.long_session(conn, "short-user", 1),
         }
         await seed.analyze(conn)
         return data
