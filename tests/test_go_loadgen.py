@@ -8,6 +8,9 @@ Needs Debian's Go toolchain and gRPC sources, as tests/test_go_client.py does:
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,8 @@ from bench import goload, procstat
 from session_grpc._proto.session.v1 import session_pb2 as pb
 
 from .helpers import new_session
+
+ROOT = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.skipif(goload.missing() is not None, reason=goload.missing() or "")
 
@@ -68,3 +73,27 @@ async def test_goload_reports_a_failing_rpc_as_errors_not_calls(binary, service)
         binary, service.port, ["-rpc", "get_session", "-sessions", "not-a-uuid", "-warmup", "0s", "-duration", "0.2s"],
     )
     assert stats.calls == 0 and stats.errors > 0
+
+
+async def test_bench_runs_its_point_and_stream_workloads_with_the_go_load_generator(tmp_path):
+    """`python -m bench --loadgen go` (shrunk): every go row ran without errors, the stream read the
+    whole session, and the generator's CPU was measured."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench", "--quick", "--only", "point,big", "--loadgen", "go", "--no-peer",
+        "--no-chart", "--reps", "1", "--out", str(tmp_path),
+        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), timeout=600)
+    assert process.returncode == 0, output.decode()[-3000:]
+    result = json.loads((tmp_path / "quick-latest.json").read_text())
+    rows = [row for row in result["results"] if row["workload"].startswith("go ")]
+    assert {(row["workload"], row["target"]) for row in rows} == {
+        (workload, target) for workload in ("go add_message", "go get_session")
+        for target in ("session-grpc", "reference", "no-op")
+    } | {("go stream_large", "session-grpc"), ("go stream_large", "no-op")}
+    assert all(row["errors"] == 0 and row["calls"] > 0 for row in rows), rows
+    # Measured (clock ticks of 10 ms: a short, slow row may read 0; all of them together may not)
+    assert sum(row["cpu_cores"]["loadgen"]["median"] for row in rows) > 0
+    assert not any(row["workload"] in ("add_message", "stream_large") for row in result["results"]), (
+        "--loadgen go replaces the Python load generator's rows")
+    assert any(t["target"].startswith("go stream_large >= 20,000") for t in result["comparisons"]["targets"])
