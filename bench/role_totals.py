@@ -7,11 +7,12 @@ An embedded PostgreSQL in a temporary folder, migrated to head, one session-grpc
 measurements:
 
 - GetSessionSummary on a session of 50,000 messages and on one of 1 message (seeded with SQL, the
-  triggers keeping their totals), one call after another: the same cost at both sizes is the point.
+  trigger keeping their totals), one call after another: the same cost at both sizes is the point.
 - AddMessage at c=1 and c=32 driven by the Go load generator (bench/goload; the Python one when Go
-  is missing), with the totals' triggers on and off (ALTER TABLE messages DISABLE TRIGGER between
-  repetitions, which are interleaved so that a change in the box's load touches both alike): the
-  throughput, and the CPU per call of the server and of PostgreSQL, where the triggers run.
+  is missing), with the totals' trigger on and off (ALTER TABLE messages DISABLE TRIGGER
+  session_role_totals_added between repetitions, which are interleaved so that a change in the
+  box's load touches both alike): the throughput, and the CPU per call of the server and of
+  PostgreSQL, where the trigger runs.
 
 Record the load average with any figure (printed at the start and the end).
 """
@@ -34,7 +35,7 @@ from .run import (
     RESULTS, Bench, Config, database_server, new_sessions, prepare, request_for, server_env, start_process, wait_ready,
 )
 
-TRIGGERS = ("session_role_totals_added", "session_role_totals_removed")
+TRIGGERS = ("session_role_totals_added",)
 
 
 async def set_triggers(url: str, enabled: bool) -> None:
@@ -81,11 +82,11 @@ async def run(cfg: Config, messages_count: int) -> None:
                                       lambda r=request: sessions.GetSessionSummary(r))
                 rows: dict[tuple[str, int], dict[str, Any]] = {}
                 for concurrency in (1, 32):
-                    reps: dict[str, list[loadgen.RunStats]] = {"triggers on": [], "triggers off": []}
-                    cpus: dict[str, list[dict[str, float]]] = {"triggers on": [], "triggers off": []}
+                    reps: dict[str, list[loadgen.RunStats]] = {"trigger on": [], "trigger off": []}
+                    cpus: dict[str, list[dict[str, float]]] = {"trigger on": [], "trigger off": []}
                     for _ in range(cfg.reps):
                         for variant in reps:
-                            await set_triggers(urls["session"], variant == "triggers on")
+                            await set_triggers(urls["session"], variant == "trigger on")
                             ids = await new_sessions(sessions, concurrency)
                             if why is None:
                                 stats, cpu = await goload.run(
@@ -114,7 +115,7 @@ async def run(cfg: Config, messages_count: int) -> None:
     print(f"\n# load generator: {'go' if why is None else 'python (' + why + ')'}")
     print("# CPU microseconds per AddMessage (server / PostgreSQL), throughput ratio on / off:")
     for concurrency in (1, 32):
-        on, off = rows[("triggers on", concurrency)], rows[("triggers off", concurrency)]
+        on, off = rows[("trigger on", concurrency)], rows[("trigger off", concurrency)]
         print(
             f"#   c={concurrency}: on {per_call(on, 'server') or 0:.0f} / {per_call(on, 'postgres') or 0:.0f} us, "
             f"off {per_call(off, 'server') or 0:.0f} / {per_call(off, 'postgres') or 0:.0f} us, "

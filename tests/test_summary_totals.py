@@ -11,7 +11,6 @@ from decimal import Decimal
 
 import asyncpg
 import grpc
-import pytest
 from alembic.script import ScriptDirectory
 
 from session_grpc import migrations
@@ -182,24 +181,39 @@ async def test_the_summary_does_not_read_the_sessions_messages_per_role(sessions
     assert [(c.role, c.message_count) for c in summary.message_counts_by_role] == [(pb.ROLE_USER, 41)]
 
 
-@pytest.mark.parametrize("writer", ["insert", "delete"])
-async def test_plain_sql_writes_of_messages_keep_the_totals(sessions, messages, sql, writer):
-    """The triggers keep the totals for any statement on messages, not only the service's own
-    (the bench's seeding, an import, a retention job)."""
+async def test_plain_sql_inserts_of_messages_are_counted(sessions, messages, sql):
+    """The trigger keeps the totals for any INSERT into messages, not only the service's own (the
+    bench's seeding, an import)."""
     session = await new_session(sessions, "alice")
     sid = session.session_id
     for n in range(6):
         await add(messages, sid, role=list(ROLES)[n % 2], tokens_used=n, cost="0.5")
-    if writer == "insert":
-        await sql.execute(
-            """INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost)
-               SELECT gen_random_uuid(), $1, 'alice', 6 + g, 'system', 'chat', 'x', g, 0.25 FROM generate_series(1, 3) g""",
-            sid,
-        )
-    else:
-        await sql.execute("DELETE FROM messages WHERE session_id = $1 AND sequence IN (1, 2, 5)", sid)
+    await sql.execute(
+        """INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content, tokens_used, cost)
+           SELECT gen_random_uuid(), $1, 'alice', 6 + g, 'system', 'chat', 'x', g, 0.25 FROM generate_series(1, 3) g""",
+        sid,
+    )
     kept, fresh = await kept_and_fresh(sql, sid)
-    assert kept == fresh
+    assert kept == fresh and kept["system"] == (3, 6, Decimal("0.75"))
+
+
+async def test_a_delete_of_messages_that_keeps_the_session_totals_keeps_the_role_totals(sessions, messages, sql):
+    """The per-role totals follow the session's: a DELETE of messages that leaves the session's
+    totals as they are (retention's pruning keeps them frozen) leaves the per-role ones too, so
+    they still add up to the session's message count, tokens and cost."""
+    session = await new_session(sessions, "alice")
+    sid = session.session_id
+    for n in range(6):
+        await add(messages, sid, role=list(ROLES)[n % 2], tokens_used=n, cost="0.5")
+    await sql.execute("DELETE FROM messages WHERE session_id = $1 AND sequence <= 3", sid)
+    summary = (await sessions.GetSessionSummary(pb.GetSessionSummaryRequest(session_id=sid))).summary
+    assert summary.message_count == 6
+    assert {ROLES[c.role]: c.message_count for c in summary.message_counts_by_role} == {"user": 3, "assistant": 3}
+    kept = await sql.fetchrow(
+        "SELECT sum(message_count) AS n, sum(total_tokens) AS tokens, sum(total_cost) AS cost "
+        "FROM session_role_totals WHERE session_id = $1", sid,
+    )
+    assert (kept["n"], kept["tokens"], kept["cost"]) == (6, 15, Decimal("3.0"))
 
 
 async def test_the_migration_counts_the_messages_that_were_there_before(server_url):
@@ -236,9 +250,7 @@ async def test_the_migration_counts_the_messages_that_were_there_before(server_u
                 assert {c.role: c.message_count for c in summary.message_counts_by_role} == {pb.ROLE_USER: 7, pb.ROLE_TOOL: 3}
             await migrations.downgrade(url, mine.down_revision)
             assert await conn.fetchval("SELECT to_regclass('session_role_totals')") is None
-            assert await conn.fetchval(
-                "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'session_role_totals%'"
-            ) == 0
+            assert await conn.fetchval("SELECT count(*) FROM pg_trigger WHERE tgname = 'session_role_totals_added'") == 0
         finally:
             await conn.close()
     finally:

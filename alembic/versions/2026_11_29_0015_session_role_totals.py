@@ -9,29 +9,36 @@ sums of their tokens_used and cost. GetSessionSummary reads these rows (one per 
 four) instead of aggregating every message of the session, so a summary costs the same at 1 and at
 50,000 messages.
 
-They are kept by two statement-level triggers on messages, in the statement (so the transaction)
-that changes the messages, whoever runs it: after an INSERT (AddMessage and AddMessages, a fork's
-copy, an import, the bench's seeding) the inserted rows are added, per session and role, in one
-upsert; after a DELETE (TruncateSession, a session's cascade, any pruning or erasure of messages)
-the deleted ones are taken off. A trigger, not a CTE in each writer: every statement that writes
-messages, today's and tomorrow's, keeps the totals exact without knowing about them, which the
-test (tests/test_summary_totals.py) checks after every kind of write against a fresh aggregate
-over the messages.
+They follow the session's own totals (message_count, total_tokens, total_cost): they change
+exactly when those do, in the same statement.
 
-Locks: the upsert touches only the rows of the sessions whose messages the statement changed, at
-its end; every writer of messages takes (or already holds) the session row's lock earlier in that
-statement or transaction (the append's UPDATE, the rewind's SELECT ... FOR UPDATE, the cascade's
-DELETE of the session), so two writers of one session meet on the session row first and never
-wait for each other's totals rows the other way round. A writer that deletes messages without the
-session's lock must not take it later in the same transaction (it would then wait on an append
-holding the session and waiting on its totals rows).
+- Added by a statement-level trigger after every INSERT into messages, in the statement (so the
+  transaction) that inserts them, whoever runs it: AddMessage and AddMessages (whatever shape the
+  append statement takes), a fork's copy, an import, the bench's seeding. One upsert per session
+  and role of the statement's rows.
+- Taken off by TruncateSession, in its own statement (storage/history.py), as it takes the removed
+  messages off the session's totals.
+- Gone with their session (ON DELETE CASCADE): DeleteSession, an erasure, a retention job deleting
+  closed sessions.
+- Not changed by a DELETE of messages that leaves the session's totals as they are (retention's
+  pruning of old messages keeps the totals frozen, issue 13): no trigger on DELETE, so the per-role
+  counts stay frozen with them and still add up to message_count.
 
-A role's row stays at 0 when its last message goes (the summary lists roles with messages only);
-the rows go with their session (ON DELETE CASCADE).
+tests/test_summary_totals.py compares them with a fresh aggregate over the messages after every
+kind of write that keeps totals exact.
 
-The backfill runs after the triggers are created, in the migration's transaction: CREATE TRIGGER
+Locks: the upsert touches only the rows of the sessions whose messages the statement inserted, at
+its end; every writer of messages holds the session row's lock by then (the append's UPDATE, the
+fork's new row), so two writers of one session meet on the session row first and never wait for
+each other's totals rows the other way round.
+
+A role's row stays at 0 when a rewind removes its last message (the summary lists roles with
+messages only).
+
+The backfill runs after the trigger is created, in the migration's transaction: CREATE TRIGGER
 takes a lock on messages that keeps writers out until the commit, so no message is counted twice
-or missed. On a big table it reads every message once (one aggregate).
+or missed. On a big table it reads every message once (one aggregate). A session whose old
+messages were pruned before it (frozen totals) gets the counts of the messages it still has.
 """
 
 from collections.abc import Sequence
@@ -74,27 +81,8 @@ UPGRADE = [
     END $$
     """,
     """
-    CREATE FUNCTION session_role_totals_removed() RETURNS trigger LANGUAGE plpgsql AS $$
-    BEGIN
-        UPDATE session_role_totals t SET
-            message_count = t.message_count - r.n,
-            total_tokens = t.total_tokens - r.tokens,
-            total_cost = trim_scale(t.total_cost - r.cost)
-        FROM (
-            SELECT session_id, role, count(*) AS n, sum(tokens_used) AS tokens, sum(cost) AS cost
-            FROM removed GROUP BY session_id, role ORDER BY session_id, role
-        ) r
-        WHERE t.session_id = r.session_id AND t.role = r.role;
-        RETURN NULL;
-    END $$
-    """,
-    """
     CREATE TRIGGER session_role_totals_added AFTER INSERT ON messages
         REFERENCING NEW TABLE AS added FOR EACH STATEMENT EXECUTE FUNCTION session_role_totals_added()
-    """,
-    """
-    CREATE TRIGGER session_role_totals_removed AFTER DELETE ON messages
-        REFERENCING OLD TABLE AS removed FOR EACH STATEMENT EXECUTE FUNCTION session_role_totals_removed()
     """,
     """
     INSERT INTO session_role_totals (session_id, role, message_count, total_tokens, total_cost)
@@ -109,8 +97,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DROP TRIGGER IF EXISTS session_role_totals_removed ON messages")
     op.execute("DROP TRIGGER IF EXISTS session_role_totals_added ON messages")
-    op.execute("DROP FUNCTION IF EXISTS session_role_totals_removed()")
     op.execute("DROP FUNCTION IF EXISTS session_role_totals_added()")
     op.execute("DROP TABLE session_role_totals")
