@@ -1,4 +1,4 @@
-"""What the per-role totals (migration 0015) buy GetSessionSummary and cost AddMessage.
+"""What the per-role totals (migration 0016) buy GetSessionSummary and cost AddMessage.
 
     python -m bench.role_totals            # 50,000 messages, 5 repetitions (about 3 minutes)
     python -m bench.role_totals --quick    # a smoke test

@@ -531,7 +531,7 @@ async def list_big_user(bench: Bench, pid: int, channel: grpc.aio.Channel, data:
         latest = pb.ListMessagesRequest(session_id=sid, order_by="sequence desc", page_size=20)
         cases.append((f"GetSession ({label} session)", lambda r=get: sessions_stub.GetSession(r)))
         cases.append((f"ListMessages latest 20 ({label} session)", lambda r=latest: messages.ListMessages(r)))
-    # The same cost at both sizes: the summary reads the session's per-role totals (migration 0015)
+    # The same cost at both sizes: the summary reads the session's per-role totals (migration 0016)
     for label, sid in ((f"{bench.config.big_messages:,} messages", data["long_session"]),
                        ("1 message", data["one_message_session"])):
         summary = pb.GetSessionSummaryRequest(session_id=sid)

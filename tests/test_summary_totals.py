@@ -1,5 +1,5 @@
 """GetSessionSummary reads per-role totals kept with the session (session_role_totals, migration
-0015), not an aggregate over the session's messages: the totals must equal a fresh aggregate over
+0016), not an aggregate over the session's messages: the totals must equal a fresh aggregate over
 the messages after every kind of write, and the summary must report them."""
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ WHERE r.session_id = $1 AND r.request_id = $2 AND {owned(3, "s.user_id")}
 # append that landed before, and none can land until the rewind commits. It removes the messages
 # after $2 and takes exactly their count, tokens and cost off the session's totals, and its
 # last_event_time becomes that of the message now last (none left: NULL), and its per-role totals
-# (session_role_totals, migration 0015) lose the same messages role by role (nothing
+# (session_role_totals, migration 0016) lose the same messages role by role (nothing
 # removed: the session is left as it is, etag included; trim_scale: 0.010 - 0.010 is 0, not 0.000); with a request_id ($4) it records the
 # rewind, so a retry answers without rewinding again. The request ids of the removed messages are
 # kept (rewound_requests): an append retried with one of them is refused, not appended again.

@@ -320,7 +320,7 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[
 
 # The session, whether it has a memory, its first and last message times, and one row per role
 # with messages (or one row of NULLs), in one statement: a summary is part of every chat turn. The
-# per-role counts are read from session_role_totals (kept by triggers on messages, migration 0015),
+# per-role counts are read from session_role_totals (kept by a trigger on messages and the rewind, migration 0016),
 # the times from the two ends of ix_messages_session_id_create_time: a few index probes, whatever
 # the session's length.
 SESSION_SUMMARY = f"""

@@ -1,7 +1,7 @@
 """Per-role totals kept with each session, so GetSessionSummary reads them instead of its messages
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0016
+Revises: 0015
 Create Date: 2026-11-29 23:30:00
 
 session_role_totals holds, per session and role, the count of its messages of that role and the
@@ -45,8 +45,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
-revision: str = "0015"
-down_revision: str | None = "0014"
+revision: str = "0016"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
