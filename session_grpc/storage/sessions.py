@@ -326,7 +326,7 @@ SELECT s.*, EXISTS (SELECT 1 FROM memories WHERE session_id = s.id) AS has_memor
 FROM (SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND {owned(2)}) s
 LEFT JOIN LATERAL (
     SELECT role, count(*) AS n, min(create_time) AS first, max(create_time) AS last
-    FROM messages WHERE session_id = s.id GROUP BY role
+    FROM messages WHERE session_id = $1 GROUP BY role
 ) r ON true
 """
 

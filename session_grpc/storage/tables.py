@@ -20,6 +20,7 @@ from sqlalchemy import (
     Index,
     MetaData,
     Numeric,
+    PrimaryKeyConstraint,
     Text,
     text,
 )
@@ -114,9 +115,12 @@ class SessionRow(Base):
 
 
 class MessageRow(Base):
+    """Partitioned by hash of session_id (migration 0015: messages_p00 ... messages_p15, which the
+    models leave out); every unique key contains session_id, the primary key too."""
+
     __tablename__ = "messages"
 
-    id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
+    id: Mapped[str] = mapped_column(UUID(as_uuid=False))
     session_id: Mapped[str] = mapped_column(UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(Text)
     sequence: Mapped[int] = mapped_column(BigInteger)
@@ -136,6 +140,7 @@ class MessageRow(Base):
     chose (SESSION_SEARCH_CONFIG), unless the insert brings one (a fork's copy)."""
 
     __table_args__ = (
+        PrimaryKeyConstraint("session_id", "id"),
         CheckConstraint(_one_of("role", records.Role), name="role"),
         CheckConstraint("(payload IS NULL) = (payload_type IS NULL)", name="payload"),
         Index("ix_messages_search_vector", "search_vector", postgresql_using="gin"),
@@ -157,6 +162,7 @@ class MessageRow(Base):
             unique=True,
             postgresql_where=text("request_id IS NOT NULL"),
         ),
+        {"postgresql_partition_by": "HASH (session_id)"},
     )
 
 
