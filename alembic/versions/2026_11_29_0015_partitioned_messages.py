@@ -1,13 +1,17 @@
-"""messages partitioned by hash of session_id
+"""messages partitioned by hash of session_id, when SESSION_MESSAGE_PARTITIONS says so
 
 Revision ID: 0015
 Revises: 0014
 Create Date: 2026-11-29 23:30:00
 
-`messages` becomes a table PARTITION BY HASH (session_id) with PARTITIONS partitions
-(messages_p00 ...). Every call about a session names its session_id, so each of its statements
-reads or writes one partition (tests/test_partitioned_messages.py checks the plans); vacuum, index
-builds and a table's size are per partition. Why by session and not by time: docs/scaling.md.
+With SESSION_MESSAGE_PARTITIONS=N (2 to 1024; 16 is what docs/scaling.md measured) when this
+migration runs, `messages` becomes a table PARTITION BY HASH (session_id) with N partitions
+(messages_p00 ...). Unset or 0 (the default) it does nothing: on the machine it was measured on,
+partitions cost the hot reads PostgreSQL CPU (a plan made for each call) and give nothing until the
+table is large (docs/scaling.md, "Partitioned messages": when to take the step, and how on a
+database already past this revision). Every call about a session names its session_id, so each of
+its statements reads or writes one partition (tests/test_distribution.py checks the plans).
+Why by session and not by time: docs/scaling.md.
 
 A unique index on a partitioned table must contain the partition key. Both uniqueness rules do:
 (session_id, sequence) and (session_id, request_id). The primary key was `id` alone: it becomes
@@ -31,9 +35,10 @@ foreign keys and triggers added by any earlier migration come along:
 It runs in the migration's one transaction: a failure leaves the old table as it was. Its cost is
 a full copy and an index build of messages, writes to messages waiting all along (docs/scaling.md
 has the measured rate). downgrade() is the same rebuild into one plain table with the primary key
-`id`.
+`id`, when messages is partitioned (else nothing).
 """
 
+import os
 from collections.abc import Sequence
 
 import sqlalchemy as sa
@@ -46,22 +51,38 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 PARTITIONS = 16
-"""Hash partitions of messages: 16 keeps each under ~65 million rows at a billion messages
-(docs/scaling.md) while planning a statement over the table stays cheap; the count is fixed here
-(changing it is another rebuild)."""
+"""The partition count the documentation and the tests use: 16 keeps each partition under ~65
+million rows at a billion messages (docs/scaling.md) while a statement over the table stays cheap
+to plan. The count is fixed when the table is built (changing it is another rebuild)."""
 BATCH = 50_000
-"""Rows copied per INSERT ... SELECT (progress is logged per batch)."""
+"""Rows copied per INSERT ... SELECT."""
+
+
+def partitions() -> int:
+    """SESSION_MESSAGE_PARTITIONS when this migration runs: 0 (the default) keeps messages one table."""
+    text = os.environ.get("SESSION_MESSAGE_PARTITIONS", "0").strip() or "0"
+    if not text.isdigit() or int(text) == 1 or int(text) > 1024:
+        raise RuntimeError(f"SESSION_MESSAGE_PARTITIONS must be 0 (no partitions) or 2 to 1024, not {text!r}")
+    return int(text)
 
 
 def upgrade() -> None:
-    _rebuild(partitioned=True)
+    count = partitions()
+    if count:
+        _rebuild(partitions=count)
 
 
 def downgrade() -> None:
-    _rebuild(partitioned=False)
+    if _is_partitioned(op.get_bind()):
+        _rebuild(partitions=0)
 
 
-def _rebuild(*, partitioned: bool) -> None:
+def _is_partitioned(conn: sa.Connection) -> bool:
+    return conn.execute(sa.text("SELECT relkind = 'p' FROM pg_class WHERE oid = 'messages'::regclass")).scalar_one()
+
+
+def _rebuild(*, partitions: int) -> None:
+    partitioned = partitions > 0
     conn = op.get_bind()
     referring = conn.execute(sa.text(
         "SELECT conname, conrelid::regclass::text FROM pg_constraint "
@@ -77,10 +98,10 @@ def _rebuild(*, partitioned: bool) -> None:
             "CREATE TABLE messages_rebuilt (LIKE messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
             "INCLUDING STORAGE INCLUDING COMMENTS) PARTITION BY HASH (session_id)"
         )
-        for n in range(PARTITIONS):
+        for n in range(partitions):
             op.execute(
                 f"CREATE TABLE messages_p{n:02d} PARTITION OF messages_rebuilt "
-                f"FOR VALUES WITH (MODULUS {PARTITIONS}, REMAINDER {n})"
+                f"FOR VALUES WITH (MODULUS {partitions}, REMAINDER {n})"
             )
     else:
         op.execute(

@@ -20,7 +20,6 @@ from sqlalchemy import (
     Index,
     MetaData,
     Numeric,
-    PrimaryKeyConstraint,
     Text,
     text,
 )
@@ -115,12 +114,13 @@ class SessionRow(Base):
 
 
 class MessageRow(Base):
-    """Partitioned by hash of session_id (migration 0015: messages_p00 ... messages_p15, which the
-    models leave out); every unique key contains session_id, the primary key too."""
+    """One table by default. With SESSION_MESSAGE_PARTITIONS set when migration 0015 runs it is
+    partitioned by hash of session_id (messages_p00 ...) and its primary key is (session_id, id);
+    the columns, the other indexes and both unique keys are the same (docs/scaling.md)."""
 
     __tablename__ = "messages"
 
-    id: Mapped[str] = mapped_column(UUID(as_uuid=False))
+    id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
     session_id: Mapped[str] = mapped_column(UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"))
     user_id: Mapped[str] = mapped_column(Text)
     sequence: Mapped[int] = mapped_column(BigInteger)
@@ -140,7 +140,6 @@ class MessageRow(Base):
     chose (SESSION_SEARCH_CONFIG), unless the insert brings one (a fork's copy)."""
 
     __table_args__ = (
-        PrimaryKeyConstraint("session_id", "id"),
         CheckConstraint(_one_of("role", records.Role), name="role"),
         CheckConstraint("(payload IS NULL) = (payload_type IS NULL)", name="payload"),
         Index("ix_messages_search_vector", "search_vector", postgresql_using="gin"),
@@ -162,7 +161,6 @@ class MessageRow(Base):
             unique=True,
             postgresql_where=text("request_id IS NOT NULL"),
         ),
-        {"postgresql_partition_by": "HASH (session_id)"},
     )
 
 
