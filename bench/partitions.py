@@ -6,7 +6,8 @@ one run on one embedded PostgreSQL.
     python -m bench.partitions --explain  # EXPLAIN ANALYZE of the hot statements on the partitioned table
 
 Three databases with the same rows: `flat` (migrated to the revision before the partitioning, as
-today's table), `partitioned` (that one upgraded: the migration's copy is timed), and
+the default schema is), `partitioned` (that one upgraded with SESSION_MESSAGE_PARTITIONS, 16 unless
+--partitions says otherwise: the migration's copy is timed), and
 `partitioned_generic` (the same, with `plan_cache_mode = force_generic_plan` set on the database).
 A server on each; the workloads run against the three with their repetitions interleaved, so a
 change in the shared box's load touches all alike. Per workload: calls/s, p50, and CPU per call of
@@ -102,17 +103,21 @@ async def build(url: str, cfg: argparse.Namespace) -> tuple[dict[str, str], dict
         facts["seed_seconds"] = time.monotonic() - began
         for name in TARGETS[1:]:
             await admin.execute(f'CREATE DATABASE "bench_{name}" TEMPLATE "bench_flat"')
-        began = time.monotonic()
-        await migrations.upgrade(urls["partitioned"], module.revision)
-        facts["migration_seconds"] = time.monotonic() - began
-        await migrations.upgrade(urls["partitioned_generic"], module.revision)
+        os.environ["SESSION_MESSAGE_PARTITIONS"] = str(cfg.partitions)  # read by the migration
+        try:
+            began = time.monotonic()
+            await migrations.upgrade(urls["partitioned"], module.revision)
+            facts["migration_seconds"] = time.monotonic() - began
+            await migrations.upgrade(urls["partitioned_generic"], module.revision)
+        finally:
+            del os.environ["SESSION_MESSAGE_PARTITIONS"]
         await admin.execute('ALTER DATABASE "bench_partitioned_generic" SET plan_cache_mode = force_generic_plan')
         for name in TARGETS[1:]:
             conn = await asyncpg.connect(urls[name])
             await conn.execute("VACUUM ANALYZE messages")
             await conn.close()
         facts["messages"] = cfg.sessions * cfg.per_session
-        facts["partitions"] = module.PARTITIONS
+        facts["partitions"] = cfg.partitions
     finally:
         await admin.close()
     return urls, facts
@@ -292,6 +297,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--per-session", type=int, default=25)
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--partitions", type=int, default=partitioning_migration().PARTITIONS)
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--duration", type=float, default=3.0)
     cfg = parser.parse_args(argv)
