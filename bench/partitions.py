@@ -223,6 +223,17 @@ def per_call_table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _literal(value: object) -> str:
+    """`value` as an SQL literal for EXECUTE (the prepared statement's parameter types apply)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]::text[]"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 async def explain_plans(url: str) -> str:
     """EXPLAIN (ANALYZE) of the hot statements as storage issues them, on the partitioned table,
     with the generic plan a long-lived connection ends up with and the custom plan of the first
@@ -244,14 +255,19 @@ async def explain_plans(url: str) -> str:
             ("GetSessionSummary", sessions.SESSION_SUMMARY, (session_id, owner)),
         ]
         for mode in ("force_custom_plan", "force_generic_plan"):
-            await conn.execute(f"SET plan_cache_mode = {mode}")
             for title, sql, args in cases:
+                # PREPARE + EXPLAIN EXECUTE, as a driver's prepared statement runs (EXPLAIN of a
+                # statement with bound parameters would always plan for their values).
+                await conn.execute(f"PREPARE hot AS {sql}")
                 tx = conn.transaction()
                 await tx.start()
                 try:
-                    rows = await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) {sql}", *args)
+                    await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+                    values = ", ".join(_literal(arg) for arg in args)
+                    rows = await conn.fetch(f"EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON) EXECUTE hot({values})")
                 finally:
                     await tx.rollback()
+                    await conn.execute("DEALLOCATE hot")
                 plan = "\n".join(r[0] for r in rows)
                 out.append(f"#### {title} ({mode.split('_')[1]} plan)\n\n```\n{plan}\n```\n")
     finally:
