@@ -12,7 +12,7 @@ key column of an INSERT bound to a parameter) and every messages or memories tab
 tied to the key (`session_id = s.id`, `session_id = (SELECT id FROM s)`, `session_id = $n`) or
 written from a CTE of the same statement.
 
-The first step of the plan, messages partitioned by hash of session_id (migration 0015), is
+The first step of the plan, messages partitioned by hash of session_id (migration 0017), is
 checked for real at the end: EXPLAIN ANALYZE of each hot statement on the partitioned table reads
 exactly the session's partition.
 """
@@ -50,12 +50,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION_KEY = {
     "sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id",
     "state_updates": "session_id", "user_states": "user_id", "app_states": "app_name", "rewound_requests": "session_id",
-    "session_changes": "session_id", "user_feeds": "user_id",
+    "session_changes": "session_id", "user_feeds": "user_id", "session_role_totals": "session_id",
 }
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
 that no table is left out)."""
 
-REFERENCE_TABLES = {"budgets"}
+REFERENCE_TABLES = {"budgets", "user_erasures"}
 """Tables the plan makes Citus reference tables (a copy on every node, docs/scaling.md): small, read
 by the append on the session's shard (the budget probes), so a read of them never leaves it; not in
 DISTRIBUTION_KEY, so the routing rule does not ask for their key."""
@@ -84,6 +84,8 @@ MULTI_SHARD = {
     "aggregate per shard, merged by the coordinator",
     "budgets.SET_USER": "a new budget starts from the user's messages of the day and month, on every shard",
     "budgets.SET_APP": "the same for an app's messages",
+    "erasure.STATEMENTS": "DeleteUserData erases a user: their sessions are on every shard, their state and "
+    "feed on the user's; one distributed transaction, rare (an admin or the user, once)",
     "messages.ADD_MESSAGES_WITH_STATE_BUDGETED": "the state-delta append of a session with a budget: the same "
     "shards as messages.ADD_MESSAGES_WITH_STATE",
 }
@@ -240,7 +242,7 @@ def test_the_rule_tells_single_shard_from_multi_shard_statements():
 
 # ---- partition pruning on the real table ---------------------------------------------------------
 # The plan's first step (docs/scaling.md) partitions messages by hash of session_id (migration
-# 0015). The same rule, checked by PostgreSQL itself: each hot statement of a call about a session
+# 0017). The same rule, checked by PostgreSQL itself: each hot statement of a call about a session
 # reads exactly that session's partition (EXPLAIN ANALYZE: no other partition's scan runs), in the
 # custom plan of its first executions and in the generic plan a long-lived connection may settle on.
 

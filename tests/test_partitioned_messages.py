@@ -1,4 +1,4 @@
-"""messages partitioned by hash of session_id (migration 0015, docs/scaling.md): the table's shape,
+"""messages partitioned by hash of session_id (migration 0017, docs/scaling.md): the table's shape,
 partition pruning of every hot statement (EXPLAIN ANALYZE on the real partitioned table: exactly
 the session's partition is read, in the custom plan of a statement's first executions and in the
 generic plan a long-lived connection may settle on), both uniqueness rules still refused, and the
@@ -214,6 +214,8 @@ async def _snapshot(conn: asyncpg.Connection) -> dict[str, Any]:
         "changes": await conn.fetchval("SELECT count(*) FROM session_changes"),
         "feeds": [tuple(r) for r in await conn.fetch("SELECT * FROM user_feeds ORDER BY user_id")],
         "rewound": await conn.fetchval("SELECT count(*) FROM rewound_requests"),
+        # Kept by a trigger on messages (migration 0016): the copy must not count the messages again.
+        "role_totals": [tuple(r) for r in await conn.fetch("SELECT * FROM session_role_totals ORDER BY 1, 2")],
     }
 
 

@@ -37,7 +37,7 @@ def test_protos_pass_buf_standard_lint():
 
 
 def _not_a_partition(item, name, kind, reflected, compare_to) -> bool:
-    """The partitions of messages (migration 0015) and their indexes are PostgreSQL's copies of
+    """The partitions of messages (migration 0017) and their indexes are PostgreSQL's copies of
     the parent's: the models describe the parent."""
     table = item if kind == "table" else getattr(item, "table", None)
     return table is None or not re.fullmatch(r"messages_p\d+", table.name)

@@ -147,7 +147,7 @@ FROM sessions WHERE id = $1 AND {owned(2)}
 
 def request_id_taken(error: asyncpg.UniqueViolationError) -> bool:
     """Whether the unique (session_id, request_id) index refused an insert. On the partitioned table
-    (migration 0015) the index that reports it is the partition's, which PostgreSQL named after the
+    (migration 0017) the index that reports it is the partition's, which PostgreSQL named after the
     partition when it made the parent's index there (messages_p07_session_id_request_id_idx)."""
     name = error.constraint_name or ""
     return name == REQUEST_ID_INDEX or REQUEST_ID_PARTITION_INDEX.fullmatch(name) is not None

@@ -1,7 +1,7 @@
 """messages partitioned by hash of session_id, when SESSION_MESSAGE_PARTITIONS says so
 
-Revision ID: 0015
-Revises: 0014
+Revision ID: 0017
+Revises: 0016
 Create Date: 2026-11-29 23:30:00
 
 With SESSION_MESSAGE_PARTITIONS=N (2 to 1024; 16 is what docs/scaling.md measured) when this
@@ -45,8 +45,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "0015"
-down_revision: str | None = "0014"
+revision: str = "0017"
+down_revision: str | None = "0016"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
