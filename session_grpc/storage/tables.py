@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Boolean,
     Date,
+    Identity,
     Index,
     MetaData,
     Numeric,
@@ -160,6 +161,27 @@ class MessageRow(Base):
     )
 
 
+class RoleTotalsRow(Base):
+    """A session's messages of one role: their count and the sums of their tokens and cost. Kept by
+    the trigger of migration 0016 on every insert of messages and by TruncateSession; read by
+    GetSessionSummary."""
+
+    __tablename__ = "session_role_totals"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_count: Mapped[int] = mapped_column(BigInteger)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    total_cost: Mapped[Decimal] = mapped_column(Numeric)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("role", records.Role), name="role"),
+        CheckConstraint("message_count >= 0 AND total_tokens >= 0 AND total_cost >= 0", name="totals"),
+    )
+
+
 class RewindRow(Base):
     """A TruncateSession made with a request_id: what a retry of it answers instead of rewinding again."""
 
@@ -297,4 +319,22 @@ class SessionChangeRow(Base):
     __table_args__ = (
         CheckConstraint("kind IN (" + ", ".join(f"'{kind}'" for kind in CHANGE_KINDS) + ")", name="kind"),
         Index("ix_session_changes_session_id_change_id", "session_id", "change_id"),
+    )
+
+
+class UserErasureRow(Base):
+    """The audit log of DeleteUserData (migration 0015): whom (a SHA-256 of the user id), who, when,
+    how many rows of each kind; no content."""
+
+    __tablename__ = "user_erasures"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    subject_sha256: Mapped[str] = mapped_column(Text)
+    erased_by: Mapped[str] = mapped_column(Text)
+    erase_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("clock_timestamp()"))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+    __table_args__ = (
+        CheckConstraint("subject_sha256 ~ '^[0-9a-f]{64}$'", name="subject"),
+        Index("ix_user_erasures_subject_sha256", "subject_sha256"),
     )
