@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 import uuid
 
 import asyncpg
@@ -16,6 +17,7 @@ from .rows import MESSAGE_COLUMNS, SESSION_COLUMNS, fetch, fetch_one, owned
 from .units import statement
 
 REQUEST_ID_INDEX = "uq_messages_session_id_request_id"
+REQUEST_ID_PARTITION_INDEX = re.compile(r"messages_p\d+_session_id_request_id_idx")
 LAST_SEQUENCE = 2**63 - 1
 
 # One statement appends a batch of messages (AddMessages; AddMessage is a batch of one). The
@@ -143,6 +145,14 @@ FROM sessions WHERE id = $1 AND {owned(2)}
 """
 
 
+def request_id_taken(error: asyncpg.UniqueViolationError) -> bool:
+    """Whether the unique (session_id, request_id) index refused an insert. On the partitioned table
+    (migration 0017) the index that reports it is the partition's, which PostgreSQL named after the
+    partition when it made the parent's index there (messages_p07_session_id_request_id_idx)."""
+    name = error.constraint_name or ""
+    return name == REQUEST_ID_INDEX or REQUEST_ID_PARTITION_INDEX.fullmatch(name) is not None
+
+
 def request_ids(request_id: str | None, size: int) -> list[str | None]:
     """The request id stored on each message of a batch: the batch's own on the first (so a batch of
     one stores what AddMessage stores), and one derived from it (UUIDv5) on each of the others, so
@@ -165,7 +175,7 @@ LEFT JOIN LATERAL (
     SELECT * FROM (
         SELECT {MESSAGE_COLUMNS}, {_SIZE} AS size, sum({_SIZE}) OVER (ORDER BY sequence {{order}}) AS upto
         FROM messages
-        WHERE session_id = s.id AND sequence {{op}} $2{{floor}} ORDER BY sequence {{order}} LIMIT $3
+        WHERE session_id = $1 AND sequence {{op}} $2{{floor}} ORDER BY sequence {{order}} LIMIT $3
     ) page
     WHERE upto - size < $5
 ) m ON true
@@ -184,7 +194,7 @@ PAGE_DESCENDING = _PAGE.format(op="<", order="DESC", floor="")
 # keyset range scan of uq_messages_session_id_sequence with both ends in its index condition.
 _FROM = """
     CASE WHEN $6::timestamptz IS NULL THEN 1 ELSE coalesce(
-        (SELECT f.sequence FROM messages f WHERE f.session_id = s.id AND f.create_time >= $6::timestamptz
+        (SELECT f.sequence FROM messages f WHERE f.session_id = $1 AND f.create_time >= $6::timestamptz
          ORDER BY f.create_time, f.sequence LIMIT 1),
         s.message_count + 1) END
 """
@@ -252,7 +262,7 @@ async def append(conn: asyncpg.Connection, new: NewMessages, *, budgeted: bool) 
             else:
                 found = await fetch(conn, once, *params)
         except asyncpg.UniqueViolationError as error:
-            if error.constraint_name != REQUEST_ID_INDEX:
+            if not request_id_taken(error):
                 raise
             found = await fetch(conn, BY_REQUEST_IDS, new.session_id, ids)
             assert found
