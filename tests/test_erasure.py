@@ -212,3 +212,19 @@ async def test_an_erasure_racing_the_users_appends_leaves_none_of_them_behind(se
     assert await sql.fetchval("SELECT count(*) FROM sessions WHERE user_id = $1", who) == 0
     assert await sql.fetchval("SELECT count(*) FROM session_changes WHERE user_id = $1", who) == 0
     assert await sql.fetchval("SELECT count(*) FROM user_feeds WHERE user_id = $1", who) == 0
+
+
+# ---- on a database whose messages are hash-partitioned (SESSION_MESSAGE_PARTITIONS) ----------
+
+from .test_partitioned_messages import partitioned_channel, partitioned_url, psql  # noqa: E402, F401 - fixtures
+
+
+async def test_erasure_on_partitioned_messages_leaves_nothing_in_any_partition(partitioned_channel, psql):  # noqa: F811
+    erin = await populate(partitioned_channel, user())
+    before = await rows_holding(psql, erin.needles())
+    assert any(name.startswith("messages_") and not name.startswith("messages.") for name in before), before
+    data = rpc.UserDataServiceStub(partitioned_channel)
+    erased = await data.DeleteUserData(pb.DeleteUserDataRequest(user_id=erin.user_id))
+    assert erased.message_count == 2 + 4 + 3
+    assert "messages" not in erased.other_counts and not any(k.startswith("messages_") for k in erased.other_counts)
+    assert await rows_holding(psql, erin.needles()) == {}
