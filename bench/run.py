@@ -108,14 +108,14 @@ class Proc:
                 self.process.wait()
 
 
-def start_process(name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
+def start_process(name: str, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> Proc:
     port = free_port()
     full_env = {**os.environ, **(env or {})}
     argv = [SERVER_PYTHON, *[a.replace("{port}", str(port)) for a in args]]
     full_env = {k: v.replace("{port}", str(port)) for k, v in full_env.items()}
     log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     # BENCH_SERVER_ROOT runs the servers from another tree (an older commit, for before/after numbers)
-    cwd = os.environ.get("BENCH_SERVER_ROOT") or ROOT
+    cwd = cwd or os.environ.get("BENCH_SERVER_ROOT") or ROOT
     process = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     return Proc(name, process, port)
 
