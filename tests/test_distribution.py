@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DISTRIBUTION_KEY = {
     "sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id",
     "state_updates": "session_id", "user_states": "user_id", "app_states": "app_name", "rewound_requests": "session_id",
-    "session_changes": "session_id", "user_feeds": "user_id",
+    "session_changes": "session_id", "user_feeds": "user_id", "session_role_totals": "session_id",
 }
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
 that no table is left out)."""

@@ -161,6 +161,27 @@ class MessageRow(Base):
     )
 
 
+class RoleTotalsRow(Base):
+    """A session's messages of one role: their count and the sums of their tokens and cost. Kept by
+    the trigger of migration 0016 on every insert of messages and by TruncateSession; read by
+    GetSessionSummary."""
+
+    __tablename__ = "session_role_totals"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_count: Mapped[int] = mapped_column(BigInteger)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    total_cost: Mapped[Decimal] = mapped_column(Numeric)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("role", records.Role), name="role"),
+        CheckConstraint("message_count >= 0 AND total_tokens >= 0 AND total_cost >= 0", name="totals"),
+    )
+
+
 class RewindRow(Base):
     """A TruncateSession made with a request_id: what a retry of it answers instead of rewinding again."""
 
