@@ -75,8 +75,9 @@ class Config:
     """Write the run into docs/performance.md's "latest" block (and docs/perf/), when quiet enough."""
     force: bool = False
     """Write the docs even from a run on a busy machine (load average >= QUIET_LOAD before it)."""
-    loadgen: str = "python"
-    """Which load generator drives the point and stream workloads: python, go (bench/goload) or both."""
+    loadgen: str = "both"
+    """Which load generator drives the point and stream workloads: python, go (bench/goload) or both
+    (the Go rows are skipped with a note when Go is missing)."""
 
     @classmethod
     def quick_mode(cls, **overrides: Any) -> Config:
@@ -957,7 +958,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="with --docs: write even from a busy machine")
     parser.add_argument(
-        "--loadgen", choices=("python", "go", "both"), default="python",
+        "--loadgen", choices=("python", "go", "both"), default="both",
         help="the load generator of the point and stream workloads: this process (python), the Go one "
         "(bench/goload, built offline with Debian's Go packages; its rows are named go ...), or both",
     )

@@ -325,8 +325,8 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[
 # the session's length.
 SESSION_SUMMARY = f"""
 SELECT s.*, EXISTS (SELECT 1 FROM memories WHERE session_id = s.id) AS has_memory,
-       (SELECT create_time FROM messages WHERE session_id = s.id ORDER BY create_time, sequence LIMIT 1) AS first,
-       (SELECT create_time FROM messages WHERE session_id = s.id ORDER BY create_time DESC, sequence DESC LIMIT 1)
+       (SELECT create_time FROM messages WHERE session_id = $1 ORDER BY create_time, sequence LIMIT 1) AS first,
+       (SELECT create_time FROM messages WHERE session_id = $1 ORDER BY create_time DESC, sequence DESC LIMIT 1)
            AS last,
        r.role, r.message_count AS n
 FROM (SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND {owned(2)}) s

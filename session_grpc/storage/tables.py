@@ -115,6 +115,10 @@ class SessionRow(Base):
 
 
 class MessageRow(Base):
+    """One table by default. With SESSION_MESSAGE_PARTITIONS set when migration 0017 runs it is
+    partitioned by hash of session_id (messages_p00 ...) and its primary key is (session_id, id);
+    the columns, the other indexes and both unique keys are the same (docs/scaling.md)."""
+
     __tablename__ = "messages"
 
     id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
