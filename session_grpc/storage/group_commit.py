@@ -1,0 +1,292 @@
+"""Group commit of AddMessage: the appends that arrive together land in one statement.
+
+Leader and followers, no timer. An AddMessage that finds no append statement of this server in
+flight runs at once, alone, on the ordinary path (storage/budgets.append): at one call at a time
+nothing waits and nothing changes. Calls that arrive while a statement is in flight queue up; when
+it returns, the queue is flushed (at most `max_group` calls at a time) by a task of its own as one
+statement per *round*, then each caller gets its own result. A round holds at most one call per
+session (the r-th queued call of each session is in round r), so a group of calls on 30 sessions
+is one statement, and 3 calls on one session are 3 statements, in arrival order; each round is a
+statement in autocommit, so its callers are answered once it has committed.
+
+Every rule stays per call:
+- sequences: each session's row is locked and bumped once per round, by one; rounds run one after
+  the other, in arrival order, so a session's sequences stay gapless in the order its calls came;
+- request_id: each call's earlier messages are looked up by (session, request id) as the single
+  statement does; two calls with one request id on one session are in different rounds, so the
+  second finds what the first stored and answers with it;
+- refusals: a call whose row the statement does not bump (a missing, ended or foreign session, a
+  stale expected_last_sequence or etag, a rewound request id, a session with a budget) stored
+  nothing; it runs again alone, on the ordinary path, right after its round, which reports why
+  (or takes the budgeted transaction) exactly as for a call that was never grouped;
+- anything that aborts the whole statement (a unique violation when a concurrent first call with
+  the same request id won, say) leaves nothing of the round: its calls run one by one instead;
+- deadlines: a call whose deadline passed while it was queued is not written (DEADLINE_EXCEEDED); a
+  caller cancelled while queued is dropped from the queue; a caller cancelled while its round is in
+  flight is not answered, and its message lands with the round or not at all;
+- read-your-writes: each caller's commit position (consistency.py) is the one read after its round.
+
+Only AddMessage without state deltas is grouped; AddMessages and appends with state deltas run on
+the ordinary path, concurrently with the groups (which the session row lock orders, as ever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+
+from .. import consistency, deadlines
+from ..domain.errors import DeadlineExceeded, Unavailable
+from ..domain.records import NewMessages
+from ..domain.usage import Appended
+from . import budgets, rows
+from .database import Database
+from .messages import _NO_BUDGET
+from .rows import MESSAGE_COLUMNS, fetch
+from .units import statement
+
+log = logging.getLogger(__name__)
+
+# One message per call, the calls as parallel text[] arrays (as in storage/messages.py: asyncpg
+# knows text[] without a type introspection round trip), one element per call, at most one call per
+# session; g.k is the call's place in the round. `locked` takes the sessions' row locks in id
+# order, so two groups (of two servers) never wait on each other crosswise. Each bumped row adds
+# its call's one message and its tokens and cost, with the single statement's conditions, clock
+# and budget probes read per call; the message takes the new message_count as its sequence.
+GROUP_APPEND = f"""
+WITH batch AS (
+    SELECT g.k, g.id::uuid, g.session_id::uuid, g.role, g.message_type, g.content, g.tokens_used::bigint,
+           g.cost::numeric, g.metadata::jsonb, g.request_id::uuid, decode(g.payload, 'base64') AS payload,
+           g.payload_type, g.event_time::timestamptz, g.expected::bigint, g.etag_version::bigint,
+           g.etag_micros::bigint, g.owner
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
+                $16::text[])
+        WITH ORDINALITY AS g(id, session_id, role, message_type, content, tokens_used, cost, metadata,
+                             request_id, expected, etag_version, etag_micros, owner, payload, payload_type,
+                             event_time, k)
+), earlier AS (
+    SELECT e.*, g.k FROM batch g CROSS JOIN LATERAL (
+        SELECT {MESSAGE_COLUMNS} FROM messages
+        WHERE session_id = g.session_id AND request_id = g.request_id AND (g.owner IS NULL OR user_id = g.owner)
+    ) e
+), rewound AS (
+    SELECT g.k FROM batch g JOIN rewound_requests r ON r.session_id = g.session_id AND r.request_id = g.request_id
+), locked AS (
+    SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM batch) ORDER BY s.id FOR UPDATE
+), bumped AS (
+    UPDATE sessions
+    SET message_count = sessions.message_count + 1,
+        total_tokens = sessions.total_tokens + g.tokens_used,
+        total_cost = sessions.total_cost + g.cost,
+        (last_activity_time, last_event_time) = (
+            SELECT clock.t, coalesce(g.event_time, clock.t)
+            FROM (SELECT greatest(sessions.last_activity_time, clock_timestamp()) AS t) clock
+        ),
+        update_time = greatest(sessions.update_time, clock_timestamp())
+    FROM batch g
+    WHERE sessions.id = g.session_id AND sessions.id IN (SELECT id FROM locked) AND sessions.status = 'active'
+      AND (g.owner IS NULL OR sessions.user_id = g.owner)
+      AND (g.expected IS NULL OR sessions.message_count = g.expected)
+      AND (g.etag_version IS NULL OR (sessions.version = g.etag_version
+           AND abs(extract(epoch FROM sessions.create_time) * 1000000 - g.etag_micros) < 2))
+      AND NOT EXISTS (SELECT 1 FROM earlier e WHERE e.k = g.k) AND NOT EXISTS (SELECT 1 FROM rewound r WHERE r.k = g.k)
+      {_NO_BUDGET}
+    RETURNING sessions.id, sessions.user_id, sessions.app_name, sessions.message_count,
+              sessions.last_activity_time, g.k
+), inserted AS (
+    INSERT INTO messages (id, session_id, user_id, sequence, role, message_type, content,
+                          tokens_used, cost, metadata, request_id, create_time, payload, payload_type, event_time)
+    SELECT g.id, s.id, s.user_id, s.message_count, g.role, g.message_type, g.content, g.tokens_used, g.cost,
+           g.metadata, g.request_id, s.last_activity_time, g.payload, g.payload_type,
+           coalesce(g.event_time, s.last_activity_time)
+    FROM bumped s JOIN batch g ON g.k = s.k
+    RETURNING {MESSAGE_COLUMNS}
+)
+SELECT inserted.*, bumped.k, bumped.app_name FROM inserted JOIN bumped ON bumped.id = inserted.session_id
+UNION ALL
+SELECT earlier.*, s.app_name FROM earlier JOIN sessions s ON s.id = earlier.session_id
+"""
+
+
+def groupable(new: NewMessages) -> bool:
+    """Whether an append may join a group: one message, no state deltas."""
+    return len(new.messages) == 1 and not new.state_delta
+
+
+@statement
+async def append_round(conn: asyncpg.Connection, calls: list[NewMessages]) -> dict[int, Appended]:
+    """One round of a group (at most one call per session, one message each) in one statement:
+    what each call stored (or, for a repeat of its request id, stored before), by its index in
+    `calls`; a call missing from the answer stored nothing."""
+    params: list[list[str | None]] = [[] for _ in range(16)]
+    for new in calls:
+        body = new.messages[0]
+        version, micros = rows.etag_parts(new.expected_etag)
+        values = (
+            str(uuid.uuid4()), new.session_id, body.role.value, body.message_type.value, body.content,
+            str(body.tokens_used), format(body.cost, "f"), rows.jsonb(body.metadata), new.request_id,
+            None if new.expected_last_sequence is None else str(new.expected_last_sequence),
+            None if version is None else str(version), str(micros), new.owner,
+            base64.b64encode(body.payload).decode("ascii") if body.payload else None, body.payload_type or None,
+            None if body.event_time is None else body.event_time.isoformat(),
+        )
+        for column, value in zip(params, values, strict=True):
+            column.append(value)
+    found = await fetch(conn, GROUP_APPEND, *params)
+    return {row["k"] - 1: Appended([rows.message(row)], row["app_name"]) for row in found}
+
+
+@dataclass
+class _Queued:
+    new: NewMessages
+    deadline: float | None
+    """The caller's deadline (time.monotonic()); None: the server's default bound."""
+    context: contextvars.Context
+    """The caller's context (its deadline and commit position), for running it alone."""
+    future: asyncio.Future[Appended] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class GroupCommit:
+    """The AddMessage appends of one server process, gathered as the module docstring says."""
+
+    def __init__(
+        self, db: Database, *, enabled: bool = True, max_group: int = 64,
+        observe: Callable[[int], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.enabled = enabled
+        self.max_group = max(1, max_group)
+        self.observe = observe or (lambda size: None)
+        """Called with the size of every group run (1 for a call that ran alone)."""
+        self._queue: list[_Queued] = []
+        self._busy = False
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def append(self, new: NewMessages) -> Appended:
+        """AddMessage(s), as storage/budgets.append, grouped with concurrent ones when it may be."""
+        if not self.enabled or not groupable(new):
+            return await budgets.append(self.db, new)
+        if not self._busy:
+            self._busy = True
+            try:
+                self.observe(1)
+                return await budgets.append(self.db, new)
+            finally:
+                self._release()
+        queued = _Queued(new, deadlines.deadline(), contextvars.copy_context())
+        self._queue.append(queued)
+        return await queued.future  # cancelled with the caller: then dropped from the queue
+
+    def _release(self) -> None:
+        """The statement in flight returned: flush what queued meanwhile, or be idle."""
+        if self._queue:
+            # A context of its own: no caller's deadline or commit position applies to the group.
+            self._flusher = asyncio.get_running_loop().create_task(self._drain(), context=contextvars.Context())
+        else:
+            self._busy = False
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                group = self._take()
+                if group:
+                    await self._run_group(group)
+        finally:
+            self._busy = False
+            self._flusher = None
+
+    def _take(self) -> list[_Queued]:
+        """The next group: the oldest queued calls that are still waiting and within their deadline."""
+        group: list[_Queued] = []
+        now = time.monotonic()
+        while self._queue and len(group) < self.max_group:
+            queued = self._queue.pop(0)
+            if queued.future.done():  # the caller was cancelled while it waited
+                continue
+            if queued.deadline is not None and queued.deadline <= now:
+                queued.future.set_exception(DeadlineExceeded("the call's deadline passed while it waited for its group"))
+                continue
+            group.append(queued)
+        return group
+
+    async def _run_group(self, group: list[_Queued]) -> None:
+        self.observe(len(group))
+        if len(group) == 1:
+            await self._alone(group[0])
+            return
+        rounds: list[list[_Queued]] = []
+        seen: dict[str, int] = {}
+        for queued in group:
+            place = seen.get(queued.new.session_id, 0)
+            seen[queued.new.session_id] = place + 1
+            if place == len(rounds):
+                rounds.append([])
+            rounds[place].append(queued)
+        for members in rounds:
+            await self._run_round(members)
+
+    async def _run_round(self, members: list[_Queued]) -> None:
+        members = [queued for queued in members if not queued.future.done()]
+        if not members:
+            return
+        if len(members) == 1:
+            await self._alone(members[0])
+            return
+        ends = [queued.deadline for queued in members]
+        deadlines.start_call(None if None in ends else max(e for e in ends if e is not None) - time.monotonic())
+        position = consistency.track_commit() if self.db.track_commits else None
+        try:
+            found = await self.db.run(append_round, [queued.new for queued in members])
+        except (Unavailable, DeadlineExceeded) as error:
+            for queued in members:
+                _settle(queued, error=error)
+            return
+        except Exception:  # noqa: BLE001 - the whole statement failed: each call on its own instead
+            log.info("a group append statement failed; its %d calls run one by one", len(members), exc_info=True)
+            for queued in members:
+                await self._alone(queued)
+            return
+        refused: list[_Queued] = []
+        for index, queued in enumerate(members):
+            appended = found.get(index)
+            if appended is None:
+                refused.append(queued)
+                continue
+            if position is not None:
+                caller = consistency.commit_position_in(queued.context)
+                if caller is not None:
+                    caller.lsn = position.lsn
+            _settle(queued, result=appended)
+        for queued in refused:  # stored nothing: the ordinary path says why (or runs it budgeted)
+            await self._alone(queued)
+
+    async def _alone(self, queued: _Queued) -> None:
+        """One call on the ordinary path, in its caller's context (deadline, commit position)."""
+        if queued.future.done():
+            return
+        task = asyncio.get_running_loop().create_task(budgets.append(self.db, queued.new), context=queued.context)
+        try:
+            result = await task
+        except Exception as error:  # noqa: BLE001 - the caller's own error, handed to it
+            _settle(queued, error=error)
+        else:
+            _settle(queued, result=result)
+
+
+def _settle(queued: _Queued, *, result: Any = None, error: BaseException | None = None) -> None:
+    if queued.future.done():
+        return
+    if error is not None:
+        queued.future.set_exception(error)
+    else:
+        queued.future.set_result(result)
