@@ -1,8 +1,9 @@
 """Group commit of AddMessage (storage/group_commit.py): calls that arrive while an append is in
 flight are written together, and every rule still holds per call.
 
-Most tests make a group deterministically: a plain connection holds the row lock of a "blocker"
-session, so the first AddMessage (the leader, running alone) waits in the database; the calls sent
+Most tests make a group deterministically: a plain connection holds the change-feed row lock of
+a "blocker" user, so the first AddMessage (the leader, running alone, to the blocker's session)
+waits in the database; the calls sent
 meanwhile queue up on the server; releasing the lock lets the leader finish, and the queue is then
 flushed as one group. session_grpc_append_group_size shows the groups that ran.
 """
@@ -62,7 +63,9 @@ async def leader_held(server: SessionServer, messages, sessions, sql) -> AsyncIt
     queue up behind it, and flush as one group when the block ends."""
     blocker = await new_session(sessions, "blocker")
     await sql.execute("BEGIN")
-    await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", uuid.UUID(blocker.session_id))
+    # The change feed's counter row of the blocker's user: every write of that user takes its lock
+    # at the end of its statement (a session row lock the group's statement would skip).
+    await sql.execute("SELECT 1 FROM user_feeds WHERE user_id = 'blocker' FOR UPDATE")
     leader = asyncio.ensure_future(add(messages, blocker.session_id, "leader"))
     try:
 
@@ -270,6 +273,28 @@ async def test_a_group_whose_statement_aborts_runs_its_calls_one_by_one(own, sql
     assert await totals(sessions, calm.session_id) == (1, 3, Decimal(0))
     assert await totals(sessions, raced.session_id) == (0, 0, Decimal(0))  # the group's bump rolled back
     assert group_sizes(server)[1] == 3
+
+
+async def test_a_call_waiting_for_a_locked_session_holds_up_no_other_call(own, sql):
+    """Another transaction holds one session's row: the group statement skips that row, and the
+    call waits for it alone on the ordinary path, with the later calls of that session after it,
+    while calls to other sessions land meanwhile."""
+    server, channel = own
+    sessions, messages = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel)
+    held, free = await new_session(sessions, "alice"), await new_session(sessions, "bob")
+    await sql.execute("BEGIN")
+    try:
+        await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", uuid.UUID(held.session_id))
+        waiting = [asyncio.ensure_future(add(messages, held.session_id, f"held {n}")) for n in range(3)]
+        landed = await asyncio.wait_for(
+            asyncio.gather(*(add(messages, free.session_id, f"free {n}") for n in range(20))), 10
+        )
+        assert sorted(m.sequence for m in landed) == list(range(1, 21))
+        assert not any(call.done() for call in waiting)
+    finally:
+        await sql.execute("COMMIT")
+    after = await asyncio.gather(*waiting)
+    assert sorted(m.sequence for m in after) == [1, 2, 3]
 
 
 async def test_with_group_commit_off_appends_never_group(database_url):

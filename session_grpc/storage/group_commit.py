@@ -82,7 +82,7 @@ WITH batch AS (
 ), rewound AS (
     SELECT g.k FROM batch g JOIN rewound_requests r ON r.session_id = g.session_id AND r.request_id = g.request_id
 ), locked AS (
-    SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM batch) ORDER BY s.id FOR UPDATE
+    SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM batch) ORDER BY s.id FOR NO KEY UPDATE SKIP LOCKED
 ), bumped AS (
     UPDATE sessions
     SET message_count = sessions.message_count + 1,
@@ -152,7 +152,7 @@ class _Queued:
     deadline: float | None
     """The caller's deadline (time.monotonic()); None: the server's default bound."""
     context: contextvars.Context
-    """The caller's context (its deadline and commit position), for running it alone."""
+    """The caller's context (its deadline and commit position), for running it on the ordinary path."""
     future: asyncio.Future[Appended] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -167,24 +167,38 @@ class GroupCommit:
         self.enabled = enabled
         self.max_group = max(1, max_group)
         self.observe = observe or (lambda size: None)
-        """Called with the size of every group run (1 for a call that ran alone)."""
+        """Called with the size of every group statement (1 for a call that ran alone)."""
         self._queue: list[_Queued] = []
         self._busy = False
         self._flusher: asyncio.Task[None] | None = None
+        self._ordinary: dict[str, asyncio.Task[None]] = {}
+        """Per session, the last of its calls sent to the ordinary path and not done yet: later calls
+        of that session follow it there, in order, instead of joining a group."""
 
     async def append(self, new: NewMessages) -> Appended:
         """AddMessage(s), as storage/budgets.append, grouped with concurrent ones when it may be."""
         if not self.enabled or not groupable(new):
             return await budgets.append(self.db, new)
-        if not self._busy:
+        queued = _Queued(new, deadlines.deadline(), contextvars.copy_context())
+        if new.session_id in self._ordinary:
+            self._follow(queued)
+        elif self._busy:
+            self._queue.append(queued)
+        else:  # the leader: its statement at once, in its own task (its own deadline and commit position)
             self._busy = True
+            self.observe(1)
             try:
-                self.observe(1)
-                return await budgets.append(self.db, new)
+                found = await self.db.run(append_round, [new])
+            except (Unavailable, DeadlineExceeded):
+                raise
+            except Exception:  # noqa: BLE001 - the statement failed whole: the ordinary path decides
+                log.info("a group append statement failed; its call runs alone", exc_info=True)
+                found = {}
             finally:
                 self._release()
-        queued = _Queued(new, deadlines.deadline(), contextvars.copy_context())
-        self._queue.append(queued)
+            if 0 in found:
+                return found[0]
+            self._follow(queued)  # refused or skipped: the ordinary path says why, or waits for the lock
         return await queued.future  # cancelled with the caller: then dropped from the queue
 
     def _release(self) -> None:
@@ -221,9 +235,6 @@ class GroupCommit:
 
     async def _run_group(self, group: list[_Queued]) -> None:
         self.observe(len(group))
-        if len(group) == 1:
-            await self._alone(group[0])
-            return
         rounds: list[list[_Queued]] = []
         seen: dict[str, int] = {}
         for queued in group:
@@ -236,47 +247,63 @@ class GroupCommit:
             await self._run_round(members)
 
     async def _run_round(self, members: list[_Queued]) -> None:
-        members = [queued for queued in members if not queued.future.done()]
-        if not members:
+        live: list[_Queued] = []
+        for queued in members:
+            if queued.future.done():
+                continue
+            if queued.new.session_id in self._ordinary:  # an earlier call of its session went there
+                self._follow(queued)
+            else:
+                live.append(queued)
+        if not live:
             return
-        if len(members) == 1:
-            await self._alone(members[0])
-            return
-        ends = [queued.deadline for queued in members]
+        ends = [queued.deadline for queued in live]
         deadlines.start_call(None if None in ends else max(e for e in ends if e is not None) - time.monotonic())
         position = consistency.track_commit() if self.db.track_commits else None
         try:
-            found = await self.db.run(append_round, [queued.new for queued in members])
+            found = await self.db.run(append_round, [queued.new for queued in live])
         except (Unavailable, DeadlineExceeded) as error:
-            for queued in members:
+            for queued in live:
                 _settle(queued, error=error)
             return
         except Exception:  # noqa: BLE001 - the whole statement failed: each call on its own instead
-            log.info("a group append statement failed; its %d calls run one by one", len(members), exc_info=True)
-            for queued in members:
-                await self._alone(queued)
+            log.info("a group append statement failed; its %d calls run one by one", len(live), exc_info=True)
+            for queued in live:
+                self._follow(queued)
             return
-        refused: list[_Queued] = []
-        for index, queued in enumerate(members):
+        for index, queued in enumerate(live):
             appended = found.get(index)
-            if appended is None:
-                refused.append(queued)
+            if appended is None:  # stored nothing: the ordinary path says why (or runs it budgeted)
+                self._follow(queued)
                 continue
             if position is not None:
                 caller = consistency.commit_position_in(queued.context)
                 if caller is not None:
                     caller.lsn = position.lsn
             _settle(queued, result=appended)
-        for queued in refused:  # stored nothing: the ordinary path says why (or runs it budgeted)
-            await self._alone(queued)
 
-    async def _alone(self, queued: _Queued) -> None:
-        """One call on the ordinary path, in its caller's context (deadline, commit position)."""
+    def _follow(self, queued: _Queued) -> None:
+        """Send a call to the ordinary path (storage/budgets.append), after the calls of its session
+        already sent there, in its caller's context (deadline, commit position); not awaited, so a
+        call that waits there (for a row lock, a budget's lock) holds up no group."""
+        session_id = queued.new.session_id
+        previous = self._ordinary.get(session_id)
+        task = asyncio.get_running_loop().create_task(self._ordinary_path(previous, queued), context=queued.context)
+        self._ordinary[session_id] = task
+
+        def forget(done: asyncio.Task[None]) -> None:
+            if self._ordinary.get(session_id) is done:
+                del self._ordinary[session_id]
+
+        task.add_done_callback(forget)
+
+    async def _ordinary_path(self, previous: asyncio.Task[None] | None, queued: _Queued) -> None:
+        if previous is not None:
+            await asyncio.wait([previous])
         if queued.future.done():
             return
-        task = asyncio.get_running_loop().create_task(budgets.append(self.db, queued.new), context=queued.context)
         try:
-            result = await task
+            result = await budgets.append(self.db, queued.new)
         except Exception as error:  # noqa: BLE001 - the caller's own error, handed to it
             _settle(queued, error=error)
         else:
