@@ -1,13 +1,13 @@
 """Group commit of AddMessage: the appends that arrive together land in one statement.
 
 Leader and followers, no timer. An AddMessage that finds no append statement of this server in
-flight runs at once, alone, on the ordinary path (storage/budgets.append): at one call at a time
-nothing waits and nothing changes. Calls that arrive while a statement is in flight queue up; when
-it returns, the queue is flushed (at most `max_group` calls at a time) by a task of its own as one
-statement per *round*, then each caller gets its own result. A round holds at most one call per
-session (the r-th queued call of each session is in round r), so a group of calls on 30 sessions
-is one statement, and 3 calls on one session are 3 statements, in arrival order; each round is a
-statement in autocommit, so its callers are answered once it has committed.
+flight runs the group statement at once, alone, in its own task: at one call at a time nothing
+waits. Calls that arrive while a statement is in flight queue up; when it returns, the queue is
+flushed (at most `max_group` calls at a time) by a task of its own as one statement per *round*,
+then each caller gets its own result. A round holds at most one call per session (the r-th queued
+call of each session is in round r), so a group of calls on 30 sessions is one statement, and 3
+calls on one session are 3 statements, in arrival order; each round is a statement in autocommit,
+so its callers are answered once it has committed.
 
 Every rule stays per call:
 - sequences: each session's row is locked and bumped once per round, by one; rounds run one after
@@ -17,10 +17,14 @@ Every rule stays per call:
   second finds what the first stored and answers with it;
 - refusals: a call whose row the statement does not bump (a missing, ended or foreign session, a
   stale expected_last_sequence or etag, a rewound request id, a session with a budget) stored
-  nothing; it runs again alone, on the ordinary path, right after its round, which reports why
-  (or takes the budgeted transaction) exactly as for a call that was never grouped;
+  nothing; it goes to the ordinary path (storage/budgets.append), which reports why (or takes the
+  budgeted transaction) exactly as for a call that was never grouped;
 - anything that aborts the whole statement (a unique violation when a concurrent first call with
-  the same request id won, say) leaves nothing of the round: its calls run one by one instead;
+  the same request id won, say) leaves nothing of the round: its calls go to the ordinary path;
+- a session row another transaction holds is skipped (SKIP LOCKED): that call waits for the lock
+  on the ordinary path, so no group ever waits for one session's lock. Once a call of a session is
+  on the ordinary path, the later calls of that session follow it there, one after the other,
+  until none is left: a session's calls never overtake each other;
 - deadlines: a call whose deadline passed while it was queued is not written (DEADLINE_EXCEEDED); a
   caller cancelled while queued is dropped from the queue; a caller cancelled while its round is in
   flight is not answered, and its message lands with the round or not at all;
@@ -213,8 +217,15 @@ class GroupCommit:
         try:
             while self._queue:
                 group = self._take()
-                if group:
+                if not group:
+                    continue
+                try:
                     await self._run_group(group)
+                except Exception:  # noqa: BLE001 - never leave a caller waiting: the ordinary path takes them
+                    log.exception("group commit failed; its unanswered calls run one by one")
+                    for queued in group:
+                        if not queued.future.done() and queued.new.session_id not in self._ordinary:
+                            self._follow(queued)
         finally:
             self._busy = False
             self._flusher = None
