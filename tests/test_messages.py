@@ -13,11 +13,10 @@ from google.protobuf import struct_pb2
 
 from session_grpc import paging
 from session_grpc._proto.session.v1 import session_pb2 as pb
-from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.domain.records import MessagesQuery, SessionRef
 from session_grpc.storage import messages as storage_messages
 
-from .helpers import add, expect_failure, new_session, serving_with, set_status, statements_waiting_for_a_lock
+from .helpers import add, expect_failure, new_session, set_status, statements_waiting_for_a_lock
 
 
 def struct(**values) -> struct_pb2.Struct:
@@ -223,31 +222,25 @@ async def test_concurrent_add_message_with_one_request_id_makes_one_row_counted_
     assert (current.message_count, current.total_tokens, Decimal(current.total_cost)) == (1, 4, Decimal("0.01"))
 
 
-async def test_request_id_race_decided_under_the_row_lock_answers_with_the_winner(database_url, sql):
+async def test_request_id_race_decided_under_the_row_lock_answers_with_the_winner(sessions, messages, sql):
     """All calls take their snapshot before any of them commits (the session row is held), so
-    every loser reaches the unique index, and must answer with the winner's message. (Group commit
-    off: it would queue the calls in the server, one statement at a time; this is the race of
-    statements from several server processes.)"""
-    async with serving_with(database_url, group_commit=False) as (_, channel):
-        sessions, messages = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel)
-        session = await new_session(sessions, "alice")
-        request_id = str(uuid.uuid4())
-        lock = sql.transaction()
-        await lock.start()
-        try:
-            await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session.session_id)
-            calls = [
-                asyncio.ensure_future(add(messages, session.session_id, f"try {i}", tokens_used=4, request_id=request_id))
-                for i in range(8)
-            ]
-            await until_waiting_for_lock(sql, 8)
-        finally:
-            await lock.rollback()
-        results = await asyncio.gather(*calls)
-        assert len({m.message_id for m in results}) == 1
-        assert await sql.fetchval("SELECT count(*) FROM messages") == 1
-        current = await get(sessions, session.session_id)
-        assert (current.message_count, current.total_tokens) == (1, 4)
+    every loser reaches the unique index, and must answer with the winner's message."""
+    session = await new_session(sessions, "alice")
+    request_id = str(uuid.uuid4())
+    lock = sql.transaction()
+    await lock.start()
+    await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE", session.session_id)
+    calls = [
+        asyncio.ensure_future(add(messages, session.session_id, f"try {i}", tokens_used=4, request_id=request_id))
+        for i in range(8)
+    ]
+    await until_waiting_for_lock(sql, 8)
+    await lock.rollback()
+    results = await asyncio.gather(*calls)
+    assert len({m.message_id for m in results}) == 1
+    assert await sql.fetchval("SELECT count(*) FROM messages") == 1
+    current = await get(sessions, session.session_id)
+    assert (current.message_count, current.total_tokens) == (1, 4)
 
 
 async def until_waiting_for_lock(sql, count: int) -> None:

@@ -93,9 +93,8 @@ async def test_pool_metrics_on_an_idle_server_count_connections_and_none_is_nega
 
 
 async def test_pool_metrics_on_a_busy_server_show_calls_holding_connections_beyond_the_pool_size(database_url, sql):
-    """Four calls wait on a row lock, each holding a connection: two from the pool, two overflow.
-    (Group commit off: with it, calls of one session waiting for its lock wait one at a time.)"""
-    settings = {"metrics_port": free_port(), "db_pool_size": 2, "db_max_overflow": 2, "group_commit": False}
+    """Four calls wait on a row lock, each holding a connection: two from the pool, two overflow."""
+    settings = {"metrics_port": free_port(), "db_pool_size": 2, "db_max_overflow": 2}
     async with serving_with(database_url, **settings) as (server, channel):
         session = await new_session(rpc.SessionServiceStub(channel), "alice")
         lock = sql.transaction()

@@ -17,14 +17,15 @@ Every rule stays per call:
   second finds what the first stored and answers with it;
 - refusals: a call whose row the statement does not bump (a missing, ended or foreign session, a
   stale expected_last_sequence or etag, a rewound request id, a session with a budget) stored
-  nothing; it goes to the ordinary path (storage/budgets.append), which reports why (or takes the
-  budgeted transaction) exactly as for a call that was never grouped;
+  nothing; one more statement reads why (messages._why_not_appended, as the single statement's
+  refusal does) and reports it, or runs the call budgeted: the same two statements as ungrouped;
 - anything that aborts the whole statement (a unique violation when a concurrent first call with
-  the same request id won, say) leaves nothing of the round: its calls go to the ordinary path;
+  the same request id won, say) leaves nothing of the round: its calls run one by one on the
+  ordinary path (storage/budgets.append);
 - a session row another transaction holds is skipped (SKIP LOCKED): that call waits for the lock
-  on the ordinary path, so no group ever waits for one session's lock. Once a call of a session is
-  on the ordinary path, the later calls of that session follow it there, one after the other,
-  until none is left: a session's calls never overtake each other;
+  on the ordinary path, so no group ever waits for one session's lock. While a call of a session
+  is on the ordinary path, the later calls of that session go there too, concurrently, as calls
+  do without group commit (the row lock orders them);
 - deadlines: a call whose deadline passed while it was queued is not written (DEADLINE_EXCEEDED); a
   caller cancelled while queued is dropped from the queue; a caller cancelled while its round is in
   flight is not answered, and its message lands with the round or not at all;
@@ -52,7 +53,7 @@ from .. import consistency, deadlines
 from ..domain.errors import DeadlineExceeded, Unavailable
 from ..domain.records import NewMessages
 from ..domain.usage import Appended
-from . import budgets, rows
+from . import budgets, messages, rows
 from .database import Database
 from .messages import _NO_BUDGET
 from .rows import MESSAGE_COLUMNS, fetch
@@ -66,6 +67,17 @@ log = logging.getLogger(__name__)
 # order, so two groups (of two servers) never wait on each other crosswise. Each bumped row adds
 # its call's one message and its tokens and cost, with the single statement's conditions, clock
 # and budget probes read per call; the message takes the new message_count as its sequence.
+# A call whose session row another transaction holds (skipped by SKIP LOCKED) answers with a row
+# of NULL message columns and `skipped`; a call the statement refused answers with no row at all.
+def _count_columns(columns: str) -> int:
+    depth, count = 0, 1
+    for char in columns:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        count += char == "," and depth == 0
+    return count
+
+
+_NO_MESSAGE = ", ".join(["NULL"] * _count_columns(MESSAGE_COLUMNS))
 GROUP_APPEND = f"""
 WITH batch AS (
     SELECT g.k, g.id::uuid, g.session_id::uuid, g.role, g.message_type, g.content, g.tokens_used::bigint,
@@ -116,9 +128,14 @@ WITH batch AS (
     FROM bumped s JOIN batch g ON g.k = s.k
     RETURNING {MESSAGE_COLUMNS}
 )
-SELECT inserted.*, bumped.k, bumped.app_name FROM inserted JOIN bumped ON bumped.id = inserted.session_id
+SELECT inserted.*, bumped.k, bumped.app_name, false AS skipped
+FROM inserted JOIN bumped ON bumped.id = inserted.session_id
 UNION ALL
-SELECT earlier.*, s.app_name FROM earlier JOIN sessions s ON s.id = earlier.session_id
+SELECT earlier.*, s.app_name, false FROM earlier JOIN sessions s ON s.id = earlier.session_id
+UNION ALL
+SELECT {_NO_MESSAGE}, g.k, NULL, true FROM batch g
+WHERE NOT EXISTS (SELECT 1 FROM locked l WHERE l.id = g.session_id)
+  AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = g.session_id)
 """
 
 
@@ -128,10 +145,10 @@ def groupable(new: NewMessages) -> bool:
 
 
 @statement
-async def append_round(conn: asyncpg.Connection, calls: list[NewMessages]) -> dict[int, Appended]:
+async def append_round(conn: asyncpg.Connection, calls: list[NewMessages]) -> dict[int, Appended | str]:
     """One round of a group (at most one call per session, one message each) in one statement:
     what each call stored (or, for a repeat of its request id, stored before), by its index in
-    `calls`; a call missing from the answer stored nothing."""
+    `calls`, or SKIPPED; a call missing from the answer was refused and stored nothing."""
     params: list[list[str | None]] = [[] for _ in range(16)]
     for new in calls:
         body = new.messages[0]
@@ -147,7 +164,18 @@ async def append_round(conn: asyncpg.Connection, calls: list[NewMessages]) -> di
         for column, value in zip(params, values, strict=True):
             column.append(value)
     found = await fetch(conn, GROUP_APPEND, *params)
-    return {row["k"] - 1: Appended([rows.message(row)], row["app_name"]) for row in found}
+    return {row["k"] - 1: SKIPPED if row["skipped"] else Appended([rows.message(row)], row["app_name"]) for row in found}
+
+
+SKIPPED = "skipped"
+"""append_round's answer for a call whose session row another transaction held."""
+
+
+@statement
+async def explain_refusal(conn: asyncpg.Connection, new: NewMessages) -> None:
+    """Raise what kept a call of a group from landing, as the single statement's refusal does
+    (messages._why_not_appended; one statement): BudgetApplies when the budget probes refused it."""
+    await messages._why_not_appended(conn, new, messages.request_ids(new.request_id, 1), budget_probed=True)
 
 
 @dataclass
@@ -175,9 +203,10 @@ class GroupCommit:
         self._queue: list[_Queued] = []
         self._busy = False
         self._flusher: asyncio.Task[None] | None = None
-        self._ordinary: dict[str, asyncio.Task[None]] = {}
-        """Per session, the last of its calls sent to the ordinary path and not done yet: later calls
-        of that session follow it there, in order, instead of joining a group."""
+        self._ordinary: dict[str, int] = {}
+        """Per session, how many of its calls are on the ordinary path now: the later calls of that
+        session go there too (a group would only skip or refuse them), until none is left."""
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def append(self, new: NewMessages) -> Appended:
         """AddMessage(s), as storage/budgets.append, grouped with concurrent ones when it may be."""
@@ -197,12 +226,14 @@ class GroupCommit:
                 raise
             except Exception:  # noqa: BLE001 - the statement failed whole: the ordinary path decides
                 log.info("a group append statement failed; its call runs alone", exc_info=True)
-                found = {}
+                found = _FAILED
             finally:
                 self._release()
-            if 0 in found:
-                return found[0]
-            self._follow(queued)  # refused or skipped: the ordinary path says why, or waits for the lock
+            answer = found.get(0)
+            if isinstance(answer, Appended):
+                return answer
+            # refused: the ordinary path says why; skipped, or failed whole: it runs the call
+            self._follow(queued, refused=answer is None and found is not _FAILED)
         return await queued.future  # cancelled with the caller: then dropped from the queue
 
     def _release(self) -> None:
@@ -224,7 +255,7 @@ class GroupCommit:
                 except Exception:  # noqa: BLE001 - never leave a caller waiting: the ordinary path takes them
                     log.exception("group commit failed; its unanswered calls run one by one")
                     for queued in group:
-                        if not queued.future.done() and queued.new.session_id not in self._ordinary:
+                        if not queued.future.done():
                             self._follow(queued)
         finally:
             self._busy = False
@@ -284,8 +315,8 @@ class GroupCommit:
             return
         for index, queued in enumerate(live):
             appended = found.get(index)
-            if appended is None:  # stored nothing: the ordinary path says why (or runs it budgeted)
-                self._follow(queued)
+            if not isinstance(appended, Appended):  # stored nothing: refused (the ordinary path says why) or skipped
+                self._follow(queued, refused=appended is None)
                 continue
             if position is not None:
                 caller = consistency.commit_position_in(queued.context)
@@ -293,32 +324,47 @@ class GroupCommit:
                     caller.lsn = position.lsn
             _settle(queued, result=appended)
 
-    def _follow(self, queued: _Queued) -> None:
-        """Send a call to the ordinary path (storage/budgets.append), after the calls of its session
-        already sent there, in its caller's context (deadline, commit position); not awaited, so a
-        call that waits there (for a row lock, a budget's lock) holds up no group."""
+    def _follow(self, queued: _Queued, *, refused: bool = False) -> None:
+        """Send a call to the ordinary path, in its caller's context (deadline, commit position), not
+        awaited, so a call that waits there (for a row lock, a budget's lock) holds up no group. A
+        refused call is explained (one statement) and, if the budget probes refused it, run
+        budgeted; any other runs whole (storage/budgets.append). Calls of one session on the ordinary
+        path run concurrently, as calls without group commit do: the session row lock orders them."""
         session_id = queued.new.session_id
-        previous = self._ordinary.get(session_id)
-        task = asyncio.get_running_loop().create_task(self._ordinary_path(previous, queued), context=queued.context)
-        self._ordinary[session_id] = task
+        self._ordinary[session_id] = self._ordinary.get(session_id, 0) + 1
+        task = asyncio.get_running_loop().create_task(self._ordinary_path(queued, refused), context=queued.context)
+        self._tasks.add(task)
 
-        def forget(done: asyncio.Task[None]) -> None:
-            if self._ordinary.get(session_id) is done:
+        def done(finished: asyncio.Task[None]) -> None:
+            self._tasks.discard(finished)
+            left = self._ordinary[session_id] - 1
+            if left:
+                self._ordinary[session_id] = left
+            else:
                 del self._ordinary[session_id]
 
-        task.add_done_callback(forget)
+        task.add_done_callback(done)
 
-    async def _ordinary_path(self, previous: asyncio.Task[None] | None, queued: _Queued) -> None:
-        if previous is not None:
-            await asyncio.wait([previous])
+    async def _ordinary_path(self, queued: _Queued, refused: bool) -> None:
         if queued.future.done():
             return
         try:
-            result = await budgets.append(self.db, queued.new)
+            if refused:
+                try:
+                    await self.db.run(explain_refusal, queued.new)
+                    raise AssertionError("explain_refusal returned")
+                except messages.BudgetApplies:
+                    result = await self.db.run(budgets.add_budgeted, queued.new)
+            else:
+                result = await budgets.append(self.db, queued.new)
         except Exception as error:  # noqa: BLE001 - the caller's own error, handed to it
             _settle(queued, error=error)
         else:
             _settle(queued, result=result)
+
+
+_FAILED: dict[int, Appended | str] = {}
+"""The leader's answer when its statement failed whole (the call then runs on the ordinary path)."""
 
 
 def _settle(queued: _Queued, *, result: Any = None, error: BaseException | None = None) -> None:
