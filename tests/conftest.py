@@ -103,5 +103,5 @@ async def clean_database(sql: asyncpg.Connection) -> None:
     """Every test starts from empty tables."""
     await sql.execute(
         "TRUNCATE sessions, messages, memories, session_rewinds, rewound_requests, user_states, app_states, "
-        "state_updates, session_changes, user_feeds, budgets, user_erasures"
+        "state_updates, session_changes, user_feeds, budgets, user_erasures, session_role_totals"
     )
