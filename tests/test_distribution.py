@@ -90,6 +90,8 @@ MULTI_SHARD = {
     "then each session's messages on its shard; import writes them across shards in one transaction",
     "messages.ADD_MESSAGES_WITH_STATE_BUDGETED": "the state-delta append of a session with a budget: the same "
     "shards as messages.ADD_MESSAGES_WITH_STATE",
+    "group_commit.GROUP_APPEND": "group commit appends to the sessions of concurrent AddMessage calls in one "
+    "statement: under Citus a multi-shard statement (turn SESSION_GROUP_COMMIT off, or group per shard)",
 }
 """Statements that span shards by design, and why. Keyed by module.NAME (a dict of statements is
 one entry)."""
