@@ -82,6 +82,7 @@ _SESSIONS = f"/{PACKAGE}.SessionService/"
 _MESSAGES = f"/{PACKAGE}.MessageService/"
 _MEMORIES = f"/{PACKAGE}.MemoryService/"
 _USAGE = f"/{PACKAGE}.UsageService/"
+_RETENTION = f"/{PACKAGE}.RetentionService/"
 
 POLICIES: dict[str, Policy] = {
     _SESSIONS + "CreateSession": acts_for("user_id", writes=True),
@@ -119,6 +120,12 @@ POLICIES: dict[str, Policy] = {
     _USAGE + "GetBudget": acts_for("user_id"),
     _USAGE + "SetBudget": admin(writes=True),
     _USAGE + "DeleteBudget": admin(writes=True),
+    # Retention policies decide what the prune job deletes across every user of an app: admin only,
+    # reading included (a policy is operations, not something a user of the app acts on). Both
+    # writes are idempotent by nature (set to, remove if present).
+    _RETENTION + "GetRetentionPolicy": admin(),
+    _RETENTION + "SetRetentionPolicy": admin(writes=True),
+    _RETENTION + "DeleteRetentionPolicy": admin(writes=True),
 }
 
 
