@@ -149,6 +149,7 @@ async def _prune(settings: Settings, dry: bool) -> int:
     from .storage.database import Database, create_engine
 
     db = Database(create_engine(settings), settings.default_deadline)
+    started = time.monotonic()
     try:
         report = await (pruning.dry_run(db) if dry else pruning.prune(db, settings.prune_batch))
     finally:
@@ -165,7 +166,7 @@ async def _prune(settings: Settings, dry: bool) -> int:
                 what = "sessions" if rule is Rule.CLOSED_SESSION_TTL else "messages"
                 print(f"{app}\t{rule.value}\t{verb} {count} {what}")
     print(f"{'dry run: ' if dry else ''}{verb} {report.total} rows in all"
-          + ("" if dry else f" ({report.batches} batches)"))
+          + ("" if dry else f" ({report.batches} batches, {time.monotonic() - started:.2f} s)"))
     return EXIT_OK
 
 
