@@ -236,7 +236,9 @@ async def test_with_workers_each_process_serves_its_metrics_on_a_port_of_its_own
     output = b""
     try:
         while output.count(b"serving session.v1") < 2:
-            output += await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            assert line, f"the server exited before both workers served:\n{output.decode()}"
+            output += line
         first, second = await scrape(metrics), await scrape(metrics + 1)
         assert ("session_grpc_db_pool_size", ()) in first and ("session_grpc_db_pool_size", ()) in second
     finally:

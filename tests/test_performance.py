@@ -43,7 +43,9 @@ async def test_serve_with_two_workers_shares_one_port_and_stops_cleanly(database
     output = b""
     try:
         while output.count(b"serving session.v1") < 2:  # both workers up
-            output += await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            line = await asyncio.wait_for(process.stdout.readline(), timeout=60)
+            assert line, f"the server exited before both workers served:\n{output.decode()}"
+            output += line
         created = []
         for _ in range(8):
             # a channel of its own per call: a new connection, which the kernel gives to either worker

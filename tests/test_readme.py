@@ -103,6 +103,10 @@ def test_the_readme_walk_through_runs_as_a_script_against_a_server_started_like_
     assert '"removedMessageCount": "2"' in out  # TruncateSession removed the batch again
     assert '"status": "SESSION_STATUS_ENDED"' in out
     assert '"kind": "CHANGE_KIND_MESSAGE_ADDED"' in out and '"kind": "CHANGE_KIND_MEMORY_CHANGED"' in out  # the feed
+    # WatchUserSessions: alice's other sessions too (the chosen-id one, the fork), not only S's
+    assert out.count('"kind": "CHANGE_KIND_SESSION_CREATED"') >= 3, out
+    assert '"deleted": true' in out  # DeleteBudget
+    assert '"maxMessagesPerSession": "1000"' in out and '"closedSessionTtl": "31536000s"' in out  # SetRetentionPolicy
     assert '"status": "SERVING"' in out
 
 

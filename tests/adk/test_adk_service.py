@@ -18,6 +18,7 @@ from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.sessions.base_session_service import GetSessionConfig
+from google.adk.sessions.database_session_service import DatabaseSessionService
 from google.genai import types
 
 from session_client import SessionClient, pb
@@ -337,9 +338,34 @@ async def test_list_sessions_has_merged_state_no_events_and_the_least_recently_u
     assert (await service.list_sessions(app_name="other", user_id="alice")).sessions == []
 
 
-async def test_listing_every_users_sessions_of_an_app_is_not_supported_yet(service):
-    with pytest.raises(NotImplementedError):
-        await service.list_sessions(app_name=APP)
+async def _every_users_sessions(service: Any, app: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """The same writes through any ADK session service, then the app's listing across users."""
+    a = await service.create_session(app_name=app, user_id="alice", session_id="a", state={"n": "a", "user:u": "alice"})
+    await service.create_session(app_name=app, user_id="bob", session_id="b", state={"user:u": "bob", "app:v": 1})
+    await service.create_session(app_name=app, user_id="carol", session_id="c")
+    await service.create_session(app_name=app + "-other", user_id="alice", session_id="d")
+    await service.append_event(a, Event(author="user", timestamp=a.last_update_time + 60))
+    listed = (await service.list_sessions(app_name=app)).sessions
+    assert all(s.events == [] and s.app_name == app for s in listed)
+    return [(s.user_id, s.id, s.state) for s in listed]
+
+
+async def test_listing_every_users_sessions_of_an_app_merges_each_users_state(service):
+    assert await _every_users_sessions(service, APP) == [
+        ("bob", "b", {"user:u": "bob", "app:v": 1}),
+        ("carol", "c", {"app:v": 1}),
+        ("alice", "a", {"n": "a", "user:u": "alice", "app:v": 1}),
+    ]
+
+
+async def test_listing_every_users_sessions_answers_as_adks_database_service_does(service, peer_database_url):
+    peer = DatabaseSessionService(db_url=peer_database_url.replace("postgresql://", "postgresql+asyncpg://", 1))
+    app = f"peer-{uuid.uuid4().hex[:8]}"
+    try:
+        expected = await _every_users_sessions(peer, app)
+    finally:
+        await peer.close()
+    assert await _every_users_sessions(service, app) == expected
 
 
 async def test_delete_removes_the_session_and_a_missing_one_is_a_no_op(service, client):

@@ -223,35 +223,46 @@ class SessionGrpcService(BaseSessionService):
 
     @override
     async def list_sessions(self, *, app_name: str, user_id: str | None = None) -> ListSessionsResponse:
-        if user_id is None:
-            raise NotImplementedError("listing every user's sessions of an app needs a listing across users")
+        """The app's sessions of `user_id`, or of every user when it is None (a listing across
+        users: in token mode the client's token needs the sessions.admin scope, as ADK's database
+        service needs the whole table). Each has its app, user and session state merged and no
+        events; the least recently updated come first, as in ADK's own services."""
         # The scoped states are read while the first page is; each next page is asked for before
-        # the one in hand is converted, so the server and this process work at the same time.
-        sessions: list[Session] = []
-        first = asyncio.ensure_future(self._page(app_name, user_id, ""))
+        # the one in hand is kept, so the server and this process work at the same time.
+        first = asyncio.ensure_future(self._page(app_name, user_id or "", ""))
         try:
-            app_state, user_state = await asyncio.gather(self._app_state(app_name), self._user_state(app_name, user_id))
+            app_state, user_state = await asyncio.gather(
+                self._app_state(app_name),
+                self._user_state(app_name, user_id) if user_id is not None else _no_state(),
+            )
         except BaseException:
             first.cancel()
             raise
+        stored: list[pb.Session] = []
         page: asyncio.Future[pb.ListSessionsResponse] | None = first
         while page is not None:
-            stored = await page
+            response = await page
             page = (
-                asyncio.ensure_future(self._page(app_name, user_id, stored.next_page_token))
-                if stored.next_page_token
+                asyncio.ensure_future(self._page(app_name, user_id or "", response.next_page_token))
+                if response.next_page_token
                 else None
             )
-            for session in stored.sessions:
-                adk_id = (
-                    session.metadata.fields[ADK_ID_KEY].string_value
-                    if ADK_ID_KEY in session.metadata.fields
-                    else session.session_id
-                )
-                state = _merge(app_state, user_state, _state(session.conversation_data))
-                sessions.append(self._session(session, adk_id, state, []))
-        # ADK lists the least recently updated first, so the last one is the most recently active.
-        sessions.sort(key=lambda session: (session.last_update_time, session.id))
+            stored.extend(response.sessions)
+        if user_id is not None:
+            user_states = {user_id: user_state}
+        else:
+            users = sorted({session.user_id for session in stored})
+            user_states = dict(zip(users, await asyncio.gather(*(self._user_state(app_name, u) for u in users))))
+        sessions = [
+            self._session(
+                session,
+                _adk_id(session),
+                _merge(app_state, user_states[session.user_id], _state(session.conversation_data)),
+                [],
+            )
+            for session in stored
+        ]
+        sessions.sort(key=lambda session: (session.last_update_time, session.user_id, session.id))
         return ListSessionsResponse(sessions=sessions)
 
     @override
@@ -374,6 +385,17 @@ class SessionGrpcService(BaseSessionService):
         )
         session._storage_update_marker = str(stored.message_count)
         return session
+
+
+async def _no_state() -> dict[str, Any]:
+    return {}
+
+
+def _adk_id(session: pb.Session) -> str:
+    """The ADK id of a stored session: the one kept in its metadata, else its own UUID."""
+    if ADK_ID_KEY in session.metadata.fields:
+        return session.metadata.fields[ADK_ID_KEY].string_value
+    return session.session_id
 
 
 def _plain(value: Any) -> Any:
