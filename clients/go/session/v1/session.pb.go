@@ -6091,9 +6091,10 @@ type RetentionPolicy struct {
 
 	// Required: the application the policy is for.
 	AppName string `protobuf:"bytes,1,opt,name=app_name,json=appName,proto3" json:"app_name,omitempty"`
-	// ENDED, EXPIRED and ARCHIVED sessions whose update_time (the close, or an
-	// edit after it) is older than this are deleted, with their messages and
-	// memory (as DeleteSession does). At least one second; unset: kept.
+	// Closed sessions (COMPLETED, ENDED, EXPIRED, ARCHIVED: every status but
+	// ACTIVE) whose update_time (the close, or an edit after it) is older than
+	// this are deleted, with their messages and memory (as DeleteSession does).
+	// At least one second; unset: kept.
 	ClosedSessionTtl *durationpb.Duration `protobuf:"bytes,2,opt,name=closed_session_ttl,json=closedSessionTtl,proto3" json:"closed_session_ttl,omitempty"`
 	// Messages created longer ago than this are deleted, in sessions of any
 	// status. At least one second; unset: kept.
