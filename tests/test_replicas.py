@@ -169,3 +169,57 @@ async def test_killing_one_replica_under_load_loses_nothing(server_url):
     assert outcome.acknowledged > 0 and outcome.faults == 1
     assert (outcome.lost, outcome.duplicates, outcome.counter_mismatches) == (0, 0, 0), outcome
     assert set(outcome.failed) <= {"UNAVAILABLE"}, outcome.failed
+
+
+async def _changes(stream, count: int, timeout: float) -> list:
+    """The next `count` responses of a watch that carry a change (heartbeats skipped)."""
+    found = []
+    async with asyncio.timeout(timeout):
+        while len(found) < count:
+            response = await stream.read()
+            assert response is not grpc.aio.EOF, f"the watch ended after {len(found)} of {count} changes"
+            if response.HasField("change"):
+                found.append(response.change)
+    return found
+
+
+async def test_the_change_feed_delivers_writes_made_on_another_replica(database_url):
+    """A watcher on replica 0 sees, live, what clients write through replicas 1 and 2: the
+    notification (NOTIFY at commit) reaches every replica's listening connection, not only the
+    writer's. The heartbeat (and the read each heartbeat makes) is set to 10 minutes, so a change
+    that arrives within the test's timeout came by notification, not by a periodic read."""
+    env = {"SESSION_WATCH_HEARTBEAT": "600s"}
+    async with Replicas(database_url, 3, env) as started:
+        channels = [grpc.aio.insecure_channel(address) for address in started.addresses]
+        try:
+            watcher = rpc.SessionServiceStub(channels[0])
+            writers = [rpc.SessionServiceStub(channels[1]), rpc.SessionServiceStub(channels[2])]
+            appenders = [rpc.MessageServiceStub(channels[1]), rpc.MessageServiceStub(channels[2])]
+            session = (await writers[0].CreateSession(pb.CreateSessionRequest(user_id="far"))).session
+            one = watcher.WatchSession(pb.WatchSessionRequest(session_id=session.session_id))
+            user = watcher.WatchUserSessions(pb.WatchUserSessionsRequest(user_id="far"))
+            # Each opens "now" and says where with a first response (a cursor, no change): after
+            # it, the watch is registered with replica 0's listener.
+            for stream in (one, user):
+                async with asyncio.timeout(30):
+                    hello = await stream.read()
+                assert not hello.HasField("change") and hello.cursor > 0
+            for n in range(4):  # alternating between the two other replicas
+                await appenders[n % 2].AddMessage(pb.AddMessageRequest(
+                    session_id=session.session_id, role=pb.ROLE_USER, content=f"m{n}", tokens_used=1,
+                ))
+            second = (await writers[1].CreateSession(pb.CreateSessionRequest(user_id="far", title="2nd"))).session
+            got = await _changes(one, 4, timeout=60)
+            assert [c.kind for c in got] == [pb.ChangeKind.CHANGE_KIND_MESSAGE_ADDED] * 4
+            assert [c.message.content for c in got] == ["m0", "m1", "m2", "m3"]
+            assert [c.message.sequence for c in got] == [1, 2, 3, 4]
+            mine = await _changes(user, 5, timeout=60)
+            assert [c.session_id for c in mine] == [session.session_id] * 4 + [second.session_id]
+            assert mine[-1].kind == pb.ChangeKind.CHANGE_KIND_SESSION_CREATED and mine[-1].session.title == "2nd"
+            ids = [c.change_id for c in mine]
+            assert ids == sorted(ids) and len(set(ids)) == 5
+            one.cancel()
+            user.cancel()
+        finally:
+            for channel in channels:
+                await channel.close()
