@@ -14,7 +14,8 @@ boundary, by the policy table (session_grpc.policy):
 - A method with no policy is refused for everyone (NO_POLICY), the operator included.
 - In token mode, a user whose account is suspended (or deleted) may still read but not write:
   every RPC the table marks as a write checks the caller's standing with the account service
-  (through the same cache as CreateSession's check of the user it names).
+  (through the same cache as CreateSession's check of the user it names), except DeleteUserData
+  (policy `standing=False`: a suspended or deleted account must stay erasable).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class CheckStanding(Step):
 
     def applies(self, method: str) -> bool:
         policy = self.policies.get(method)
-        return policy is not None and policy.writes
+        return policy is not None and policy.writes and policy.standing
 
     async def enter(self, call: Call) -> None:
         policy = self.policies[call.method]

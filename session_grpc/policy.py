@@ -18,7 +18,9 @@ The kinds:
     public()             anyone (authenticated in token mode).
 
 `writes` marks the RPCs that change something: in token mode the caller's account standing
-is checked on those (a suspended user can still read).
+is checked on those (a suspended user can still read), unless `standing=False` says the write must
+work whatever the account's standing: DeleteUserData, since a suspended or deleted account is
+exactly the one an operator erases (suspend first, so no write races the erasure).
 
 `app_state` names the request field that may carry a delta to an app's state (a
 ScopedStateDelta's `app_state`): a request whose delta there changes something needs the
@@ -60,14 +62,16 @@ class Policy:
     every_user_with: str = ""
     """acts_for only: the request field that, set while `field` is empty, makes an admin's call
     act for every user ("" for none)."""
+    standing: bool = True
+    """writes only: whether the account standing check applies (False: DeleteUserData)."""
 
 
 def owns_session(field: str, *, writes: bool = False, app_state: str = "") -> Policy:
     return Policy(Kind.OWNS_SESSION, field, writes, app_state)
 
 
-def acts_for(field: str, *, writes: bool = False, every_user_with: str = "") -> Policy:
-    return Policy(Kind.ACTS_FOR, field, writes, every_user_with=every_user_with)
+def acts_for(field: str, *, writes: bool = False, every_user_with: str = "", standing: bool = True) -> Policy:
+    return Policy(Kind.ACTS_FOR, field, writes, every_user_with=every_user_with, standing=standing)
 
 
 def admin(*, writes: bool = False) -> Policy:
@@ -83,6 +87,7 @@ _MESSAGES = f"/{PACKAGE}.MessageService/"
 _MEMORIES = f"/{PACKAGE}.MemoryService/"
 _USAGE = f"/{PACKAGE}.UsageService/"
 _RETENTION = f"/{PACKAGE}.RetentionService/"
+_USER_DATA = f"/{PACKAGE}.UserDataService/"
 
 POLICIES: dict[str, Policy] = {
     _SESSIONS + "CreateSession": acts_for("user_id", writes=True),
@@ -126,6 +131,9 @@ POLICIES: dict[str, Policy] = {
     _RETENTION + "GetRetentionPolicy": admin(),
     _RETENTION + "SetRetentionPolicy": admin(writes=True),
     _RETENTION + "DeleteRetentionPolicy": admin(writes=True),
+    # A user erases themself (an empty user_id is the caller), an admin anyone; whatever the
+    # account's standing (see `standing`). Idempotent by nature: a repeat removes nothing.
+    _USER_DATA + "DeleteUserData": acts_for("user_id", writes=True, standing=False),
 }
 
 

@@ -22,6 +22,7 @@ from .servicers.messages import MessageServicer
 from .servicers.sessions import SessionServicer
 from .servicers.retention import RetentionServicer
 from .servicers.usage import UsageServicer
+from .servicers.userdata import UserDataServicer
 from .settings import Settings, SettingsError, format_duration
 from .domain.errors import DomainError
 from .storage import search, sessions
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 SERVICE_NAMES = tuple(
     session_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("SessionService", "MessageService", "MemoryService", "UsageService", "RetentionService")
+    for name in ("SessionService", "MessageService", "MemoryService", "UsageService", "RetentionService",
+                 "UserDataService")
 )
 
 
@@ -272,6 +274,7 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     session_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(db, limits), server)
     session_pb2_grpc.add_RetentionServiceServicer_to_server(RetentionServicer(db, limits), server)
+    session_pb2_grpc.add_UserDataServiceServicer_to_server(UserDataServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable((*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name), server)

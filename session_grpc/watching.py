@@ -224,7 +224,8 @@ class Watches:
 
     async def watch(self, query: FeedQuery) -> AsyncIterator[Event]:
         """Every change after the query's cursor, then each as it commits; a heartbeat after every
-        `heartbeat` seconds without one. Ends after a watched session's SESSION_DELETED."""
+        `heartbeat` seconds without one. Ends after a watched session's SESSION_DELETED; ends with
+        NOT_FOUND once the user's data is erased (DeleteUserData)."""
         with self.counter.one(), self.hub.subscribe(session_id=query.session_id, user_id=query.user_id) as wake:
             first = due = True
             while True:
@@ -232,8 +233,12 @@ class Watches:
                     raise Unavailable("the server is shutting down; resume elsewhere with the cursor", reason="SHUTTING_DOWN")
                 wake.clear()
                 batch = await self.read(query)
-                if first and not batch.found:
+                if (first or batch.erased) and not batch.found:
                     raise NotFound("session", query.session_id or "")
+                if batch.erased:
+                    # DeleteUserData removed the user's feed: nothing is left to send, and change
+                    # ids start over, so this cursor can no longer say what is new.
+                    raise NotFound("change feed of user", query.user_id or "")
                 for change in batch.changes:
                     yield Event(change, change.change_id)
                     if change.kind is ChangeKind.SESSION_DELETED and query.session_id is not None:

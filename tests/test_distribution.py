@@ -35,7 +35,7 @@ DISTRIBUTION_KEY = {
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
 that no table is left out)."""
 
-REFERENCE_TABLES = {"budgets", "retention_policies"}
+REFERENCE_TABLES = {"budgets", "retention_policies", "user_erasures"}
 """Tables the plan makes Citus reference tables (a copy on every node, docs/scaling.md): small, read
 by the append on the session's shard (the budget probes), so a read of them never leaves it; not in
 DISTRIBUTION_KEY, so the routing rule does not ask for their key. retention_policies: one row per
@@ -65,6 +65,8 @@ MULTI_SHARD = {
     "aggregate per shard, merged by the coordinator",
     "budgets.SET_USER": "a new budget starts from the user's messages of the day and month, on every shard",
     "budgets.SET_APP": "the same for an app's messages",
+    "erasure.STATEMENTS": "DeleteUserData erases a user: their sessions are on every shard, their state and "
+    "feed on the user's; one distributed transaction, rare (an admin or the user, once)",
     "messages.ADD_MESSAGES_WITH_STATE_BUDGETED": "the state-delta append of a session with a budget: the same "
     "shards as messages.ADD_MESSAGES_WITH_STATE",
     "retention.DELETE_CLOSED_SESSIONS": "the prune job: an app's closed sessions on every shard, one pass at a "

@@ -37,6 +37,7 @@ SERVICES = {
     "session.v1.MemoryService",
     "session.v1.UsageService",
     "session.v1.RetentionService",
+    "session.v1.UserDataService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",

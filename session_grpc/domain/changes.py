@@ -60,3 +60,6 @@ class FeedBatch:
     found: bool = True
     more: bool = False
     """The read stopped at its limit: more changes may follow at once."""
+    erased: bool = False
+    """The user's feed is behind the cursor: their data was erased (DeleteUserData removes the feed
+    and its counter), so nothing the cursor pointed past exists any more."""

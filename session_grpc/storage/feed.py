@@ -84,7 +84,8 @@ async def read_changes(conn: asyncpg.Connection, query: FeedQuery) -> FeedBatch:
     if len(listed) < query.limit:
         cursor = max(cursor, first["head"] or 0)
     changes = [change for change in map(_change, listed) if change is not None]
-    return FeedBatch(changes, cursor, first["found"] or bool(listed), len(listed) >= query.limit)
+    erased = not listed and bool(query.after) and (first["head"] or 0) < (query.after or 0)
+    return FeedBatch(changes, cursor, first["found"] or bool(listed), len(listed) >= query.limit, erased)
 
 
 def _change(row: rows.Row) -> Change | None:

@@ -17,6 +17,7 @@ from sqlalchemy import (
     ForeignKey,
     Boolean,
     Date,
+    Identity,
     Index,
     MetaData,
     Numeric,
@@ -329,4 +330,22 @@ class SessionChangeRow(Base):
     __table_args__ = (
         CheckConstraint("kind IN (" + ", ".join(f"'{kind}'" for kind in CHANGE_KINDS) + ")", name="kind"),
         Index("ix_session_changes_session_id_change_id", "session_id", "change_id"),
+    )
+
+
+class UserErasureRow(Base):
+    """The audit log of DeleteUserData (migration 0015): whom (a SHA-256 of the user id), who, when,
+    how many rows of each kind; no content."""
+
+    __tablename__ = "user_erasures"
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    subject_sha256: Mapped[str] = mapped_column(Text)
+    erased_by: Mapped[str] = mapped_column(Text)
+    erase_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("clock_timestamp()"))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONB)
+
+    __table_args__ = (
+        CheckConstraint("subject_sha256 ~ '^[0-9a-f]{64}$'", name="subject"),
+        Index("ix_user_erasures_subject_sha256", "subject_sha256"),
     )

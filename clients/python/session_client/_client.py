@@ -245,6 +245,7 @@ class SessionClient:
         self._memories = rpc.MemoryServiceStub(self._channel)
         self._usage = rpc.UsageServiceStub(self._channel)
         self._retention = rpc.RetentionServiceStub(self._channel)
+        self._user_data = rpc.UserDataServiceStub(self._channel)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -1070,3 +1071,13 @@ class SessionClient:
         """Remove the retention policy of an app (admin); False when there was none."""
         request = pb.DeleteRetentionPolicyRequest(app_name=app_name)
         return (await self._unary(self._retention.DeleteRetentionPolicy, request, retry=True)).deleted
+    # -- UserDataService -----------------------------------------------------------------------
+
+    async def delete_user_data(self, user_id: str = "") -> pb.DeleteUserDataResponse:
+        """Erase everything stored of a user (GDPR article 17): their sessions with their messages
+        and memories, their state in every app, their change feed and budget, in one transaction.
+        user_id empty: the caller (token mode); another user's needs the admin scope. Returns the
+        counts per kind (`session_count`, `message_count`, ..., `other_counts` by table). Idempotent
+        (a repeat removes nothing and reports zeros), so it is retried like a read."""
+        request = pb.DeleteUserDataRequest(user_id=user_id)
+        return await self._unary(self._user_data.DeleteUserData, request, retry=True)

@@ -1760,3 +1760,108 @@ var _RetentionService_serviceDesc = grpc.ServiceDesc{
 	Streams:  []grpc.StreamDesc{},
 	Metadata: "session/v1/session.proto",
 }
+
+// UserDataServiceClient is the client API for UserDataService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type UserDataServiceClient interface {
+	// Erases everything stored of a user, in one transaction: their sessions
+	// with their messages, memories and the rest of what hangs off a session,
+	// their state in every app, their change feed, their budget, and the rows
+	// of any other table keyed by the user. Their usage goes with their
+	// messages: usage read afterwards (GetUsage, GetServiceStats) no longer
+	// counts it; the Prometheus counters, per app and never per user, keep it
+	// anonymously, as do an app budget's used amounts. An audit row records
+	// who erased, a SHA-256 of whom, when and the counts, never content.
+	// Idempotent: a repeat removes nothing and succeeds (all counts 0). Not
+	// subject to the account standing check: a suspended or deleted account
+	// can still be erased. Open watches of the user's sessions end.
+	DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error)
+}
+
+type userDataServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewUserDataServiceClient(cc grpc.ClientConnInterface) UserDataServiceClient {
+	return &userDataServiceClient{cc}
+}
+
+func (c *userDataServiceClient) DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error) {
+	out := new(DeleteUserDataResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.UserDataService/DeleteUserData", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// UserDataServiceServer is the server API for UserDataService service.
+// All implementations must embed UnimplementedUserDataServiceServer
+// for forward compatibility
+type UserDataServiceServer interface {
+	// Erases everything stored of a user, in one transaction: their sessions
+	// with their messages, memories and the rest of what hangs off a session,
+	// their state in every app, their change feed, their budget, and the rows
+	// of any other table keyed by the user. Their usage goes with their
+	// messages: usage read afterwards (GetUsage, GetServiceStats) no longer
+	// counts it; the Prometheus counters, per app and never per user, keep it
+	// anonymously, as do an app budget's used amounts. An audit row records
+	// who erased, a SHA-256 of whom, when and the counts, never content.
+	// Idempotent: a repeat removes nothing and succeeds (all counts 0). Not
+	// subject to the account standing check: a suspended or deleted account
+	// can still be erased. Open watches of the user's sessions end.
+	DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error)
+	mustEmbedUnimplementedUserDataServiceServer()
+}
+
+// UnimplementedUserDataServiceServer must be embedded to have forward compatible implementations.
+type UnimplementedUserDataServiceServer struct {
+}
+
+func (UnimplementedUserDataServiceServer) DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteUserData not implemented")
+}
+func (UnimplementedUserDataServiceServer) mustEmbedUnimplementedUserDataServiceServer() {}
+
+// UnsafeUserDataServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to UserDataServiceServer will
+// result in compilation errors.
+type UnsafeUserDataServiceServer interface {
+	mustEmbedUnimplementedUserDataServiceServer()
+}
+
+func RegisterUserDataServiceServer(s *grpc.Server, srv UserDataServiceServer) {
+	s.RegisterService(&_UserDataService_serviceDesc, srv)
+}
+
+func _UserDataService_DeleteUserData_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteUserDataRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(UserDataServiceServer).DeleteUserData(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.UserDataService/DeleteUserData",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(UserDataServiceServer).DeleteUserData(ctx, req.(*DeleteUserDataRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+var _UserDataService_serviceDesc = grpc.ServiceDesc{
+	ServiceName: "session.v1.UserDataService",
+	HandlerType: (*UserDataServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "DeleteUserData",
+			Handler:    _UserDataService_DeleteUserData_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "session/v1/session.proto",
+}

@@ -1711,3 +1711,95 @@ class RetentionService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class UserDataServiceStub:
+    """Everything the service keeps of one user, as a whole: erasure (GDPR article
+    17) and export (article 20). A user acts on their own data; an admin on any
+    user's.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.DeleteUserData = channel.unary_unary(
+                '/session.v1.UserDataService/DeleteUserData',
+                request_serializer=session_dot_v1_dot_session__pb2.DeleteUserDataRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
+
+
+class UserDataServiceServicer:
+    """Everything the service keeps of one user, as a whole: erasure (GDPR article
+    17) and export (article 20). A user acts on their own data; an admin on any
+    user's.
+    """
+
+    def DeleteUserData(self, request, context):
+        """Erases everything stored of a user, in one transaction: their sessions
+        with their messages, memories and the rest of what hangs off a session,
+        their state in every app, their change feed, their budget, and the rows
+        of any other table keyed by the user. Their usage goes with their
+        messages: usage read afterwards (GetUsage, GetServiceStats) no longer
+        counts it; the Prometheus counters, per app and never per user, keep it
+        anonymously, as do an app budget's used amounts. An audit row records
+        who erased, a SHA-256 of whom, when and the counts, never content.
+        Idempotent: a repeat removes nothing and succeeds (all counts 0). Not
+        subject to the account standing check: a suspended or deleted account
+        can still be erased. Open watches of the user's sessions end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_UserDataServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'DeleteUserData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserData,
+                    request_deserializer=session_dot_v1_dot_session__pb2.DeleteUserDataRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'session.v1.UserDataService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('session.v1.UserDataService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class UserDataService:
+    """Everything the service keeps of one user, as a whole: erasure (GDPR article
+    17) and export (article 20). A user acts on their own data; an admin on any
+    user's.
+    """
+
+    @staticmethod
+    def DeleteUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.UserDataService/DeleteUserData',
+            session_dot_v1_dot_session__pb2.DeleteUserDataRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -987,3 +987,36 @@ class DeleteRetentionPolicyResponse(_message.Message):
     DELETED_FIELD_NUMBER: _ClassVar[int]
     deleted: bool
     def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
+class DeleteUserDataRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class DeleteUserDataResponse(_message.Message):
+    __slots__ = ("session_count", "message_count", "memory_count", "user_state_count", "budget_count", "change_count", "other_counts", "erase_time")
+    class OtherCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    SESSION_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_COUNT_FIELD_NUMBER: _ClassVar[int]
+    USER_STATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CHANGE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OTHER_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    ERASE_TIME_FIELD_NUMBER: _ClassVar[int]
+    session_count: int
+    message_count: int
+    memory_count: int
+    user_state_count: int
+    budget_count: int
+    change_count: int
+    other_counts: _containers.ScalarMap[str, int]
+    erase_time: _timestamp_pb2.Timestamp
+    def __init__(self, session_count: _Optional[int] = ..., message_count: _Optional[int] = ..., memory_count: _Optional[int] = ..., user_state_count: _Optional[int] = ..., budget_count: _Optional[int] = ..., change_count: _Optional[int] = ..., other_counts: _Optional[_Mapping[str, int]] = ..., erase_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
