@@ -90,7 +90,7 @@ async def main() -> None:
                 await explain(conn, "ForkSession at sequence 10,000 of the 50,000-message session (rolled back)",
                               history.FORK_SESSION, long_session, "long-user", 10_000, str(uuid.uuid4()), None,
                               100_000),
-                await explain(conn, "GetSessionSummary (session with 50,000 messages: aggregates them all)",
+                await explain(conn, "GetSessionSummary (session with 50,000 messages: its per-role totals and two index probes)",
                               sessions.SESSION_SUMMARY, long_session, "long-user"),
             ]
         finally:

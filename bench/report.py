@@ -128,6 +128,33 @@ def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
             value = _med(row, "p50_ms")
             target(f"{row['variant']} p50 <= 5 ms", value, "<= 5 ms", None if value is None else value <= 5)
 
+    # The Go load generator's rows (python -m bench --loadgen go|both): the server is the bottleneck.
+    for workload in ("go add_message", "go get_session"):
+        for variant in ("c=1", top):
+            real = _find(results, workload, "session-grpc", variant)
+            if real is None:
+                continue
+            ref, noop = _find(results, workload, "reference", variant), _find(results, workload, "no-op", variant)
+            ratio(f"{workload} {variant} throughput session-grpc / reference", _med(real, "throughput"), _med(ref, "throughput"))
+            ratio(f"{workload} {variant} throughput session-grpc / no-op", _med(real, "throughput"), _med(noop, "throughput"))
+            if real.get("calls_per_server_cpu_s") and ref and ref.get("calls_per_server_cpu_s"):
+                ratio(f"{workload} {variant} calls per server CPU-s session-grpc / reference",
+                      _med(real, "calls_per_server_cpu_s"), _med(ref, "calls_per_server_cpu_s"))
+    go_stream = _med(_find(results, "go stream_large", "session-grpc", f"{big} page_size=100"), "throughput")
+    if go_stream is not None:
+        target("go stream_large >= 20,000 messages/s to a Go client (default page size 100)", go_stream, ">= 20000",
+               go_stream >= 20000)
+        go_ceiling = _med(_find(results, "go stream_large", "no-op", f"{big} canned"), "throughput")
+        if go_ceiling:
+            ratio("go stream_large session-grpc (page_size 100) / no-op canned stream", go_stream, go_ceiling)
+            target("go stream_large: the no-op grpc.aio stream ceiling to a Go client (messages/s)", go_ceiling,
+                   "info", None)
+    summaries = [r for r in results if r["workload"] == "list_big_user" and r["variant"].startswith("GetSessionSummary")]
+    if len(summaries) == 2:  # the long session's first, then the one-message session's
+        long, one = (_med(r, "p50_ms") for r in summaries)
+        r = ratio("GetSessionSummary p50: long session / one-message session", long, one)
+        target(f"{summaries[0]['variant']} costs what {summaries[1]['variant']} does (p50 ratio <= 1.5)", r,
+               "<= 1.5", None if r is None else r <= 1.5)
     for variant in ("c=1", top):
         ours = _med(_find(results, "add_message", "session-grpc", variant), "throughput")
         adk = _med(_find(results, "adk_append_event", "adk (in-process)", variant), "throughput")

@@ -38,7 +38,7 @@ from session_grpc._proto.session.v1 import session_pb2_grpc
 from session_grpc.localpg.bouncer import pgbouncer
 from session_grpc.testing import free_port
 
-from . import history, loadgen, memory, procstat, report, seed
+from . import goload, history, loadgen, memory, procstat, report, seed
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -65,6 +65,8 @@ class Config:
     workers: tuple[int, ...] = (1, 2)
     only: frozenset[str] = frozenset()
     out: Path = RESULTS
+    loadgen: str = "python"
+    """Which load generator drives the point and stream workloads: python, go (bench/goload) or both."""
 
     @classmethod
     def quick_mode(cls, **overrides: Any) -> Config:
@@ -160,12 +162,14 @@ class Bench:
     notes: list[str] = field(default_factory=list)
     memory: dict[str, Any] = field(default_factory=dict)
 
-    def meter(self, server_pid: int | None) -> procstat.CpuMeter:
+    def meter(self, server_pid: int | None, loadgen_pid: int | None = None) -> procstat.CpuMeter:
+        """CPU meters of the server, PostgreSQL and the load generator (this process, or the Go one)."""
+        generator = loadgen_pid or os.getpid()
         groups = [
             procstat.Group(
                 "postgres", lambda: [self.postmaster, *procstat.children(self.postmaster)], parent=self.postmaster
             ),
-            procstat.Group("loadgen", lambda: [os.getpid()]),
+            procstat.Group("loadgen", lambda: [generator]),
         ]
         if server_pid is not None:
             groups.insert(0, procstat.Group("server", lambda: procstat.tree(server_pid)))
@@ -348,6 +352,61 @@ async def point_workloads(
                 await channel.close()
 
 
+async def go_point_workloads(
+    bench: Bench, builder: goload.Builder, servers: list[tuple[str, int, int]], real: grpc.aio.Channel
+) -> None:
+    """The point workloads (AddMessage and GetSession at c=1 and the top concurrency) driven by the
+    Go load generator, one goload process per repetition and server, the servers interleaved."""
+    cfg = bench.config
+    binary = builder.binary()
+    creator = session_pb2_grpc.SessionServiceStub(real)
+    timing = ["-warmup", f"{cfg.warmup}s", "-duration", f"{cfg.duration}s"]
+    adding = ["-rpc", "add_message", "-content", seed.USER_CONTENT, "-tokens", "12", "-cost", "0.00015"]
+    hot = await new_sessions(creator, max(cfg.concurrencies))
+    for workload, args in (("go add_message", adding), ("go get_session", ["-rpc", "get_session"])):
+        for concurrency in sorted({1, max(cfg.concurrencies)}):
+            reps: dict[str, list[loadgen.RunStats]] = {name: [] for name, _, _ in servers}
+            cpus: dict[str, list[dict[str, float]]] = {name: [] for name, _, _ in servers}
+            for _ in range(cfg.reps):
+                for name, port, pid in servers:
+                    ids = await new_sessions(creator, concurrency) if workload == "go add_message" else hot[:concurrency]
+                    stats, cpu = await goload.run(
+                        binary, port, [*args, *timing, "-sessions", ",".join(ids)],
+                        lambda go_pid, pid=pid: bench.meter(pid, loadgen_pid=go_pid),
+                    )
+                    reps[name].append(stats)
+                    cpus[name].append(cpu)
+            for name, _, _ in servers:
+                bench.record(workload, name, f"c={concurrency}", reps[name], cpus[name])
+
+
+async def go_stream_large(
+    bench: Bench, builder: goload.Builder, real: Proc, noop: Proc, session_id: str, count: int
+) -> None:
+    """StreamMessages of the `count`-message session to the Go client at the default page size,
+    next to the no-op server's canned stream of as many messages of the same size (the ceiling of
+    a grpc.aio stream, measured the same way), their repetitions interleaved."""
+    binary = builder.binary()
+    targets = [
+        ("session-grpc", real, ["-sessions", session_id], f"{count} msgs page_size=100"),
+        ("no-op", noop, ["-sessions", str(uuid.uuid4()), "-after-sequence", str(count)], f"{count} msgs canned"),
+    ]
+    reps: dict[str, list[loadgen.RunStats]] = {name: [] for name, *_ in targets}
+    cpus: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in targets}
+    for _ in range(bench.config.reps):
+        for name, proc, args, _ in targets:
+            stats, cpu = await goload.run(
+                binary, proc.port, ["-rpc", "stream", *args],
+                lambda go_pid, pid=proc.pid: bench.meter(pid, loadgen_pid=go_pid),
+            )
+            if stats.calls != count:
+                raise RuntimeError(f"goload streamed {stats.calls} messages from {name}, not {count}")
+            reps[name].append(stats)
+            cpus[name].append(cpu)
+    for name, _, _, variant in targets:
+        bench.record("go stream_large", name, variant, reps[name], cpus[name], unit="messages/s")
+
+
 async def open_loop_add(bench: Bench, target: str, port: int, pid: int, real: grpc.aio.Channel, rate: float) -> None:
     cfg = bench.config
     creator = session_pb2_grpc.SessionServiceStub(real)
@@ -472,6 +531,11 @@ async def list_big_user(bench: Bench, pid: int, channel: grpc.aio.Channel, data:
         latest = pb.ListMessagesRequest(session_id=sid, order_by="sequence desc", page_size=20)
         cases.append((f"GetSession ({label} session)", lambda r=get: sessions_stub.GetSession(r)))
         cases.append((f"ListMessages latest 20 ({label} session)", lambda r=latest: messages.ListMessages(r)))
+    # The same cost at both sizes: the summary reads the session's per-role totals (migration 0016)
+    for label, sid in ((f"{bench.config.big_messages:,} messages", data["long_session"]),
+                       ("1 message", data["one_message_session"])):
+        summary = pb.GetSessionSummaryRequest(session_id=sid)
+        cases.append((f"GetSessionSummary ({label})", lambda r=summary: sessions_stub.GetSessionSummary(r)))
     middle = pb.ListMessagesRequest(session_id=data["long_session"], page_size=100)
     first = await messages.ListMessages(middle)
     cases.append(("ListMessages first 100 (long session)", lambda: messages.ListMessages(middle)))
@@ -605,6 +669,7 @@ async def seed_big(url: str, cfg: Config) -> dict[str, str]:
             "long_session": await seed.long_session(conn, "long-user", cfg.big_messages),
             "tenth_session": await seed.long_session(conn, "long-user", cfg.big_messages // 10),
             "short_session": await seed.long_session(conn, "short-user", 40),
+            "one_message_session": await seed.long_session(conn, "short-user", 1),
         }
         await seed.analyze(conn)
         return data
@@ -632,9 +697,17 @@ async def run(cfg: Config) -> dict[str, Any]:
     began = time.monotonic()
     load_before = os.getloadavg()
     want = (lambda name: not cfg.only or name in cfg.only)
+    python_load = cfg.loadgen in ("python", "both")
+    go_load = cfg.loadgen in ("go", "both")
+    builder = goload.Builder()
+    notes: list[str] = []
+    if go_load and (why := goload.missing()):
+        go_load = False
+        notes.append(f"Go load generator skipped: {why}")
+        print(f"# {notes[-1]}", flush=True)
     with database_server() as (url, data_dir):
         urls = await prepare(url)
-        bench = Bench(cfg, urls["session"], procstat.postmaster_pid(data_dir))
+        bench = Bench(cfg, urls["session"], procstat.postmaster_pid(data_dir), notes=notes)
         print(f"# {report.machine()} load average {load_before[0]:.2f}", flush=True)
         print(report.header(), flush=True)
         procs: list[Proc] = []
@@ -653,7 +726,10 @@ async def run(cfg: Config) -> dict[str, Any]:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{real.port}") as channel:
                 if want("point"):
                     servers = [("session-grpc", real), ("reference", reference), ("no-op", noop)]
-                    await point_workloads(bench, [(n, p.port, p.pid) for n, p in servers], channel)
+                    if python_load:
+                        await point_workloads(bench, [(n, p.port, p.pid) for n, p in servers], channel)
+                    if go_load:
+                        await go_point_workloads(bench, builder, [(n, p.port, p.pid) for n, p in servers], channel)
                 if want("open"):
                     c32 = [
                         r["throughput"]["median"]
@@ -672,20 +748,23 @@ async def run(cfg: Config) -> dict[str, Any]:
                 if want("big"):
                     data = await seed_big(urls["session"], cfg)
                     await list_big_user(bench, real.pid, channel, data)
-                    await stream_large(
-                        bench,
-                        real.pid,
-                        channel,
-                        {
-                            f"{cfg.big_messages} msgs": data["long_session"],
-                            f"{cfg.big_messages // 10} msgs": data["tenth_session"],
-                        },
-                    )
-                    await stream_large(
-                        bench, noop.pid, channel_noop := grpc.aio.insecure_channel(f"127.0.0.1:{noop.port}"),
-                        {f"{cfg.big_messages} msgs": str(uuid.uuid4())}, target="no-op", count=cfg.big_messages,
-                    )
-                    await channel_noop.close()
+                    if python_load:
+                        await stream_large(
+                            bench,
+                            real.pid,
+                            channel,
+                            {
+                                f"{cfg.big_messages} msgs": data["long_session"],
+                                f"{cfg.big_messages // 10} msgs": data["tenth_session"],
+                            },
+                        )
+                        await stream_large(
+                            bench, noop.pid, channel_noop := grpc.aio.insecure_channel(f"127.0.0.1:{noop.port}"),
+                            {f"{cfg.big_messages} msgs": str(uuid.uuid4())}, target="no-op", count=cfg.big_messages,
+                        )
+                        await channel_noop.close()
+                    if go_load:
+                        await go_stream_large(bench, builder, real, noop, data["long_session"], cfg.big_messages)
                 if want("memory"):
                     bench.memory = await memory.big_pages(real.pid, real.port, urls["session"])
                 if want("adk") and cfg.peer:
@@ -719,6 +798,7 @@ async def run(cfg: Config) -> dict[str, Any]:
         finally:
             for proc in procs:
                 proc.stop()
+            builder.close()
     result = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": report.machine(),
@@ -765,8 +845,15 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list among point,open,chat,history,big,memory,adk,pgbouncer,workers,peer",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--loadgen", choices=("python", "go", "both"), default="python",
+        help="the load generator of the point and stream workloads: this process (python), the Go one "
+        "(bench/goload, built offline with Debian's Go packages; its rows are named go ...), or both",
+    )
     args = parser.parse_args(argv)
-    overrides: dict[str, Any] = {"peer": not args.no_peer, "chart": not args.no_chart, "out": args.out}
+    overrides: dict[str, Any] = {
+        "peer": not args.no_peer, "chart": not args.no_chart, "out": args.out, "loadgen": args.loadgen,
+    }
     if args.reps:
         overrides["reps"] = args.reps
     if args.duration:

@@ -31,6 +31,12 @@ async def downgrade(url: str, revision: str) -> None:
     await _run(url, command.downgrade, revision)
 
 
+async def stamp(url: str, revision: str) -> None:
+    """Record `revision` as the database's without running anything (the partitioning step of a
+    database already past it, docs/scaling.md)."""
+    await _run(url, command.stamp, revision)
+
+
 async def _run(url: str, operation: Operation, revision: str) -> None:
     engine = create_async_engine(asyncpg_url(url))
     try:

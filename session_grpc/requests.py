@@ -477,6 +477,9 @@ def messages_query(
         check.add("order_by", 'must be "sequence" or "sequence desc"')
     start_time = _start_time(check, request.start_time) if request.HasField("start_time") else None
     recent_count = request.recent_count if request.HasField("recent_count") else None
+    event_time_start = (
+        _start_time(check, request.event_time_start, "event_time_start") if request.HasField("event_time_start") else None
+    )
     if recent_count is not None and recent_count < 0:
         check.add("recent_count", "must not be negative")
     elif recent_count is not None and MESSAGE_ORDERS.get(order):
@@ -491,10 +494,12 @@ def messages_query(
         scope["start_time"] = start_time.isoformat()
     if recent_count is not None:
         scope["recent_count"] = recent_count
+    if event_time_start is not None:
+        scope["event_time_start"] = event_time_start.isoformat()
     position = tokens.after(paging.MESSAGES, request.page_token, scope)
     return records.MessagesQuery(
         records.SessionRef(sid, owner_scope()), page_size, position, scope, paging.RESPONSE_BYTES, descending,
-        start_time, recent_count,
+        start_time, recent_count, event_time_start,
     )
 
 

@@ -104,5 +104,5 @@ async def clean_database(sql: asyncpg.Connection) -> None:
     """Every test starts from empty tables."""
     await sql.execute(
         "TRUNCATE sessions, messages, memories, session_rewinds, rewound_requests, user_states, app_states, "
-        "state_updates, session_changes, user_feeds, budgets, retention_policies, user_erasures"
+        "state_updates, session_changes, user_feeds, budgets, retention_policies, user_erasures, session_role_totals"
     )

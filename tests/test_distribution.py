@@ -11,26 +11,46 @@ the key with a parameter (`id = $n` on sessions, `session_id = $n` on messages o
 key column of an INSERT bound to a parameter) and every messages or memories table it reads is
 tied to the key (`session_id = s.id`, `session_id = (SELECT id FROM s)`, `session_id = $n`) or
 written from a CTE of the same statement.
+
+The first step of the plan, messages partitioned by hash of session_id (migration 0017), is
+checked for real at the end: EXPLAIN ANALYZE of each hot statement on the partitioned table reads
+exactly the session's partition.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import pkgutil
 import re
+import uuid
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import CodeType
+from typing import Any
+
+import asyncpg
+import pytest
 
 import session_grpc.storage
+from session_grpc.storage import feed, history
+from session_grpc.storage import messages as message_sql
+from session_grpc.storage import sessions as session_sql
+
+from .test_partitioned_messages import MIGRATION, a_session, partitioned_channel, partitioned_url, psql
+
+__all__ = ["a_session", "partitioned_channel", "partitioned_url", "psql"]  # fixtures of the pruning tests
+
+PARTITIONS = MIGRATION.PARTITIONS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 DISTRIBUTION_KEY = {
     "sessions": "id", "messages": "session_id", "memories": "session_id", "session_rewinds": "session_id",
     "state_updates": "session_id", "user_states": "user_id", "app_states": "app_name", "rewound_requests": "session_id",
-    "session_changes": "session_id", "user_feeds": "user_id",
+    "session_changes": "session_id", "user_feeds": "user_id", "session_role_totals": "session_id",
 }
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
 that no table is left out)."""
@@ -229,3 +249,105 @@ def test_the_rule_tells_single_shard_from_multi_shard_statements():
     assert why_not_single_shard("INSERT INTO messages (id, session_id) VALUES ($1, $2)") is None
     assert why_not_single_shard("INSERT INTO messages (id, session_id) VALUES ($1, gen_random_uuid())") is not None
     assert why_not_single_shard("SELECT count(*) FROM messages WHERE request_id = $1") is not None
+
+
+# ---- partition pruning on the real table ---------------------------------------------------------
+# The plan's first step (docs/scaling.md) partitions messages by hash of session_id (migration
+# 0017). The same rule, checked by PostgreSQL itself: each hot statement of a call about a session
+# reads exactly that session's partition (EXPLAIN ANALYZE: no other partition's scan runs), in the
+# custom plan of its first executions and in the generic plan a long-lived connection may settle on.
+
+
+def _literal(value: object) -> str:
+    """`value` as an SQL literal for EXECUTE (the prepared statement's parameter types apply)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]::text[]" if value else "'{}'"
+    if isinstance(value, datetime):
+        return _literal(value.isoformat())
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _scans(node: dict[str, Any]) -> list[tuple[str, int]]:
+    """(relation, loops) of every node of a JSON plan that reads a relation."""
+    found = []
+    if "Relation Name" in node:
+        found.append((node["Relation Name"], node.get("Actual Loops", 0)))
+    for child in node.get("Plans", []):
+        found += _scans(child)
+    return found
+
+
+async def _read(conn: asyncpg.Connection, sql: str, args: tuple, mode: str) -> set[str]:
+    """The partitions of messages that `sql` read (a scan that ran at least once), executed as a
+    prepared statement under plan_cache_mode `mode`, in a transaction rolled back."""
+    name = f"p_{uuid.uuid4().hex[:8]}"
+    await conn.execute(f"PREPARE {name} AS {sql}")  # outside the transaction: PREPARE is not undone by a rollback
+    try:
+        tx = conn.transaction()
+        await tx.start()
+        try:
+            await conn.execute(f"SET LOCAL plan_cache_mode = {mode}")
+            plan = json.loads(await conn.fetchval(
+                f"EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE {name}({', '.join(_literal(a) for a in args)})"
+            ))
+        finally:
+            await tx.rollback()
+    finally:
+        await conn.execute(f"DEALLOCATE {name}")
+    return {relation for relation, loops in _scans(plan[0]["Plan"]) if relation.startswith("messages_p") and loops > 0}
+
+
+@pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
+async def test_every_hot_statement_reads_only_the_sessions_partition(psql, a_session, mode):
+    sql = psql
+    session_id, owner = a_session.session_id, "pruned"
+    (partition,) = {row[0] for row in await sql.fetch(
+        "SELECT tableoid::regclass::text FROM messages WHERE session_id = $1", uuid.UUID(session_id)
+    )}
+    request_id = await sql.fetchval(
+        "SELECT request_id::text FROM messages WHERE session_id = $1 AND request_id IS NOT NULL LIMIT 1",
+        uuid.UUID(session_id),
+    )
+    one = [str(uuid.uuid4())]
+
+    def append(request_ids: list[str | None]) -> tuple:
+        return (one, session_id, ["user"], ["chat"], ["hi"], ["1"], ["0"], ["{}"], request_ids, None, None, 0, owner,
+                [None], [None], [None])
+
+    budget = 4 << 20
+    reads = {
+        "AddMessage with a request_id (looks for an earlier one)": (message_sql.ADD_MESSAGES_ONCE, append([str(uuid.uuid4())])),
+        "AddMessage repeating a request_id": (message_sql.ADD_MESSAGES_ONCE, append([request_id])),
+        "a request_id's earlier messages": (message_sql.BY_REQUEST_IDS, (session_id, [request_id])),
+        "ListMessages latest page": (message_sql.PAGE_DESCENDING, (session_id, 2**63 - 1, 21, owner, budget)),
+        "ListMessages / StreamMessages next page": (message_sql.PAGE_ASCENDING, (session_id, 10, 11, owner, budget)),
+        "ListMessages recent_count": (message_sql.FILTERED_ASCENDING, (session_id, 0, 101, owner, budget, None, 5)),
+        "ListMessages start_time": (message_sql.FILTERED_DESCENDING, (
+            session_id, 2**63 - 1, 101, owner, budget, datetime.now(timezone.utc) - timedelta(hours=1), None)),
+        "GetSessionSummary": (session_sql.SESSION_SUMMARY, (session_id, owner)),
+        "TruncateSession": (history.TRUNCATE_SESSION, (session_id, 20, owner, None)),
+        "WatchSession": (feed.SESSION_CHANGES, (session_id, owner, 0, 100)),
+    }
+    wrong = {}
+    for title, (statement, args) in reads.items():
+        read = await _read(sql, statement, args, mode)
+        if read != {partition}:
+            wrong[title] = read
+    # The plain append reads no partition at all: its rows are routed to the session's.
+    plain = await _read(sql, message_sql.ADD_MESSAGES, append([None]), mode)
+    if plain:
+        wrong["AddMessage"] = plain
+    assert not wrong, f"expected only {partition} to be read: {wrong}"
+
+
+async def test_the_rule_sees_a_statement_that_reads_every_partition(psql, a_session):
+    sql = psql
+    """The check above fails a statement that does not name its session (search by user)."""
+    read = await _read(sql, "SELECT count(*) FROM messages WHERE user_id = $1", ("pruned",), "force_custom_plan")
+    assert len(read) == PARTITIONS

@@ -61,6 +61,10 @@ async def test_erasure_leaves_nothing_of_the_user_in_any_column_of_any_table(cha
 async def test_erasure_reports_how_many_rows_of_each_kind_it_removed(channel, userdata, sql):
     erin = await populate(channel, user())
     changes = await sql.fetchval("SELECT count(*) FROM session_changes WHERE user_id = $1", erin.user_id)
+    role_totals = await sql.fetchval(  # one per session and role it has had (migration 0016), found by the sweep
+        "SELECT count(*) FROM session_role_totals t JOIN sessions s ON s.id = t.session_id WHERE s.user_id = $1",
+        erin.user_id,
+    )
     erased = await userdata.DeleteUserData(pb.DeleteUserDataRequest(user_id=erin.user_id))
     # Two sessions and a fork of the first; 4 messages in each of the two, the first rewound to 2,
     # the fork a copy of 3; a memory each (the fork's copied); her state in two apps; her budget;
@@ -68,9 +72,9 @@ async def test_erasure_reports_how_many_rows_of_each_kind_it_removed(channel, us
     assert counts(erased) == {
         "sessions": 3, "messages": 2 + 4 + 3, "memories": 3, "user_states": 2, "budgets": 1,
         "session_changes": changes, "state_updates": 2, "session_rewinds": 1, "rewound_requests": 2,
-        "user_feeds": 1,
+        "user_feeds": 1, "session_role_totals": role_totals,
     }
-    assert changes > 0
+    assert changes > 0 and role_totals > 0
     assert erased.HasField("erase_time")
 
 

@@ -305,7 +305,10 @@ async def test_concurrent_messages_get_create_times_in_sequence_order_and_last_a
         ).summary
         assert current.last_activity_time.ToDatetime() == times[-1].replace(tzinfo=None)
         assert summary.last_message_time == current.last_activity_time
-        await sql.execute("TRUNCATE sessions, messages, memories, session_rewinds, rewound_requests, user_states, app_states, state_updates")
+        await sql.execute(
+            "TRUNCATE sessions, messages, memories, session_rewinds, rewound_requests, user_states, app_states, state_updates, "
+            "session_role_totals"
+        )
 
 
 async def test_concurrent_add_message_to_two_sessions_keeps_each_sequence_independent(sessions, messages, sql):

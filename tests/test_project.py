@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import uuid
@@ -35,12 +36,21 @@ def test_protos_pass_buf_standard_lint():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def _not_a_partition(item, name, kind, reflected, compare_to) -> bool:
+    """The partitions of messages (migration 0017) and their indexes are PostgreSQL's copies of
+    the parent's: the models describe the parent."""
+    table = item if kind == "table" else getattr(item, "table", None)
+    return table is None or not re.fullmatch(r"messages_p\d+", table.name)
+
+
 async def test_migrated_schema_matches_the_models(database_url):
     engine = create_async_engine(asyncpg_url(database_url))
     try:
         async with engine.connect() as conn:
             diff = await conn.run_sync(
-                lambda sync: compare_metadata(MigrationContext.configure(sync), Base.metadata)
+                lambda sync: compare_metadata(
+                    MigrationContext.configure(sync, opts={"include_object": _not_a_partition}), Base.metadata
+                )
             )
     finally:
         await engine.dispose()

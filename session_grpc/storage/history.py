@@ -106,14 +106,21 @@ WHERE r.session_id = $1 AND r.request_id = $2 AND {owned(3, "s.user_id")}
 # in a statement of its own so its snapshot is taken after the lock was granted: it sees every
 # append that landed before, and none can land until the rewind commits. It removes the messages
 # after $2 and takes exactly their count, tokens and cost off the session's totals, and its
-# last_event_time becomes that of the message now last (none left: NULL) (nothing
+# last_event_time becomes that of the message now last (none left: NULL), and its per-role totals
+# (session_role_totals, migration 0016) lose the same messages role by role (nothing
 # removed: the session is left as it is, etag included; trim_scale: 0.010 - 0.010 is 0, not 0.000); with a request_id ($4) it records the
 # rewind, so a retry answers without rewinding again. The request ids of the removed messages are
 # kept (rewound_requests): an append retried with one of them is refused, not appended again.
 TRUNCATE_SESSION = f"""
 WITH removed AS (
     DELETE FROM messages WHERE session_id = $1 AND sequence > $2 AND {owned(3)}
-    RETURNING tokens_used, cost, request_id
+    RETURNING role, tokens_used, cost, request_id
+), by_role AS (
+    UPDATE session_role_totals t
+    SET message_count = t.message_count - r.n, total_tokens = t.total_tokens - r.tokens,
+        total_cost = trim_scale(t.total_cost - r.cost)
+    FROM (SELECT role, count(*) AS n, sum(tokens_used) AS tokens, sum(cost) AS cost FROM removed GROUP BY role) r
+    WHERE t.session_id = $1 AND t.role = r.role
 ), forgotten AS (
     INSERT INTO rewound_requests (session_id, request_id)
     SELECT $1, request_id FROM removed WHERE request_id IS NOT NULL

@@ -58,24 +58,24 @@ WITH scope AS MATERIALIZED (
 ), narrow AS (
     SELECT {_NARROWED} AND coalesce(sum(message_count), 0) <= {SCAN_LIMIT} AS yes FROM scope
 ), hits AS (
-    SELECT m.id, ts_rank(m.search_vector, {_TSQUERY}) AS rank
+    SELECT m.id, m.session_id, ts_rank(m.search_vector, {_TSQUERY}) AS rank
     FROM scope s JOIN messages m ON m.session_id = s.id
     WHERE (SELECT yes FROM narrow) AND (m.search_vector @@ {_TSQUERY}) IS TRUE
       AND {_MESSAGE_FILTERS}
     UNION ALL
-    SELECT m.id, ts_rank(m.search_vector, {_TSQUERY}) AS rank
+    SELECT m.id, m.session_id, ts_rank(m.search_vector, {_TSQUERY}) AS rank
     FROM messages m JOIN sessions s ON s.id = m.session_id
     WHERE NOT (SELECT yes FROM narrow) AND m.search_vector @@ {_TSQUERY}
       AND {_SESSION_FILTERS}
       AND {_MESSAGE_FILTERS}
 ), page AS (
-    SELECT id, rank FROM hits
+    SELECT id, session_id, rank FROM hits
     WHERE $12::real IS NULL OR (rank, id) < ($12::real, $13::uuid)
     ORDER BY rank DESC, id DESC LIMIT $3
 ), sized AS (
     SELECT {_LIGHT}, m.content, m.metadata, m.payload, p.rank,
            sum({_SIZE}) OVER (ORDER BY p.rank DESC, p.id DESC) - ({_SIZE}) < $4 AS within
-    FROM page p JOIN messages m ON m.id = p.id
+    FROM page p JOIN messages m ON m.session_id = p.session_id AND m.id = p.id
 )
 SELECT id, session_id, user_id, sequence, role, message_type, tokens_used, cost, create_time, payload_type,
        event_time, rank, within, CASE WHEN within THEN content END AS content,

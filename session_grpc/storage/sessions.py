@@ -7,7 +7,7 @@ import functools
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -318,16 +318,19 @@ async def list_sessions(conn: asyncpg.Connection, query: SessionsQuery) -> Page[
     return Page(sessions, len(found) > len(sessions) and found[0]["id"] is not None, found[0]["total"])
 
 
-# The session, whether it has a memory, and one row per role with messages (or one row of NULLs),
-# in one statement: a summary is part of every chat turn.
+# The session, whether it has a memory, its first and last message times, and one row per role
+# with messages (or one row of NULLs), in one statement: a summary is part of every chat turn. The
+# per-role counts are read from session_role_totals (kept by a trigger on messages and the rewind, migration 0016),
+# the times from the two ends of ix_messages_session_id_create_time: a few index probes, whatever
+# the session's length.
 SESSION_SUMMARY = f"""
 SELECT s.*, EXISTS (SELECT 1 FROM memories WHERE session_id = s.id) AS has_memory,
-       r.role, r.n, r.first, r.last
+       (SELECT create_time FROM messages WHERE session_id = $1 ORDER BY create_time, sequence LIMIT 1) AS first,
+       (SELECT create_time FROM messages WHERE session_id = $1 ORDER BY create_time DESC, sequence DESC LIMIT 1)
+           AS last,
+       r.role, r.message_count AS n
 FROM (SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1 AND {owned(2)}) s
-LEFT JOIN LATERAL (
-    SELECT role, count(*) AS n, min(create_time) AS first, max(create_time) AS last
-    FROM messages WHERE session_id = s.id GROUP BY role
-) r ON true
+LEFT JOIN session_role_totals r ON r.session_id = s.id AND r.message_count > 0
 """
 
 
@@ -336,21 +339,13 @@ async def session_summary(conn: asyncpg.Connection, ref: SessionRef) -> SessionS
     found = await fetch(conn, SESSION_SUMMARY, ref.session_id, ref.owner)
     if not found:
         raise NotFound("session", ref.session_id)
-    counts: dict[Role, int] = {}
-    first: datetime | None = None
-    last: datetime | None = None
-    for row in found:
-        if row["role"] is None:
-            continue
-        counts[Role(row["role"])] = row["n"]
-        first = row["first"] if first is None else min(first, row["first"])
-        last = row["last"] if last is None else max(last, row["last"])
+    counts = {Role(row["role"]): row["n"] for row in found if row["role"] is not None}
     return SessionSummary(
         session=rows.session(found[0]),
         message_counts_by_role=counts,
         has_memory=found[0]["has_memory"],
-        first_message_time=first,
-        last_message_time=last,
+        first_message_time=found[0]["first"],
+        last_message_time=found[0]["last"],
     )
 
 

@@ -121,6 +121,10 @@ class SessionRow(Base):
 
 
 class MessageRow(Base):
+    """One table by default. With SESSION_MESSAGE_PARTITIONS set when migration 0017 runs it is
+    partitioned by hash of session_id (messages_p00 ...) and its primary key is (session_id, id);
+    the columns, the other indexes and both unique keys are the same (docs/scaling.md)."""
+
     __tablename__ = "messages"
 
     id: Mapped[str] = mapped_column(UUID(as_uuid=False), primary_key=True)
@@ -164,6 +168,27 @@ class MessageRow(Base):
             unique=True,
             postgresql_where=text("request_id IS NOT NULL"),
         ),
+    )
+
+
+class RoleTotalsRow(Base):
+    """A session's messages of one role: their count and the sums of their tokens and cost. Kept by
+    the trigger of migration 0016 on every insert of messages and by TruncateSession; read by
+    GetSessionSummary."""
+
+    __tablename__ = "session_role_totals"
+
+    session_id: Mapped[str] = mapped_column(
+        UUID(as_uuid=False), ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    role: Mapped[str] = mapped_column(Text, primary_key=True)
+    message_count: Mapped[int] = mapped_column(BigInteger)
+    total_tokens: Mapped[int] = mapped_column(BigInteger)
+    total_cost: Mapped[Decimal] = mapped_column(Numeric)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("role", records.Role), name="role"),
+        CheckConstraint("message_count >= 0 AND total_tokens >= 0 AND total_cost >= 0", name="totals"),
     )
 
 

@@ -705,13 +705,16 @@ class SessionClient:
         newest_first: bool = False,
         start_time: datetime | None = None,
         recent_count: int | None = None,
+        event_time_start: datetime | None = None,
     ) -> pb.ListMessagesResponse:
         """One page of messages in sequence order (newest first with newest_first=True).
 
         page_size 1..1000; 0 means 100. `total_size` is the number of messages in the session.
-        start_time (timezone-aware): only messages created at or after it. recent_count: only the
-        last that many (of those), oldest first; 0 gives none (ADK's num_recent_events). A
-        page_token works only with the same filters that produced it.
+        start_time (timezone-aware): only messages created at or after it. event_time_start
+        (timezone-aware): only messages whose event time (the writer's, else the create time) is
+        at or after it (ADK's after_timestamp). recent_count: only the last that many (of those),
+        oldest first; 0 gives none (ADK's num_recent_events). A page_token works only with the
+        same filters that produced it.
         """
         request = pb.ListMessagesRequest(
             session_id=session_id,
@@ -723,6 +726,10 @@ class SessionClient:
             if start_time.tzinfo is None:
                 raise invalid_argument("start_time", "must be timezone-aware (a naive datetime is no instant)")
             request.start_time.FromDatetime(start_time)
+        if event_time_start is not None:
+            if event_time_start.tzinfo is None:
+                raise invalid_argument("event_time_start", "must be timezone-aware (a naive datetime is no instant)")
+            request.event_time_start.FromDatetime(event_time_start)
         if recent_count is not None:
             request.recent_count = recent_count
         return await self._unary(self._messages.ListMessages, request, retry=True)
@@ -735,6 +742,7 @@ class SessionClient:
         newest_first: bool = False,
         start_time: datetime | None = None,
         recent_count: int | None = None,
+        event_time_start: datetime | None = None,
     ) -> AsyncIterator[pb.Message]:
         """Every message of the session (or of the filters, as list_messages_page takes them),
         fetched page by page as you iterate."""
@@ -747,6 +755,7 @@ class SessionClient:
                 newest_first=newest_first,
                 start_time=start_time,
                 recent_count=recent_count,
+                event_time_start=event_time_start,
             )
             for message in page.messages:
                 yield message

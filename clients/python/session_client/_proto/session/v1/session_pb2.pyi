@@ -681,20 +681,22 @@ class AddMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., app_name: _Optional[str] = ..., over_budget: _Optional[bool] = ..., soft_limits_exceeded: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListMessagesRequest(_message.Message):
-    __slots__ = ("session_id", "page_size", "page_token", "order_by", "start_time", "recent_count")
+    __slots__ = ("session_id", "page_size", "page_token", "order_by", "start_time", "recent_count", "event_time_start")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     RECENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_START_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     page_size: int
     page_token: str
     order_by: str
     start_time: _timestamp_pb2.Timestamp
     recent_count: int
-    def __init__(self, session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recent_count: _Optional[int] = ...) -> None: ...
+    event_time_start: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recent_count: _Optional[int] = ..., event_time_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListMessagesResponse(_message.Message):
     __slots__ = ("messages", "next_page_token", "total_size")
