@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed bench-search bench-usage bench-prune bench-partitions chaos chaos-failover
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed bench-search bench-usage bench-prune bench-userdata bench-partitions chaos chaos-failover
 
 install: $(STAMP)
 
@@ -100,6 +100,9 @@ bench-usage: $(STAMP)
 # The retention prune job: rows/s removed, and AddMessage p50/p99 with and without a pass running.
 bench-prune: $(STAMP)
 	$(BIN)/python -m bench.prune $(BENCH_ARGS)
+
+bench-userdata: $(STAMP)
+	$(BIN)/python -m bench.userdata $(BENCH_ARGS)
 
 # messages partitioned by hash of session_id against one table, the same rows, interleaved
 # (bench/partitions.py; --explain prints the hot statements' plans on the partitioned table).

@@ -65,8 +65,9 @@ class Config:
     workers: tuple[int, ...] = (1, 2)
     only: frozenset[str] = frozenset()
     out: Path = RESULTS
-    loadgen: str = "python"
-    """Which load generator drives the point and stream workloads: python, go (bench/goload) or both."""
+    loadgen: str = "both"
+    """Which load generator drives the point and stream workloads: python, go (bench/goload) or both
+    (the Go rows are skipped with a note when Go is missing)."""
 
     @classmethod
     def quick_mode(cls, **overrides: Any) -> Config:
@@ -846,7 +847,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
-        "--loadgen", choices=("python", "go", "both"), default="python",
+        "--loadgen", choices=("python", "go", "both"), default="both",
         help="the load generator of the point and stream workloads: this process (python), the Go one "
         "(bench/goload, built offline with Debian's Go packages; its rows are named go ...), or both",
     )

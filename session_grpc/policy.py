@@ -134,6 +134,8 @@ POLICIES: dict[str, Policy] = {
     # A user erases themself (an empty user_id is the caller), an admin anyone; whatever the
     # account's standing (see `standing`). Idempotent by nature: a repeat removes nothing.
     _USER_DATA + "DeleteUserData": acts_for("user_id", writes=True, standing=False),
+    # A user exports their own data (GDPR article 20; an empty user_id is the caller), an admin anyone's.
+    _USER_DATA + "ExportUserData": acts_for("user_id"),
 }
 
 

@@ -87,6 +87,8 @@ MULTI_SHARD = {
     "budgets.SET_APP": "the same for an app's messages",
     "erasure.STATEMENTS": "DeleteUserData erases a user: their sessions are on every shard, their state and "
     "feed on the user's; one distributed transaction, rare (an admin or the user, once)",
+    "export.STATEMENTS": "ExportUserData pages through a user's sessions (every shard, merged by creation time), "
+    "then each session's messages on its shard; import writes them across shards in one transaction",
     "messages.ADD_MESSAGES_WITH_STATE_BUDGETED": "the state-delta append of a session with a budget: the same "
     "shards as messages.ADD_MESSAGES_WITH_STATE",
     "retention.DELETE_CLOSED_SESSIONS": "the prune job: an app's closed sessions on every shard, one pass at a "

@@ -193,3 +193,22 @@ async def test_the_python_client_erases_a_user_and_a_repeat_reports_zeros(servic
         assert (erased.session_count, erased.message_count) == (1, 1)
         again = await client.delete_user_data("client-erased")
         assert (again.session_count, again.message_count) == (0, 0)
+
+
+async def test_an_erasure_racing_the_users_appends_leaves_none_of_them_behind(sessions, messages, userdata, sql):
+    who = user()
+    targets = [(await new_session(sessions, who)).session_id for _ in range(4)]
+    appends = [add(messages, targets[i % 4], f"racing {i}") for i in range(40)]
+    results = await asyncio.gather(userdata.DeleteUserData(pb.DeleteUserDataRequest(user_id=who)), *appends,
+                                   return_exceptions=True)
+    erased, outcomes = results[0], results[1:]
+    assert isinstance(erased, pb.DeleteUserDataResponse), erased
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    # An append either landed before the erasure locked the sessions (and was erased with them) or
+    # came after and found no session.
+    assert all(isinstance(o, grpc.aio.AioRpcError) and o.code() == grpc.StatusCode.NOT_FOUND for o in refused), refused
+    assert erased.message_count == len(outcomes) - len(refused)
+    assert await sql.fetchval("SELECT count(*) FROM messages WHERE user_id = $1", who) == 0
+    assert await sql.fetchval("SELECT count(*) FROM sessions WHERE user_id = $1", who) == 0
+    assert await sql.fetchval("SELECT count(*) FROM session_changes WHERE user_id = $1", who) == 0
+    assert await sql.fetchval("SELECT count(*) FROM user_feeds WHERE user_id = $1", who) == 0

@@ -1090,3 +1090,19 @@ class SessionClient:
         (a repeat removes nothing and reports zeros), so it is retried like a read."""
         request = pb.DeleteUserDataRequest(user_id=user_id)
         return await self._unary(self._user_data.DeleteUserData, request, retry=True)
+
+    async def export_user_data(self, user_id: str = "") -> AsyncIterator[str]:
+        """Everything stored of a user as JSON Lines (docs/export-format.md), one line (without its
+        line end) at a time as the server streams them; write each followed by "\\n" to get the file
+        `session-grpc import` restores. user_id empty: the caller's own (another user's needs the
+        admin scope). Not retried: a broken export is started again."""
+        call = self._user_data.ExportUserData(pb.ExportUserDataRequest(user_id=user_id),
+                                              metadata=self._call_metadata())
+        try:
+            async for response in call:
+                for line in response.lines:
+                    yield line
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()

@@ -1777,6 +1777,16 @@ type UserDataServiceClient interface {
 	// subject to the account standing check: a suspended or deleted account
 	// can still be erased. Open watches of the user's sessions end.
 	DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error)
+	// Everything stored of a user, as JSON Lines (the format of
+	// docs/export-format.md, versioned in its first line): their sessions with
+	// their messages (payloads in base64, exact costs as decimal strings),
+	// memories and request-id records, their state in every app, their budget,
+	// and their usage per app and month. Streamed page by page (never the whole
+	// user in memory); the lines of all responses, in order and each followed
+	// by a newline, are the file `session-grpc import` restores. A user exports
+	// their own data (an empty user_id is the caller's), an admin anyone's. Not
+	// a snapshot: writes landing while it runs may be in some pages only.
+	ExportUserData(ctx context.Context, in *ExportUserDataRequest, opts ...grpc.CallOption) (UserDataService_ExportUserDataClient, error)
 }
 
 type userDataServiceClient struct {
@@ -1796,6 +1806,38 @@ func (c *userDataServiceClient) DeleteUserData(ctx context.Context, in *DeleteUs
 	return out, nil
 }
 
+func (c *userDataServiceClient) ExportUserData(ctx context.Context, in *ExportUserDataRequest, opts ...grpc.CallOption) (UserDataService_ExportUserDataClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_UserDataService_serviceDesc.Streams[0], "/session.v1.UserDataService/ExportUserData", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &userDataServiceExportUserDataClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type UserDataService_ExportUserDataClient interface {
+	Recv() (*ExportUserDataResponse, error)
+	grpc.ClientStream
+}
+
+type userDataServiceExportUserDataClient struct {
+	grpc.ClientStream
+}
+
+func (x *userDataServiceExportUserDataClient) Recv() (*ExportUserDataResponse, error) {
+	m := new(ExportUserDataResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // UserDataServiceServer is the server API for UserDataService service.
 // All implementations must embed UnimplementedUserDataServiceServer
 // for forward compatibility
@@ -1812,6 +1854,16 @@ type UserDataServiceServer interface {
 	// subject to the account standing check: a suspended or deleted account
 	// can still be erased. Open watches of the user's sessions end.
 	DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error)
+	// Everything stored of a user, as JSON Lines (the format of
+	// docs/export-format.md, versioned in its first line): their sessions with
+	// their messages (payloads in base64, exact costs as decimal strings),
+	// memories and request-id records, their state in every app, their budget,
+	// and their usage per app and month. Streamed page by page (never the whole
+	// user in memory); the lines of all responses, in order and each followed
+	// by a newline, are the file `session-grpc import` restores. A user exports
+	// their own data (an empty user_id is the caller's), an admin anyone's. Not
+	// a snapshot: writes landing while it runs may be in some pages only.
+	ExportUserData(*ExportUserDataRequest, UserDataService_ExportUserDataServer) error
 	mustEmbedUnimplementedUserDataServiceServer()
 }
 
@@ -1821,6 +1873,9 @@ type UnimplementedUserDataServiceServer struct {
 
 func (UnimplementedUserDataServiceServer) DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteUserData not implemented")
+}
+func (UnimplementedUserDataServiceServer) ExportUserData(*ExportUserDataRequest, UserDataService_ExportUserDataServer) error {
+	return status.Errorf(codes.Unimplemented, "method ExportUserData not implemented")
 }
 func (UnimplementedUserDataServiceServer) mustEmbedUnimplementedUserDataServiceServer() {}
 
@@ -1853,6 +1908,27 @@ func _UserDataService_DeleteUserData_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _UserDataService_ExportUserData_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportUserDataRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(UserDataServiceServer).ExportUserData(m, &userDataServiceExportUserDataServer{stream})
+}
+
+type UserDataService_ExportUserDataServer interface {
+	Send(*ExportUserDataResponse) error
+	grpc.ServerStream
+}
+
+type userDataServiceExportUserDataServer struct {
+	grpc.ServerStream
+}
+
+func (x *userDataServiceExportUserDataServer) Send(m *ExportUserDataResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _UserDataService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "session.v1.UserDataService",
 	HandlerType: (*UserDataServiceServer)(nil),
@@ -1862,6 +1938,12 @@ var _UserDataService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _UserDataService_DeleteUserData_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportUserData",
+			Handler:       _UserDataService_ExportUserData_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "session/v1/session.proto",
 }

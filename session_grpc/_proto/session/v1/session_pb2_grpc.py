@@ -1730,6 +1730,11 @@ class UserDataServiceStub:
                 request_serializer=session_dot_v1_dot_session__pb2.DeleteUserDataRequest.SerializeToString,
                 response_deserializer=session_dot_v1_dot_session__pb2.DeleteUserDataResponse.FromString,
                 _registered_method=True)
+        self.ExportUserData = channel.unary_stream(
+                '/session.v1.UserDataService/ExportUserData',
+                request_serializer=session_dot_v1_dot_session__pb2.ExportUserDataRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.ExportUserDataResponse.FromString,
+                _registered_method=True)
 
 
 class UserDataServiceServicer:
@@ -1755,6 +1760,21 @@ class UserDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportUserData(self, request, context):
+        """Everything stored of a user, as JSON Lines (the format of
+        docs/export-format.md, versioned in its first line): their sessions with
+        their messages (payloads in base64, exact costs as decimal strings),
+        memories and request-id records, their state in every app, their budget,
+        and their usage per app and month. Streamed page by page (never the whole
+        user in memory); the lines of all responses, in order and each followed
+        by a newline, are the file `session-grpc import` restores. A user exports
+        their own data (an empty user_id is the caller's), an admin anyone's. Not
+        a snapshot: writes landing while it runs may be in some pages only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1762,6 +1782,11 @@ def add_UserDataServiceServicer_to_server(servicer, server):
                     servicer.DeleteUserData,
                     request_deserializer=session_dot_v1_dot_session__pb2.DeleteUserDataRequest.FromString,
                     response_serializer=session_dot_v1_dot_session__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ExportUserData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUserData,
+                    request_deserializer=session_dot_v1_dot_session__pb2.ExportUserDataRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.ExportUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1794,6 +1819,33 @@ class UserDataService:
             '/session.v1.UserDataService/DeleteUserData',
             session_dot_v1_dot_session__pb2.DeleteUserDataRequest.SerializeToString,
             session_dot_v1_dot_session__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/session.v1.UserDataService/ExportUserData',
+            session_dot_v1_dot_session__pb2.ExportUserDataRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.ExportUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

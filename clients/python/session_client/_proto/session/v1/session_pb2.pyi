@@ -1022,3 +1022,15 @@ class DeleteUserDataResponse(_message.Message):
     other_counts: _containers.ScalarMap[str, int]
     erase_time: _timestamp_pb2.Timestamp
     def __init__(self, session_count: _Optional[int] = ..., message_count: _Optional[int] = ..., memory_count: _Optional[int] = ..., user_state_count: _Optional[int] = ..., budget_count: _Optional[int] = ..., change_count: _Optional[int] = ..., other_counts: _Optional[_Mapping[str, int]] = ..., erase_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExportUserDataRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ExportUserDataResponse(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...
