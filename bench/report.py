@@ -92,6 +92,14 @@ def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
     ref32 = _med(_find(results, "add_message", "reference", top), "throughput")
     r = real32 / ref32 if real32 and ref32 else None
     target(f"add_message {top} >= 0.8 x reference", r, ">= 0.8", None if r is None else r >= 0.8)
+    # Group commit (SESSION_GROUP_COMMIT): on in "session-grpc", off in "session-grpc nogroup".
+    off32 = _med(_find(results, "add_message", "session-grpc nogroup", top), "throughput")
+    ratio(f"add_message {top} throughput group commit on / off", real32, off32)
+    r = real32 / ref32 if real32 and ref32 else None
+    target(f"add_message {top} with group commit >= 1.3 x reference", r, ">= 1.3", None if r is None else r >= 1.3)
+    p99, ref_p99 = (_med(_find(results, "add_message", name, top), "p99_ms") for name in ("session-grpc", "reference"))
+    r = p99 / ref_p99 if p99 and ref_p99 else None
+    target(f"add_message {top} p99 / reference p99 <= 1", r, "<= 1", None if r is None else r <= 1)
     p50 = _med(_find(results, "add_message", "session-grpc", "c=1"), "p50_ms")
     target("add_message c=1 p50 <= 1.5 ms", p50, "<= 1.5 ms", None if p50 is None else p50 <= 1.5)
     g_real = _med(_find(results, "get_session", "session-grpc", top), "throughput")

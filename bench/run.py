@@ -721,16 +721,29 @@ async def run(cfg: Config) -> dict[str, Any]:
             procs.append(reference)
             noop = start_process("noop", ["-m", "bench.reference_server", "--port", "{port}", "--noop"])
             procs.append(noop)
+            # The same server with group commit off, for the point workloads' on/off comparison.
+            nogroup = None
+            if want("point"):
+                nogroup = start_process(
+                    "session-grpc-nogroup", ["-m", "session_grpc", "serve"],
+                    {**server_env(urls["session"]), "SESSION_GROUP_COMMIT": "off"},
+                )
+                procs.append(nogroup)
+                await wait_ready(nogroup, health=True)
             await wait_ready(real, health=True)
             await wait_ready(reference, health=False)
             await wait_ready(noop, health=False)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{real.port}") as channel:
                 if want("point"):
                     servers = [("session-grpc", real), ("reference", reference), ("no-op", noop)]
+                    if nogroup is not None:
+                        servers.insert(1, ("session-grpc nogroup", nogroup))
                     if python_load:
                         await point_workloads(bench, [(n, p.port, p.pid) for n, p in servers], channel)
                     if go_load:
                         await go_point_workloads(bench, builder, [(n, p.port, p.pid) for n, p in servers], channel)
+                    if nogroup is not None:
+                        nogroup.stop()
                 if want("open"):
                     c32 = [
                         r["throughput"]["median"]

@@ -77,6 +77,11 @@ class Metrics:
             ("app_name",),
             registry=registry,
         )
+        self.append_group_size = Histogram(
+            "session_grpc_append_group_size",
+            "AddMessage calls written together by group commit (1: a call that ran alone).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=registry,
+        )
         self.soft_budget = Counter(
             "session_grpc_budget_soft_exceeded",
             "Appends that passed a soft budget limit (stored anyway), per app of the session and limit.",

@@ -19,6 +19,7 @@ from ._proto.session.v1 import session_pb2, session_pb2_grpc
 from .paging import PageTokens
 from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
+from .storage.group_commit import GroupCommit
 from .servicers.sessions import SessionServicer
 from .servicers.retention import RetentionServicer
 from .servicers.usage import UsageServicer
@@ -269,7 +270,10 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
         SessionServicer(db, tokens, limits, watches, reads=reads), server
     )
     session_pb2_grpc.add_MessageServiceServicer_to_server(
-        MessageServicer(db, tokens, limits, settings.search_config, reads=reads), server
+        MessageServicer(db, tokens, limits, settings.search_config, reads=reads, appends=GroupCommit(
+            db, enabled=settings.group_commit, max_group=settings.group_commit_max,
+            observe=observability.metrics.append_group_size.observe,
+        )), server
     )
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     session_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(db, limits), server)

@@ -101,6 +101,8 @@ MULTI_SHARD = {
     "retention.DELETE_MESSAGES": "the prune batch over those sessions' messages (session_id joined to the locked "
     "ids), and one feed row per session: the shards of the batch's sessions and their users' feed counters",
     "retention.COUNT_MESSAGES": "the prune dry run: an aggregate per shard over the app's sessions",
+    "group_commit.GROUP_APPEND": "group commit appends to the sessions of concurrent AddMessage calls in one "
+    "statement: under Citus a multi-shard statement (turn SESSION_GROUP_COMMIT off, or group per shard)",
 }
 """Statements that span shards by design, and why. Keyed by module.NAME (a dict of statements is
 one entry)."""
