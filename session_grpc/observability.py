@@ -86,6 +86,12 @@ class Metrics:
             "Appends that passed a soft budget limit (stored anyway), per app of the session and limit.",
             ("app_name", "limit"), registry=registry,
         )
+        self.pruned = Counter(
+            "session_grpc_pruned_rows",
+            "Rows the retention prune job removed, per app and rule (kind: closed_session_ttl counts sessions, "
+            "message_ttl and max_messages_per_session count messages).",
+            ("app_name", "kind"), registry=registry,
+        )
 
 
 class PoolCollector(Collector):

@@ -374,6 +374,21 @@ class Database:
                 raise domain from error
         raise AssertionError("unreachable")
 
+    @contextlib.asynccontextmanager
+    async def advisory_lock(self, key: int) -> AsyncIterator[bool]:
+        """Try the transaction-scoped advisory lock `key` on a connection of its own and hold it
+        until the block ends (True), or yield False at once when another session holds it.
+
+        The connection sits idle in a transaction that only holds the lock (no snapshot is kept
+        between statements in READ COMMITTED, no transaction id is taken), so it holds back
+        neither vacuum nor anyone but another holder of the key; the lock goes with the
+        transaction when the block ends or the connection drops. Transaction-scoped rather than a
+        session lock, so it also holds behind pgbouncer in transaction pooling mode, which keeps a
+        client on one server connection only for the length of a transaction."""
+        async with self._transaction() as conn:
+            held = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key)
+            yield bool(held)
+
     async def ping(self) -> bool:
         try:
             async with self.engine.connect() as conn:
