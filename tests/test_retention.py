@@ -469,3 +469,25 @@ async def test_a_prune_under_add_message_load_loses_nothing_it_should_keep(sessi
         assert [(r["sequence"], r["id"], r["tokens_used"]) for r in stored] == wanted
         assert await totals(sql, session_id) == (written, sum(t for _, _, t in acked), "0")
     assert removed == len(pruned) * (written - keep)
+
+
+async def test_a_watcher_sees_the_pruned_messages_go_as_messages_removed(sessions, messages, retention, service):
+    await set_policy(retention, "chat", max_messages_per_session=2)
+    session_id = await conversation(sessions, messages, 5)
+    await service.prune()
+    seen: list[pb.SessionChange] = []
+    call = sessions.WatchSession(pb.WatchSessionRequest(session_id=session_id, after_change_id=0))
+    try:
+        async with asyncio.timeout(20):
+            async for response in call:
+                if response.HasField("change"):
+                    seen.append(response.change)
+                if seen and seen[-1].kind == pb.CHANGE_KIND_MESSAGES_REMOVED:
+                    break
+    finally:
+        call.cancel()
+    kinds = [change.kind for change in seen]
+    assert kinds == [pb.CHANGE_KIND_SESSION_CREATED, pb.CHANGE_KIND_MESSAGE_ADDED, pb.CHANGE_KIND_MESSAGE_ADDED,
+                     pb.CHANGE_KIND_MESSAGES_REMOVED]
+    assert [change.message.sequence for change in seen[1:3]] == [4, 5]  # the pruned ones' changes are gone
+    assert seen[-1].session.message_count == 5  # frozen: the last sequence, not what is stored
