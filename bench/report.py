@@ -58,8 +58,8 @@ def _find(results: list[dict[str, Any]], workload: str, target: str, variant: st
 def _med(row: dict[str, Any] | None, key: str) -> float | None:
     if row is None:
         return None
-    value = row[key]["median"]
-    return None if value != value else value
+    value = (row.get(key) or {}).get("median")
+    return None if value is None or value != value else value
 
 
 def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
@@ -88,6 +88,21 @@ def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
         if one and base:
             ratio(f"{workload} {top} throughput 2 workers / 1 worker", _med(one, "throughput"), _med(base, "throughput"))
 
+    # Issue 14: the server's own cost per call, and throughput where the server is the bottleneck,
+    # against the reference measured in the same run; token mode (a cached token) as well.
+    for workload in ("add_message", "get_session"):
+        ref = _find(results, workload, "reference", top)
+        for server in ("session-grpc", "session-grpc token"):
+            real = _find(results, workload, server, top)
+            if real is None:
+                continue
+            per_cpu = ratio(f"{workload} {top} calls per server CPU-s {server} / reference",
+                            _med(real, "calls_per_server_cpu_s"), _med(ref, "calls_per_server_cpu_s"))
+            target(f"{workload} {top} calls per server CPU-s, {server} >= 0.9 x reference", per_cpu, ">= 0.9",
+                   None if per_cpu is None else per_cpu >= 0.9)
+            through = _med(real, "throughput") / _med(ref, "throughput") if _med(real, "throughput") and _med(ref, "throughput") else None
+            target(f"{workload} {top} throughput, {server} >= 0.9 x reference", through, ">= 0.9",
+                   None if through is None else through >= 0.9)
     real32 = _med(_find(results, "add_message", "session-grpc", top), "throughput")
     ref32 = _med(_find(results, "add_message", "reference", top), "throughput")
     r = real32 / ref32 if real32 and ref32 else None

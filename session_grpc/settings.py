@@ -91,6 +91,11 @@ class Settings:
     """SESSION_EXPIRY_INTERVAL: how often the server expires idle sessions; 0 turns it off."""
     expiry_idle: float = 86400.0
     """SESSION_EXPIRY_IDLE: idle time after which an ACTIVE session expires."""
+    prune_interval: float = 600.0
+    """SESSION_PRUNE_INTERVAL: how often the server applies the apps' retention policies (one replica at
+    a time); 0 turns it off. Nothing is removed from an app without a policy."""
+    prune_batch: int = 500
+    """SESSION_PRUNE_BATCH: rows the prune job removes per batch, each batch a short transaction of its own."""
     health_interval: float = 5.0
     """SESSION_HEALTH_INTERVAL: how often health checks the database."""
     shutdown_grace: float = 10.0
@@ -221,6 +226,8 @@ class Settings:
                 db_pool_timeout=_read(env, "SESSION_DB_POOL_TIMEOUT", cls.db_pool_timeout, parse_duration),
                 expiry_interval=_read(env, "SESSION_EXPIRY_INTERVAL", cls.expiry_interval, parse_duration),
                 expiry_idle=_read(env, "SESSION_EXPIRY_IDLE", cls.expiry_idle, parse_duration),
+                prune_interval=_read(env, "SESSION_PRUNE_INTERVAL", cls.prune_interval, parse_duration),
+                prune_batch=_read(env, "SESSION_PRUNE_BATCH", cls.prune_batch, _positive),
                 health_interval=_read(env, "SESSION_HEALTH_INTERVAL", cls.health_interval, parse_duration),
                 shutdown_grace=_read(env, "SESSION_SHUTDOWN_GRACE", cls.shutdown_grace, parse_duration),
                 shutdown_drain_delay=_read(
