@@ -1,4 +1,4 @@
-"""The `session-grpc` command: serve, migrate, expire, check, export, import.
+"""The `session-grpc` command: serve, migrate, expire, prune, check, export, import.
 
 Settings come from the environment (see README, "Configuration"). Without
 DATABASE_URL every subcommand uses the embedded PostgreSQL in
@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="idle time, e.g. 30m, 24h, 2d (default: SESSION_EXPIRY_IDLE, 24h)",
     )
 
+    prune_cmd = commands.add_parser(
+        "prune", help="apply the apps' retention policies once (or, with --dry-run, show what that would remove)",
+        description="Apply every app's retention policy once, in batches of SESSION_PRUNE_BATCH rows, and print "
+        "what was removed per app and rule. The server also does this itself every SESSION_PRUNE_INTERVAL; one "
+        "pass runs at a time (an advisory lock): when another is running this exits 1 having done nothing. "
+        "--dry-run removes nothing and prints what a pass starting now would remove.",
+    )
+    prune_cmd.add_argument("--dry-run", action="store_true", help="remove nothing; print what would be removed")
     export_cmd = commands.add_parser(
         "export", help="write everything of a user as JSON Lines (docs/export-format.md)",
         description="Write everything stored of one user (sessions, messages, memories, state, budget, usage) "
@@ -113,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(settings.sqlalchemy_url, args.action, args.revision))
         if args.command == "expire":
             return asyncio.run(_expire(settings, idle or settings.expiry_idle))
+        if args.command == "prune":
+            return asyncio.run(_prune(settings, args.dry_run))
         if args.command == "export":
             return asyncio.run(_export(settings, args.user, args.out))
         if args.command == "import":
@@ -149,6 +159,33 @@ async def _expire(settings: Settings, idle_seconds: float) -> int:
     finally:
         await db.close()
     print(f"expired {count} sessions idle for more than {format_duration(idle_seconds)}")
+    return EXIT_OK
+
+
+async def _prune(settings: Settings, dry: bool) -> int:
+    from . import pruning
+    from .domain.retention import Rule
+    from .storage.database import Database, create_engine
+
+    db = Database(create_engine(settings), settings.default_deadline)
+    started = time.monotonic()
+    try:
+        report = await (pruning.dry_run(db) if dry else pruning.prune(db, settings.prune_batch))
+    finally:
+        await db.close()
+    if report is None:
+        print("another prune pass is running (it holds the advisory lock); nothing done")
+        return EXIT_FAILED
+    verb = "would remove" if dry else "removed"
+    apps = sorted({app for app, _ in report.removed})
+    for app in apps:
+        for rule in Rule:
+            count = report.removed.get((app, rule), 0)
+            if count:
+                what = "sessions" if rule is Rule.CLOSED_SESSION_TTL else "messages"
+                print(f"{app}\t{rule.value}\t{verb} {count} {what}")
+    print(f"{'dry run: ' if dry else ''}{verb} {report.total} rows in all"
+          + ("" if dry else f" ({report.batches} batches, {time.monotonic() - started:.2f} s)"))
     return EXIT_OK
 
 

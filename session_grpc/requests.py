@@ -7,6 +7,7 @@ field). Every record of a session-scoped request carries the owner the call may 
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -51,6 +52,8 @@ COST_HINT = 'must be a non-negative decimal string like "0.00015" (at most 12 in
 
 def _struct(check: Violations, field: str, message: struct_pb2.Struct) -> dict[str, Any]:
     """A request's Struct as JSON values, checked for size first (cheap), then content."""
+    if not message.fields:
+        return {}  # nothing to check (most requests' metadata)
     if not check.struct_size(field, message.ByteSize()):
         return {}
     return check.json_object(field, from_struct(message))
@@ -85,15 +88,26 @@ def _state_delta(check: Violations, field: str, message: pb.StateDelta) -> recor
     return delta or None
 
 
-def state_delta(check: Violations, field: str, message: pb.ScopedStateDelta) -> records.ScopedStateDelta:
+def state_delta(
+    check: Violations, field: str, message: pb.ScopedStateDelta, present: bool = True
+) -> records.ScopedStateDelta:
     """The deltas of a write for the session, its user and its app (`field` names the request's
-    ScopedStateDelta in violations: "state_delta.user_state.set")."""
+    ScopedStateDelta in violations: "state_delta.user_state.set"). `present` False: the request
+    has no ScopedStateDelta at all, which changes nothing and has nothing to check (AddMessage's
+    usual case, answered without looking at the three scopes)."""
+    if not present:
+        return _no_state_delta(check.limits.struct_bytes)
     return records.ScopedStateDelta(
         session=_state_delta(check, f"{field}.session_state", message.session_state),
         user=_state_delta(check, f"{field}.user_state", message.user_state),
         app=_state_delta(check, f"{field}.app_state", message.app_state),
         max_bytes=check.limits.struct_bytes,
     )
+
+
+@functools.cache
+def _no_state_delta(max_bytes: int) -> records.ScopedStateDelta:
+    return records.ScopedStateDelta(max_bytes=max_bytes)
 
 
 def state_update(request: pb.UpdateStateRequest, limits: Limits = DEFAULT_LIMITS) -> records.StateUpdate:
@@ -212,7 +226,7 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
         payload=body.payload,
         payload_type=body.payload_type,
         event_time=body.event_time,
-        state_delta=state_delta(check, "state_delta", request.state_delta),
+        state_delta=state_delta(check, "state_delta", request.state_delta, request.HasField("state_delta")),
     )
     check.raise_if_any()
     return result

@@ -66,6 +66,9 @@ async def fresh_target(channel: grpc.aio.Channel, method: str) -> str:
     (with a memory when the RPC reads one), or bob himself (with a budget when the RPC reads one)."""
     if POLICIES[method].kind is Kind.OWNS_SESSION:
         return await bobs_session(channel, memory=method in rpcs.NEEDS_MEMORY)
+    if method in rpcs.NEEDS_RETENTION_POLICY:
+        await rpcs.call(channel, "/session.v1.RetentionService/SetRetentionPolicy",
+                        rpcs.request("/session.v1.RetentionService/SetRetentionPolicy"), "admin-token")
     if method in rpcs.NEEDS_BUDGET:
         admin = Stubs(channel, "admin-token")
         await admin.usage.SetBudget(

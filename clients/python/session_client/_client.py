@@ -244,6 +244,7 @@ class SessionClient:
         self._messages = rpc.MessageServiceStub(self._channel)
         self._memories = rpc.MemoryServiceStub(self._channel)
         self._usage = rpc.UsageServiceStub(self._channel)
+        self._retention = rpc.RetentionServiceStub(self._channel)
         self._user_data = rpc.UserDataServiceStub(self._channel)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -1046,6 +1047,39 @@ class SessionClient:
         request = pb.DeleteBudgetRequest(user_id=user_id, app_name=app_name)
         return (await self._unary(self._usage.DeleteBudget, request, retry=True)).deleted
 
+    # -- RetentionService (admin) ----------------------------------------------------------------
+
+    async def get_retention_policy(self, app_name: str) -> pb.RetentionPolicy:
+        """The retention policy of an app (admin). NotFound when it has none."""
+        request = pb.GetRetentionPolicyRequest(app_name=app_name)
+        return (await self._unary(self._retention.GetRetentionPolicy, request, retry=True)).policy
+
+    async def set_retention_policy(
+        self,
+        app_name: str,
+        *,
+        closed_session_ttl: timedelta | float | None = None,
+        message_ttl: timedelta | float | None = None,
+        max_messages_per_session: int | None = None,
+    ) -> pb.RetentionPolicy:
+        """Create or replace the retention policy of an app (admin): closed sessions last updated
+        longer ago than closed_session_ttl, messages older than message_ttl, and messages past the
+        newest max_messages_per_session of a session are deleted by the server's prune job. TTLs in
+        seconds or as timedelta; rules left at None are off (at least one must be set). Idempotent,
+        so it is retried like a read."""
+        policy = pb.RetentionPolicy(app_name=app_name)
+        for name, value in (("closed_session_ttl", closed_session_ttl), ("message_ttl", message_ttl)):
+            if value is not None:
+                getattr(policy, name).FromTimedelta(value if isinstance(value, timedelta) else timedelta(seconds=value))
+        if max_messages_per_session is not None:
+            policy.max_messages_per_session = max_messages_per_session
+        request = pb.SetRetentionPolicyRequest(policy=policy)
+        return (await self._unary(self._retention.SetRetentionPolicy, request, retry=True)).policy
+
+    async def delete_retention_policy(self, app_name: str) -> bool:
+        """Remove the retention policy of an app (admin); False when there was none."""
+        request = pb.DeleteRetentionPolicyRequest(app_name=app_name)
+        return (await self._unary(self._retention.DeleteRetentionPolicy, request, retry=True)).deleted
     # -- UserDataService -----------------------------------------------------------------------
 
     async def delete_user_data(self, user_id: str = "") -> pb.DeleteUserDataResponse:

@@ -1596,6 +1596,171 @@ var _UsageService_serviceDesc = grpc.ServiceDesc{
 	Metadata: "session/v1/session.proto",
 }
 
+// RetentionServiceClient is the client API for RetentionService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type RetentionServiceClient interface {
+	// The retention policy of an app. NOT_FOUND when it has none.
+	GetRetentionPolicy(ctx context.Context, in *GetRetentionPolicyRequest, opts ...grpc.CallOption) (*GetRetentionPolicyResponse, error)
+	// Creates or replaces the retention policy of an app. Idempotent: the same
+	// request leaves the same policy. Rules left unset are off.
+	SetRetentionPolicy(ctx context.Context, in *SetRetentionPolicyRequest, opts ...grpc.CallOption) (*SetRetentionPolicyResponse, error)
+	// Removes the retention policy of an app (nothing more is pruned from it);
+	// removing one that does not exist is not an error (deleted is false).
+	DeleteRetentionPolicy(ctx context.Context, in *DeleteRetentionPolicyRequest, opts ...grpc.CallOption) (*DeleteRetentionPolicyResponse, error)
+}
+
+type retentionServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRetentionServiceClient(cc grpc.ClientConnInterface) RetentionServiceClient {
+	return &retentionServiceClient{cc}
+}
+
+func (c *retentionServiceClient) GetRetentionPolicy(ctx context.Context, in *GetRetentionPolicyRequest, opts ...grpc.CallOption) (*GetRetentionPolicyResponse, error) {
+	out := new(GetRetentionPolicyResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.RetentionService/GetRetentionPolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *retentionServiceClient) SetRetentionPolicy(ctx context.Context, in *SetRetentionPolicyRequest, opts ...grpc.CallOption) (*SetRetentionPolicyResponse, error) {
+	out := new(SetRetentionPolicyResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.RetentionService/SetRetentionPolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *retentionServiceClient) DeleteRetentionPolicy(ctx context.Context, in *DeleteRetentionPolicyRequest, opts ...grpc.CallOption) (*DeleteRetentionPolicyResponse, error) {
+	out := new(DeleteRetentionPolicyResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.RetentionService/DeleteRetentionPolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RetentionServiceServer is the server API for RetentionService service.
+// All implementations must embed UnimplementedRetentionServiceServer
+// for forward compatibility
+type RetentionServiceServer interface {
+	// The retention policy of an app. NOT_FOUND when it has none.
+	GetRetentionPolicy(context.Context, *GetRetentionPolicyRequest) (*GetRetentionPolicyResponse, error)
+	// Creates or replaces the retention policy of an app. Idempotent: the same
+	// request leaves the same policy. Rules left unset are off.
+	SetRetentionPolicy(context.Context, *SetRetentionPolicyRequest) (*SetRetentionPolicyResponse, error)
+	// Removes the retention policy of an app (nothing more is pruned from it);
+	// removing one that does not exist is not an error (deleted is false).
+	DeleteRetentionPolicy(context.Context, *DeleteRetentionPolicyRequest) (*DeleteRetentionPolicyResponse, error)
+	mustEmbedUnimplementedRetentionServiceServer()
+}
+
+// UnimplementedRetentionServiceServer must be embedded to have forward compatible implementations.
+type UnimplementedRetentionServiceServer struct {
+}
+
+func (UnimplementedRetentionServiceServer) GetRetentionPolicy(context.Context, *GetRetentionPolicyRequest) (*GetRetentionPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetRetentionPolicy not implemented")
+}
+func (UnimplementedRetentionServiceServer) SetRetentionPolicy(context.Context, *SetRetentionPolicyRequest) (*SetRetentionPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetRetentionPolicy not implemented")
+}
+func (UnimplementedRetentionServiceServer) DeleteRetentionPolicy(context.Context, *DeleteRetentionPolicyRequest) (*DeleteRetentionPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteRetentionPolicy not implemented")
+}
+func (UnimplementedRetentionServiceServer) mustEmbedUnimplementedRetentionServiceServer() {}
+
+// UnsafeRetentionServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RetentionServiceServer will
+// result in compilation errors.
+type UnsafeRetentionServiceServer interface {
+	mustEmbedUnimplementedRetentionServiceServer()
+}
+
+func RegisterRetentionServiceServer(s *grpc.Server, srv RetentionServiceServer) {
+	s.RegisterService(&_RetentionService_serviceDesc, srv)
+}
+
+func _RetentionService_GetRetentionPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRetentionPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RetentionServiceServer).GetRetentionPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.RetentionService/GetRetentionPolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RetentionServiceServer).GetRetentionPolicy(ctx, req.(*GetRetentionPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RetentionService_SetRetentionPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRetentionPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RetentionServiceServer).SetRetentionPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.RetentionService/SetRetentionPolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RetentionServiceServer).SetRetentionPolicy(ctx, req.(*SetRetentionPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RetentionService_DeleteRetentionPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRetentionPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RetentionServiceServer).DeleteRetentionPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.RetentionService/DeleteRetentionPolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RetentionServiceServer).DeleteRetentionPolicy(ctx, req.(*DeleteRetentionPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+var _RetentionService_serviceDesc = grpc.ServiceDesc{
+	ServiceName: "session.v1.RetentionService",
+	HandlerType: (*RetentionServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetRetentionPolicy",
+			Handler:    _RetentionService_GetRetentionPolicy_Handler,
+		},
+		{
+			MethodName: "SetRetentionPolicy",
+			Handler:    _RetentionService_SetRetentionPolicy_Handler,
+		},
+		{
+			MethodName: "DeleteRetentionPolicy",
+			Handler:    _RetentionService_DeleteRetentionPolicy_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "session/v1/session.proto",
+}
+
 // UserDataServiceClient is the client API for UserDataService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
