@@ -38,6 +38,10 @@ def usage(channel: grpc.aio.Channel) -> rpc.UsageServiceStub:
     return rpc.UsageServiceStub(channel)
 
 
+def seconds_since_epoch(value: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=value)
+
+
 def seconds(value: int) -> duration_pb2.Duration:
     return duration_pb2.Duration(seconds=value)
 
@@ -217,6 +221,27 @@ async def test_max_messages_per_session_keeps_the_newest_n(sessions, messages, r
     assert await sequences(sql, long) == [9, 10, 11]
     nothing = await service.prune()
     assert nothing is not None and nothing.removed == {}
+
+
+async def test_a_pruned_session_lists_newest_first_without_an_empty_last_page(
+    sessions, messages, retention, service, sql
+):
+    await set_policy(retention, "chat", max_messages_per_session=4)
+    sid = await conversation(sessions, messages, 10)
+    await service.prune()
+    for request in (
+        pb.ListMessagesRequest(session_id=sid, order_by="sequence desc", page_size=2),
+        pb.ListMessagesRequest(session_id=sid, order_by="sequence desc", page_size=2, start_time=seconds_since_epoch(0)),
+    ):
+        pages, token = [], ""
+        while True:
+            request.page_token = token
+            page = await messages.ListMessages(request)
+            pages.append([m.sequence for m in page.messages])
+            token = page.next_page_token
+            if not token:
+                break
+        assert pages == [[10, 9], [8, 7]]
 
 
 async def test_a_pass_works_in_batches_of_at_most_the_batch_size(sessions, messages, retention, service, sql):

@@ -182,9 +182,13 @@ LEFT JOIN LATERAL (
 ) m ON true
 WHERE s.id = $1 AND {owned(4, "s.user_id")}
 """
-_PAGE = "SELECT s.message_count, m.* FROM sessions s" + _PAGE_ROWS
-PAGE_ASCENDING = _PAGE.format(op=">", order="ASC", floor="")
-PAGE_DESCENDING = _PAGE.format(op="<", order="DESC", floor="")
+_PAGE = "SELECT s.message_count{first}, m.* FROM sessions s" + _PAGE_ROWS
+# Newest first, a page is the last when it reaches the oldest message stored: sequence 1, unless
+# retention pruned the oldest (messages left are then a gapless run ending at message_count; one
+# probe of the sequence index finds where it starts).
+_FIRST_STORED = ", (SELECT min(f.sequence) FROM messages f WHERE f.session_id = $1) AS first_stored"
+PAGE_ASCENDING = _PAGE.format(op=">", order="ASC", floor="", first="")
+PAGE_DESCENDING = _PAGE.format(op="<", order="DESC", floor="", first=_FIRST_STORED)
 
 # The same page of a filtered listing (start_time $6, recent_count $7; NULL for unset). Both
 # filters are a lower bound on the sequence, since sequences are gapless from 1 and a message's
@@ -200,11 +204,11 @@ _FROM = """
         s.message_count + 1) END
 """
 _FILTERED = f"""
-SELECT s.message_count, b.floor, m.* FROM sessions s
+SELECT s.message_count, b.floor{{first}}, m.* FROM sessions s
 CROSS JOIN LATERAL (SELECT greatest(s.message_count - $7::bigint + 1, {_FROM}) AS floor OFFSET 0) b
 """ + _PAGE_ROWS
-FILTERED_ASCENDING = _FILTERED.format(op=">", order="ASC", floor=" AND sequence >= b.floor")
-FILTERED_DESCENDING = _FILTERED.format(op="<", order="DESC", floor=" AND sequence >= b.floor")
+FILTERED_ASCENDING = _FILTERED.format(op=">", order="ASC", floor=" AND sequence >= b.floor", first="")
+FILTERED_DESCENDING = _FILTERED.format(op="<", order="DESC", floor=" AND sequence >= b.floor", first=_FIRST_STORED)
 
 # The same page with an event-time filter ($8; event_time_start), which is a filter of rows: event
 # times are the writer's and need not follow the sequence. $6 bounds the sequence as above; the
@@ -382,7 +386,10 @@ async def list_messages(conn: asyncpg.Connection, query: MessagesQuery) -> Page[
     messages = [rows.message(row) for row in found if row["id"] is not None]
     count = found[0]["message_count"]
     floor = found[0]["floor"] if filtered else 1
-    # Sequences are gapless from 1 to the message count: whether more follow is in the last one.
+    if query.descending:
+        floor = max(floor, found[0]["first_stored"] or 1)
+    # The sequences stored are gapless (from 1, or from the first retention left) to the message
+    # count: whether more follow is in the last one.
     more = bool(messages) and (messages[-1].sequence > floor if query.descending else messages[-1].sequence < count)
     return Page(messages, more, count)
 
