@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed bench-search bench-usage bench-partitions chaos chaos-failover
+.PHONY: install run test lint proto proto-check go go-check migrate lock clean bench bench-quick bench-feed bench-search bench-usage bench-prune bench-userdata bench-partitions chaos chaos-failover
 
 install: $(STAMP)
 
@@ -96,6 +96,13 @@ bench-search: $(STAMP)
 # (bench/usage.py; BENCH_BEFORE_ROOT=<a checkout of main> serves the "before" with main's code).
 bench-usage: $(STAMP)
 	$(BIN)/python -m bench.usage $(BENCH_ARGS)
+
+# The retention prune job: rows/s removed, and AddMessage p50/p99 with and without a pass running.
+bench-prune: $(STAMP)
+	$(BIN)/python -m bench.prune $(BENCH_ARGS)
+
+bench-userdata: $(STAMP)
+	$(BIN)/python -m bench.userdata $(BENCH_ARGS)
 
 # messages partitioned by hash of session_id against one table, the same rows, interleaved
 # (bench/partitions.py; --explain prints the hot statements' plans on the partitioned table).

@@ -79,6 +79,10 @@ class Builder:
             self._tmp.cleanup()
 
 
+# The result is one JSON line with every call's latency: at c=32 it passes asyncio's 64 KiB line limit.
+_RESULT_LINE_LIMIT = 256 * 1024 * 1024
+
+
 async def run(
     binary: Path,
     port: int,
@@ -91,6 +95,7 @@ async def run(
     process = await asyncio.create_subprocess_exec(
         str(binary), "-addr", f"127.0.0.1:{port}", "-linger", *args,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        limit=_RESULT_LINE_LIMIT,
     )
     assert process.stdin is not None and process.stdout is not None and process.stderr is not None
     cpu: dict[str, float] = {}

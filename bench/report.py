@@ -58,8 +58,8 @@ def _find(results: list[dict[str, Any]], workload: str, target: str, variant: st
 def _med(row: dict[str, Any] | None, key: str) -> float | None:
     if row is None:
         return None
-    value = row[key]["median"]
-    return None if value != value else value
+    value = (row.get(key) or {}).get("median")
+    return None if value is None or value != value else value
 
 
 def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
@@ -88,10 +88,33 @@ def comparisons(results: list[dict[str, Any]], cfg: Any) -> dict[str, Any]:
         if one and base:
             ratio(f"{workload} {top} throughput 2 workers / 1 worker", _med(one, "throughput"), _med(base, "throughput"))
 
+    # Issue 14: the server's own cost per call, and throughput where the server is the bottleneck,
+    # against the reference measured in the same run; token mode (a cached token) as well.
+    for workload in ("add_message", "get_session"):
+        ref = _find(results, workload, "reference", top)
+        for server in ("session-grpc", "session-grpc token"):
+            real = _find(results, workload, server, top)
+            if real is None:
+                continue
+            per_cpu = ratio(f"{workload} {top} calls per server CPU-s {server} / reference",
+                            _med(real, "calls_per_server_cpu_s"), _med(ref, "calls_per_server_cpu_s"))
+            target(f"{workload} {top} calls per server CPU-s, {server} >= 0.9 x reference", per_cpu, ">= 0.9",
+                   None if per_cpu is None else per_cpu >= 0.9)
+            through = _med(real, "throughput") / _med(ref, "throughput") if _med(real, "throughput") and _med(ref, "throughput") else None
+            target(f"{workload} {top} throughput, {server} >= 0.9 x reference", through, ">= 0.9",
+                   None if through is None else through >= 0.9)
     real32 = _med(_find(results, "add_message", "session-grpc", top), "throughput")
     ref32 = _med(_find(results, "add_message", "reference", top), "throughput")
     r = real32 / ref32 if real32 and ref32 else None
     target(f"add_message {top} >= 0.8 x reference", r, ">= 0.8", None if r is None else r >= 0.8)
+    # Group commit (SESSION_GROUP_COMMIT): on in "session-grpc", off in "session-grpc nogroup".
+    off32 = _med(_find(results, "add_message", "session-grpc nogroup", top), "throughput")
+    ratio(f"add_message {top} throughput group commit on / off", real32, off32)
+    r = real32 / ref32 if real32 and ref32 else None
+    target(f"add_message {top} with group commit >= 1.3 x reference", r, ">= 1.3", None if r is None else r >= 1.3)
+    p99, ref_p99 = (_med(_find(results, "add_message", name, top), "p99_ms") for name in ("session-grpc", "reference"))
+    r = p99 / ref_p99 if p99 and ref_p99 else None
+    target(f"add_message {top} p99 / reference p99 <= 1", r, "<= 1", None if r is None else r <= 1)
     p50 = _med(_find(results, "add_message", "session-grpc", "c=1"), "p50_ms")
     target("add_message c=1 p50 <= 1.5 ms", p50, "<= 1.5 ms", None if p50 is None else p50 <= 1.5)
     g_real = _med(_find(results, "get_session", "session-grpc", top), "throughput")

@@ -14,6 +14,11 @@ measurements:
   box's load touches both alike): the throughput, and the CPU per call of the server and of
   PostgreSQL, where the trigger runs.
 
+- The append statement alone (storage/messages.py's ADD_MESSAGES, one message), 1,000 times in a
+  row on one connection, trigger on and off interleaved: PostgreSQL's CPU per append, read from
+  the backend's /proc entry. No gRPC, no client, no other calls: the trigger's own cost, with far
+  less noise than the end-to-end rows on a shared box.
+
 Record the load average with any figure (printed at the start and the end).
 """
 
@@ -22,6 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
+import uuid
 from typing import Any
 
 import asyncpg
@@ -45,6 +52,40 @@ async def set_triggers(url: str, enabled: bool) -> None:
             await conn.execute(f"ALTER TABLE messages {'ENABLE' if enabled else 'DISABLE'} TRIGGER {name}")
     finally:
         await conn.close()
+
+
+async def statement_cpu(url: str, reps: int, count: int) -> dict[str, list[float]]:
+    """PostgreSQL CPU microseconds per append statement, trigger on and off (`reps` each, interleaved)."""
+    from session_grpc.storage import messages as storage_messages
+
+    conn = await asyncpg.connect(url)
+    found: dict[str, list[float]] = {"trigger on": [], "trigger off": []}
+    try:
+        backend = await conn.fetchval("SELECT pg_backend_pid()")
+        ids = [str(uuid.uuid4()) for _ in range(32)]
+        await conn.execute(
+            "INSERT INTO sessions (id, user_id, status) SELECT unnest($1::uuid[]), 'statement-user', 'active'", ids
+        )
+
+        async def append(n: int) -> None:
+            await conn.fetch(
+                storage_messages.ADD_MESSAGES, [str(uuid.uuid4())], ids[n % len(ids)], ["user"], ["chat"],
+                [seed.USER_CONTENT], ["12"], ["0.00015"], ["{}"], [None], None, None, 0, None, [None], [None], [None],
+            )
+
+        for n in range(200):  # warm the plan cache and the trigger's
+            await append(n)
+        for _ in range(reps):
+            for variant in found:
+                await set_triggers(url, variant == "trigger on")
+                before = procstat.cpu_seconds(backend)
+                for n in range(count):
+                    await append(n)
+                found[variant].append((procstat.cpu_seconds(backend) - before) / count * 1e6)
+        await set_triggers(url, True)
+    finally:
+        await conn.close()
+    return found
 
 
 def per_call(row: dict[str, Any], group: str) -> float | None:
@@ -112,7 +153,11 @@ async def run(cfg: Config, messages_count: int) -> None:
         finally:
             server.stop()
             builder.close()
+        cpu = await statement_cpu(urls["session"], cfg.reps, 1000 if not cfg.quick else 100)
     print(f"\n# load generator: {'go' if why is None else 'python (' + why + ')'}")
+    print("# PostgreSQL CPU per append statement alone (us; median [min-max] of the repetitions):")
+    for variant, values in cpu.items():
+        print(f"#   {variant}: {statistics.median(values):.0f} [{min(values):.0f}-{max(values):.0f}]")
     print("# CPU microseconds per AddMessage (server / PostgreSQL), throughput ratio on / off:")
     for concurrency in (1, 32):
         on, off = rows[("trigger on", concurrency)], rows[("trigger off", concurrency)]

@@ -46,6 +46,10 @@ RESULTS = ROOT / "bench" / "results"
 # so the peer's dependencies never reach them; else from this interpreter.
 SERVER_PYTHON = os.environ.get("BENCH_SERVER_PYTHON") or sys.executable
 CLIENT_BOUND = 0.85  # share of one core above which the load generator limits the run
+QUIET_LOAD = 1.5
+"""A run whose 1-minute load average before it is at or above this was taken on a busy machine:
+its numbers do not become docs/performance.md's "latest" without --force (issue 14)."""
+DOCS = ROOT / "docs" / "performance.md"
 
 
 @dataclass
@@ -61,12 +65,19 @@ class Config:
     timed_count: int = 200
     fork_messages: int = 10_000
     peer: bool = True
+    token: bool = True
+    """The point workloads also against session-grpc in token mode (a cached bearer token)."""
     chart: bool = True
     workers: tuple[int, ...] = (1, 2)
     only: frozenset[str] = frozenset()
     out: Path = RESULTS
-    loadgen: str = "python"
-    """Which load generator drives the point and stream workloads: python, go (bench/goload) or both."""
+    docs: bool = False
+    """Write the run into docs/performance.md's "latest" block (and docs/perf/), when quiet enough."""
+    force: bool = False
+    """Write the docs even from a run on a busy machine (load average >= QUIET_LOAD before it)."""
+    loadgen: str = "both"
+    """Which load generator drives the point and stream workloads: python, go (bench/goload) or both
+    (the Go rows are skipped with a note when Go is missing)."""
 
     @classmethod
     def quick_mode(cls, **overrides: Any) -> Config:
@@ -110,24 +121,27 @@ class Proc:
                 self.process.wait()
 
 
-def start_process(name: str, args: list[str], env: dict[str, str] | None = None) -> Proc:
+def start_process(name: str, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> Proc:
     port = free_port()
     full_env = {**os.environ, **(env or {})}
     argv = [SERVER_PYTHON, *[a.replace("{port}", str(port)) for a in args]]
     full_env = {k: v.replace("{port}", str(port)) for k, v in full_env.items()}
     log = open(RESULTS / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
     # BENCH_SERVER_ROOT runs the servers from another tree (an older commit, for before/after numbers)
-    cwd = os.environ.get("BENCH_SERVER_ROOT") or ROOT
+    cwd = cwd or os.environ.get("BENCH_SERVER_ROOT") or ROOT
     process = subprocess.Popen(argv, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     return Proc(name, process, port)
 
 
 async def wait_ready(proc: Proc, health: bool, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+    """Until the server answers (health SERVING, or a connection at all); a server that exits or
+    does not answer in `timeout` seconds fails the run with the end of its log in the message."""
+    began = time.monotonic()
+    deadline = began + timeout
     async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
         while True:
             if proc.process.poll() is not None:
-                raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}; see {RESULTS}/{proc.name}.log")
+                raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}\n{log_tail(proc)}")
             try:
                 if health:
                     reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
@@ -139,8 +153,21 @@ async def wait_ready(proc: Proc, health: bool, timeout: float = 60.0) -> None:
             except (grpc.aio.AioRpcError, asyncio.TimeoutError):
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"{proc.name} did not become ready in {timeout}s")
+                raise RuntimeError(
+                    f"{proc.name} did not become ready in {timeout:.0f} s (load average "
+                    f"{os.getloadavg()[0]:.2f})\n{log_tail(proc)}"
+                )
             await asyncio.sleep(0.1)
+
+
+def log_tail(proc: Proc, lines: int = 40) -> str:
+    """The last lines of a server's log (bench/results/<name>.log), to say why it failed."""
+    path = RESULTS / f"{proc.name}.log"
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError as error:
+        return f"(no log: {error})"
+    return f"--- last {len(text)} lines of {path} ---\n" + "\n".join(text) + "\n---"
 
 
 def supports_workers() -> bool:
@@ -295,13 +322,16 @@ async def point_workloads(
     real: grpc.aio.Channel,
     concurrencies: tuple[int, ...] | None = None,
     connections: int = 1,
+    metadata: dict[str, tuple[tuple[str, str], ...]] | None = None,
 ) -> None:
     """add_message at each concurrency and get_session hot reads, against each (name, port, pid)
-    server, their repetitions interleaved.
+    server, their repetitions interleaved; `metadata` per server name is sent with each call (the
+    token-mode server's bearer token).
 
     With several connections the callers are spread over that many channels (each its own
     TCP connection), which --workers needs: the kernel balances connections, not calls.
     """
+    sent = metadata or {}
     cfg = bench.config
     concurrencies = concurrencies or cfg.concurrencies
     creator = session_pb2_grpc.SessionServiceStub(real)  # sessions are made through session-grpc
@@ -321,8 +351,10 @@ async def point_workloads(
                 async def make_ops() -> list[loadgen.Operation]:
                     ids = await new_sessions(creator, concurrency)
                     stubs = messages[name]
+                    md = sent.get(name)
                     return [
-                        lambda r=request_for(s), m=stubs[i % connections]: m.AddMessage(r) for i, s in enumerate(ids)
+                        lambda r=request_for(s), m=stubs[i % connections]: m.AddMessage(r, metadata=md)
+                        for i, s in enumerate(ids)
                     ]
 
                 return make_ops
@@ -335,9 +367,11 @@ async def point_workloads(
 
             def reader(name: str, concurrency: int = concurrency):
                 async def make_reads() -> list[loadgen.Operation]:
-                    stubs = readers[name]
+                    stubs, md = readers[name], sent.get(name)
                     return [
-                        lambda r=pb.GetSessionRequest(session_id=hot[i]), st=stubs[i % connections]: st.GetSession(r)
+                        lambda r=pb.GetSessionRequest(session_id=hot[i]), st=stubs[i % connections]: (
+                            st.GetSession(r, metadata=md)
+                        )
                         for i in range(concurrency)
                     ]
 
@@ -677,6 +711,31 @@ async def seed_big(url: str, cfg: Config) -> dict[str, str]:
         await conn.close()
 
 
+TOKEN_SERVER = "session-grpc token"
+BENCH_TOKEN = "bench-token"
+
+
+def start_token_server(url: str, procs: list[Proc]) -> Proc:
+    """session-grpc in token mode (SESSION_AUTH_MODE=token) beside the dev auth service, whose one
+    token is bench-user's: the point workloads' sessions are bench-user's, so every call passes
+    the owner filter. After the first call the token is in the server's cache: the row measures a
+    token-mode call with a cached token, the steady state."""
+    accounts = RESULTS / "bench-accounts.json"
+    accounts.write_text(json.dumps({
+        "accounts": [{"user_id": "bench-user", "status": "active"}],
+        "tokens": [{"token": BENCH_TOKEN, "user_id": "bench-user", "scopes": [], "expires_in": 86400}],
+    }))
+    auth = start_process("devservices", ["-m", "session_grpc.devservices", "--accounts", str(accounts), "--port", "{port}"])
+    procs.append(auth)
+    env = {
+        **server_env(url), "SESSION_AUTH_MODE": "token", "SESSION_AUTH_ADDRESS": f"127.0.0.1:{auth.port}",
+        "SESSION_ALLOW_PLAINTEXT": "true", "SESSION_PAGE_TOKEN_SECRET": "bench-page-token-secret-" + "0" * 16,
+    }
+    token = start_process("session-grpc-token", ["-m", "session_grpc", "serve"], env)
+    procs.append(token)
+    return token
+
+
 def server_env(url: str) -> dict[str, str]:
     return {
         "DATABASE_URL": url,
@@ -689,6 +748,10 @@ def server_env(url: str) -> dict[str, str]:
         # flight: a new PostgreSQL backend per burst call (see docs/performance.md).
         "SESSION_DB_POOL_SIZE": os.environ.get("SESSION_DB_POOL_SIZE", "20"),
         "SESSION_DB_MAX_OVERFLOW": os.environ.get("SESSION_DB_MAX_OVERFLOW", "0"),
+        # The service's 1 s connect bound is for production; on a box this loaded a fresh cluster's
+        # first connections can take longer, and the server would stay NOT_SERVING (retrying every
+        # SESSION_HEALTH_INTERVAL) past wait_ready's minute. The bench measures calls, not connects.
+        "SESSION_DB_CONNECT_TIMEOUT": os.environ.get("SESSION_DB_CONNECT_TIMEOUT", "10"),
     }
 
 
@@ -709,6 +772,9 @@ async def run(cfg: Config) -> dict[str, Any]:
         urls = await prepare(url)
         bench = Bench(cfg, urls["session"], procstat.postmaster_pid(data_dir), notes=notes)
         print(f"# {report.machine()} load average {load_before[0]:.2f}", flush=True)
+        if load_before[0] >= QUIET_LOAD:
+            print(f"# load average {load_before[0]:.2f} >= {QUIET_LOAD}: a busy machine; these numbers will not become "
+                  "docs/performance.md's latest without --force", flush=True)
         print(report.header(), flush=True)
         procs: list[Proc] = []
         try:
@@ -720,16 +786,37 @@ async def run(cfg: Config) -> dict[str, Any]:
             procs.append(reference)
             noop = start_process("noop", ["-m", "bench.reference_server", "--port", "{port}", "--noop"])
             procs.append(noop)
+            # The same server with group commit off, for the point workloads' on/off comparison.
+            nogroup = None
+            if want("point"):
+                nogroup = start_process(
+                    "session-grpc-nogroup", ["-m", "session_grpc", "serve"],
+                    {**server_env(urls["session"]), "SESSION_GROUP_COMMIT": "off"},
+                )
+                procs.append(nogroup)
+                await wait_ready(nogroup, health=True)
+            token = start_token_server(urls["session"], procs) if want("point") and cfg.token and python_load else None
             await wait_ready(real, health=True)
             await wait_ready(reference, health=False)
             await wait_ready(noop, health=False)
+            if token is not None:
+                await wait_ready(token, health=True)
             async with grpc.aio.insecure_channel(f"127.0.0.1:{real.port}") as channel:
                 if want("point"):
                     servers = [("session-grpc", real), ("reference", reference), ("no-op", noop)]
+                    if nogroup is not None:
+                        servers.insert(1, ("session-grpc nogroup", nogroup))
                     if python_load:
-                        await point_workloads(bench, [(n, p.port, p.pid) for n, p in servers], channel)
+                        # the token-mode server beside session-grpc (the Go generator sends no token)
+                        with_token = servers[:1] + ([(TOKEN_SERVER, token)] if token is not None else []) + servers[1:]
+                        await point_workloads(
+                            bench, [(n, p.port, p.pid) for n, p in with_token], channel,
+                            metadata={TOKEN_SERVER: (("authorization", f"Bearer {BENCH_TOKEN}"),)},
+                        )
                     if go_load:
                         await go_point_workloads(bench, builder, [(n, p.port, p.pid) for n, p in servers], channel)
+                    if nogroup is not None:
+                        nogroup.stop()
                 if want("open"):
                     c32 = [
                         r["throughput"]["median"]
@@ -826,11 +913,43 @@ async def run(cfg: Config) -> dict[str, Any]:
             print(f"# chart: {chart}")
         else:
             print("# chart skipped: matplotlib is not installed (make bench installs it)")
+    if cfg.docs:
+        write_docs(result, cfg)
     for note in bench.notes:
         print(f"# note: {note}")
     print(f"# results: {cfg.out / f'{name}-latest.json'}; wall {result['wall_seconds']:.0f}s; "
           f"load average {load_before[0]:.2f} before, {result['load_average_after'][0]:.2f} after")
     return result
+
+
+def write_docs(result: dict[str, Any], cfg: Config) -> bool:
+    """Put the run between docs/performance.md's LATEST markers and its JSON (and chart) in
+    docs/perf/, unless the machine was busy when it began (then say so and write nothing)."""
+    load = result["load_average_before"][0]
+    if load >= QUIET_LOAD and not cfg.force:
+        print(f"# docs/performance.md NOT written: the load average was {load:.2f} before the run (>= {QUIET_LOAD}); "
+              "rerun on a quiet machine, or pass --force to write it anyway", flush=True)
+        return False
+    text = DOCS.read_text()
+    begin, end = "<!-- LATEST -->", "<!-- /LATEST -->"
+    if begin not in text or end not in text:
+        print(f"# docs/performance.md NOT written: no {begin} ... {end} block in it", flush=True)
+        return False
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    body = report.markdown(result)
+    if load >= QUIET_LOAD:
+        body = f"**Written with --force from a busy machine (load average {load:.2f} before the run).**\n\n" + body
+    DOCS.write_text(f"{head}{begin}\n{body.strip()}\n{end}{tail}")
+    perf = DOCS.parent / "perf"
+    perf.mkdir(exist_ok=True)
+    name = "quick" if cfg.quick else "bench"
+    (perf / "bench-latest.json").write_text(json.dumps(result, indent=2))
+    chart = cfg.out / f"{name}-latest.png"
+    if chart.exists():
+        (perf / "bench-latest.png").write_bytes(chart.read_bytes())
+    print(f"# docs/performance.md's latest written (load average {load:.2f} before the run)", flush=True)
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -845,14 +964,21 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list among point,open,chat,history,big,memory,adk,pgbouncer,workers,peer",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--no-token", action="store_true", help="skip the token-mode server in the point workloads")
     parser.add_argument(
-        "--loadgen", choices=("python", "go", "both"), default="python",
+        "--docs", action="store_true",
+        help=f"write the run into docs/performance.md's latest block (refused at load average >= {QUIET_LOAD})",
+    )
+    parser.add_argument("--force", action="store_true", help="with --docs: write even from a busy machine")
+    parser.add_argument(
+        "--loadgen", choices=("python", "go", "both"), default="both",
         help="the load generator of the point and stream workloads: this process (python), the Go one "
         "(bench/goload, built offline with Debian's Go packages; its rows are named go ...), or both",
     )
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {
-        "peer": not args.no_peer, "chart": not args.no_chart, "out": args.out, "loadgen": args.loadgen,
+        "peer": not args.no_peer, "chart": not args.no_chart, "out": args.out, "token": not args.no_token,
+        "docs": args.docs, "force": args.force, "loadgen": args.loadgen,
     }
     if args.reps:
         overrides["reps"] = args.reps

@@ -283,22 +283,23 @@ class Fuzzer:
                     self.report.violations.append(f"{scope} state key {key!r:.40} not deleted by UpdateState")
 
     def run(self, examples: int, seed: int | None = None) -> FuzzReport:
-        """`examples` random requests over all RPCs; the same ones every run unless a seed is given."""
-        strategy = st.sampled_from(self.methods).flatmap(
-            lambda pm: st.tuples(st.just(pm[0]), st.just(pm[1]), self.message(pm[1].input_type))
-        )
+        """`examples` random requests shared out evenly over all RPCs (each gets its share, so none
+        is left out whatever the draw); the same ones every run unless a seed is given."""
+        share = -(-examples // len(self.methods))
+        for path, method in self.methods:
+            self._run_one(path, method, share, seed)
+        return self.report
 
+    def _run_one(self, path: str, method: d.MethodDescriptor, examples: int, seed: int | None) -> None:
         @settings(max_examples=examples, deadline=None, database=None, derandomize=seed is None,
                   suppress_health_check=list(HealthCheck), print_blob=False)
-        @given(strategy)
-        def property_(case: tuple[str, d.MethodDescriptor, Any]) -> None:
-            path, method, request = case
+        @given(self.message(method.input_type))
+        def property_(request: Any) -> None:
             self.call(path, method, request)
 
         if seed is not None:
             property_ = hypothesis.seed(seed)(property_)
         property_()
-        return self.report
 
 
 def _over_budget(error: grpc.RpcError) -> bool:

@@ -1,4 +1,4 @@
-"""The `session-grpc` command: serve, migrate, expire, check.
+"""The `session-grpc` command: serve, migrate, expire, prune, check, export, import.
 
 Settings come from the environment (see README, "Configuration"). Without
 DATABASE_URL every subcommand uses the embedded PostgreSQL in
@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import timedelta
 
@@ -66,6 +68,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="idle time, e.g. 30m, 24h, 2d (default: SESSION_EXPIRY_IDLE, 24h)",
     )
 
+    prune_cmd = commands.add_parser(
+        "prune", help="apply the apps' retention policies once (or, with --dry-run, show what that would remove)",
+        description="Apply every app's retention policy once, in batches of SESSION_PRUNE_BATCH rows, and print "
+        "what was removed per app and rule. The server also does this itself every SESSION_PRUNE_INTERVAL; one "
+        "pass runs at a time (an advisory lock): when another is running this exits 1 having done nothing. "
+        "--dry-run removes nothing and prints what a pass starting now would remove.",
+    )
+    prune_cmd.add_argument("--dry-run", action="store_true", help="remove nothing; print what would be removed")
+    export_cmd = commands.add_parser(
+        "export", help="write everything of a user as JSON Lines (docs/export-format.md)",
+        description="Write everything stored of one user (sessions, messages, memories, state, budget, usage) "
+        "as JSON Lines in the format of docs/export-format.md, page by page, to --out or standard output.",
+    )
+    export_cmd.add_argument("--user", required=True, help="the user id")
+    export_cmd.add_argument("--out", default="-", metavar="FILE", help="where to write (default: standard output)")
+    import_cmd = commands.add_parser(
+        "import", help="restore a user from an export, in one transaction; never overwrites",
+        description="Store an export (docs/export-format.md) in one transaction: the same ids, sequences, totals "
+        "and times. Refuses, storing nothing, when any of its ids already exists or the file is damaged.",
+    )
+    import_cmd.add_argument("file", nargs="?", default="-", help="the export (default: standard input)")
+
     commands.add_parser(
         "check", help="check that the database, the account service and the auth service answer",
         description="Print whether the database answers (and at which schema revision), whether the account "
@@ -97,6 +121,12 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(_migrate(settings.sqlalchemy_url, args.action, args.revision))
         if args.command == "expire":
             return asyncio.run(_expire(settings, idle or settings.expiry_idle))
+        if args.command == "prune":
+            return asyncio.run(_prune(settings, args.dry_run))
+        if args.command == "export":
+            return asyncio.run(_export(settings, args.user, args.out))
+        if args.command == "import":
+            return asyncio.run(_import(settings, args.file))
         return asyncio.run(_check(settings))
 
 
@@ -129,6 +159,88 @@ async def _expire(settings: Settings, idle_seconds: float) -> int:
     finally:
         await db.close()
     print(f"expired {count} sessions idle for more than {format_duration(idle_seconds)}")
+    return EXIT_OK
+
+
+async def _prune(settings: Settings, dry: bool) -> int:
+    from . import pruning
+    from .domain.retention import Rule
+    from .storage.database import Database, create_engine
+
+    db = Database(create_engine(settings), settings.default_deadline)
+    started = time.monotonic()
+    try:
+        report = await (pruning.dry_run(db) if dry else pruning.prune(db, settings.prune_batch))
+    finally:
+        await db.close()
+    if report is None:
+        print("another prune pass is running (it holds the advisory lock); nothing done")
+        return EXIT_FAILED
+    verb = "would remove" if dry else "removed"
+    apps = sorted({app for app, _ in report.removed})
+    for app in apps:
+        for rule in Rule:
+            count = report.removed.get((app, rule), 0)
+            if count:
+                what = "sessions" if rule is Rule.CLOSED_SESSION_TTL else "messages"
+                print(f"{app}\t{rule.value}\t{verb} {count} {what}")
+    print(f"{'dry run: ' if dry else ''}{verb} {report.total} rows in all"
+          + ("" if dry else f" ({report.batches} batches, {time.monotonic() - started:.2f} s)"))
+    return EXIT_OK
+
+
+IMPORT_DEADLINE = 3600.0
+"""How long one import's transaction may take."""
+
+
+async def _export(settings: Settings, user_id: str, out: str) -> int:
+    from .storage import export
+    from .storage.database import Database, create_engine
+
+    db = Database(create_engine(settings), settings.default_deadline)
+    target = sys.stdout if out == "-" else open(out, "w", encoding="utf-8", newline="\n")
+    records = -1
+    try:
+        async for page in export.export_user(db, user_id):
+            target.write("".join(line + "\n" for line in page))
+            records += len(page)
+    finally:
+        if target is not sys.stdout:
+            target.close()
+        await db.close()
+    print(f"exported {records - 1} records of user {user_id!r}", file=sys.stderr)
+    return EXIT_OK
+
+
+async def _import(settings: Settings, path: str) -> int:
+    import tempfile
+
+    from .domain.errors import DomainError
+    from .storage import export
+    from .storage.database import Database, create_engine
+
+    with contextlib.ExitStack() as stack:
+        if path == "-":  # spooled, so a retried transaction can read it again
+            spool = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8", newline="\n"))
+            for line in sys.stdin:
+                spool.write(line)
+        else:
+            spool = stack.enter_context(open(path, encoding="utf-8", newline="\n"))
+
+        def lines() -> Iterator[str]:
+            spool.seek(0)
+            yield from spool
+
+        db = Database(create_engine(settings), max(IMPORT_DEADLINE, settings.default_deadline))
+        try:
+            done = await db.run(export.import_user, lines)
+        except DomainError as error:
+            print(f"import refused, nothing stored: {error.message}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await db.close()
+    counts = ", ".join(f"{kind} {count}" for kind, count in done.counts.items())
+    print(f"imported user {done.user_id!r}: {counts or 'nothing'}")
     return EXIT_OK
 
 

@@ -15,7 +15,7 @@ runs in a task of its own); Database.run records the commit position when the ca
 from __future__ import annotations
 
 import re
-from contextvars import ContextVar
+from contextvars import Context, ContextVar
 from dataclasses import dataclass
 
 from .boundary import Call, Step
@@ -53,6 +53,19 @@ _read: ContextVar[ReadPosition | None] = ContextVar("read_position", default=Non
 def commit_position() -> CommitPosition | None:
     """The holder of the current call's commit position when the call writes, else None."""
     return _commit.get()
+
+
+def track_commit() -> CommitPosition:
+    """Give the current task a commit-position holder of its own (storage/group_commit.py: the
+    task that runs a group's statement, whose position then goes to each caller)."""
+    position = CommitPosition()
+    _commit.set(position)
+    return position
+
+
+def commit_position_in(context: Context) -> CommitPosition | None:
+    """The commit-position holder of the call whose context this is (see commit_position)."""
+    return context.get(_commit)
 
 
 def read_position() -> ReadPosition:

@@ -20,6 +20,11 @@ def start_call(time_remaining: float | None) -> None:
     _call_deadline.set(None if time_remaining is None else time.monotonic() + time_remaining)
 
 
+def deadline() -> float | None:
+    """The current call's deadline on time.monotonic()'s clock (None: the client set none)."""
+    return _call_deadline.get()
+
+
 def remaining(default: float) -> float:
     """Seconds left for this call's work: the client's deadline, capped by `default`."""
     deadline = _call_deadline.get()

@@ -17,7 +17,6 @@ import math
 import os
 import time
 from collections.abc import Iterator
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import grpc
@@ -77,10 +76,21 @@ class Metrics:
             ("app_name",),
             registry=registry,
         )
+        self.append_group_size = Histogram(
+            "session_grpc_append_group_size",
+            "AddMessage calls written together by group commit (1: a call that ran alone).",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=registry,
+        )
         self.soft_budget = Counter(
             "session_grpc_budget_soft_exceeded",
             "Appends that passed a soft budget limit (stored anyway), per app of the session and limit.",
             ("app_name", "limit"), registry=registry,
+        )
+        self.pruned = Counter(
+            "session_grpc_pruned_rows",
+            "Rows the retention prune job removed, per app and rule (kind: closed_session_ttl counts sessions, "
+            "message_ttl and max_messages_per_session count messages).",
+            ("app_name", "kind"), registry=registry,
         )
 
 
@@ -192,6 +202,7 @@ class Observe(Step):
         # Labelled children looked up once per method (and code), not on every call.
         self._children: dict[str, tuple[Any, Any]] = {}
         self._handled: dict[tuple[str, grpc.StatusCode], Any] = {}
+        self._per_app: dict[str, tuple[Any, Any, Any]] = {}
 
     def applies(self, method: str) -> bool:
         return True
@@ -258,24 +269,33 @@ class Observe(Step):
     def response(self, call: Call, response: Any) -> None:
         """AddMessage's message, AddMessages' messages: count them, their tokens and their cost, under
         their session's app."""
-        if hasattr(response, "messages"):
-            added = list(response.messages)
+        if call.method == ADD_MESSAGE:
+            added = [response.message]
         else:
-            message = getattr(response, "message", None)
-            added = [] if message is None else [message]
+            added = list(response.messages)
         if not added:
             return
-        app = getattr(response, "app_name", "") or "unknown"
-        for passed in getattr(response, "soft_limits_exceeded", ()):
+        app = response.app_name or "unknown"
+        for passed in response.soft_limits_exceeded:
             self.metrics.soft_budget.labels(app, passed.rpartition("/")[2]).inc()
-        messages, tokens, cost = self.metrics.messages.labels(app), self.metrics.tokens.labels(app), self.metrics.cost.labels(app)
+        messages, tokens, cost = self.per_app(app)
         for message in added:
             messages.inc()
             tokens.inc(max(0, message.tokens_used))
             try:
-                cost.inc(float(Decimal(message.cost or "0")))
-            except (InvalidOperation, ValueError):
+                # float() of the decimal string is the nearest double, as float(Decimal(...)) is
+                cost.inc(float(message.cost or "0"))
+            except ValueError:
                 pass
+
+    def per_app(self, app: str) -> tuple[Any, Any, Any]:
+        """The app's messages, tokens and cost counters, looked up once per app."""
+        found = self._per_app.get(app)
+        if found is None:
+            metrics = self.metrics
+            found = (metrics.messages.labels(app), metrics.tokens.labels(app), metrics.cost.labels(app))
+            self._per_app[app] = found
+        return found
 
 
 def configure_logging() -> None:

@@ -86,6 +86,7 @@ _SESSIONS = f"/{PACKAGE}.SessionService/"
 _MESSAGES = f"/{PACKAGE}.MessageService/"
 _MEMORIES = f"/{PACKAGE}.MemoryService/"
 _USAGE = f"/{PACKAGE}.UsageService/"
+_RETENTION = f"/{PACKAGE}.RetentionService/"
 _USER_DATA = f"/{PACKAGE}.UserDataService/"
 
 POLICIES: dict[str, Policy] = {
@@ -124,9 +125,17 @@ POLICIES: dict[str, Policy] = {
     _USAGE + "GetBudget": acts_for("user_id"),
     _USAGE + "SetBudget": admin(writes=True),
     _USAGE + "DeleteBudget": admin(writes=True),
+    # Retention policies decide what the prune job deletes across every user of an app: admin only,
+    # reading included (a policy is operations, not something a user of the app acts on). Both
+    # writes are idempotent by nature (set to, remove if present).
+    _RETENTION + "GetRetentionPolicy": admin(),
+    _RETENTION + "SetRetentionPolicy": admin(writes=True),
+    _RETENTION + "DeleteRetentionPolicy": admin(writes=True),
     # A user erases themself (an empty user_id is the caller), an admin anyone; whatever the
     # account's standing (see `standing`). Idempotent by nature: a repeat removes nothing.
     _USER_DATA + "DeleteUserData": acts_for("user_id", writes=True, standing=False),
+    # A user exports their own data (GDPR article 20; an empty user_id is the caller), an admin anyone's.
+    _USER_DATA + "ExportUserData": acts_for("user_id"),
 }
 
 

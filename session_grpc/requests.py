@@ -7,6 +7,7 @@ field). Every record of a session-scoped request carries the owner the call may 
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -51,6 +52,8 @@ COST_HINT = 'must be a non-negative decimal string like "0.00015" (at most 12 in
 
 def _struct(check: Violations, field: str, message: struct_pb2.Struct) -> dict[str, Any]:
     """A request's Struct as JSON values, checked for size first (cheap), then content."""
+    if not message.fields:
+        return {}  # nothing to check (most requests' metadata)
     if not check.struct_size(field, message.ByteSize()):
         return {}
     return check.json_object(field, from_struct(message))
@@ -85,15 +88,26 @@ def _state_delta(check: Violations, field: str, message: pb.StateDelta) -> recor
     return delta or None
 
 
-def state_delta(check: Violations, field: str, message: pb.ScopedStateDelta) -> records.ScopedStateDelta:
+def state_delta(
+    check: Violations, field: str, message: pb.ScopedStateDelta, present: bool = True
+) -> records.ScopedStateDelta:
     """The deltas of a write for the session, its user and its app (`field` names the request's
-    ScopedStateDelta in violations: "state_delta.user_state.set")."""
+    ScopedStateDelta in violations: "state_delta.user_state.set"). `present` False: the request
+    has no ScopedStateDelta at all, which changes nothing and has nothing to check (AddMessage's
+    usual case, answered without looking at the three scopes)."""
+    if not present:
+        return _no_state_delta(check.limits.struct_bytes)
     return records.ScopedStateDelta(
         session=_state_delta(check, f"{field}.session_state", message.session_state),
         user=_state_delta(check, f"{field}.user_state", message.user_state),
         app=_state_delta(check, f"{field}.app_state", message.app_state),
         max_bytes=check.limits.struct_bytes,
     )
+
+
+@functools.cache
+def _no_state_delta(max_bytes: int) -> records.ScopedStateDelta:
+    return records.ScopedStateDelta(max_bytes=max_bytes)
 
 
 def state_update(request: pb.UpdateStateRequest, limits: Limits = DEFAULT_LIMITS) -> records.StateUpdate:
@@ -212,7 +226,7 @@ def new_message(request: pb.AddMessageRequest, limits: Limits = DEFAULT_LIMITS) 
         payload=body.payload,
         payload_type=body.payload_type,
         event_time=body.event_time,
-        state_delta=state_delta(check, "state_delta", request.state_delta),
+        state_delta=state_delta(check, "state_delta", request.state_delta, request.HasField("state_delta")),
     )
     check.raise_if_any()
     return result
@@ -477,6 +491,9 @@ def messages_query(
         check.add("order_by", 'must be "sequence" or "sequence desc"')
     start_time = _start_time(check, request.start_time) if request.HasField("start_time") else None
     recent_count = request.recent_count if request.HasField("recent_count") else None
+    event_time_start = (
+        _start_time(check, request.event_time_start, "event_time_start") if request.HasField("event_time_start") else None
+    )
     if recent_count is not None and recent_count < 0:
         check.add("recent_count", "must not be negative")
     elif recent_count is not None and MESSAGE_ORDERS.get(order):
@@ -491,10 +508,12 @@ def messages_query(
         scope["start_time"] = start_time.isoformat()
     if recent_count is not None:
         scope["recent_count"] = recent_count
+    if event_time_start is not None:
+        scope["event_time_start"] = event_time_start.isoformat()
     position = tokens.after(paging.MESSAGES, request.page_token, scope)
     return records.MessagesQuery(
         records.SessionRef(sid, owner_scope()), page_size, position, scope, paging.RESPONSE_BYTES, descending,
-        start_time, recent_count,
+        start_time, recent_count, event_time_start,
     )
 
 

@@ -13,12 +13,15 @@ from datetime import timedelta
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from . import embedded, migrations, reflection
+from . import embedded, migrations, pruning, reflection
+from .domain.retention import PruneReport
 from ._proto.session.v1 import session_pb2, session_pb2_grpc
 from .paging import PageTokens
 from .servicers.memories import MemoryServicer
 from .servicers.messages import MessageServicer
+from .storage.group_commit import GroupCommit
 from .servicers.sessions import SessionServicer
+from .servicers.retention import RetentionServicer
 from .servicers.usage import UsageServicer
 from .servicers.userdata import UserDataServicer
 from .settings import Settings, SettingsError, format_duration
@@ -44,7 +47,8 @@ log = logging.getLogger(__name__)
 LOOPBACK = {"localhost", "127.0.0.1", "::1", "[::1]"}
 SERVICE_NAMES = tuple(
     session_pb2.DESCRIPTOR.services_by_name[name].full_name
-    for name in ("SessionService", "MessageService", "MemoryService", "UsageService", "UserDataService")
+    for name in ("SessionService", "MessageService", "MemoryService", "UsageService", "RetentionService",
+                 "UserDataService")
 )
 
 
@@ -79,6 +83,8 @@ class SessionServer:
         self._tasks.append(asyncio.create_task(self._every(self.settings.health_interval, self.check_health)))
         if self.settings.expiry_interval > 0:
             self._tasks.append(asyncio.create_task(self._every(self.settings.expiry_interval, self.expire_idle)))
+        if self.settings.prune_interval > 0:
+            self._tasks.append(asyncio.create_task(self._every(self.settings.prune_interval, self.prune)))
         log.info("serving %s on %s:%d", ", ".join(SERVICE_NAMES), self.settings.host, self.port)
         self._log_trust_settings()
         if self.settings.account is None:
@@ -192,8 +198,21 @@ class SessionServer:
         elif count:
             log.info("expired %d sessions idle for more than %s", count, format_duration(self.settings.expiry_idle))
 
+    async def prune(self) -> PruneReport | None:
+        """One pass of the retention policies (pruning.py); None when another replica's pass holds
+        the lock. What it removed goes to session_grpc_pruned_rows_total and the log."""
+        report = await pruning.prune(self.db, self.settings.prune_batch)
+        if report is None:
+            log.debug("another replica is pruning; skipping this turn")
+            return None
+        for (app, rule), count in sorted(report.removed.items()):
+            if self.observability is not None:
+                self.observability.metrics.pruned.labels(app, rule.value).inc(count)
+            log.info("pruned %d rows of app %s under its %s", count, app, rule.value)
+        return report
+
     @staticmethod
-    async def _every(seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+    async def _every(seconds: float, job: Callable[[], Awaitable[object]]) -> None:
         while True:
             await asyncio.sleep(seconds)
             try:
@@ -251,10 +270,14 @@ def build_server(settings: Settings, *, share_port: bool = False) -> SessionServ
         SessionServicer(db, tokens, limits, watches, reads=reads), server
     )
     session_pb2_grpc.add_MessageServiceServicer_to_server(
-        MessageServicer(db, tokens, limits, settings.search_config, reads=reads), server
+        MessageServicer(db, tokens, limits, settings.search_config, reads=reads, appends=GroupCommit(
+            db, enabled=settings.group_commit, max_group=settings.group_commit_max,
+            observe=observability.metrics.append_group_size.observe,
+        )), server
     )
     session_pb2_grpc.add_MemoryServiceServicer_to_server(MemoryServicer(db, limits), server)
     session_pb2_grpc.add_UsageServiceServicer_to_server(UsageServicer(db, limits), server)
+    session_pb2_grpc.add_RetentionServiceServicer_to_server(RetentionServicer(db, limits), server)
     session_pb2_grpc.add_UserDataServiceServicer_to_server(UserDataServicer(db, limits), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -91,6 +91,11 @@ class Settings:
     """SESSION_EXPIRY_INTERVAL: how often the server expires idle sessions; 0 turns it off."""
     expiry_idle: float = 86400.0
     """SESSION_EXPIRY_IDLE: idle time after which an ACTIVE session expires."""
+    prune_interval: float = 600.0
+    """SESSION_PRUNE_INTERVAL: how often the server applies the apps' retention policies (one replica at
+    a time); 0 turns it off. Nothing is removed from an app without a policy."""
+    prune_batch: int = 500
+    """SESSION_PRUNE_BATCH: rows the prune job removes per batch, each batch a short transaction of its own."""
     health_interval: float = 5.0
     """SESSION_HEALTH_INTERVAL: how often health checks the database."""
     shutdown_grace: float = 10.0
@@ -128,6 +133,11 @@ class Settings:
     """SESSION_DB_CONNECT_TIMEOUT: how long opening a database connection may take before UNAVAILABLE."""
     default_deadline: float = 30.0
     """SESSION_DEFAULT_DEADLINE: bound on a call's database work when the client set no deadline."""
+    group_commit: bool = True
+    """SESSION_GROUP_COMMIT: AddMessage calls that arrive while an append is in flight are written
+    together, one statement for many sessions (storage/group_commit.py); off: each alone."""
+    group_commit_max: int = 64
+    """SESSION_GROUP_COMMIT_MAX: the most AddMessage calls one group writes."""
     keepalive_time: float = 60.0
     """SESSION_KEEPALIVE_TIME: idle time before the server pings a client connection."""
     keepalive_timeout: float = 20.0
@@ -216,6 +226,8 @@ class Settings:
                 db_pool_timeout=_read(env, "SESSION_DB_POOL_TIMEOUT", cls.db_pool_timeout, parse_duration),
                 expiry_interval=_read(env, "SESSION_EXPIRY_INTERVAL", cls.expiry_interval, parse_duration),
                 expiry_idle=_read(env, "SESSION_EXPIRY_IDLE", cls.expiry_idle, parse_duration),
+                prune_interval=_read(env, "SESSION_PRUNE_INTERVAL", cls.prune_interval, parse_duration),
+                prune_batch=_read(env, "SESSION_PRUNE_BATCH", cls.prune_batch, _positive),
                 health_interval=_read(env, "SESSION_HEALTH_INTERVAL", cls.health_interval, parse_duration),
                 shutdown_grace=_read(env, "SESSION_SHUTDOWN_GRACE", cls.shutdown_grace, parse_duration),
                 shutdown_drain_delay=_read(
@@ -232,6 +244,8 @@ class Settings:
                 listen_database_url=_read(env, "SESSION_LISTEN_DATABASE_URL", cls.listen_database_url, _text),
                 db_connect_timeout=_read(env, "SESSION_DB_CONNECT_TIMEOUT", cls.db_connect_timeout, parse_duration),
                 default_deadline=_read(env, "SESSION_DEFAULT_DEADLINE", cls.default_deadline, parse_duration),
+                group_commit=_read(env, "SESSION_GROUP_COMMIT", cls.group_commit, _bool),
+                group_commit_max=_read(env, "SESSION_GROUP_COMMIT_MAX", cls.group_commit_max, _positive),
                 keepalive_time=_read(env, "SESSION_KEEPALIVE_TIME", cls.keepalive_time, parse_duration),
                 keepalive_timeout=_read(env, "SESSION_KEEPALIVE_TIMEOUT", cls.keepalive_timeout, parse_duration),
                 max_connection_age=_read(env, "SESSION_MAX_CONNECTION_AGE", cls.max_connection_age, parse_duration),

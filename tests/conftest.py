@@ -48,6 +48,7 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         "host": "127.0.0.1",
         "database_url": database_url,
         "expiry_interval": 0.0,
+        "prune_interval": 0.0,
         "health_interval": 1.0,
         "shutdown_grace": 2.0,
     }
@@ -103,5 +104,5 @@ async def clean_database(sql: asyncpg.Connection) -> None:
     """Every test starts from empty tables."""
     await sql.execute(
         "TRUNCATE sessions, messages, memories, session_rewinds, rewound_requests, user_states, app_states, "
-        "state_updates, session_changes, user_feeds, budgets, user_erasures, session_role_totals"
+        "state_updates, session_changes, user_feeds, budgets, retention_policies, user_erasures, session_role_totals"
     )

@@ -25,6 +25,9 @@ EXTRAS: dict[str, dict[str, Any]] = {
     MEMORIES + "UpdateMemory": {"memory": {"conversation_summary": "s"}, "allow_missing": True},
     "/session.v1.UsageService/SetBudget": {"budget": {"user_id": "bob", "daily_tokens": "1000"}},
     "/session.v1.UsageService/DeleteBudget": {"user_id": "bob"},
+    "/session.v1.RetentionService/SetRetentionPolicy": {"policy": {"app_name": "kept", "max_messages_per_session": "9"}},
+    "/session.v1.RetentionService/GetRetentionPolicy": {"app_name": "kept"},
+    "/session.v1.RetentionService/DeleteRetentionPolicy": {"app_name": "kept"},
     "/session.v1.UsageService/GetUsage": {
         "bucket": "USAGE_BUCKET_DAY", "start_time": "2026-01-01T00:00:00Z", "end_time": "2026-02-01T00:00:00Z",
     },
@@ -37,6 +40,8 @@ ENDLESS = {"WatchSession", "WatchUserSessions"}
 NEEDS_MEMORY = {MEMORIES + "GetMemory", MEMORIES + "DeleteMemory"}
 NEEDS_BUDGET = {"/session.v1.UsageService/GetBudget"}
 """RPCs that succeed only for a user who has a budget."""
+NEEDS_RETENTION_POLICY = {"/session.v1.RetentionService/GetRetentionPolicy"}
+"""RPCs that succeed only for an app ("kept") that has a retention policy."""
 """RPCs that succeed only on a session that has a memory."""
 
 _METHODS = service_methods()

@@ -72,8 +72,9 @@ async def test_add_messages_appends_contiguous_sequences_in_order_each_with_its_
 
 
 async def test_add_messages_is_one_statement_for_a_batch_of_ten(database_url):
-    """One database round trip, whatever the batch's size (and AddMessage sends the same statement)."""
-    async with serving(test_settings(database_url, health_interval=3600.0)) as (server, channel):
+    """One database round trip, whatever the batch's size (and AddMessage sends the same statement,
+    on the ordinary path: with group commit it sends the group's, tests/test_group_commit.py)."""
+    async with serving(test_settings(database_url, health_interval=3600.0, group_commit=False)) as (server, channel):
         sessions, messages = session_pb2_grpc.SessionServiceStub(channel), session_pb2_grpc.MessageServiceStub(channel)
         session = await new_session(sessions)
         counter = StatementCounter(server)

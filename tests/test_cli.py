@@ -35,7 +35,8 @@ async def run_cli(*args: str, database_url: str | None = None, **env: str) -> tu
 @pytest.mark.parametrize(
     ("command", "mentions"),
     [
-        ((), ["serve", "migrate", "expire", "check"]),
+        ((), ["serve", "migrate", "expire", "prune", "check"]),
+        (("prune",), ["--dry-run", "SESSION_PRUNE_BATCH"]),
         (("serve",), ["--migrate"]),
         (("migrate",), ["upgrade", "downgrade", "current"]),
         (("expire",), ["--idle", "24h"]),

@@ -55,10 +55,11 @@ DISTRIBUTION_KEY = {
 """Every table, with its distribution column (test_every_table_has_its_distribution_column checks
 that no table is left out)."""
 
-REFERENCE_TABLES = {"budgets", "user_erasures"}
+REFERENCE_TABLES = {"budgets", "retention_policies", "user_erasures"}
 """Tables the plan makes Citus reference tables (a copy on every node, docs/scaling.md): small, read
 by the append on the session's shard (the budget probes), so a read of them never leaves it; not in
-DISTRIBUTION_KEY, so the routing rule does not ask for their key."""
+DISTRIBUTION_KEY, so the routing rule does not ask for their key. retention_policies: one row per
+app, read by the prune job only."""
 
 MULTI_SHARD = {
     "sessions.CREATE_SESSION": "a repeated request_id is found by (user_id, request_id); the plan derives the id "
@@ -86,8 +87,22 @@ MULTI_SHARD = {
     "budgets.SET_APP": "the same for an app's messages",
     "erasure.STATEMENTS": "DeleteUserData erases a user: their sessions are on every shard, their state and "
     "feed on the user's; one distributed transaction, rare (an admin or the user, once)",
+    "export.STATEMENTS": "ExportUserData pages through a user's sessions (every shard, merged by creation time), "
+    "then each session's messages on its shard; import writes them across shards in one transaction",
     "messages.ADD_MESSAGES_WITH_STATE_BUDGETED": "the state-delta append of a session with a budget: the same "
     "shards as messages.ADD_MESSAGES_WITH_STATE",
+    "retention.DELETE_CLOSED_SESSIONS": "the prune job: an app's closed sessions on every shard, one pass at a "
+    "time (advisory lock on the coordinator), in batches",
+    "retention.COUNT_CLOSED_SESSIONS": "the prune dry run's count of the same, an aggregate per shard",
+    "retention.FIRST_WINDOW": "the prune job walks an app's sessions (on every shard) by creation time, a window at "
+    "a time, merged like an app's listing",
+    "retention.NEXT_WINDOW": "the same walk after its keyset",
+    "retention.LOCK_SESSIONS": "the window's due sessions, by id (id = ANY): each shard locks its own",
+    "retention.DELETE_MESSAGES": "the prune batch over those sessions' messages (session_id joined to the locked "
+    "ids), and one feed row per session: the shards of the batch's sessions and their users' feed counters",
+    "retention.COUNT_MESSAGES": "the prune dry run: an aggregate per shard over the app's sessions",
+    "group_commit.GROUP_APPEND": "group commit appends to the sessions of concurrent AddMessage calls in one "
+    "statement: under Citus a multi-shard statement (turn SESSION_GROUP_COMMIT off, or group per shard)",
 }
 """Statements that span shards by design, and why. Keyed by module.NAME (a dict of statements is
 one entry)."""

@@ -193,3 +193,38 @@ async def test_the_python_client_erases_a_user_and_a_repeat_reports_zeros(servic
         assert (erased.session_count, erased.message_count) == (1, 1)
         again = await client.delete_user_data("client-erased")
         assert (again.session_count, again.message_count) == (0, 0)
+
+
+async def test_an_erasure_racing_the_users_appends_leaves_none_of_them_behind(sessions, messages, userdata, sql):
+    who = user()
+    targets = [(await new_session(sessions, who)).session_id for _ in range(4)]
+    appends = [add(messages, targets[i % 4], f"racing {i}") for i in range(40)]
+    results = await asyncio.gather(userdata.DeleteUserData(pb.DeleteUserDataRequest(user_id=who)), *appends,
+                                   return_exceptions=True)
+    erased, outcomes = results[0], results[1:]
+    assert isinstance(erased, pb.DeleteUserDataResponse), erased
+    refused = [o for o in outcomes if isinstance(o, Exception)]
+    # An append either landed before the erasure locked the sessions (and was erased with them) or
+    # came after and found no session.
+    assert all(isinstance(o, grpc.aio.AioRpcError) and o.code() == grpc.StatusCode.NOT_FOUND for o in refused), refused
+    assert erased.message_count == len(outcomes) - len(refused)
+    assert await sql.fetchval("SELECT count(*) FROM messages WHERE user_id = $1", who) == 0
+    assert await sql.fetchval("SELECT count(*) FROM sessions WHERE user_id = $1", who) == 0
+    assert await sql.fetchval("SELECT count(*) FROM session_changes WHERE user_id = $1", who) == 0
+    assert await sql.fetchval("SELECT count(*) FROM user_feeds WHERE user_id = $1", who) == 0
+
+
+# ---- on a database whose messages are hash-partitioned (SESSION_MESSAGE_PARTITIONS) ----------
+
+from .test_partitioned_messages import partitioned_channel, partitioned_url, psql  # noqa: E402, F401 - fixtures
+
+
+async def test_erasure_on_partitioned_messages_leaves_nothing_in_any_partition(partitioned_channel, psql):  # noqa: F811
+    erin = await populate(partitioned_channel, user())
+    before = await rows_holding(psql, erin.needles())
+    assert any(name.startswith("messages_") and not name.startswith("messages.") for name in before), before
+    data = rpc.UserDataServiceStub(partitioned_channel)
+    erased = await data.DeleteUserData(pb.DeleteUserDataRequest(user_id=erin.user_id))
+    assert erased.message_count == 2 + 4 + 3
+    assert "messages" not in erased.other_counts and not any(k.startswith("messages_") for k in erased.other_counts)
+    assert await rows_holding(psql, erin.needles()) == {}

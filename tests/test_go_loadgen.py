@@ -89,7 +89,7 @@ async def test_bench_runs_its_point_and_stream_workloads_with_the_go_load_genera
     rows = [row for row in result["results"] if row["workload"].startswith("go ")]
     assert {(row["workload"], row["target"]) for row in rows} == {
         (workload, target) for workload in ("go add_message", "go get_session")
-        for target in ("session-grpc", "reference", "no-op")
+        for target in ("session-grpc", "session-grpc nogroup", "reference", "no-op")
     } | {("go stream_large", "session-grpc"), ("go stream_large", "no-op")}
     assert all(row["errors"] == 0 and row["calls"] > 0 for row in rows), rows
     # Measured (clock ticks of 10 ms: a short, slow row may read 0; all of them together may not)

@@ -83,6 +83,7 @@ async def test_bench_quick_mode_runs_every_workload_end_to_end(tmp_path):
     """`python -m bench --quick` (what `make bench` runs, shrunk) must keep working."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench", "--quick", "--no-peer", "--no-chart", "--reps", "1", "--out", str(tmp_path),
+        "--loadgen", "python",  # the Go one: tests/test_go_loadgen.py
         cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     output, _ = await asyncio.wait_for(process.communicate(), timeout=180)

@@ -496,3 +496,20 @@ async def test_budgets_through_the_client_refuse_and_report(service):
             await client.get_budget(user_id="budget-user")
         with pytest.raises(InvalidArgument):
             await client.set_budget(user_id="budget-user")  # no limit
+
+
+async def test_retention_policies_through_the_client(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        policy = await client.set_retention_policy("kept-app", message_ttl=timedelta(days=30),
+                                                   max_messages_per_session=200)
+        assert policy.message_ttl.seconds == 30 * 86400 and policy.max_messages_per_session == 200
+        assert not policy.HasField("closed_session_ttl")
+        assert (await client.get_retention_policy("kept-app")) == policy
+        replaced = await client.set_retention_policy("kept-app", closed_session_ttl=3600)
+        assert replaced.closed_session_ttl.seconds == 3600 and not replaced.HasField("message_ttl")
+        assert await client.delete_retention_policy("kept-app") is True
+        assert await client.delete_retention_policy("kept-app") is False
+        with pytest.raises(NotFound):
+            await client.get_retention_policy("kept-app")
+        with pytest.raises(InvalidArgument):
+            await client.set_retention_policy("kept-app")  # no rule

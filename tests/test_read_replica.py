@@ -211,3 +211,17 @@ async def test_the_python_client_reads_its_own_writes_from_a_lagging_standby(ser
         assert (await client.list_messages_page(session.session_id)).total_size == 1
         # A client that does not carry positions reads the lagging standby.
         assert (await other.list_messages_page(session.session_id)).total_size == 0
+
+
+async def test_grouped_appends_each_answer_with_a_commit_position_past_their_own_commit(served, standby):
+    """32 concurrent AddMessages (group commit gathers them): each answers with a position, and a
+    standby that has replayed up to a call's position has that call's message."""
+    server, sessions, messages = served
+    made = [(await sessions.CreateSession(pb.CreateSessionRequest(user_id="rr-g"))).session for _ in range(8)]
+    added = await asyncio.gather(*(add(messages, made[n % 8].session_id, f"g{n}") for n in range(32)))
+    registry = server.observability.registry
+    groups = registry.get_sample_value("session_grpc_append_group_size_count")
+    assert groups is not None and groups < 32 + 8  # some calls were written together
+    for message, lsn in added:
+        await replayed(standby, lsn)
+        assert await standby.fetchval("SELECT count(*) FROM messages WHERE id = $1", uuid.UUID(message.message_id)) == 1

@@ -106,6 +106,8 @@ def test_the_readme_walk_through_runs_as_a_script_against_a_server_started_like_
     # WatchUserSessions: alice's other sessions too (the chosen-id one, the fork), not only S's
     assert out.count('"kind": "CHANGE_KIND_SESSION_CREATED"') >= 3, out
     assert '"deleted": true' in out  # DeleteBudget
+    assert '"maxMessagesPerSession": "1000"' in out and '"closedSessionTtl": "31536000s"' in out  # SetRetentionPolicy
+    assert "session-grpc-user-data" in out  # ExportUserData's header line
     assert '"sessionCount": "3"' in out  # DeleteUserData erased alice: S, C and the fork F
     assert '"status": "SERVING"' in out
 

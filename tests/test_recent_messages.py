@@ -193,3 +193,93 @@ async def test_filtered_listing_of_another_users_session_is_not_found(service, s
         await service.db.run(storage_messages.list_messages, query)
     own = await service.db.run(storage_messages.list_messages, replace(query, session=SessionRef(sid, "user-1")))
     assert own.total == 3
+
+
+# event_time_start: ADK's after_timestamp, on the writer's event times, which need not follow the
+# sequence. EVENT_ORDER gives messages 1..8 the event times BASE + these seconds (message 5 has none
+# and goes by its create_time, time_of(5)); a message matches when its time is >= the filter.
+EVENT_ORDER = {1: 50, 2: 10, 3: 40, 4: 20, 6: 60, 7: 5, 8: 30}
+
+
+async def events_session(sessions, messages, sql) -> str:
+    sid = await session_of(sessions, messages, sql, 8)
+    for sequence, seconds in EVENT_ORDER.items():
+        await sql.execute(
+            "UPDATE messages SET event_time = $3 WHERE session_id = $1 AND sequence = $2",
+            uuid.UUID(sid), sequence, BASE + timedelta(seconds=seconds),
+        )
+    await sql.execute("UPDATE messages SET event_time = NULL WHERE session_id = $1 AND sequence = 5", uuid.UUID(sid))
+    return sid
+
+
+def matching(seconds: float) -> list[int]:
+    times = {**{s: BASE + timedelta(seconds=v) for s, v in EVENT_ORDER.items()}, 5: time_of(5)}
+    return sorted(s for s, t in times.items() if t >= BASE + timedelta(seconds=seconds))
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, 100])
+@pytest.mark.parametrize("seconds", [0, 5, 20, 30, 50, 60, 61])
+async def test_event_time_start_keeps_the_messages_whose_event_time_is_at_or_after_it(
+    sessions, messages, sql, seconds, page_size
+):
+    sid = await events_session(sessions, messages, sql)
+    since = at(BASE + timedelta(seconds=seconds))
+    assert await read(messages, sid, event_time_start=since, page_size=page_size) == matching(seconds)
+    newest_first = await read(messages, sid, event_time_start=since, page_size=page_size, order_by="sequence desc")
+    assert newest_first == matching(seconds)[::-1]
+
+
+async def test_event_time_start_pages_end_without_an_empty_page(sessions, messages, sql):
+    sid = await events_session(sessions, messages, sql)
+    page = await messages.ListMessages(
+        pb.ListMessagesRequest(session_id=sid, event_time_start=at(BASE + timedelta(seconds=30)), page_size=4)
+    )
+    assert [m.sequence for m in page.messages] == [1, 3, 6, 8] and not page.next_page_token
+    assert page.total_size == 8
+
+
+@pytest.mark.parametrize("recent", [0, 1, 2, 3, 10])
+async def test_recent_count_with_event_time_start_gives_the_last_n_matching(sessions, messages, sql, recent):
+    sid = await events_session(sessions, messages, sql)
+    since = at(BASE + timedelta(seconds=20))
+    expected = matching(20)[-recent:] if recent else []
+    assert await read(messages, sid, event_time_start=since, recent_count=recent, page_size=1) == expected
+
+
+async def test_event_time_start_combines_with_start_time(sessions, messages, sql):
+    sid = await events_session(sessions, messages, sql)
+    got = await read(messages, sid, event_time_start=at(BASE + timedelta(seconds=20)), start_time=at(time_of(4)))
+    assert got == [s for s in matching(20) if s >= 4]
+    assert await read(
+        messages, sid, event_time_start=at(BASE + timedelta(seconds=20)), start_time=at(time_of(4)), recent_count=2
+    ) == [s for s in matching(20) if s >= 4][-2:]
+
+
+async def test_event_time_start_pages_within_the_byte_budget(service, sessions, messages, sql):
+    sid = await events_session(sessions, messages, sql)
+    query = MessagesQuery(
+        SessionRef(sid, None), 10, None, {}, 1, event_time_start=BASE + timedelta(seconds=20)
+    )
+    first = await service.db.run(storage_messages.list_messages, query)
+    assert [m.sequence for m in first.items] == [1] and first.more  # one message past a 1-byte budget
+
+
+async def test_a_page_token_of_event_time_start_is_invalid_argument_without_it(sessions, messages, sql):
+    sid = await events_session(sessions, messages, sql)
+    page = await messages.ListMessages(
+        pb.ListMessagesRequest(session_id=sid, event_time_start=at(BASE + timedelta(seconds=20)), page_size=2)
+    )
+    failure = await expect_failure(
+        messages.ListMessages(pb.ListMessagesRequest(session_id=sid, page_size=2, page_token=page.next_page_token))
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in failure.field_violations
+
+
+async def test_a_bad_event_time_start_is_invalid_argument_naming_it(sessions, messages):
+    session = await new_session(sessions)
+    failure = await expect_failure(
+        messages.ListMessages(
+            pb.ListMessagesRequest(session_id=session.session_id, event_time_start=timestamp_pb2.Timestamp(nanos=-1))
+        )
+    )
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "event_time_start" in failure.field_violations

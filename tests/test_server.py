@@ -36,6 +36,7 @@ SERVICES = {
     "session.v1.MessageService",
     "session.v1.MemoryService",
     "session.v1.UsageService",
+    "session.v1.RetentionService",
     "session.v1.UserDataService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1.ServerReflection",

@@ -436,8 +436,11 @@ class MessagesQuery:
     start_time: datetime | None = None
     """Only messages created at or after it (None: from the first)."""
     recent_count: int | None = None
-    """Only the last this many (of those from start_time); None: all. Applies to the first page only:
-    a later page continues after its token's position."""
+    """Only the last this many (of those the other filters let through); None: all. Applies to the
+    first page only: a later page continues after its token's position."""
+    event_time_start: datetime | None = None
+    """Only messages whose event time (or create time, without one) is at or after it; a filter of
+    rows, not a range of sequences, since event times are the writer's."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
 from ..paging import PageTokens
-from ..storage import budgets, messages, search
+from ..storage import messages, search
+from ..storage.group_commit import GroupCommit
 from ..storage.database import Database
 from ..storage.routing import ReadRouting
 
@@ -18,7 +19,7 @@ from ..storage.routing import ReadRouting
 class MessageServicer(session_pb2_grpc.MessageServiceServicer):
     def __init__(
         self, db: Database, tokens: PageTokens, limits: Limits, search_config: str = "simple", *,
-        reads: ReadRouting | None = None,
+        reads: ReadRouting | None = None, appends: GroupCommit | None = None,
     ) -> None:
         self.db = db
         self.tokens = tokens
@@ -26,10 +27,12 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         self.search_config = search_config
         self.reads = reads or ReadRouting(db)
         """The heavy reads (listing, streaming, search) run here: on a standby when there is one."""
+        self.appends = appends or GroupCommit(db, enabled=False)
+        """AddMessage(s): grouped with concurrent calls when group commit is on."""
 
     async def AddMessage(self, request: pb.AddMessageRequest, context: grpc.aio.ServicerContext):
         new = requests.new_message(request, self.limits)
-        added = await budgets.append(self.db, new.as_batch())
+        added = await self.appends.append(new.as_batch())
         return pb.AddMessageResponse(
             message=resources.message_to_proto(added.messages[0]), app_name=added.app_name,
             over_budget=bool(added.soft_limits_exceeded), soft_limits_exceeded=added.soft_limits_exceeded,
@@ -37,7 +40,7 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
 
     async def AddMessages(self, request: pb.AddMessagesRequest, context: grpc.aio.ServicerContext):
         new = requests.new_messages(request, self.limits)
-        added = await budgets.append(self.db, new)
+        added = await self.appends.append(new)
         return pb.AddMessagesResponse(
             messages=[resources.message_to_proto(message) for message in added.messages], app_name=added.app_name,
             over_budget=bool(added.soft_limits_exceeded), soft_limits_exceeded=added.soft_limits_exceeded,

@@ -12,8 +12,10 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import asyncpg
 from sqlalchemy import event, exc, text
-from sqlalchemy.engine import ExceptionContext
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.engine import Connection, ExceptionContext
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from .. import consistency, deadlines
 from ..domain.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
@@ -172,7 +174,7 @@ def translate(error: Exception) -> DomainError | None:
     return None
 
 
-async def _cancel_statement(conn: AsyncConnection) -> None:
+async def _cancel_statement(pooled: PoolProxiedConnection) -> None:
     """After a deadline cancelled a statement: make sure PostgreSQL cancelled it too, then drop
     the connection.
 
@@ -181,31 +183,37 @@ async def _cancel_statement(conn: AsyncConnection) -> None:
     asyncpg sends a CancelRequest for a cancelled query in a background task, but closing the
     connection cancels that task; so wait for it (briefly) before invalidating the connection.
     """
-    raw = await asyncio.shield(conn.get_raw_connection())
-    pending = [task for task in getattr(raw.driver_connection, "_cancellations", ()) if not task.done()]
+    driver = pooled.driver_connection
+    pending = [task for task in getattr(driver, "_cancellations", ()) if not task.done()]
     if pending:
         await asyncio.shield(asyncio.wait(pending, timeout=CANCEL_WAIT))
     # Closed at once: SQLAlchemy's invalidate() first tries a graceful close that waits up to 2 s
     # for the server's goodbye, which a silent (partitioned) database never sends.
-    if raw.driver_connection is not None:
-        raw.driver_connection.terminate()
-    await conn.invalidate()
+    if driver is not None:
+        driver.terminate()
+    await _invalidate(pooled)
 
 
-async def _as_sqlalchemy_error(conn: AsyncConnection, adapted: Any, error: Exception) -> Exception:
+async def _invalidate(pooled: PoolProxiedConnection) -> None:
+    """Drop the connection instead of returning it to the pool (which then opens a new one)."""
+    if pooled.is_valid:
+        await asyncio.shield(greenlet_spawn(pooled.invalidate))
+
+
+async def _as_sqlalchemy_error(pooled: PoolProxiedConnection, dialect: Any, error: Exception) -> Exception:
     """The exception SQLAlchemy would have raised for a driver error on this connection; the
     connection is invalidated when SQLAlchemy sees a disconnect or the error leaves it unusable
     (then the error says connection_invalidated, which translate() makes UNAVAILABLE)."""
     if isinstance(error, exc.SQLAlchemyError) or not _is_driver_error(error):
         return error
+    adapted: Any = pooled.dbapi_connection
     try:
         adapted._handle_exception(error)  # raises the dialect's DBAPI-style error
     except Exception as translated:  # noqa: BLE001
-        dialect = conn.sync_engine.dialect
         # `translated` is the DBAPI-style error the adapted connection raises; typeshed cannot know.
         invalid = dialect.is_disconnect(cast(Any, translated), adapted, None) or _leaves_connection_unusable(error)
         if invalid:
-            await conn.invalidate()
+            await _invalidate(pooled)
         return exc.DBAPIError.instance(
             None, None, translated, dialect.loaded_dbapi.Error, connection_invalidated=invalid, dialect=dialect
         )
@@ -233,7 +241,11 @@ class Database:
         self.track_commits = track_commits
         """Record where each write call's commits reached in the WAL (consistency.py): on when
         reads may go to a standby (SESSION_READ_DATABASE_URL), since it costs a statement."""
-        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._pool = engine.sync_engine.pool
+        self._idle: Any = getattr(self._pool, "_pool", None)
+        """QueuePool's queue of idle connections: a connection returned while it has room goes
+        back without IO (a full one means an overflow connection, which the pool closes)."""
+        self._dbapi_error = engine.dialect.loaded_dbapi.Error
 
     async def run(
         self, work: Callable[Concatenate[asyncpg.Connection, P], Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
@@ -287,20 +299,39 @@ class Database:
         unit = self._transaction if unit_of(work) is Unit.TRANSACTION else self._driver
         return await self._bounded(unit, checked, (), {})
 
+    async def _checkout(self) -> PoolProxiedConnection:
+        """A connection from the engine's pool, as Engine.connect() takes one (the pool's checkout
+        events run, driver errors become SQLAlchemy's), without the Connection object around it:
+        the work runs on the driver's connection, so SQLAlchemy's execution layer, its
+        per-connection isolation-level setting and the third greenlet it needs would be cost with
+        no use (about 70 us of CPU per call)."""
+        try:
+            return await greenlet_spawn(self._pool.connect)
+        except self._dbapi_error as error:
+            dialect = self.engine.dialect
+            await greenlet_spawn(Connection._handle_dbapi_exception_noconnection, error, dialect, self.engine.sync_engine)
+            raise
+
     @contextlib.asynccontextmanager
     async def _driver(self) -> AsyncIterator[asyncpg.Connection]:
-        async with self._autocommit.connect() as conn:
-            adapted = await conn.get_raw_connection()
-            try:
-                yield adapted.driver_connection
-            except Exception as error:
-                translated = await _as_sqlalchemy_error(conn, adapted, error)
-                if translated is error:
-                    raise
-                raise translated from error
-            except asyncio.CancelledError:
-                await _cancel_statement(conn)
+        pooled = await self._checkout()
+        try:
+            yield pooled.driver_connection
+        except Exception as error:
+            translated = await _as_sqlalchemy_error(pooled, self.engine.dialect, error)
+            if translated is error:
                 raise
+            raise translated from error
+        except asyncio.CancelledError:
+            await _cancel_statement(pooled)
+            raise
+        finally:
+            if not pooled.is_valid:
+                pass  # invalidated above, which returned it to the pool
+            elif self._idle is not None and not self._idle.full():
+                pooled.close()  # back into a queue with room: no IO, so no greenlet and nothing to shield
+            else:  # the pool is full: an overflow connection, which the pool closes (IO)
+                await asyncio.shield(greenlet_spawn(pooled.close))
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -342,6 +373,21 @@ class Database:
                     raise
                 raise domain from error
         raise AssertionError("unreachable")
+
+    @contextlib.asynccontextmanager
+    async def advisory_lock(self, key: int) -> AsyncIterator[bool]:
+        """Try the transaction-scoped advisory lock `key` on a connection of its own and hold it
+        until the block ends (True), or yield False at once when another session holds it.
+
+        The connection sits idle in a transaction that only holds the lock (no snapshot is kept
+        between statements in READ COMMITTED, no transaction id is taken), so it holds back
+        neither vacuum nor anyone but another holder of the key; the lock goes with the
+        transaction when the block ends or the connection drops. Transaction-scoped rather than a
+        session lock, so it also holds behind pgbouncer in transaction pooling mode, which keeps a
+        client on one server connection only for the length of a transaction."""
+        async with self._transaction() as conn:
+            held = await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", key)
+            yield bool(held)
 
     async def ping(self) -> bool:
         try:

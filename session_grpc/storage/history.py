@@ -20,7 +20,8 @@ from .units import statement, transaction
 # snapshot of the source ($1, owned by $2), however long it is and whatever is appended meanwhile
 # (no lock on the source: it is only read). The fork ($4; its request_id $5) takes the source's
 # user, app, title, conversation_data and metadata, and totals summed over exactly the messages it
-# copies (sequence <= $3): the same sequences, times, contents, payloads, event times and search
+# copies (sequence <= $3; its message_count their last sequence, which is their count unless the
+# retention policy pruned the source's oldest: new messages then go on after it, gapless): the same sequences, times, contents, payloads, event times and search
 # vectors (copied, not parsed again: migration 0010), and as
 # its last_event_time the event time of the last one copied. The source's memory comes along.
 # Past $6 copied messages nothing is written. The insert yields to either unique key (the id, the
@@ -37,7 +38,7 @@ WITH source AS (
                           message_count, total_tokens, total_cost, last_event_time, forked_from_session_id,
                           forked_at_sequence)
     SELECT $4, s.user_id, 'active', s.title, s.conversation_data, s.metadata, $5, s.app_name,
-           c.n, c.tokens, c.cost,
+           c.last, c.tokens, c.cost,
            (SELECT coalesce(m.event_time, m.create_time) FROM messages m WHERE m.session_id = s.id AND m.sequence = c.last),
            s.id, c.last
     FROM source s CROSS JOIN copied c WHERE c.n <= $6
@@ -160,6 +161,27 @@ async def truncate_session(conn: asyncpg.Connection, rewind: Rewind) -> Rewound:
         if earlier is not None:
             return Rewound(session, earlier["removed_count"])
     lifecycle.check_rewindable(session.status)
+    if rewind.last_sequence < session.message_count:
+        await _check_not_pruned(conn, ref.session_id, rewind.last_sequence, session.message_count)
     row = await fetch_one(conn, TRUNCATE_SESSION, ref.session_id, rewind.last_sequence, ref.owner, rewind.request_id)
     assert row is not None
     return Rewound(session if row["id"] is None else rows.session(row), row["removed"])
+
+
+FIRST_LEFT = "SELECT min(sequence) AS first FROM messages WHERE session_id = $1"
+
+
+async def _check_not_pruned(conn: asyncpg.Connection, session_id: str, last_sequence: int, message_count: int) -> None:
+    """A rewind to before the first message the retention policy left (storage/retention.py) is
+    FAILED_PRECONDITION: the session's totals keep the pruned messages' amounts, and a rewind must
+    take off exactly what it removes, which for messages that are gone nobody knows any more. Read
+    under the session's row lock, which the prune job takes too: no prune runs in between."""
+    row = await fetch_one(conn, FIRST_LEFT, session_id)
+    first = message_count + 1 if row is None or row["first"] is None else row["first"]
+    if last_sequence < first - 1:
+        raise FailedPrecondition(
+            f"the messages up to sequence {first - 1} were removed by the app's retention policy; the session "
+            f"can be rewound to sequence {first - 1} at the earliest",
+            reason="PRUNED_BY_RETENTION",
+            metadata={"firstSequence": str(first)},
+        )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
+from typing import Any
 import uuid
 
 import asyncpg
@@ -205,6 +206,43 @@ CROSS JOIN LATERAL (SELECT greatest(s.message_count - $7::bigint + 1, {_FROM}) A
 FILTERED_ASCENDING = _FILTERED.format(op=">", order="ASC", floor=" AND sequence >= b.floor")
 FILTERED_DESCENDING = _FILTERED.format(op="<", order="DESC", floor=" AND sequence >= b.floor")
 
+# The same page with an event-time filter ($8; event_time_start), which is a filter of rows: event
+# times are the writer's and need not follow the sequence. $6 bounds the sequence as above; the
+# last $7 matching messages start at the $7-th matching one from the end, found walking the
+# session's sequence index backwards from its last message ($7 = 0: past the last message; fewer
+# match: from the start bound). Since matches are not gapless, the page reads one row past
+# page_size ($3 + 1) and keeps, beyond the rows within the byte budget, the first one past it:
+# whichever comes back past the page says that more follow.
+_EVENT_TIME = "coalesce({m}event_time, {m}create_time) >= $8::timestamptz"
+_EVENT_FILTERED = f"""
+SELECT s.message_count, b.floor, m.* FROM sessions s
+CROSS JOIN LATERAL (SELECT {_FROM} AS start OFFSET 0) a
+CROSS JOIN LATERAL (SELECT CASE
+    WHEN $7::bigint IS NULL THEN a.start
+    WHEN $7::bigint = 0 THEN s.message_count + 1
+    ELSE coalesce((
+        SELECT r.sequence FROM messages r
+        WHERE r.session_id = s.id AND r.sequence >= a.start AND {_EVENT_TIME.format(m='r.')}
+        ORDER BY r.sequence DESC OFFSET $7::bigint - 1 LIMIT 1), a.start)
+    END AS floor OFFSET 0) b
+LEFT JOIN LATERAL (
+    SELECT * FROM (
+        SELECT page.*, upto - size < $5 AS within,
+               coalesce(lag(upto - size < $5) OVER (ORDER BY sequence {{order}}), true) AS reachable
+        FROM (
+            SELECT {MESSAGE_COLUMNS}, {_SIZE} AS size, sum({_SIZE}) OVER (ORDER BY sequence {{order}}) AS upto
+            FROM messages
+            WHERE session_id = s.id AND sequence {{op}} $2 AND sequence >= b.floor AND {_EVENT_TIME.format(m='')}
+            ORDER BY sequence {{order}} LIMIT $3 + 1
+        ) page
+    ) q
+    WHERE reachable
+) m ON true
+WHERE s.id = $1 AND {owned(4, "s.user_id")}
+"""
+EVENT_FILTERED_ASCENDING = _EVENT_FILTERED.format(op=">", order="ASC")
+EVENT_FILTERED_DESCENDING = _EVENT_FILTERED.format(op="<", order="DESC")
+
 
 @statement
 async def add_message(conn: asyncpg.Connection, new: NewMessage) -> Appended:
@@ -328,6 +366,8 @@ async def list_messages(conn: asyncpg.Connection, query: MessagesQuery) -> Page[
         start = query.position or 0
     session = query.session
     params = [session.session_id, start, query.page_size, session.owner, query.byte_budget]
+    if query.event_time_start is not None:
+        return await _list_by_event_time(conn, query, params)
     filtered = query.start_time is not None or query.recent_count is not None
     if filtered:
         sql = FILTERED_DESCENDING if query.descending else FILTERED_ASCENDING
@@ -345,3 +385,14 @@ async def list_messages(conn: asyncpg.Connection, query: MessagesQuery) -> Page[
     # Sequences are gapless from 1 to the message count: whether more follow is in the last one.
     more = bool(messages) and (messages[-1].sequence > floor if query.descending else messages[-1].sequence < count)
     return Page(messages, more, count)
+
+
+async def _list_by_event_time(conn: asyncpg.Connection, query: MessagesQuery, params: list[Any]) -> Page[Message]:
+    sql = EVENT_FILTERED_DESCENDING if query.descending else EVENT_FILTERED_ASCENDING
+    recent = query.recent_count if query.position is None else None
+    found = await fetch(conn, sql, *params, query.start_time, recent, query.event_time_start)
+    if not found:
+        raise NotFound("session", query.session.session_id)
+    returned = [row for row in found if row["id"] is not None]
+    kept = [row for row in returned if row["within"]][: query.page_size]
+    return Page([rows.message(row) for row in kept], len(returned) > len(kept), found[0]["message_count"])

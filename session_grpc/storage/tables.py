@@ -7,7 +7,7 @@ No foreign key points at a users table: users live in the account service.
 from __future__ import annotations
 
 import enum
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,7 +24,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, JSONB, TIMESTAMP, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, BYTEA, INTERVAL, JSONB, TIMESTAMP, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from ..domain import records
@@ -102,6 +102,12 @@ class SessionRow(Base):
             "ix_sessions_active_last_activity_time",
             "last_activity_time",
             postgresql_where=text("status = 'active'"),
+        ),
+        Index(
+            "ix_sessions_app_name_update_time_closed",
+            "app_name",
+            "update_time",
+            postgresql_where=text("status <> 'active'"),
         ),
         Index(
             "uq_sessions_user_id_request_id",
@@ -254,6 +260,32 @@ class BudgetRow(Base):
             name="limits",
         ),
         CheckConstraint("day_tokens >= 0 AND day_cost >= 0 AND month_tokens >= 0 AND month_cost >= 0", name="used"),
+    )
+
+
+class RetentionPolicyRow(Base):
+    """What the prune job removes of one app (storage/retention.py); NULL: that rule is unset."""
+
+    __tablename__ = "retention_policies"
+
+    app_name: Mapped[str] = mapped_column(Text, primary_key=True)
+    closed_session_ttl: Mapped[timedelta | None] = mapped_column(INTERVAL, nullable=True)
+    message_ttl: Mapped[timedelta | None] = mapped_column(INTERVAL, nullable=True)
+    max_messages_per_session: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    create_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+    update_time: Mapped[datetime] = mapped_column(Timestamp, server_default=text("now()"))
+
+    __table_args__ = (
+        CheckConstraint(
+            "closed_session_ttl IS NOT NULL OR message_ttl IS NOT NULL OR max_messages_per_session IS NOT NULL",
+            name="rules",
+        ),
+        CheckConstraint(
+            "coalesce(closed_session_ttl, interval '1 second') > interval '0'"
+            " AND coalesce(message_ttl, interval '1 second') > interval '0'"
+            " AND coalesce(max_messages_per_session, 1) >= 1",
+            name="values",
+        ),
     )
 
 

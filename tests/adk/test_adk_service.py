@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import uuid
 from typing import Any
 
@@ -315,6 +316,27 @@ async def test_after_timestamp_goes_by_the_events_own_timestamps_inclusive(servi
     assert await texts(GetSessionConfig(after_timestamp=1002.5)) == ["m1", "m3", "m4"]
     assert await texts(GetSessionConfig(after_timestamp=1002.5, num_recent_events=2)) == ["m3", "m4"]
     assert await texts(GetSessionConfig(after_timestamp=5000.0)) == []
+
+
+async def test_after_timestamp_at_an_events_own_float_includes_it_and_just_past_it_excludes_it(service):
+    # Floats that no decimal fraction of a second gives exactly: the server filters the stored
+    # microseconds, and the adapter asks from the first microsecond whose float is >= ADK's bound,
+    # so the answer is ADK's own `timestamp >= after_timestamp` at both edges. (Event times are
+    # kept to the microsecond, as ADK's database service keeps them: a timestamp with a finer
+    # fraction is compared as its microsecond.)
+    stamps = [1_700_000_000.123456, 1_700_000_000.5, 1_700_000_000.999999, 1_700_000_001.000001]
+    session = await _session_with_events(service, stamps)
+    stored = await service.get_session(app_name=APP, user_id="alice", session_id=session.id)
+    for event in stored.events:
+        after = await service.get_session(
+            app_name=APP, user_id="alice", session_id=session.id, config=GetSessionConfig(after_timestamp=event.timestamp)
+        )
+        assert [e.timestamp for e in after.events] == [e.timestamp for e in stored.events if e.timestamp >= event.timestamp]
+        past = math.nextafter(event.timestamp, math.inf)
+        after = await service.get_session(
+            app_name=APP, user_id="alice", session_id=session.id, config=GetSessionConfig(after_timestamp=past)
+        )
+        assert [e.timestamp for e in after.events] == [e.timestamp for e in stored.events if e.timestamp >= past]
 
 
 async def test_a_session_read_with_a_subset_of_its_events_still_appends_after_the_last(service, client):

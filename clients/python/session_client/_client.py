@@ -244,6 +244,7 @@ class SessionClient:
         self._messages = rpc.MessageServiceStub(self._channel)
         self._memories = rpc.MemoryServiceStub(self._channel)
         self._usage = rpc.UsageServiceStub(self._channel)
+        self._retention = rpc.RetentionServiceStub(self._channel)
         self._user_data = rpc.UserDataServiceStub(self._channel)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -704,13 +705,16 @@ class SessionClient:
         newest_first: bool = False,
         start_time: datetime | None = None,
         recent_count: int | None = None,
+        event_time_start: datetime | None = None,
     ) -> pb.ListMessagesResponse:
         """One page of messages in sequence order (newest first with newest_first=True).
 
         page_size 1..1000; 0 means 100. `total_size` is the number of messages in the session.
-        start_time (timezone-aware): only messages created at or after it. recent_count: only the
-        last that many (of those), oldest first; 0 gives none (ADK's num_recent_events). A
-        page_token works only with the same filters that produced it.
+        start_time (timezone-aware): only messages created at or after it. event_time_start
+        (timezone-aware): only messages whose event time (the writer's, else the create time) is
+        at or after it (ADK's after_timestamp). recent_count: only the last that many (of those),
+        oldest first; 0 gives none (ADK's num_recent_events). A page_token works only with the
+        same filters that produced it.
         """
         request = pb.ListMessagesRequest(
             session_id=session_id,
@@ -722,6 +726,10 @@ class SessionClient:
             if start_time.tzinfo is None:
                 raise invalid_argument("start_time", "must be timezone-aware (a naive datetime is no instant)")
             request.start_time.FromDatetime(start_time)
+        if event_time_start is not None:
+            if event_time_start.tzinfo is None:
+                raise invalid_argument("event_time_start", "must be timezone-aware (a naive datetime is no instant)")
+            request.event_time_start.FromDatetime(event_time_start)
         if recent_count is not None:
             request.recent_count = recent_count
         return await self._unary(self._messages.ListMessages, request, retry=True)
@@ -734,6 +742,7 @@ class SessionClient:
         newest_first: bool = False,
         start_time: datetime | None = None,
         recent_count: int | None = None,
+        event_time_start: datetime | None = None,
     ) -> AsyncIterator[pb.Message]:
         """Every message of the session (or of the filters, as list_messages_page takes them),
         fetched page by page as you iterate."""
@@ -746,6 +755,7 @@ class SessionClient:
                 newest_first=newest_first,
                 start_time=start_time,
                 recent_count=recent_count,
+                event_time_start=event_time_start,
             )
             for message in page.messages:
                 yield message
@@ -1037,6 +1047,39 @@ class SessionClient:
         request = pb.DeleteBudgetRequest(user_id=user_id, app_name=app_name)
         return (await self._unary(self._usage.DeleteBudget, request, retry=True)).deleted
 
+    # -- RetentionService (admin) ----------------------------------------------------------------
+
+    async def get_retention_policy(self, app_name: str) -> pb.RetentionPolicy:
+        """The retention policy of an app (admin). NotFound when it has none."""
+        request = pb.GetRetentionPolicyRequest(app_name=app_name)
+        return (await self._unary(self._retention.GetRetentionPolicy, request, retry=True)).policy
+
+    async def set_retention_policy(
+        self,
+        app_name: str,
+        *,
+        closed_session_ttl: timedelta | float | None = None,
+        message_ttl: timedelta | float | None = None,
+        max_messages_per_session: int | None = None,
+    ) -> pb.RetentionPolicy:
+        """Create or replace the retention policy of an app (admin): closed sessions last updated
+        longer ago than closed_session_ttl, messages older than message_ttl, and messages past the
+        newest max_messages_per_session of a session are deleted by the server's prune job. TTLs in
+        seconds or as timedelta; rules left at None are off (at least one must be set). Idempotent,
+        so it is retried like a read."""
+        policy = pb.RetentionPolicy(app_name=app_name)
+        for name, value in (("closed_session_ttl", closed_session_ttl), ("message_ttl", message_ttl)):
+            if value is not None:
+                getattr(policy, name).FromTimedelta(value if isinstance(value, timedelta) else timedelta(seconds=value))
+        if max_messages_per_session is not None:
+            policy.max_messages_per_session = max_messages_per_session
+        request = pb.SetRetentionPolicyRequest(policy=policy)
+        return (await self._unary(self._retention.SetRetentionPolicy, request, retry=True)).policy
+
+    async def delete_retention_policy(self, app_name: str) -> bool:
+        """Remove the retention policy of an app (admin); False when there was none."""
+        request = pb.DeleteRetentionPolicyRequest(app_name=app_name)
+        return (await self._unary(self._retention.DeleteRetentionPolicy, request, retry=True)).deleted
     # -- UserDataService -----------------------------------------------------------------------
 
     async def delete_user_data(self, user_id: str = "") -> pb.DeleteUserDataResponse:
@@ -1047,3 +1090,19 @@ class SessionClient:
         (a repeat removes nothing and reports zeros), so it is retried like a read."""
         request = pb.DeleteUserDataRequest(user_id=user_id)
         return await self._unary(self._user_data.DeleteUserData, request, retry=True)
+
+    async def export_user_data(self, user_id: str = "") -> AsyncIterator[str]:
+        """Everything stored of a user as JSON Lines (docs/export-format.md), one line (without its
+        line end) at a time as the server streams them; write each followed by "\\n" to get the file
+        `session-grpc import` restores. user_id empty: the caller's own (another user's needs the
+        admin scope). Not retried: a broken export is started again."""
+        call = self._user_data.ExportUserData(pb.ExportUserDataRequest(user_id=user_id),
+                                              metadata=self._call_metadata())
+        try:
+            async for response in call:
+                for line in response.lines:
+                    yield line
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        finally:
+            call.cancel()

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from google.adk.errors import StaleSessionError
@@ -54,6 +54,8 @@ __all__ = ["SessionGrpcService", "NAMESPACE", "storage_session_id", "EVENT_PAYLO
 
 NAMESPACE = uuid.UUID("6f1c3b52-4a8e-5d0b-9c6e-2b7d1e0a9f34")
 """The uuid5 namespace of ADK session ids that are not UUIDs. Never change it: stored ids depend on it."""
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 EVENT_PAYLOAD_TYPE = "application/json; adk-event=1"
 """The payload_type of messages that hold an ADK Event."""
@@ -99,6 +101,21 @@ def _seconds(timestamp: timestamp_pb2.Timestamp) -> float:
     """A Timestamp as ADK's float seconds, correctly rounded (microsecond precision)."""
     micros = timestamp.seconds * 1_000_000 + timestamp.nanos // 1000
     return micros / 1_000_000
+
+
+def _first_microsecond_at_or_after(seconds: float) -> datetime | None:
+    """The earliest stored event time (microseconds) that ADK reads as >= `seconds` (through
+    _seconds, a float division), so the server's event_time_start filter answers exactly ADK's
+    `timestamp >= after_timestamp`, boundaries and float rounding included. None past year 9999."""
+    micros = round(seconds * 1_000_000)
+    while micros / 1_000_000 < seconds:
+        micros += 1
+    while (micros - 1) / 1_000_000 >= seconds:
+        micros -= 1
+    try:
+        return _EPOCH + timedelta(microseconds=micros)
+    except OverflowError:
+        return None if seconds > 0 else _EPOCH.replace(year=1)
 
 
 def _timestamp(seconds: float) -> datetime:
@@ -351,16 +368,15 @@ class SessionGrpcService(BaseSessionService):
         after = config.after_timestamp if config else None
         if recent == 0:
             return []
-        if after is None:
-            return [message async for message in self.client.list_messages(sid, page_size=_PAGE, recent_count=recent)]
-        # after_timestamp is about the events' own timestamps (event_time), which the writer chose
-        # and which need not follow the order they were stored in: filter here, then keep the last N.
-        messages = [
+        since = None if after is None else _first_microsecond_at_or_after(after)
+        if after is not None and since is None:
+            return []  # after the last instant a Timestamp holds
+        return [
             message
-            async for message in self.client.list_messages(sid, page_size=_PAGE)
-            if _seconds(message.event_time) >= after
+            async for message in self.client.list_messages(
+                sid, page_size=_PAGE, recent_count=recent, event_time_start=since
+            )
         ]
-        return messages if recent is None else messages[-recent:]
 
     async def _page(self, app_name: str, user_id: str, token: str) -> pb.ListSessionsResponse:
         return await self.client.list_sessions_page(user_id, app_name=app_name, page_size=_PAGE, page_token=token)

@@ -1596,6 +1596,171 @@ var _UsageService_serviceDesc = grpc.ServiceDesc{
 	Metadata: "session/v1/session.proto",
 }
 
+// RetentionServiceClient is the client API for RetentionService service.
+//
+// For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
+type RetentionServiceClient interface {
+	// The retention policy of an app. NOT_FOUND when it has none.
+	GetRetentionPolicy(ctx context.Context, in *GetRetentionPolicyRequest, opts ...grpc.CallOption) (*GetRetentionPolicyResponse, error)
+	// Creates or replaces the retention policy of an app. Idempotent: the same
+	// request leaves the same policy. Rules left unset are off.
+	SetRetentionPolicy(ctx context.Context, in *SetRetentionPolicyRequest, opts ...grpc.CallOption) (*SetRetentionPolicyResponse, error)
+	// Removes the retention policy of an app (nothing more is pruned from it);
+	// removing one that does not exist is not an error (deleted is false).
+	DeleteRetentionPolicy(ctx context.Context, in *DeleteRetentionPolicyRequest, opts ...grpc.CallOption) (*DeleteRetentionPolicyResponse, error)
+}
+
+type retentionServiceClient struct {
+	cc grpc.ClientConnInterface
+}
+
+func NewRetentionServiceClient(cc grpc.ClientConnInterface) RetentionServiceClient {
+	return &retentionServiceClient{cc}
+}
+
+func (c *retentionServiceClient) GetRetentionPolicy(ctx context.Context, in *GetRetentionPolicyRequest, opts ...grpc.CallOption) (*GetRetentionPolicyResponse, error) {
+	out := new(GetRetentionPolicyResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.RetentionService/GetRetentionPolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *retentionServiceClient) SetRetentionPolicy(ctx context.Context, in *SetRetentionPolicyRequest, opts ...grpc.CallOption) (*SetRetentionPolicyResponse, error) {
+	out := new(SetRetentionPolicyResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.RetentionService/SetRetentionPolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *retentionServiceClient) DeleteRetentionPolicy(ctx context.Context, in *DeleteRetentionPolicyRequest, opts ...grpc.CallOption) (*DeleteRetentionPolicyResponse, error) {
+	out := new(DeleteRetentionPolicyResponse)
+	err := c.cc.Invoke(ctx, "/session.v1.RetentionService/DeleteRetentionPolicy", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// RetentionServiceServer is the server API for RetentionService service.
+// All implementations must embed UnimplementedRetentionServiceServer
+// for forward compatibility
+type RetentionServiceServer interface {
+	// The retention policy of an app. NOT_FOUND when it has none.
+	GetRetentionPolicy(context.Context, *GetRetentionPolicyRequest) (*GetRetentionPolicyResponse, error)
+	// Creates or replaces the retention policy of an app. Idempotent: the same
+	// request leaves the same policy. Rules left unset are off.
+	SetRetentionPolicy(context.Context, *SetRetentionPolicyRequest) (*SetRetentionPolicyResponse, error)
+	// Removes the retention policy of an app (nothing more is pruned from it);
+	// removing one that does not exist is not an error (deleted is false).
+	DeleteRetentionPolicy(context.Context, *DeleteRetentionPolicyRequest) (*DeleteRetentionPolicyResponse, error)
+	mustEmbedUnimplementedRetentionServiceServer()
+}
+
+// UnimplementedRetentionServiceServer must be embedded to have forward compatible implementations.
+type UnimplementedRetentionServiceServer struct {
+}
+
+func (UnimplementedRetentionServiceServer) GetRetentionPolicy(context.Context, *GetRetentionPolicyRequest) (*GetRetentionPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetRetentionPolicy not implemented")
+}
+func (UnimplementedRetentionServiceServer) SetRetentionPolicy(context.Context, *SetRetentionPolicyRequest) (*SetRetentionPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetRetentionPolicy not implemented")
+}
+func (UnimplementedRetentionServiceServer) DeleteRetentionPolicy(context.Context, *DeleteRetentionPolicyRequest) (*DeleteRetentionPolicyResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteRetentionPolicy not implemented")
+}
+func (UnimplementedRetentionServiceServer) mustEmbedUnimplementedRetentionServiceServer() {}
+
+// UnsafeRetentionServiceServer may be embedded to opt out of forward compatibility for this service.
+// Use of this interface is not recommended, as added methods to RetentionServiceServer will
+// result in compilation errors.
+type UnsafeRetentionServiceServer interface {
+	mustEmbedUnimplementedRetentionServiceServer()
+}
+
+func RegisterRetentionServiceServer(s *grpc.Server, srv RetentionServiceServer) {
+	s.RegisterService(&_RetentionService_serviceDesc, srv)
+}
+
+func _RetentionService_GetRetentionPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetRetentionPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RetentionServiceServer).GetRetentionPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.RetentionService/GetRetentionPolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RetentionServiceServer).GetRetentionPolicy(ctx, req.(*GetRetentionPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RetentionService_SetRetentionPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRetentionPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RetentionServiceServer).SetRetentionPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.RetentionService/SetRetentionPolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RetentionServiceServer).SetRetentionPolicy(ctx, req.(*SetRetentionPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _RetentionService_DeleteRetentionPolicy_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteRetentionPolicyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(RetentionServiceServer).DeleteRetentionPolicy(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/session.v1.RetentionService/DeleteRetentionPolicy",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(RetentionServiceServer).DeleteRetentionPolicy(ctx, req.(*DeleteRetentionPolicyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+var _RetentionService_serviceDesc = grpc.ServiceDesc{
+	ServiceName: "session.v1.RetentionService",
+	HandlerType: (*RetentionServiceServer)(nil),
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "GetRetentionPolicy",
+			Handler:    _RetentionService_GetRetentionPolicy_Handler,
+		},
+		{
+			MethodName: "SetRetentionPolicy",
+			Handler:    _RetentionService_SetRetentionPolicy_Handler,
+		},
+		{
+			MethodName: "DeleteRetentionPolicy",
+			Handler:    _RetentionService_DeleteRetentionPolicy_Handler,
+		},
+	},
+	Streams:  []grpc.StreamDesc{},
+	Metadata: "session/v1/session.proto",
+}
+
 // UserDataServiceClient is the client API for UserDataService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
@@ -1612,6 +1777,16 @@ type UserDataServiceClient interface {
 	// subject to the account standing check: a suspended or deleted account
 	// can still be erased. Open watches of the user's sessions end.
 	DeleteUserData(ctx context.Context, in *DeleteUserDataRequest, opts ...grpc.CallOption) (*DeleteUserDataResponse, error)
+	// Everything stored of a user, as JSON Lines (the format of
+	// docs/export-format.md, versioned in its first line): their sessions with
+	// their messages (payloads in base64, exact costs as decimal strings),
+	// memories and request-id records, their state in every app, their budget,
+	// and their usage per app and month. Streamed page by page (never the whole
+	// user in memory); the lines of all responses, in order and each followed
+	// by a newline, are the file `session-grpc import` restores. A user exports
+	// their own data (an empty user_id is the caller's), an admin anyone's. Not
+	// a snapshot: writes landing while it runs may be in some pages only.
+	ExportUserData(ctx context.Context, in *ExportUserDataRequest, opts ...grpc.CallOption) (UserDataService_ExportUserDataClient, error)
 }
 
 type userDataServiceClient struct {
@@ -1631,6 +1806,38 @@ func (c *userDataServiceClient) DeleteUserData(ctx context.Context, in *DeleteUs
 	return out, nil
 }
 
+func (c *userDataServiceClient) ExportUserData(ctx context.Context, in *ExportUserDataRequest, opts ...grpc.CallOption) (UserDataService_ExportUserDataClient, error) {
+	stream, err := c.cc.NewStream(ctx, &_UserDataService_serviceDesc.Streams[0], "/session.v1.UserDataService/ExportUserData", opts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &userDataServiceExportUserDataClient{stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+type UserDataService_ExportUserDataClient interface {
+	Recv() (*ExportUserDataResponse, error)
+	grpc.ClientStream
+}
+
+type userDataServiceExportUserDataClient struct {
+	grpc.ClientStream
+}
+
+func (x *userDataServiceExportUserDataClient) Recv() (*ExportUserDataResponse, error) {
+	m := new(ExportUserDataResponse)
+	if err := x.ClientStream.RecvMsg(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // UserDataServiceServer is the server API for UserDataService service.
 // All implementations must embed UnimplementedUserDataServiceServer
 // for forward compatibility
@@ -1647,6 +1854,16 @@ type UserDataServiceServer interface {
 	// subject to the account standing check: a suspended or deleted account
 	// can still be erased. Open watches of the user's sessions end.
 	DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error)
+	// Everything stored of a user, as JSON Lines (the format of
+	// docs/export-format.md, versioned in its first line): their sessions with
+	// their messages (payloads in base64, exact costs as decimal strings),
+	// memories and request-id records, their state in every app, their budget,
+	// and their usage per app and month. Streamed page by page (never the whole
+	// user in memory); the lines of all responses, in order and each followed
+	// by a newline, are the file `session-grpc import` restores. A user exports
+	// their own data (an empty user_id is the caller's), an admin anyone's. Not
+	// a snapshot: writes landing while it runs may be in some pages only.
+	ExportUserData(*ExportUserDataRequest, UserDataService_ExportUserDataServer) error
 	mustEmbedUnimplementedUserDataServiceServer()
 }
 
@@ -1656,6 +1873,9 @@ type UnimplementedUserDataServiceServer struct {
 
 func (UnimplementedUserDataServiceServer) DeleteUserData(context.Context, *DeleteUserDataRequest) (*DeleteUserDataResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteUserData not implemented")
+}
+func (UnimplementedUserDataServiceServer) ExportUserData(*ExportUserDataRequest, UserDataService_ExportUserDataServer) error {
+	return status.Errorf(codes.Unimplemented, "method ExportUserData not implemented")
 }
 func (UnimplementedUserDataServiceServer) mustEmbedUnimplementedUserDataServiceServer() {}
 
@@ -1688,6 +1908,27 @@ func _UserDataService_DeleteUserData_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _UserDataService_ExportUserData_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(ExportUserDataRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(UserDataServiceServer).ExportUserData(m, &userDataServiceExportUserDataServer{stream})
+}
+
+type UserDataService_ExportUserDataServer interface {
+	Send(*ExportUserDataResponse) error
+	grpc.ServerStream
+}
+
+type userDataServiceExportUserDataServer struct {
+	grpc.ServerStream
+}
+
+func (x *userDataServiceExportUserDataServer) Send(m *ExportUserDataResponse) error {
+	return x.ServerStream.SendMsg(m)
+}
+
 var _UserDataService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "session.v1.UserDataService",
 	HandlerType: (*UserDataServiceServer)(nil),
@@ -1697,6 +1938,12 @@ var _UserDataService_serviceDesc = grpc.ServiceDesc{
 			Handler:    _UserDataService_DeleteUserData_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "ExportUserData",
+			Handler:       _UserDataService_ExportUserData_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "session/v1/session.proto",
 }

@@ -681,20 +681,22 @@ class AddMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., app_name: _Optional[str] = ..., over_budget: _Optional[bool] = ..., soft_limits_exceeded: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListMessagesRequest(_message.Message):
-    __slots__ = ("session_id", "page_size", "page_token", "order_by", "start_time", "recent_count")
+    __slots__ = ("session_id", "page_size", "page_token", "order_by", "start_time", "recent_count", "event_time_start")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     RECENT_COUNT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_START_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     page_size: int
     page_token: str
     order_by: str
     start_time: _timestamp_pb2.Timestamp
     recent_count: int
-    def __init__(self, session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recent_count: _Optional[int] = ...) -> None: ...
+    event_time_start: _timestamp_pb2.Timestamp
+    def __init__(self, session_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recent_count: _Optional[int] = ..., event_time_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class ListMessagesResponse(_message.Message):
     __slots__ = ("messages", "next_page_token", "total_size")
@@ -938,6 +940,56 @@ class GetUsageResponse(_message.Message):
     total_cost: str
     def __init__(self, buckets: _Optional[_Iterable[_Union[UsageBucketTotals, _Mapping]]] = ..., message_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[str] = ...) -> None: ...
 
+class RetentionPolicy(_message.Message):
+    __slots__ = ("app_name", "closed_session_ttl", "message_ttl", "max_messages_per_session", "update_time")
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_SESSION_TTL_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_TTL_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGES_PER_SESSION_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    closed_session_ttl: _duration_pb2.Duration
+    message_ttl: _duration_pb2.Duration
+    max_messages_per_session: int
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, app_name: _Optional[str] = ..., closed_session_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., message_ttl: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_messages_per_session: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class GetRetentionPolicyRequest(_message.Message):
+    __slots__ = ("app_name",)
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    def __init__(self, app_name: _Optional[str] = ...) -> None: ...
+
+class GetRetentionPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: RetentionPolicy
+    def __init__(self, policy: _Optional[_Union[RetentionPolicy, _Mapping]] = ...) -> None: ...
+
+class SetRetentionPolicyRequest(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: RetentionPolicy
+    def __init__(self, policy: _Optional[_Union[RetentionPolicy, _Mapping]] = ...) -> None: ...
+
+class SetRetentionPolicyResponse(_message.Message):
+    __slots__ = ("policy",)
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    policy: RetentionPolicy
+    def __init__(self, policy: _Optional[_Union[RetentionPolicy, _Mapping]] = ...) -> None: ...
+
+class DeleteRetentionPolicyRequest(_message.Message):
+    __slots__ = ("app_name",)
+    APP_NAME_FIELD_NUMBER: _ClassVar[int]
+    app_name: str
+    def __init__(self, app_name: _Optional[str] = ...) -> None: ...
+
+class DeleteRetentionPolicyResponse(_message.Message):
+    __slots__ = ("deleted",)
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    deleted: bool
+    def __init__(self, deleted: _Optional[bool] = ...) -> None: ...
+
 class DeleteUserDataRequest(_message.Message):
     __slots__ = ("user_id",)
     USER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -970,3 +1022,15 @@ class DeleteUserDataResponse(_message.Message):
     other_counts: _containers.ScalarMap[str, int]
     erase_time: _timestamp_pb2.Timestamp
     def __init__(self, session_count: _Optional[int] = ..., message_count: _Optional[int] = ..., memory_count: _Optional[int] = ..., user_state_count: _Optional[int] = ..., budget_count: _Optional[int] = ..., change_count: _Optional[int] = ..., other_counts: _Optional[_Mapping[str, int]] = ..., erase_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ExportUserDataRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class ExportUserDataResponse(_message.Message):
+    __slots__ = ("lines",)
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    lines: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, lines: _Optional[_Iterable[str]] = ...) -> None: ...

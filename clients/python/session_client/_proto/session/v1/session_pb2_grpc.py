@@ -1535,6 +1535,184 @@ class UsageService:
             _registered_method=True)
 
 
+class RetentionServiceStub:
+    """What the server's prune job removes, per application (README, Retention).
+    Every replica runs the job every SESSION_PRUNE_INTERVAL; one at a time does
+    a pass (a PostgreSQL advisory lock), in batches of SESSION_PRUNE_BATCH rows,
+    each its own short transaction. Removed rows are deleted, not archived.
+    Every RPC here needs the admin scope.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.GetRetentionPolicy = channel.unary_unary(
+                '/session.v1.RetentionService/GetRetentionPolicy',
+                request_serializer=session_dot_v1_dot_session__pb2.GetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.GetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.SetRetentionPolicy = channel.unary_unary(
+                '/session.v1.RetentionService/SetRetentionPolicy',
+                request_serializer=session_dot_v1_dot_session__pb2.SetRetentionPolicyRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.SetRetentionPolicyResponse.FromString,
+                _registered_method=True)
+        self.DeleteRetentionPolicy = channel.unary_unary(
+                '/session.v1.RetentionService/DeleteRetentionPolicy',
+                request_serializer=session_dot_v1_dot_session__pb2.DeleteRetentionPolicyRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.DeleteRetentionPolicyResponse.FromString,
+                _registered_method=True)
+
+
+class RetentionServiceServicer:
+    """What the server's prune job removes, per application (README, Retention).
+    Every replica runs the job every SESSION_PRUNE_INTERVAL; one at a time does
+    a pass (a PostgreSQL advisory lock), in batches of SESSION_PRUNE_BATCH rows,
+    each its own short transaction. Removed rows are deleted, not archived.
+    Every RPC here needs the admin scope.
+    """
+
+    def GetRetentionPolicy(self, request, context):
+        """The retention policy of an app. NOT_FOUND when it has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRetentionPolicy(self, request, context):
+        """Creates or replaces the retention policy of an app. Idempotent: the same
+        request leaves the same policy. Rules left unset are off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteRetentionPolicy(self, request, context):
+        """Removes the retention policy of an app (nothing more is pruned from it);
+        removing one that does not exist is not an error (deleted is false).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_RetentionServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'GetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRetentionPolicy,
+                    request_deserializer=session_dot_v1_dot_session__pb2.GetRetentionPolicyRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.GetRetentionPolicyResponse.SerializeToString,
+            ),
+            'SetRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRetentionPolicy,
+                    request_deserializer=session_dot_v1_dot_session__pb2.SetRetentionPolicyRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.SetRetentionPolicyResponse.SerializeToString,
+            ),
+            'DeleteRetentionPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteRetentionPolicy,
+                    request_deserializer=session_dot_v1_dot_session__pb2.DeleteRetentionPolicyRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.DeleteRetentionPolicyResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'session.v1.RetentionService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('session.v1.RetentionService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class RetentionService:
+    """What the server's prune job removes, per application (README, Retention).
+    Every replica runs the job every SESSION_PRUNE_INTERVAL; one at a time does
+    a pass (a PostgreSQL advisory lock), in batches of SESSION_PRUNE_BATCH rows,
+    each its own short transaction. Removed rows are deleted, not archived.
+    Every RPC here needs the admin scope.
+    """
+
+    @staticmethod
+    def GetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.RetentionService/GetRetentionPolicy',
+            session_dot_v1_dot_session__pb2.GetRetentionPolicyRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.GetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.RetentionService/SetRetentionPolicy',
+            session_dot_v1_dot_session__pb2.SetRetentionPolicyRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.SetRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteRetentionPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/session.v1.RetentionService/DeleteRetentionPolicy',
+            session_dot_v1_dot_session__pb2.DeleteRetentionPolicyRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.DeleteRetentionPolicyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
 class UserDataServiceStub:
     """Everything the service keeps of one user, as a whole: erasure (GDPR article
     17) and export (article 20). A user acts on their own data; an admin on any
@@ -1551,6 +1729,11 @@ class UserDataServiceStub:
                 '/session.v1.UserDataService/DeleteUserData',
                 request_serializer=session_dot_v1_dot_session__pb2.DeleteUserDataRequest.SerializeToString,
                 response_deserializer=session_dot_v1_dot_session__pb2.DeleteUserDataResponse.FromString,
+                _registered_method=True)
+        self.ExportUserData = channel.unary_stream(
+                '/session.v1.UserDataService/ExportUserData',
+                request_serializer=session_dot_v1_dot_session__pb2.ExportUserDataRequest.SerializeToString,
+                response_deserializer=session_dot_v1_dot_session__pb2.ExportUserDataResponse.FromString,
                 _registered_method=True)
 
 
@@ -1577,6 +1760,21 @@ class UserDataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportUserData(self, request, context):
+        """Everything stored of a user, as JSON Lines (the format of
+        docs/export-format.md, versioned in its first line): their sessions with
+        their messages (payloads in base64, exact costs as decimal strings),
+        memories and request-id records, their state in every app, their budget,
+        and their usage per app and month. Streamed page by page (never the whole
+        user in memory); the lines of all responses, in order and each followed
+        by a newline, are the file `session-grpc import` restores. A user exports
+        their own data (an empty user_id is the caller's), an admin anyone's. Not
+        a snapshot: writes landing while it runs may be in some pages only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UserDataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1584,6 +1782,11 @@ def add_UserDataServiceServicer_to_server(servicer, server):
                     servicer.DeleteUserData,
                     request_deserializer=session_dot_v1_dot_session__pb2.DeleteUserDataRequest.FromString,
                     response_serializer=session_dot_v1_dot_session__pb2.DeleteUserDataResponse.SerializeToString,
+            ),
+            'ExportUserData': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportUserData,
+                    request_deserializer=session_dot_v1_dot_session__pb2.ExportUserDataRequest.FromString,
+                    response_serializer=session_dot_v1_dot_session__pb2.ExportUserDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1616,6 +1819,33 @@ class UserDataService:
             '/session.v1.UserDataService/DeleteUserData',
             session_dot_v1_dot_session__pb2.DeleteUserDataRequest.SerializeToString,
             session_dot_v1_dot_session__pb2.DeleteUserDataResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportUserData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/session.v1.UserDataService/ExportUserData',
+            session_dot_v1_dot_session__pb2.ExportUserDataRequest.SerializeToString,
+            session_dot_v1_dot_session__pb2.ExportUserDataResponse.FromString,
             options,
             channel_credentials,
             insecure,
