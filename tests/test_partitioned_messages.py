@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -27,6 +26,7 @@ from session_grpc import migrations, testing
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.storage import messages as message_sql
+from bench.partitions import partitioning_migration
 from session_grpc.testing import database_url_for
 
 from .helpers import add, new_session, serving_with
@@ -34,16 +34,7 @@ from .helpers import add, new_session, serving_with
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _migration() -> Any:
-    (path,) = (ROOT / "alembic" / "versions").glob("*_partitioned_messages.py")
-    spec = importlib.util.spec_from_file_location("partitioned_messages", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-MIGRATION = _migration()
+MIGRATION = partitioning_migration()
 
 
 @contextlib.contextmanager

@@ -1,18 +1,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
 
 from .. import changes, paging, requests, resources
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
+from ..domain.changes import FeedQuery
 from ..domain.limits import Limits
 from ..paging import PageTokens
 from ..storage import history, sessions, state
 from ..storage.database import Database
 from ..storage.routing import ReadRouting
 from ..watching import Watches
+
+R = TypeVar("R", pb.WatchSessionResponse, pb.WatchUserSessionsResponse)
 
 
 class SessionServicer(session_pb2_grpc.SessionServiceServicer):
@@ -94,17 +98,19 @@ class SessionServicer(session_pb2_grpc.SessionServiceServicer):
     async def WatchSession(
         self, request: pb.WatchSessionRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchSessionResponse]:
-        async for event in self.watches.watch(changes.session_feed(request, self.limits)):
-            response = pb.WatchSessionResponse(cursor=event.cursor)
-            if event.change is not None:
-                response.change.CopyFrom(changes.change_to_proto(event.change))
+        async for response in self._feed(changes.session_feed(request, self.limits), pb.WatchSessionResponse):
             yield response
 
     async def WatchUserSessions(
         self, request: pb.WatchUserSessionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchUserSessionsResponse]:
-        async for event in self.watches.watch(changes.user_feed(request, self.limits)):
-            response = pb.WatchUserSessionsResponse(cursor=event.cursor)
+        async for response in self._feed(changes.user_feed(request, self.limits), pb.WatchUserSessionsResponse):
+            yield response
+
+    async def _feed(self, query: FeedQuery, response_type: type[R]) -> AsyncIterator[R]:
+        """A watch's events as responses of either Watch RPC (they have the same two fields)."""
+        async for event in self.watches.watch(query):
+            response = response_type(cursor=event.cursor)
             if event.change is not None:
                 response.change.CopyFrom(changes.change_to_proto(event.change))
             yield response
