@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,23 @@ def machine() -> str:
     except OSError:
         pass
     return f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}"
+
+
+def finish(
+    result: dict[str, Any], results: list[dict[str, Any]], *, out: Path, name: str, began: float,
+    load_before: tuple[float, float, float], markdown: Callable[[dict[str, Any]], str],
+) -> dict[str, Any]:
+    """Close a bench's run: stamp the result (time, machine, load after, wall time, rows), write
+    `<name>-latest.json` and `.md` into `out`, and print where they went with the load around it."""
+    result.update(
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine=machine(),
+        load_average_after=os.getloadavg(), wall_seconds=time.monotonic() - began, results=results,
+    )
+    (out / f"{name}-latest.json").write_text(json.dumps(result, indent=2, default=str))
+    (out / f"{name}-latest.md").write_text(markdown(result))
+    print(f"# results: {out / f'{name}-latest.md'}; wall {result['wall_seconds']:.0f}s; load average "
+          f"{load_before[0]:.2f} before, {result['load_average_after'][0]:.2f} after")
+    return result
 
 
 def _m(stat: dict[str, float] | None, digits: int = 2) -> str:

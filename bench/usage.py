@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import heapq
-import json
 import os
 import time
 import uuid
@@ -321,16 +320,9 @@ async def run(size: Size, out: Path, only: set[str]) -> dict[str, Any]:
         finally:
             for proc in procs:
                 proc.stop()
-    result.update(
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"), machine=report.machine(),
-        load_average_after=os.getloadavg(), wall_seconds=time.monotonic() - began, results=bench.results,
-    )
     name = "usage-quick" if size is QUICK else "usage"
-    (out / f"{name}-latest.json").write_text(json.dumps(result, indent=2, default=str))
-    (out / f"{name}-latest.md").write_text(markdown(result))
-    print(f"# results: {out / f'{name}-latest.md'}; wall {result['wall_seconds']:.0f}s; load average "
-          f"{load_before[0]:.2f} before, {result['load_average_after'][0]:.2f} after")
-    return result
+    return report.finish(result, bench.results, out=out, name=name, began=began, load_before=load_before,
+                         markdown=markdown)
 
 
 def markdown(result: dict[str, Any]) -> str:
