@@ -161,6 +161,12 @@ async def test_an_empty_user_id_of_the_operator_is_invalid_argument(userdata):
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
+@pytest.mark.parametrize("user_id", ["", "x" * 300, "bad\x00id"])
+async def test_a_bad_user_id_is_invalid_argument_naming_it(userdata, user_id):
+    failure = await expect_failure(userdata.DeleteUserData(pb.DeleteUserDataRequest(user_id=user_id)))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "user_id" in failure.field_violations
+
+
 # ---- live watches ---------------------------------------------------------------------------
 
 

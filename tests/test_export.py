@@ -42,6 +42,12 @@ async def exported(userdata, user_id: str, metadata=()) -> str:
     return "".join(line + "\n" for line in lines)
 
 
+@pytest.mark.parametrize("user_id", ["", "x" * 300, "bad\x00id"])
+async def test_a_bad_user_id_is_invalid_argument_naming_it(userdata, user_id):
+    failure = await expect_failure(exported(userdata, user_id))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT and "user_id" in failure.field_violations
+
+
 async def exported_from(url: str, user_id: str) -> str:
     db = Database(create_engine(test_settings(url)), 60.0)
     try:
