@@ -277,6 +277,8 @@ def comparison_table(comparisons: dict[str, Any]) -> str:
     for item in comparisons["targets"]:
         value = "-" if item["measured"] is None else f"{item['measured']:.2f}"
         met = {True: "met", False: "NOT MET", None: "not measured"}[item["met"]]
+        if item["goal"] == "info" and item["measured"] is not None:
+            met = ""  # printed for reference, not judged
         lines.append(f"  {item['target']:<80} {value:>9} {item['goal']:>10}  {met}")
     return "\n".join(lines)
 

@@ -3,6 +3,7 @@ instead of one message per response; the same messages, in the same order, eithe
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -124,3 +125,25 @@ async def test_a_batched_stream_checks_its_fields_like_an_unbatched_one(sessions
     )
     assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
     assert {"after_sequence", "page_size"} <= set(failure.field_violations)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_streams_abandoned_mid_session_leave_no_read_behind(sessions, messages, sql, batched):
+    """The next page is read while one is written: a client that goes away mid-stream takes that
+    read with it (more abandoned streams than the pool has connections, then a whole stream)."""
+    session = await new_session(sessions, "alice")
+    await fill(messages, session.session_id, 60)
+    for _ in range(30):
+        request = pb.StreamMessagesRequest(session_id=session.session_id, page_size=5, batched=batched)
+        call = messages.StreamMessages(request)
+        await call.read()
+        call.cancel()
+    whole = await asyncio.wait_for(
+        responses(messages, session_id=session.session_id, page_size=5, batched=batched), timeout=10
+    )
+    assert [m.sequence for r in whole for m in (r.messages if batched else [r.message])] == list(range(1, 61))
+    busy = await sql.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND state = 'active' AND pid <> pg_backend_pid()"
+    )
+    assert busy == 0
