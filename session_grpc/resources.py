@@ -112,7 +112,15 @@ def update_state_response(found: records.SessionState) -> pb.UpdateStateResponse
     )
 
 
+_NO_METADATA = struct_pb2.Struct()
+"""Copied into each message without metadata (the constructor copies it; it is never changed)."""
+
+
 def message_to_proto(message: records.Message) -> pb.Message:
+    # On every streamed message: the create time is converted once when the event time is the
+    # same (it is, unless the writer gave one), and empty metadata is not built anew each time.
+    created = timestamp(message.create_time)
+    event_time = message.event_time
     return pb.Message(
         message_id=message.message_id,
         session_id=message.session_id,
@@ -123,11 +131,11 @@ def message_to_proto(message: records.Message) -> pb.Message:
         content=message.content,
         tokens_used=message.tokens_used,
         cost=format_decimal(message.cost),
-        metadata=struct(message.metadata),
-        create_time=timestamp(message.create_time),
+        metadata=struct(message.metadata) if message.metadata else _NO_METADATA,
+        create_time=created,
         payload=message.payload,
         payload_type=message.payload_type,
-        event_time=timestamp(message.event_time or message.create_time),
+        event_time=created if event_time is None or event_time == message.create_time else timestamp(event_time),
     )
 
 

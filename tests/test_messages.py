@@ -630,3 +630,32 @@ async def test_stream_messages_of_large_messages_streams_each_once_in_order(sess
     streamed = await stream(messages, session_id=session.session_id, page_size=1000)
     assert [m.sequence for m in streamed] == list(range(1, 31))
     assert sorted(m.content[:4] for m in streamed) == [f"{i:04d}" for i in range(30)]
+
+
+@pytest.mark.parametrize("metadata", [{}, {"model": "m1", "n": 2}])
+@pytest.mark.parametrize("event_offset", [None, 0, 90])
+def test_message_to_proto_writes_every_field_as_it_is_stored(metadata, event_offset):
+    """The conversion shares the create time with an equal event time and an empty metadata Struct
+    between messages; the bytes are those of converting each field on its own."""
+    from datetime import datetime, timedelta, timezone
+
+    from session_grpc import resources
+    from session_grpc.domain import records
+
+    created = datetime(2026, 5, 1, 9, 30, 0, 123456, tzinfo=timezone.utc)
+    event = None if event_offset is None else created + timedelta(seconds=event_offset)
+    record = records.Message(
+        str(uuid.uuid4()), str(uuid.uuid4()), "alice", 7, records.Role.ASSISTANT, records.MessageType.TOOL_CALL,
+        "hi", 12, Decimal("0.00015"), metadata, created, b"\x01", "a/b", event,
+    )
+    expected = pb.Message(
+        message_id=record.message_id, session_id=record.session_id, user_id="alice", sequence=7,
+        role=pb.ROLE_ASSISTANT, message_type=pb.MESSAGE_TYPE_TOOL_CALL, content="hi", tokens_used=12, cost="0.00015",
+        metadata=struct(**metadata), payload=b"\x01", payload_type="a/b",
+    )
+    expected.create_time.FromDatetime(created)
+    expected.event_time.FromDatetime(event or created)
+    first = resources.message_to_proto(record)
+    assert first.SerializeToString() == expected.SerializeToString()
+    first.metadata["changed"] = True  # each message owns its Struct: the next conversion is unchanged
+    assert resources.message_to_proto(record).SerializeToString() == expected.SerializeToString()
