@@ -36,9 +36,9 @@ RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
 """A list page stops short of page_size rather than pass gRPC's default 4 MiB client receive limit;
 storage fetches no more than that (plus one message) for it."""
 STREAM_BATCH_BYTES = 1024 * 1024
-"""What one stream reads from the database at a time, and the most a batched response carries (a
-larger message alone). The next page is read while one is written: a stream whose client stops
-reading holds about twice this much (plus two messages) until it resumes or ends."""
+"""What one stream reads from the database at a time: a stream whose client stops reading holds
+about this much (plus one message) until it resumes or ends. Also the most one batched
+StreamMessages response carries (a single larger message goes out alone)."""
 
 MAX_SEQUENCE = 2**63 - 1
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -129,8 +129,8 @@ async def test_a_batched_stream_checks_its_fields_like_an_unbatched_one(sessions
 
 @pytest.mark.parametrize("batched", [False, True])
 async def test_streams_abandoned_mid_session_leave_no_read_behind(sessions, messages, sql, batched):
-    """The next page is read while one is written: a client that goes away mid-stream takes that
-    read with it (more abandoned streams than the pool has connections, then a whole stream)."""
+    """A client that goes away mid-stream leaves no read or connection behind (more abandoned
+    streams than the pool has connections, then a whole stream)."""
     session = await new_session(sessions, "alice")
     await fill(messages, session.session_id, 60)
     for _ in range(30):

@@ -1,8 +1,6 @@
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 from dataclasses import replace
 
 import grpc
@@ -11,7 +9,6 @@ from .. import paging, requests, resources
 from .._proto.session.v1 import session_pb2 as pb
 from .._proto.session.v1 import session_pb2_grpc
 from ..domain.limits import Limits
-from ..domain.records import Message, Page
 from ..paging import PageTokens
 from ..storage import messages, search
 from ..storage.group_commit import GroupCommit
@@ -59,42 +56,23 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
         self, request: pb.StreamMessagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamMessagesResponse]:
         """Pages through the session by sequence, one statement per page (the first finds the session);
-        one message per response, or (batched) one page per response within STREAM_BATCH_BYTES.
-        The next page is read while this one is written (at most two pages held)."""
+        one message per response, or (batched) one page per response within STREAM_BATCH_BYTES."""
         query = requests.stream_query(request, self.limits)
         batched = request.batched
-        page = await self.reads.run(messages.list_messages, query)
         while True:
-            ahead: asyncio.Future[Page[Message]] | None = None
-            if page.more:
-                query = replace(query, position=page.items[-1].sequence)
-                ahead = asyncio.ensure_future(self.reads.run(messages.list_messages, query))
-            try:
-                if batched:
-                    for run in paging.split_page(page.items, resources.message_to_proto, paging.STREAM_BATCH_BYTES):
-                        yield pb.StreamMessagesResponse(messages=run)
-                else:
-                    for message in page.items:
-                        yield pb.StreamMessagesResponse(message=resources.message_to_proto(message))
-            except BaseException:  # the call ended early (cancelled, failed, the client went away)
-                if ahead is not None:
-                    _drop(ahead)
-                raise
-            if ahead is None:
+            page = await self.reads.run(messages.list_messages, query)
+            if batched:
+                for run in paging.split_page(page.items, resources.message_to_proto, paging.STREAM_BATCH_BYTES):
+                    yield pb.StreamMessagesResponse(messages=run)
+            else:
+                for message in page.items:
+                    yield pb.StreamMessagesResponse(message=resources.message_to_proto(message))
+            if not page.more:
                 return
-            page = await ahead
+            query = replace(query, position=page.items[-1].sequence)
 
     async def SearchMessages(self, request: pb.SearchMessagesRequest, context: grpc.aio.ServicerContext):
         query = requests.message_search(request, self.tokens, self.search_config, self.limits)
         page = await self.reads.run(search.search_messages, query)
         found, token = self.tokens.fit(paging.SEARCH, query.scope, page, resources.search_hit_to_proto)
         return pb.SearchMessagesResponse(results=found, next_page_token=token)
-
-
-def _drop(ahead: asyncio.Future[Any]) -> None:
-    """Cancel a read no longer wanted; one that already failed has its error taken (not logged)."""
-    if ahead.done():
-        if not ahead.cancelled():
-            ahead.exception()
-    else:
-        ahead.cancel()
