@@ -172,9 +172,19 @@ class Noop(session_pb2_grpc.MessageServiceServicer, session_pb2_grpc.SessionServ
         return self.session
 
     async def StreamMessages(self, request, context):
-        """`after_sequence` canned messages (50,000 when 0): the ceiling of a grpc.aio stream."""
+        """`after_sequence` canned messages (50,000 when 0): the ceiling of a grpc.aio stream; with
+        `batched`, in canned pages of page_size (100 when 0), as session-grpc groups them."""
+        count = request.after_sequence or 50_000
+        if request.batched:
+            size = request.page_size or 100
+            page = pb.StreamMessagesResponse(messages=[self.message.message] * size)
+            for _ in range(count // size):
+                yield page
+            if count % size:
+                yield pb.StreamMessagesResponse(messages=[self.message.message] * (count % size))
+            return
         item = pb.StreamMessagesResponse(message=self.message.message)
-        for _ in range(request.after_sequence or 50_000):
+        for _ in range(count):
             yield item
 
 

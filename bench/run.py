@@ -418,27 +418,31 @@ async def go_stream_large(
     bench: Bench, builder: goload.Builder, real: Proc, noop: Proc, session_id: str, count: int
 ) -> None:
     """StreamMessages of the `count`-message session to the Go client at the default page size,
-    next to the no-op server's canned stream of as many messages of the same size (the ceiling of
-    a grpc.aio stream, measured the same way), their repetitions interleaved."""
+    one message per response and (batched) one page per response, next to the no-op server's
+    canned stream of as many messages of the same size, likewise both ways (the ceiling of a
+    grpc.aio stream, measured the same way), their repetitions interleaved."""
     binary = builder.binary()
+    canned = ["-sessions", str(uuid.uuid4()), "-after-sequence", str(count)]
     targets = [
         ("session-grpc", real, ["-sessions", session_id], f"{count} msgs page_size=100"),
-        ("no-op", noop, ["-sessions", str(uuid.uuid4()), "-after-sequence", str(count)], f"{count} msgs canned"),
+        ("session-grpc", real, ["-sessions", session_id, "-batched"], f"{count} msgs page_size=100 batched"),
+        ("no-op", noop, canned, f"{count} msgs canned"),
+        ("no-op", noop, [*canned, "-batched"], f"{count} msgs canned batched"),
     ]
-    reps: dict[str, list[loadgen.RunStats]] = {name: [] for name, *_ in targets}
-    cpus: dict[str, list[dict[str, float]]] = {name: [] for name, *_ in targets}
+    reps: dict[str, list[loadgen.RunStats]] = {variant: [] for *_, variant in targets}
+    cpus: dict[str, list[dict[str, float]]] = {variant: [] for *_, variant in targets}
     for _ in range(bench.config.reps):
-        for name, proc, args, _ in targets:
+        for name, proc, args, variant in targets:
             stats, cpu = await goload.run(
                 binary, proc.port, ["-rpc", "stream", *args],
                 lambda go_pid, pid=proc.pid: bench.meter(pid, loadgen_pid=go_pid),
             )
             if stats.calls != count:
-                raise RuntimeError(f"goload streamed {stats.calls} messages from {name}, not {count}")
-            reps[name].append(stats)
-            cpus[name].append(cpu)
+                raise RuntimeError(f"goload streamed {stats.calls} messages from {name} ({variant}), not {count}")
+            reps[variant].append(stats)
+            cpus[variant].append(cpu)
     for name, _, _, variant in targets:
-        bench.record("go stream_large", name, variant, reps[name], cpus[name], unit="messages/s")
+        bench.record("go stream_large", name, variant, reps[variant], cpus[variant], unit="messages/s")
 
 
 async def open_loop_add(bench: Bench, target: str, port: int, pid: int, real: grpc.aio.Channel, rate: float) -> None:
@@ -494,10 +498,12 @@ async def stream_large(
     count: int = 0,
 ) -> None:
     """Stream whole sessions, sampling the server's memory. With `count`, the no-op server's
-    canned stream of that many messages of the same size instead (the grpc.aio ceiling)."""
+    canned stream of that many messages of the same size instead (the grpc.aio ceiling). The first
+    session (and the canned stream) is also streamed batched, a page per response."""
     messages = session_pb2_grpc.MessageServiceStub(channel)
     for index, (label, session_id) in enumerate(sessions.items()):
-        for page_size in ((0,) if count or index else (0, 1000)):
+        ways = ((0, False), (0, True)) if count else ((0, False), (1000, False), (0, True)) if not index else ((0, False),)
+        for page_size, batched in ways:
             reps, cpus, peaks, starts = [], [], [], []
             for _ in range(bench.config.reps):
                 peak = procstat.rss_bytes(pid)
@@ -515,10 +521,12 @@ async def stream_large(
                 meter.start()
                 started = time.perf_counter()
                 received = 0
-                async for _ in messages.StreamMessages(
-                    pb.StreamMessagesRequest(session_id=session_id, page_size=page_size, after_sequence=count)
+                async for response in messages.StreamMessages(
+                    pb.StreamMessagesRequest(
+                        session_id=session_id, page_size=page_size, after_sequence=count, batched=batched
+                    )
                 ):
-                    received += 1
+                    received += len(response.messages) if batched else 1
                 elapsed = time.perf_counter() - started
                 done = True
                 await sampler
@@ -528,7 +536,8 @@ async def stream_large(
             bench.record(
                 "stream_large",
                 target,
-                f"{label} page_size={page_size or 100}" if not count else f"{label} canned",
+                (f"{label} page_size={page_size or 100}" if not count else f"{label} canned")
+                + (" batched" if batched else ""),
                 reps,
                 cpus,
                 unit="messages/s",

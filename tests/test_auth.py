@@ -98,6 +98,25 @@ async def test_another_users_session_looks_exactly_like_a_missing_one_for_every_
     assert await sql.fetchval("SELECT count(*) FROM memories") == 0
 
 
+async def test_a_batched_stream_of_another_users_session_looks_exactly_like_a_missing_one(database_url, dev):
+    _, _, port = dev
+    method = "/session.v1.MessageService/StreamMessages"
+    async with token_server(database_url, port) as (_, channel):
+        sid = await bobs_session(channel)
+        bob = Stubs(channel, "bob-token")
+        await bob.messages.AddMessage(
+            pb.AddMessageRequest(session_id=sid, role=pb.ROLE_USER, content="mine"), metadata=bob.metadata
+        )
+        theirs = pb.StreamMessagesRequest(session_id=sid, batched=True)
+        nobodys = pb.StreamMessagesRequest(session_id=str(uuid.uuid4()), batched=True)
+        failure = await expect_failure(rpcs.call(channel, method, theirs, "alice-token"))
+        missing = await expect_failure(rpcs.call(channel, method, nobodys, "alice-token"))
+        assert failure.code == grpc.StatusCode.NOT_FOUND
+        assert same_as_missing(failure, missing)
+        own = await rpcs.call(channel, method, theirs, "bob-token")
+        assert [[m.content for m in response.messages] for response in own] == [["mine"]]
+
+
 async def test_a_user_naming_another_user_is_permission_denied(database_url, dev):
     _, _, port = dev
     async with token_server(database_url, port) as (_, channel):

@@ -68,6 +68,21 @@ async def test_goload_streams_a_whole_session_across_pages(binary, service, sess
     assert stats.throughput > 0
 
 
+async def test_goload_streams_a_whole_session_batched_counting_messages_not_responses(
+    binary, service, sessions, messages
+):
+    sid = (await new_session(sessions, "go-load")).session_id
+    batch = [pb.NewMessage(role=pb.ROLE_USER, content=f"m{n}") for n in range(50)]
+    for _ in range(5):  # 250 messages: three responses of a page each
+        await messages.AddMessages(pb.AddMessagesRequest(session_id=sid, messages=batch))
+    stats, _ = await goload.run(binary, service.port, ["-rpc", "stream", "-batched", "-sessions", sid])
+    assert (stats.calls, stats.errors) == (250, 0)
+    stats, _ = await goload.run(
+        binary, service.port, ["-rpc", "stream", "-batched", "-page-size", "7", "-sessions", sid]
+    )
+    assert (stats.calls, stats.errors) == (250, 0)
+
+
 async def test_goload_reports_a_failing_rpc_as_errors_not_calls(binary, service):
     stats, _ = await goload.run(
         binary, service.port, ["-rpc", "get_session", "-sessions", "not-a-uuid", "-warmup", "0s", "-duration", "0.2s"],
@@ -96,4 +111,9 @@ async def test_bench_runs_its_point_and_stream_workloads_with_the_go_load_genera
     assert sum(row["cpu_cores"]["loadgen"]["median"] for row in rows) > 0
     assert not any(row["workload"] in ("add_message", "stream_large") for row in result["results"]), (
         "--loadgen go replaces the Python load generator's rows")
-    assert any(t["target"].startswith("go stream_large >= 20,000") for t in result["comparisons"]["targets"])
+    targets = [t["target"] for t in result["comparisons"]["targets"]]
+    assert any(t.startswith("go stream_large >= 20,000") and "batched" in t for t in targets), targets
+    assert any(t.startswith("go stream_large unbatched") for t in targets), targets
+    # Both streams, a message per response and a page per response, from both servers.
+    streams = {row["variant"].split(" ", 2)[2] for row in rows if row["workload"] == "go stream_large"}
+    assert streams == {"page_size=100", "page_size=100 batched", "canned", "canned batched"}

@@ -253,7 +253,21 @@ async def test_invalid_argument_exposes_the_field_violations(service):
     assert caught.value.code == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_a_broken_stream_resumes_after_the_last_message(service):
+async def test_stream_messages_yields_the_same_messages_batched_or_not(service):
+    async with SessionClient(f"127.0.0.1:{service.port}") as client:
+        session = await client.create_session("alice")
+        for i in range(12):
+            await client.add_message(session.session_id, "user", f"m{i}")
+        one_by_one = [m async for m in client.stream_messages(session.session_id, page_size=5)]
+        batched = [m async for m in client.stream_messages(session.session_id, page_size=5, batched=True)]
+        later = [m.sequence async for m in client.stream_messages(session.session_id, after_sequence=9, batched=True)]
+    assert [m.sequence for m in one_by_one] == list(range(1, 13))
+    assert batched == one_by_one
+    assert later == [10, 11, 12]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+async def test_a_broken_stream_resumes_after_the_last_message(service, batched):
     """Stop the server mid-stream, start a new one on the same port: the stream goes on where it was."""
     first = build_server(test_settings(service.settings.database_url, port=free_port()))
     port = first.port
@@ -266,7 +280,7 @@ async def test_a_broken_stream_resumes_after_the_last_message(service):
         seen = []
         second = None
         try:
-            async for message in client.stream_messages(session.session_id, page_size=5):
+            async for message in client.stream_messages(session.session_id, page_size=5, batched=batched):
                 seen.append(message.sequence)
                 if len(seen) == 7:
                     await first.stop(grace=0)

@@ -4,13 +4,14 @@
 // One process runs one measurement against one server and prints two lines on stdout: "measuring"
 // when the warm-up is over (the bench starts its CPU meters then), and a JSON object with the
 // calls completed in the measured window, the errors, the window's length and each call's
-// latency in microseconds (for a stream: one "call" per message received, one latency, the
-// whole stream's). With -linger it then waits for stdin to close, so the bench can read its CPU
+// latency in microseconds (for a stream: one "call" per message received, batched or not, one
+// latency, the whole stream's). With -linger it then waits for stdin to close, so the bench can read its CPU
 // time from /proc before it exits.
 //
 //	goload -addr 127.0.0.1:8203 -rpc add_message -sessions ID1,ID2 -duration 2.5s
 //	goload -addr 127.0.0.1:8203 -rpc get_session -sessions ID -concurrency 32
 //	goload -addr 127.0.0.1:8203 -rpc stream -sessions ID            # the whole session, once
+//	goload -addr 127.0.0.1:8203 -rpc stream -batched -sessions ID   # the same, a page per response
 //
 // Closed loop: -concurrency callers (default: one per session), caller i on session i mod n,
 // each calling back to back over one shared connection (as the Python load generator does).
@@ -53,6 +54,7 @@ func main() {
 	cost := flag.String("cost", "0.00015", "AddMessage cost")
 	pageSize := flag.Int("page-size", 0, "StreamMessages page_size (0: the server's default)")
 	after := flag.Int64("after-sequence", 0, "StreamMessages after_sequence (the no-op server streams this many)")
+	batched := flag.Bool("batched", false, "StreamMessages batched: one page of messages per response")
 	linger := flag.Bool("linger", false, "after the result, wait for stdin to close before exiting")
 	flag.Parse()
 
@@ -77,7 +79,9 @@ func main() {
 	var out result
 	switch *rpc {
 	case "stream":
-		out = stream(messages, sessions[0], int32(*pageSize), *after)
+		out = stream(messages, &sessionv1.StreamMessagesRequest{
+			SessionId: sessions[0], PageSize: int32(*pageSize), AfterSequence: *after, Batched: *batched,
+		})
 	case "add_message", "get_session":
 		call := func(ctx context.Context, session string) error {
 			if *rpc == "get_session" {
@@ -162,12 +166,12 @@ func closedLoop(call func(context.Context, string) error, sessions []string, con
 }
 
 // stream reads one whole StreamMessages; every message received is a "call".
-func stream(messages sessionv1.MessageServiceClient, session string, pageSize int32, after int64) result {
+func stream(messages sessionv1.MessageServiceClient, request *sessionv1.StreamMessagesRequest) result {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Second)
 	defer cancel()
 	measuring()
 	started := time.Now()
-	calls, err := drain(ctx, messages, &sessionv1.StreamMessagesRequest{SessionId: session, PageSize: pageSize, AfterSequence: after})
+	calls, err := drain(ctx, messages, request)
 	elapsed := time.Since(started)
 	out := result{Calls: calls, Seconds: elapsed.Seconds(), LatenciesUs: []int64{elapsed.Microseconds()}}
 	if err != nil {
@@ -183,13 +187,18 @@ func drain(ctx context.Context, messages sessionv1.MessageServiceClient, request
 	}
 	received := 0
 	for {
-		_, err := items.Recv()
+		response, err := items.Recv()
 		if err == io.EOF {
 			return received, nil
 		}
 		if err != nil {
 			return received, err
 		}
-		received++
+		// A batched response carries its page in Messages, an unbatched one its message in Message.
+		if page := response.GetMessages(); len(page) > 0 {
+			received += len(page)
+		} else if response.GetMessage() != nil {
+			received++
+		}
 	}
 }

@@ -55,12 +55,18 @@ class MessageServicer(session_pb2_grpc.MessageServiceServicer):
     async def StreamMessages(
         self, request: pb.StreamMessagesRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamMessagesResponse]:
-        """Pages through the session by sequence, one statement per page (the first finds the session)."""
+        """Pages through the session by sequence, one statement per page (the first finds the session);
+        one message per response, or (batched) one page per response within STREAM_BATCH_BYTES."""
         query = requests.stream_query(request, self.limits)
+        batched = request.batched
         while True:
             page = await self.reads.run(messages.list_messages, query)
-            for message in page.items:
-                yield pb.StreamMessagesResponse(message=resources.message_to_proto(message))
+            if batched:
+                for run in paging.split_page(page.items, resources.message_to_proto, paging.STREAM_BATCH_BYTES):
+                    yield pb.StreamMessagesResponse(messages=run)
+            else:
+                for message in page.items:
+                    yield pb.StreamMessagesResponse(message=resources.message_to_proto(message))
             if not page.more:
                 return
             query = replace(query, position=page.items[-1].sequence)

@@ -160,6 +160,16 @@ COMMIT_LSN = "session-commit-lsn"
 READ_AFTER_LSN = "session-read-after-lsn"
 
 
+async def _flatten(pages: AsyncIterator[list[Any]]) -> AsyncIterator[Any]:
+    """The items of each page in turn; closing this closes `pages` (and so its call)."""
+    try:
+        async for page in pages:
+            for item in page:
+                yield item
+    finally:
+        await pages.aclose()  # type: ignore[attr-defined]
+
+
 def _lsn_key(lsn: str) -> tuple[int, int]:
     high, _, low = lsn.partition("/")
     try:
@@ -827,21 +837,32 @@ class SessionClient:
                 return
 
     def stream_messages(
-        self, session_id: str, *, after_sequence: int = 0, page_size: int = 0
+        self, session_id: str, *, after_sequence: int = 0, page_size: int = 0, batched: bool = False
     ) -> AsyncIterator[pb.Message]:
         """Messages after `after_sequence`, in order, as the server streams them; ends at the last one.
 
+        `batched` asks the server for one page (`page_size` messages, at most about 1 MiB) per
+        response instead of one message per response: the same messages, with far less work per
+        message on both ends; this iterator yields them one by one either way.
         When the stream breaks with UNAVAILABLE the client reopens it after the last
-        message it yielded (under the retry policy), so nothing is skipped or repeated.
+        message it received (under the retry policy), so nothing is skipped or repeated.
         """
         def open_(after: int | None) -> Any:
-            request = pb.StreamMessagesRequest(session_id=session_id, after_sequence=after or 0, page_size=page_size)
+            request = pb.StreamMessagesRequest(
+                session_id=session_id, after_sequence=after or 0, page_size=page_size, batched=batched
+            )
             return self._messages.StreamMessages(request, metadata=self._call_metadata())
 
-        def advance(response: Any) -> tuple[int, pb.Message]:
-            return response.message.sequence, response.message
+        if not batched:
+            def advance(response: Any) -> tuple[int, pb.Message]:
+                return response.message.sequence, response.message
 
-        return self._resumable(open_, after_sequence, advance)
+            return self._resumable(open_, after_sequence, advance)
+
+        def advance_page(response: Any) -> tuple[int, list[pb.Message]]:
+            return response.messages[-1].sequence, list(response.messages)
+
+        return _flatten(self._resumable(open_, after_sequence, advance_page))
 
     # -- the change feed -----------------------------------------------------------------------
 

@@ -876,6 +876,8 @@ type MessageServiceClient interface {
 	// Every message after after_sequence, in sequence order, read from the
 	// database page by page; the stream ends at the last stored message (it does
 	// not wait for new ones). NOT_FOUND without the session, before any message.
+	// One message per response by default; with batched, one page per response
+	// (far fewer writes, for clients that read a whole session quickly).
 	StreamMessages(ctx context.Context, in *StreamMessagesRequest, opts ...grpc.CallOption) (MessageService_StreamMessagesClient, error)
 	// Full-text search over messages' content: the query is what a person types
 	// in a search box (words, "a quoted phrase", -excluded, or), matched with
@@ -998,6 +1000,8 @@ type MessageServiceServer interface {
 	// Every message after after_sequence, in sequence order, read from the
 	// database page by page; the stream ends at the last stored message (it does
 	// not wait for new ones). NOT_FOUND without the session, before any message.
+	// One message per response by default; with batched, one page per response
+	// (far fewer writes, for clients that read a whole session quickly).
 	StreamMessages(*StreamMessagesRequest, MessageService_StreamMessagesServer) error
 	// Full-text search over messages' content: the query is what a person types
 	// in a search box (words, "a quoted phrase", -excluded, or), matched with

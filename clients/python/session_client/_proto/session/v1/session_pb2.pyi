@@ -709,20 +709,24 @@ class ListMessagesResponse(_message.Message):
     def __init__(self, messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
 
 class StreamMessagesRequest(_message.Message):
-    __slots__ = ("session_id", "after_sequence", "page_size")
+    __slots__ = ("session_id", "after_sequence", "page_size", "batched")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     after_sequence: int
     page_size: int
-    def __init__(self, session_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
+    batched: bool
+    def __init__(self, session_id: _Optional[str] = ..., after_sequence: _Optional[int] = ..., page_size: _Optional[int] = ..., batched: _Optional[bool] = ...) -> None: ...
 
 class StreamMessagesResponse(_message.Message):
-    __slots__ = ("message",)
+    __slots__ = ("message", "messages")
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_FIELD_NUMBER: _ClassVar[int]
     message: Message
-    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ...) -> None: ...
+    messages: _containers.RepeatedCompositeFieldContainer[Message]
+    def __init__(self, message: _Optional[_Union[Message, _Mapping]] = ..., messages: _Optional[_Iterable[_Union[Message, _Mapping]]] = ...) -> None: ...
 
 class SearchMessagesRequest(_message.Message):
     __slots__ = ("query", "user_id", "app_name", "session_ids", "roles", "start_time", "end_time", "page_size", "page_token")
