@@ -5,12 +5,14 @@
 Creates a session, adds a user and an assistant message with tokens and cost,
 lists and streams them, creates, reads and updates the memory, completes the
 session, reads the summary, lists the user's sessions, reads the service stats,
-ends the session and reads it back. Exits non-zero at the first surprise.
+ends the session and reads it back, exports everything of the user and erases it.
+Exits non-zero at the first surprise.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import uuid
 from decimal import Decimal
@@ -110,6 +112,23 @@ async def walkthrough(address: str) -> None:
         check(ended.status == pb.SESSION_STATUS_ENDED and ended.HasField("end_time"), "session ended")
         final = (await sessions.GetSession(pb.GetSessionRequest(session_id=sid))).session
         check(final.status == pb.SESSION_STATUS_ENDED, "get shows ENDED")
+
+        user_data = rpc.UserDataServiceStub(channel)
+        lines = [
+            json.loads(line)
+            async for part in user_data.ExportUserData(pb.ExportUserDataRequest(user_id=user))
+            for line in part.lines
+        ]
+        check(
+            lines[0]["type"] == "header" and lines[0]["user_id"] == user
+            and lines[-1] == {"type": "end", "record_count": len(lines) - 2}
+            and sum(line["type"] == "message" for line in lines) == 2,
+            f"export the user: {len(lines)} lines, both messages",
+        )
+        erased = await user_data.DeleteUserData(pb.DeleteUserDataRequest(user_id=user))
+        check(erased.session_count == 1 and erased.message_count == 2 and erased.memory_count == 1, "erase the user")
+        gone = await sessions.ListSessions(pb.ListSessionsRequest(user_id=user))
+        check(not gone.sessions, "nothing of the user is left")
 
 
 if __name__ == "__main__":

@@ -117,14 +117,19 @@ async def test_stopped_account_service_fails_open_and_is_counted(database_url, a
 
 async def test_hanging_account_service_fails_open_within_deadline_plus_100ms(database_url, accounts):
     service, _, port = accounts
-    service.delay = 5.0
     async with session_service(database_url, port, deadline=0.3) as (server, sessions):
-        await new_session(sessions, "alice-warmup-is-not-cached")  # connects the channels
+        await new_session(sessions, "alice")  # connects the channels
+        # The same call with an account service that answers at once: what the box takes for the
+        # rest of the call (on a loaded machine that alone can pass 100 ms).
+        started = time.monotonic()
+        await new_session(sessions, "bob")
+        baseline = time.monotonic() - started
+        service.delay = 5.0
         started = time.monotonic()
         await new_session(sessions, "someone")
         elapsed = time.monotonic() - started
-        assert elapsed < 0.3 + 0.1, elapsed
-        assert server.accounts.counters.fail_open == 2
+        assert elapsed - baseline < 0.3 + 0.1, (elapsed, baseline)
+        assert server.accounts.counters.fail_open == 1
 
 
 async def test_fail_closed_setting_turns_an_outage_into_unavailable(database_url, accounts, sql):

@@ -22,7 +22,9 @@ import pytest
 
 from session_grpc._proto.session.v1 import session_pb2 as pb
 from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
+from session_grpc.domain.records import MessageBody, MessageType, NewMessages, Role
 from session_grpc.server import SessionServer
+from session_grpc.storage import group_commit
 
 from .helpers import add, expect_failure, failure, new_session, serving_with, set_status, statements_waiting_for_a_lock
 
@@ -135,6 +137,38 @@ async def test_one_call_at_a_time_never_groups(own):
     for n in range(20):
         assert (await add(messages, session.session_id, f"m{n}")).sequence == n + 1
     assert group_sizes(server) == (20, 20, 20)
+
+
+@pytest.mark.parametrize("request_ids", [False, True], ids=["plain", "with-request-ids"])
+async def test_a_round_statement_is_planned_once_not_on_every_call(own, database_url, request_ids):
+    """A lone AddMessage runs a round of one; PostgreSQL must keep its generic plan after the five
+    custom ones (migration 0019), not plan the statement afresh every call (~0.6 ms of its CPU)."""
+    _, channel = own
+    sessions = rpc.SessionServiceStub(channel)
+    made = [await new_session(sessions, f"user-{n}") for n in range(3)]
+    body = MessageBody(role=Role.USER, message_type=MessageType.CHAT, content="hello")
+    conn = await asyncpg.connect(database_url)  # prepared statements are per connection: a fresh one
+    try:
+        # The plans differ by the table's size: on a few rows any plan is cheap and the generic one wins.
+        await conn.execute(
+            "INSERT INTO sessions (id, user_id, status) SELECT gen_random_uuid(), 'filler-' || n, 'active' "
+            "FROM generate_series(1, 20000) n"
+        )
+        for n in range(12):
+            call = NewMessages(
+                session_id=made[n % 3].session_id, owner=None, messages=[body],
+                request_id=str(uuid.uuid4()) if request_ids else None,
+            )
+            assert len(await group_commit.append_round(conn, [call])) == 1
+        rounds = await conn.fetch(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE statement LIKE '%WITH batch AS (%' AND statement NOT LIKE '%pg_prepared_statements%'"
+        )
+    finally:
+        await conn.close()
+    assert [(r["generic_plans"], r["custom_plans"]) for r in rounds] == [(7, 5)]
+    for session in made:
+        assert await totals(sessions, session.session_id) == (4, 0, Decimal(0))
 
 
 async def test_queued_calls_on_one_session_land_in_arrival_order_in_one_group(own, sql):

@@ -63,7 +63,9 @@ log = logging.getLogger(__name__)
 
 # One message per call, the calls as parallel text[] arrays (as in storage/messages.py: asyncpg
 # knows text[] without a type introspection round trip), one element per call, at most one call per
-# session; g.k is the call's place in the round. `locked` takes the sessions' row locks in id
+# session, read as rows through group_append_batch (migration 0019: its row estimate lets
+# PostgreSQL keep one generic plan instead of planning every round afresh); g.k is the call's place
+# in the round. `locked` takes the sessions' row locks in id
 # order, so two groups (of two servers) never wait on each other crosswise. Each bumped row adds
 # its call's one message and its tokens and cost, with the single statement's conditions, clock
 # and budget probes read per call; the message takes the new message_count as its sequence.
@@ -84,12 +86,9 @@ WITH batch AS (
            g.cost::numeric, g.metadata::jsonb, g.request_id::uuid, decode(g.payload, 'base64') AS payload,
            g.payload_type, g.event_time::timestamptz, g.expected::bigint, g.etag_version::bigint,
            g.etag_micros::bigint, g.owner
-    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[], $15::text[],
-                $16::text[])
-        WITH ORDINALITY AS g(id, session_id, role, message_type, content, tokens_used, cost, metadata,
-                             request_id, expected, etag_version, etag_micros, owner, payload, payload_type,
-                             event_time, k)
+    FROM group_append_batch($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                            $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],
+                            $15::text[], $16::text[]) AS g
 )<earlier>, locked AS (
     SELECT s.id FROM sessions s WHERE s.id IN (SELECT session_id FROM batch) ORDER BY s.id FOR NO KEY UPDATE SKIP LOCKED
 ), bumped AS (
