@@ -25,8 +25,10 @@ from session_grpc._proto.session.v1 import session_pb2_grpc as rpc
 from session_grpc.domain.records import MessageBody, MessageType, NewMessages, Role
 from session_grpc.server import SessionServer
 from session_grpc.storage import group_commit
+from session_grpc.storage import messages as message_storage
 
 from .helpers import add, expect_failure, failure, new_session, serving_with, set_status, statements_waiting_for_a_lock
+from .test_statements import StatementCounter
 
 
 @pytest.fixture
@@ -141,8 +143,9 @@ async def test_one_call_at_a_time_never_groups(own):
 
 @pytest.mark.parametrize("request_ids", [False, True], ids=["plain", "with-request-ids"])
 async def test_a_round_statement_is_planned_once_not_on_every_call(own, database_url, request_ids):
-    """A lone AddMessage runs a round of one; PostgreSQL must keep its generic plan after the five
-    custom ones (migration 0019), not plan the statement afresh every call (~0.6 ms of its CPU)."""
+    """A round of one (a queued call alone in its round); PostgreSQL must keep its generic plan
+    after the five custom ones (migration 0019), not plan the statement afresh every call (~0.6 ms
+    of its CPU)."""
     _, channel = own
     sessions = rpc.SessionServiceStub(channel)
     made = [await new_session(sessions, f"user-{n}") for n in range(3)]
@@ -169,6 +172,50 @@ async def test_a_round_statement_is_planned_once_not_on_every_call(own, database
     assert [(r["generic_plans"], r["custom_plans"]) for r in rounds] == [(7, 5)]
     for session in made:
         assert await totals(sessions, session.session_id) == (4, 0, Decimal(0))
+
+
+async def test_a_lone_call_sends_the_single_append_statement_with_its_row_lock_taken_nowait(own):
+    """Off at one call at a time: the leader sends what AddMessage sends without group commit, only
+    with the session row locked NOWAIT first (one statement; with a request id, the once form)."""
+    server, channel = own
+    sessions, messages = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel)
+    session = await new_session(sessions, "alice")
+    counter = StatementCounter(server)
+    seen = []
+    for request_id in (None, str(uuid.uuid4())):
+        await asyncio.sleep(0.01)  # the driver reports statements from the event loop
+        counter.statements.clear()
+        await add(messages, session.session_id, "m", **({"request_id": request_id} if request_id else {}))
+        await asyncio.sleep(0.01)
+        seen.append(list(counter.statements))
+    assert seen == [[message_storage.ADD_MESSAGES_UNLESS_LOCKED], [message_storage.ADD_MESSAGES_ONCE_UNLESS_LOCKED]]
+    assert message_storage.ADD_MESSAGES_UNLESS_LOCKED.replace(message_storage._UNLESS_LOCKED, "") == (
+        message_storage.ADD_MESSAGES
+    )
+
+
+async def test_a_lone_call_to_a_session_another_transaction_holds_waits_without_holding_up_the_others(own, sql):
+    """The leader's session row is held: it is not refused and not lost, it waits the ordinary way
+    (lock_not_available sends it there), and calls to other sessions meanwhile land."""
+    server, channel = own
+    sessions, messages = rpc.SessionServiceStub(channel), rpc.MessageServiceStub(channel)
+    held, free = await new_session(sessions, "alice"), await new_session(sessions, "bob")
+    await sql.execute("BEGIN")
+    await sql.execute("SELECT 1 FROM sessions WHERE id = $1 FOR NO KEY UPDATE", uuid.UUID(held.session_id))
+    try:
+        waiting = asyncio.ensure_future(add(messages, held.session_id, "waits"))
+
+        async def in_the_lock_queue() -> bool:
+            return await statements_waiting_for_a_lock(sql) >= 1
+
+        await until(in_the_lock_queue)
+        async with asyncio.timeout(10):  # not queued behind the waiting call
+            for n in range(5):
+                assert (await add(messages, free.session_id, f"free {n}")).sequence == n + 1
+        assert not waiting.done()
+    finally:
+        await sql.execute("COMMIT")
+    assert (await waiting).sequence == 1
 
 
 async def test_queued_calls_on_one_session_land_in_arrival_order_in_one_group(own, sql):

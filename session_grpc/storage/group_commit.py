@@ -1,8 +1,11 @@
 """Group commit of AddMessage: the appends that arrive together land in one statement.
 
 Leader and followers, no timer. An AddMessage that finds no append statement of this server in
-flight runs the group statement at once, alone, in its own task: at one call at a time nothing
-waits. Calls that arrive while a statement is in flight queue up; when it returns, the queue is
+flight (the leader) runs at once, alone, as without group commit: the single append statement of
+storage/messages.py, which takes its session's row lock NOWAIT (a row another transaction holds
+sends the call the ordinary, waiting way, so no queue waits behind one session's lock). At one call
+at a time nothing waits and nothing more is sent or planned. Calls that arrive while a statement is
+in flight queue up; when it returns, the queue is
 flushed (at most `max_group` calls at a time) by a task of its own as one statement per *round*,
 then each caller gets its own result. A round holds at most one call per session (the r-th queued
 call of each session is in round r), so a group of calls on 30 sessions is one statement, and 3
@@ -224,28 +227,28 @@ class GroupCommit:
         """AddMessage(s), as storage/budgets.append, grouped with concurrent ones when it may be."""
         if not self.enabled or not groupable(new):
             return await budgets.append(self.db, new)
-        queued = _Queued(new, deadlines.deadline(), contextvars.copy_context())
-        if new.session_id in self._ordinary:
-            self._follow(queued)
-        elif self._busy:
-            self._queue.append(queued)
-        else:  # the leader: its statement at once, in its own task (its own deadline and commit position)
+        if new.session_id not in self._ordinary and not self._busy:
+            # The leader: alone, so the single append statement at once, in the caller's own task
+            # (its deadline and commit position), taking its session's row lock NOWAIT; a refusal
+            # is raised as without group commit. A held row or a budget send it the ordinary way.
             self._busy = True
             self.observe(1)
             try:
-                found = await self.db.run(append_round, [new])
-            except (Unavailable, DeadlineExceeded):
-                raise
-            except Exception:  # noqa: BLE001 - the statement failed whole: the ordinary path decides
-                log.info("a group append statement failed; its call runs alone", exc_info=True)
-                found = _FAILED
+                return await self.db.run(messages.add_messages_unless_locked, new)
+            except messages.SessionLocked:
+                budgeted = False
+            except messages.BudgetApplies:
+                budgeted = True
             finally:
                 self._release()
-            answer = found.get(0)
-            if isinstance(answer, Appended):
-                return answer
-            # refused: the ordinary path says why; skipped, or failed whole: it runs the call
-            self._follow(queued, refused=answer is None and found is not _FAILED)
+            queued = _Queued(new, deadlines.deadline(), contextvars.copy_context())
+            self._follow(queued, budgeted=budgeted)
+            return await queued.future
+        queued = _Queued(new, deadlines.deadline(), contextvars.copy_context())
+        if new.session_id in self._ordinary:
+            self._follow(queued)
+        else:
+            self._queue.append(queued)
         return await queued.future  # cancelled with the caller: then dropped from the queue
 
     def _release(self) -> None:
@@ -336,15 +339,18 @@ class GroupCommit:
                     caller.lsn = position.lsn
             _settle(queued, result=appended)
 
-    def _follow(self, queued: _Queued, *, refused: bool = False) -> None:
+    def _follow(self, queued: _Queued, *, refused: bool = False, budgeted: bool = False) -> None:
         """Send a call to the ordinary path, in its caller's context (deadline, commit position), not
         awaited, so a call that waits there (for a row lock, a budget's lock) holds up no group. A
         refused call is explained (one statement) and, if the budget probes refused it, run
-        budgeted; any other runs whole (storage/budgets.append). Calls of one session on the ordinary
-        path run concurrently, as calls without group commit do: the session row lock orders them."""
+        budgeted; a call known to be `budgeted` runs budgeted; any other runs whole
+        (storage/budgets.append). Calls of one session on the ordinary path run concurrently, as
+        calls without group commit do: the session row lock orders them."""
         session_id = queued.new.session_id
         self._ordinary[session_id] = self._ordinary.get(session_id, 0) + 1
-        task = asyncio.get_running_loop().create_task(self._ordinary_path(queued, refused), context=queued.context)
+        task = asyncio.get_running_loop().create_task(
+            self._ordinary_path(queued, refused, budgeted), context=queued.context
+        )
         self._tasks.add(task)
 
         def done(finished: asyncio.Task[None]) -> None:
@@ -357,11 +363,13 @@ class GroupCommit:
 
         task.add_done_callback(done)
 
-    async def _ordinary_path(self, queued: _Queued, refused: bool) -> None:
+    async def _ordinary_path(self, queued: _Queued, refused: bool, budgeted: bool) -> None:
         if queued.future.done():
             return
         try:
-            if refused:
+            if budgeted:
+                result = await self.db.run(budgets.add_budgeted, queued.new)
+            elif refused:
                 try:
                     await self.db.run(explain_refusal, queued.new)
                     raise AssertionError("explain_refusal returned")
@@ -373,10 +381,6 @@ class GroupCommit:
             _settle(queued, error=error)
         else:
             _settle(queued, result=result)
-
-
-_FAILED: dict[int, Appended | str] = {}
-"""The leader's answer when its statement failed whole (the call then runs on the ordinary path)."""
 
 
 def _settle(queued: _Queued, *, result: Any = None, error: BaseException | None = None) -> None:
