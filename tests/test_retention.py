@@ -445,6 +445,35 @@ async def test_a_prune_racing_rewinds_never_corrupts_the_counts(sessions, messag
         assert (await add(messages, session_id)).sequence == count + 1
 
 
+async def test_an_erasure_racing_a_prune_of_the_same_user_both_finish_and_leave_nothing_of_the_user(
+    channel, sessions, messages, retention, service, sql
+):
+    """DeleteUserData locks the user's sessions and removes their feed and feed counter; a prune
+    batch locks sessions (SKIP LOCKED) and records MESSAGES_REMOVED in the same feed: whichever way
+    the two interleave, neither fails and nothing of the user is left (a deadlock between them
+    would be retried by the database layer or reach the caller; the count is printed)."""
+    userdata = rpc.UserDataServiceStub(channel)
+    await set_policy(retention, "chat", max_messages_per_session=5)
+    deadlocks_before = await sql.fetchval("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+    bystander = await conversation(sessions, messages, 8, user="bystander")
+    for race in range(12):
+        who = f"erased-{race}"
+        made = [await conversation(sessions, messages, 9, user=who) for _ in range(3)]
+        prune = asyncio.ensure_future(pruning.prune(service.db, 2))
+        erase = asyncio.ensure_future(userdata.DeleteUserData(pb.DeleteUserDataRequest(user_id=who)))
+        if race % 2:
+            prune, erase = erase, prune  # either one first
+        await asyncio.gather(prune, erase)
+        for session_id in made:
+            assert not await exists(sql, session_id)
+        assert await sql.fetchval("SELECT count(*) FROM messages WHERE user_id = $1", who) == 0
+        assert await sql.fetchval("SELECT count(*) FROM session_changes WHERE user_id = $1", who) == 0
+    await pruning.prune(service.db, 100)
+    assert await sequences(sql, bystander) == [4, 5, 6, 7, 8]
+    deadlocks = await sql.fetchval("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+    print(f"deadlocks detected by PostgreSQL during the races: {deadlocks - deadlocks_before}")
+
+
 def failure_reason(error: BaseException) -> str:
     from .helpers import failure
 
