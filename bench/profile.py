@@ -62,18 +62,23 @@ async def profile(seconds: float, out: Path, concurrency: int) -> None:
                 }
                 for name, ops in workloads.items():
                     target = out / f"{name}.svg"
-                    recorder = subprocess.Popen(
-                        [spy, "record", "--pid", str(server.pid), "--duration", str(int(seconds)),
-                         "--rate", "250", "--format", "flamegraph", "--output", str(target), "--nonblocking"],
-                        stdout=subprocess.DEVNULL,
-                        stderr=subprocess.PIPE,
-                    )
+                    recorder = flame_graph(spy, server.pid, seconds, target)
                     stats = await loadgen.closed_loop(ops, seconds + 0.5, 0.3)
                     _, err = recorder.communicate()
                     print(f"{name}: {stats.throughput:.0f} calls/s, p50 {stats.percentile(50) * 1e3:.2f} ms -> "
                           f"{target if recorder.returncode == 0 else err.decode()[-300:]}")
         finally:
             server.stop()
+
+
+def flame_graph(spy: str, pid: int, seconds: float, target: Path) -> subprocess.Popen[bytes]:
+    """py-spy recording `pid` for `seconds` into the flame graph `target` (wait with communicate())."""
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
+         "--rate", "250", "--format", "flamegraph", "--output", str(target), "--nonblocking"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 async def profile_stream(seconds: float, out: Path, count: int) -> None:
@@ -97,12 +102,7 @@ async def profile_stream(seconds: float, out: Path, count: int) -> None:
             binary = builder.binary()
             for name, extra in (("stream", []), ("stream_batched", ["-batched"])):
                 target = out / f"{name}.svg"
-                recorder = subprocess.Popen(
-                    [spy, "record", "--pid", str(server.pid), "--duration", str(int(seconds)),
-                     "--rate", "250", "--format", "flamegraph", "--output", str(target), "--nonblocking"],
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                )
+                recorder = flame_graph(spy, server.pid, seconds, target)
                 streamed, cpu = 0, 0.0
                 while recorder.poll() is None:
                     meter = procstat.CpuMeter([procstat.Group("server", lambda: procstat.tree(server.pid))])
