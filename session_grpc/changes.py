@@ -56,6 +56,7 @@ def change_to_proto(change: Change) -> pb.SessionChange:
         kind=KIND_TO_PROTO[change.kind],
         change_time=timestamp(change.change_time),
         changed_fields=change.changed_fields,
+        first_sequence=change.first_sequence,
     )
     if change.session is not None:
         message.session.CopyFrom(session_to_proto(change.session))

@@ -545,3 +545,39 @@ async def test_a_watcher_sees_the_pruned_messages_go_as_messages_removed(session
                      pb.CHANGE_KIND_MESSAGES_REMOVED]
     assert [change.message.sequence for change in seen[1:3]] == [4, 5]  # the pruned ones' changes are gone
     assert seen[-1].session.message_count == 5  # frozen: the last sequence, not what is stored
+    assert seen[-1].first_sequence == 4  # what is left: 4..5
+
+
+async def test_messages_removed_says_where_the_messages_left_begin_after_prunes_and_rewinds(
+    sessions, messages, retention, service
+):
+    """first_sequence..message_count is what is stored after each MESSAGES_REMOVED: a prune cuts the
+    start, a rewind the end (after a prune too), and a rewind or a message_ttl prune that leaves
+    nothing says 0."""
+    await set_policy(retention, "chat", max_messages_per_session=3)
+    session_id = await conversation(sessions, messages, 7)
+    await service.prune()  # 5..7 left
+    await sessions.TruncateSession(pb.TruncateSessionRequest(session_id=session_id, last_sequence=6))  # 5..6
+    for n in range(3):
+        await add(messages, session_id, f"again {n}")  # 5..9
+    await service.prune()  # 7..9
+    await sessions.TruncateSession(pb.TruncateSessionRequest(session_id=session_id, last_sequence=6))  # none
+    other = await conversation(sessions, messages, 2)
+    await sessions.TruncateSession(pb.TruncateSessionRequest(session_id=other, last_sequence=0))  # none
+    async def removals(watched: str, count: int) -> list[tuple[int, int]]:
+        """(first_sequence, message_count) of the session's first `count` MESSAGES_REMOVED."""
+        found: list[tuple[int, int]] = []
+        call = sessions.WatchSession(pb.WatchSessionRequest(session_id=watched, after_change_id=0))
+        try:
+            async with asyncio.timeout(20):
+                async for response in call:
+                    if response.change.kind == pb.CHANGE_KIND_MESSAGES_REMOVED:
+                        found.append((response.change.first_sequence, response.change.session.message_count))
+                    if len(found) == count:
+                        return found
+        finally:
+            call.cancel()
+        return found
+
+    assert await removals(session_id, 4) == [(5, 7), (5, 6), (7, 9), (0, 6)]
+    assert await removals(other, 1) == [(0, 0)]

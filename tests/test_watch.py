@@ -397,6 +397,7 @@ async def test_batch_appends_forks_and_rewinds_are_in_the_feed(sessions, message
     stream.cancel()
     assert rewound.change.kind == K.CHANGE_KIND_MESSAGES_REMOVED
     assert rewound.change.session.message_count == 1
+    assert rewound.change.first_sequence == 1  # what is left: 1..1
     # From the start, the rewound session's history leaves out the messages removed since.
     replay = watch(sessions, source.session_id, after=0)
     history = await take(replay, 3)

@@ -31,6 +31,9 @@ class Change:
     message: Message | None = None
     memory: Memory | None = None
     changed_fields: tuple[str, ...] = ()
+    first_sequence: int = 0
+    """MESSAGES_REMOVED: the lowest sequence still stored after it (0: none, or recorded before
+    migration 0020)."""
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,8 @@ def _prefixed(table: str, columns: str, prefix: str) -> str:
 # look up in the catalog on each new connection.
 _COLUMNS = f"""
     c.change_id, c.session_id AS changed_session, c.kind, c.create_time AS change_time,
-    c.payload -> 'changed' AS changed, {_prefixed("s", SESSION_COLUMNS, "s_")},
+    c.payload -> 'changed' AS changed, (c.payload ->> 'first_sequence')::bigint AS first_sequence,
+    {_prefixed("s", SESSION_COLUMNS, "s_")},
     {_prefixed("mem", MEMORY_COLUMNS, "mem_")}, m.*
 """
 _JOIN = f"""
@@ -101,6 +102,7 @@ def _change(row: rows.Row) -> Change | None:
         message=rows.message(row) if row["id"] is not None else None,
         memory=rows.memory(_part(row, "mem_")) if row["mem_session_id"] is not None else None,
         changed_fields=tuple(row["changed"] or ()),
+        first_sequence=row["first_sequence"] or 0,
     )
 
 

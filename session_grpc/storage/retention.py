@@ -166,7 +166,8 @@ SELECT id, message_count FROM sessions WHERE id = ANY($1::uuid[]) ORDER BY id FO
 """
 # Under those locks: each session's prefix to remove, at most $5 rows in all (in session and
 # sequence order, so a session cut short loses a prefix), deleted; its MESSAGE_ADDED changes
-# dropped and one MESSAGES_REMOVED recorded per session touched.
+# dropped and one MESSAGES_REMOVED recorded per session touched (with first_sequence: what is left
+# is the gapless run after the removed prefix, up to message_count).
 DELETE_MESSAGES = f"""
 WITH locked AS (
     SELECT l.id, b.by_age, b.by_count
@@ -190,7 +191,8 @@ WITH locked AS (
     DELETE FROM session_changes c USING touched t
     WHERE c.session_id = t.session_id AND c.kind = 'message_added' AND c.sequence <= t.upto
 ), recorded AS (
-    SELECT feed_record(s.user_id, s.id, 'messages_removed', to_jsonb(s) - 'request_id')
+    SELECT feed_record(s.user_id, s.id, 'messages_removed', (to_jsonb(s) - 'request_id') || jsonb_build_object(
+        'first_sequence', CASE WHEN t.upto >= s.message_count THEN 0 ELSE t.upto + 1 END))
     FROM sessions s JOIN touched t ON t.session_id = s.id
 )
 SELECT (SELECT count(*) FROM recorded) AS sessions,

@@ -537,7 +537,7 @@ class GetAppStateResponse(_message.Message):
     def __init__(self, app_state: _Optional[_Union[AppState, _Mapping]] = ...) -> None: ...
 
 class SessionChange(_message.Message):
-    __slots__ = ("change_id", "session_id", "kind", "change_time", "session", "message", "memory", "changed_fields")
+    __slots__ = ("change_id", "session_id", "kind", "change_time", "session", "message", "memory", "changed_fields", "first_sequence")
     CHANGE_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -546,6 +546,7 @@ class SessionChange(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     MEMORY_FIELD_NUMBER: _ClassVar[int]
     CHANGED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     change_id: int
     session_id: str
     kind: ChangeKind
@@ -554,7 +555,8 @@ class SessionChange(_message.Message):
     message: Message
     memory: Memory
     changed_fields: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, change_id: _Optional[int] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., changed_fields: _Optional[_Iterable[str]] = ...) -> None: ...
+    first_sequence: int
+    def __init__(self, change_id: _Optional[int] = ..., session_id: _Optional[str] = ..., kind: _Optional[_Union[ChangeKind, str]] = ..., change_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., session: _Optional[_Union[Session, _Mapping]] = ..., message: _Optional[_Union[Message, _Mapping]] = ..., memory: _Optional[_Union[Memory, _Mapping]] = ..., changed_fields: _Optional[_Iterable[str]] = ..., first_sequence: _Optional[int] = ...) -> None: ...
 
 class WatchSessionRequest(_message.Message):
     __slots__ = ("session_id", "after_change_id")
