@@ -14,7 +14,9 @@ prune statement (storage/retention.py) computes it from the prefix it removed. C
 before this revision have none (0).
 """
 
+import importlib.util
 from collections.abc import Sequence
+from pathlib import Path
 
 from alembic import op
 
@@ -23,73 +25,33 @@ down_revision: str | None = "0019"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The function of migration 0011 with the messages_removed branch extended; the downgrade puts
-# 0011's back (a migration's text is frozen once released, so both are written out here).
-WITH_FIRST_SEQUENCE = r"""
-CREATE OR REPLACE FUNCTION feed_session_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    changed text[] := '{}';
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM feed_record(NEW.user_id, NEW.id, 'session_created', to_jsonb(NEW) - 'request_id');
-    ELSIF TG_OP = 'DELETE' THEN
-        DELETE FROM session_changes WHERE session_id = OLD.id;
-        PERFORM feed_record(OLD.user_id, OLD.id, 'session_deleted', '{}'::jsonb);
-    ELSE
-        IF NEW.message_count < OLD.message_count THEN
-            -- A rewind (TruncateSession) also bumps the version; its snapshot carries the new etag,
+
+def _as_in_0011() -> str:
+    """feed_session_changed() as migration 0011 made it (read from that frozen file, not copied)."""
+    spec = importlib.util.spec_from_file_location("change_feed_0011", Path(__file__).with_name("2026_11_29_0011_change_feed.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    functions: str = module.FUNCTIONS
+    start = functions.index("CREATE FUNCTION feed_session_changed()")
+    end = functions.index("END $$;", start) + len("END $$;")
+    return functions[start:end].replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION")
+
+
+_REWIND = """            -- A rewind (TruncateSession) also bumps the version; its snapshot carries the new etag.
+            PERFORM feed_record(NEW.user_id, NEW.id, 'messages_removed', to_jsonb(NEW) - 'request_id');"""
+_REWIND_WITH_FIRST_SEQUENCE = """            -- A rewind (TruncateSession) also bumps the version; its snapshot carries the new etag,
             -- and first_sequence the lowest sequence left (0: none), read after the rewind's delete.
             PERFORM feed_record(NEW.user_id, NEW.id, 'messages_removed', (to_jsonb(NEW) - 'request_id')
                 || jsonb_build_object('first_sequence',
-                       coalesce((SELECT min(m.sequence) FROM messages m WHERE m.session_id = NEW.id), 0)));
-        ELSIF NEW.version IS DISTINCT FROM OLD.version THEN
-            IF NEW.title IS DISTINCT FROM OLD.title THEN changed := changed || 'title'::text; END IF;
-            IF NEW.status IS DISTINCT FROM OLD.status THEN changed := changed || 'status'::text; END IF;
-            IF NEW.conversation_data IS DISTINCT FROM OLD.conversation_data THEN
-                changed := changed || 'conversation_data'::text;
-            END IF;
-            IF NEW.metadata IS DISTINCT FROM OLD.metadata THEN changed := changed || 'metadata'::text; END IF;
-            PERFORM feed_record(NEW.user_id, NEW.id, 'session_updated',
-                                (to_jsonb(NEW) - 'request_id') || jsonb_build_object('changed', changed));
-        END IF;
-    END IF;
-    RETURN NULL;
-END $$;
-"""
-
-AS_IN_0011 = r"""
-CREATE OR REPLACE FUNCTION feed_session_changed() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    changed text[] := '{}';
-BEGIN
-    IF TG_OP = 'INSERT' THEN
-        PERFORM feed_record(NEW.user_id, NEW.id, 'session_created', to_jsonb(NEW) - 'request_id');
-    ELSIF TG_OP = 'DELETE' THEN
-        DELETE FROM session_changes WHERE session_id = OLD.id;
-        PERFORM feed_record(OLD.user_id, OLD.id, 'session_deleted', '{}'::jsonb);
-    ELSE
-        IF NEW.message_count < OLD.message_count THEN
-            -- A rewind (TruncateSession) also bumps the version; its snapshot carries the new etag.
-            PERFORM feed_record(NEW.user_id, NEW.id, 'messages_removed', to_jsonb(NEW) - 'request_id');
-        ELSIF NEW.version IS DISTINCT FROM OLD.version THEN
-            IF NEW.title IS DISTINCT FROM OLD.title THEN changed := changed || 'title'::text; END IF;
-            IF NEW.status IS DISTINCT FROM OLD.status THEN changed := changed || 'status'::text; END IF;
-            IF NEW.conversation_data IS DISTINCT FROM OLD.conversation_data THEN
-                changed := changed || 'conversation_data'::text;
-            END IF;
-            IF NEW.metadata IS DISTINCT FROM OLD.metadata THEN changed := changed || 'metadata'::text; END IF;
-            PERFORM feed_record(NEW.user_id, NEW.id, 'session_updated',
-                                (to_jsonb(NEW) - 'request_id') || jsonb_build_object('changed', changed));
-        END IF;
-    END IF;
-    RETURN NULL;
-END $$;
-"""
+                       coalesce((SELECT min(m.sequence) FROM messages m WHERE m.session_id = NEW.id), 0)));"""
 
 
 def upgrade() -> None:
-    op.execute(WITH_FIRST_SEQUENCE)
+    before = _as_in_0011()
+    assert before.count(_REWIND) == 1
+    op.execute(before.replace(_REWIND, _REWIND_WITH_FIRST_SEQUENCE))
 
 
 def downgrade() -> None:
-    op.execute(AS_IN_0011)
+    op.execute(_as_in_0011())
