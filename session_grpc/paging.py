@@ -168,21 +168,14 @@ def fit_page(items: list[T], to_proto: Callable[[T], P], budget: int = RESPONSE_
 
 
 def split_page(items: list[T], to_proto: Callable[[T], P], budget: int) -> list[list[P]]:
-    """The items, as protos in their order, in consecutive runs of at most `budget` serialized
-    bytes each (counted as fit_page counts them); an item larger than that is a run alone."""
+    """The items, as protos in their order, in consecutive runs that each fit_page fits in `budget`
+    serialized bytes (an item larger than that is a run alone)."""
     runs: list[list[P]] = []
-    run: list[P] = []
-    size = 0
-    for item in items:
-        message = to_proto(item)
-        grows = message.ByteSize() + 16
-        if run and size + grows > budget:
-            runs.append(run)
-            run, size = [], 0
-        run.append(message)
-        size += grows
-    if run:
+    start = 0
+    while start < len(items):
+        run = fit_page(items[start:], to_proto, budget)
         runs.append(run)
+        start += len(run)
     return runs
 
 
