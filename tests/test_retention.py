@@ -127,6 +127,15 @@ async def test_a_policy_without_a_rule_or_with_a_bad_value_is_invalid(retention,
     assert field in failure.field_violations
 
 
+@pytest.mark.parametrize("app_name", ["", "no spaces", "x" * 300])
+@pytest.mark.parametrize("method", ["GetRetentionPolicy", "DeleteRetentionPolicy"])
+async def test_reading_or_deleting_a_policy_of_a_bad_app_name_is_invalid_naming_it(retention, method, app_name):
+    request = getattr(pb, f"{method}Request")(app_name=app_name)
+    failure = await expect_failure(getattr(retention, method)(request))
+    assert failure.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "app_name" in failure.field_violations
+
+
 # -- what each rule removes, and nothing else ---------------------------------------------------
 
 
